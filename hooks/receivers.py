@@ -1,0 +1,1 @@
+"""Domain signal -> transactional outbox (Event + Delivery rows)."""
