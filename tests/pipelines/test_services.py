@@ -1,0 +1,134 @@
+import pytest
+
+from pipelines import services
+from pipelines.errors import TransitionRefused
+from pipelines.models import Status
+from pipelines.signals import pipeline_changed
+
+
+@pytest.fixture
+def changes():
+    seen = []
+
+    def listen(sender, pipeline, previous_status, change, **kwargs):
+        seen.append((previous_status, pipeline.status, change))
+
+    pipeline_changed.connect(listen)
+    yield seen
+    pipeline_changed.disconnect(listen)
+
+
+def test_create_pipeline_sends_created_signal(project, changes):
+    pipeline = services.create_pipeline(project, ref="main", sha="a" * 40)
+    assert pipeline.iid == 1
+    assert changes == [(None, "created", "created")]
+
+
+def test_commit_statuses_compose_pipeline_through_stages(project, changes):
+    sha = "b" * 40
+    services.report_commit_status(project, sha, state="pending", name="build", stage="build")
+    services.report_commit_status(project, sha, state="running", name="build")
+    services.report_commit_status(project, sha, state="success", name="build")
+    services.report_commit_status(project, sha, state="running", name="test", stage="test")
+    pipeline = project.pipelines.get()
+    assert pipeline.status == Status.RUNNING
+    services.report_commit_status(project, sha, state="success", name="test")
+    pipeline.refresh_from_db()
+    assert pipeline.status == Status.SUCCESS
+    assert pipeline.finished_at is not None and pipeline.duration is not None
+    assert pipeline.stage_names() == ["build", "test"]
+    assert [c[1:] for c in changes] == [
+        ("created", "created"),
+        ("pending", "status_changed"),
+        ("running", "status_changed"),
+        # GitLab composes from the jobs it knows: build alone finished the pipeline, and
+        # the test job reported later runs it again.
+        ("success", "finished"),
+        ("running", "status_changed"),
+        ("success", "finished"),
+    ]
+
+
+def test_same_job_state_twice_is_refused_and_sends_nothing(project, changes):
+    sha = "c" * 40
+    services.report_commit_status(project, sha, state="running", name="build")
+    before = len(changes)
+    with pytest.raises(TransitionRefused, match="Cannot transition status via :run from :running"):
+        services.report_commit_status(project, sha, state="running", name="build")
+    assert len(changes) == before
+
+
+def test_allow_failure_job_does_not_fail_pipeline(project):
+    pipeline = services.create_pipeline(project, ref="main", sha="d" * 40)
+    services.create_job(pipeline, name="lint", status="failed", allow_failure=True)
+    services.create_job(pipeline, name="unit", status="success")
+    pipeline.refresh_from_db()
+    assert pipeline.status == Status.SUCCESS
+
+
+def test_compose_failed_beats_success(project):
+    pipeline = services.create_pipeline(project, ref="main", sha="e" * 40)
+    services.create_job(pipeline, name="a", status="success")
+    services.create_job(pipeline, name="b", status="failed")
+    pipeline.refresh_from_db()
+    assert pipeline.status == Status.FAILED
+
+
+def test_retry_finished_pipeline_goes_back_to_running(project, changes):
+    pipeline = services.create_pipeline(project, ref="main", sha="f" * 40)
+    services.create_job(pipeline, name="a", status="success")
+    failing = services.create_job(pipeline, name="b", status="failed")
+    pipeline = services.retry_pipeline(pipeline)
+    assert pipeline.status == Status.RUNNING
+    assert pipeline.finished_at is None
+    failing.refresh_from_db()
+    assert failing.retried
+    assert pipeline.latest_jobs().get(name="b").status == Status.PENDING
+    assert changes[-1] == ("failed", "running", "status_changed")
+
+
+def test_retry_refused_without_failed_jobs(project):
+    pipeline = services.create_pipeline(project, ref="main", sha="1" * 40)
+    services.create_job(pipeline, name="a", status="running")
+    with pytest.raises(TransitionRefused):
+        services.retry_pipeline(pipeline)
+
+
+def test_cancel_cancels_active_jobs(project):
+    pipeline = services.create_pipeline(project, ref="main", sha="2" * 40)
+    services.create_job(pipeline, name="a", status="success")
+    services.create_job(pipeline, name="b", status="running")
+    pipeline = services.cancel_pipeline(pipeline)
+    assert pipeline.status == Status.CANCELED
+    with pytest.raises(TransitionRefused, match="not cancelable"):
+        services.cancel_pipeline(pipeline)
+
+
+def test_transition_pipeline_refuses_created_and_ignores_same(project, changes):
+    pipeline = services.create_pipeline(project, ref="main", sha="3" * 40)
+    assert services.transition_pipeline(pipeline, "running") is True
+    assert services.transition_pipeline(pipeline, "running") is False
+    with pytest.raises(TransitionRefused):
+        services.transition_pipeline(pipeline, "created")
+    pipeline.refresh_from_db()
+    assert pipeline.status == Status.RUNNING
+    assert pipeline.started_at is not None
+    assert [c[2] for c in changes] == ["created", "status_changed"]
+
+
+def test_transition_refused_when_pipeline_has_jobs(project):
+    pipeline = services.create_pipeline(project, ref="main", sha="4" * 40)
+    services.create_job(pipeline, name="a", status="pending")
+    with pytest.raises(TransitionRefused, match="composed from its jobs"):
+        services.transition_pipeline(pipeline, "success")
+
+
+def test_finished_job_reported_again_starts_new_attempt(project):
+    sha = "5" * 40
+    first = services.report_commit_status(project, sha, state="failed", name="build")
+    second = services.report_commit_status(project, sha, state="running", name="build")
+    first.refresh_from_db()
+    assert first.retried and first.failure_reason == "api_failure"
+    assert second.pk != first.pk
+    pipeline = project.pipelines.get()
+    assert pipeline.status == Status.RUNNING
