@@ -37,7 +37,9 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 # The address people and receivers reach this service at; used for web_url, pipeline URLs
 # and X-Gitlab-Instance.
-PIPEHOOK_EXTERNAL_URL = env.str("PIPEHOOK_EXTERNAL_URL", default="http://127.0.0.1:8000").rstrip("/")
+PIPEHOOK_EXTERNAL_URL = env.str("PIPEHOOK_EXTERNAL_URL", default="http://127.0.0.1:8000").rstrip(
+    "/"
+)
 
 INSTALLED_APPS = [
     "django.contrib.admin",

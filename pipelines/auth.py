@@ -106,14 +106,15 @@ def check_access(token: AccessToken | None, user, action: str, project: Project 
             f"insufficient_scope: this request needs the '{AccessToken.Scope.API}' scope"
             f" and the token has {', '.join(sorted(scopes)) or 'none'}"
         )
-    if project is not None and token.projects.exists() and not token.projects.filter(
-        pk=project.pk
-    ).exists():
+    if (
+        project is not None
+        and token.projects.exists()
+        and not token.projects.filter(pk=project.pk).exists()
+    ):
         raise AccessDenied(f"this token is not allowed to access project {project.pk}")
     if not token_has_permission(token, action):
         raise AccessDenied(
-            f"the token's user groups do not grant the '{PERMISSION_FOR_ACTION[action]}'"
-            " permission"
+            f"the token's user groups do not grant the '{PERMISSION_FOR_ACTION[action]}' permission"
         )
 
 

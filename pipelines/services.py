@@ -20,9 +20,9 @@ from django.utils.text import slugify
 
 from pipelines.errors import InvalidInput, NotFound, TransitionRefused
 from pipelines.models import (
-    AccessToken,
     CANCELABLE_STATUSES,
     COMPLETED_STATUSES,
+    AccessToken,
     Job,
     Pipeline,
     Project,
@@ -37,58 +37,21 @@ UNSTARTED_STATUSES = frozenset(
 )
 
 # GitLab's job (CommitStatus) state machine: for each target status, where it may come from.
+_QUEUED = frozenset({Status.WAITING_FOR_RESOURCE, Status.PREPARING, Status.PENDING})
+_NOT_STARTED = _QUEUED | {Status.CREATED}
+_BLOCKED = frozenset({Status.MANUAL, Status.SCHEDULED})
+_ENQUEUEABLE = frozenset({Status.CREATED, Status.SKIPPED}) | _BLOCKED
 _JOB_SOURCES: dict[str, frozenset[str]] = {
     Status.CREATED: frozenset({Status.SKIPPED, Status.MANUAL}),
-    Status.WAITING_FOR_RESOURCE: frozenset(
-        {Status.CREATED, Status.SKIPPED, Status.MANUAL, Status.SCHEDULED}
-    ),
-    Status.PREPARING: frozenset(
-        {Status.CREATED, Status.SKIPPED, Status.MANUAL, Status.SCHEDULED, Status.WAITING_FOR_RESOURCE}
-    ),
-    Status.PENDING: frozenset(
-        {
-            Status.CREATED,
-            Status.SKIPPED,
-            Status.MANUAL,
-            Status.SCHEDULED,
-            Status.WAITING_FOR_RESOURCE,
-            Status.PREPARING,
-        }
-    ),
+    Status.WAITING_FOR_RESOURCE: _ENQUEUEABLE,
+    Status.PREPARING: _ENQUEUEABLE | {Status.WAITING_FOR_RESOURCE},
+    Status.PENDING: _ENQUEUEABLE | {Status.WAITING_FOR_RESOURCE, Status.PREPARING},
     Status.RUNNING: frozenset({Status.PENDING}),
-    Status.SUCCESS: frozenset(
-        {Status.CREATED, Status.WAITING_FOR_RESOURCE, Status.PREPARING, Status.PENDING, Status.RUNNING}
-    ),
-    Status.FAILED: frozenset(
-        {
-            Status.CREATED,
-            Status.WAITING_FOR_RESOURCE,
-            Status.PREPARING,
-            Status.PENDING,
-            Status.RUNNING,
-            Status.MANUAL,
-            Status.SCHEDULED,
-            Status.CANCELING,
-        }
-    ),
-    Status.CANCELING: frozenset(
-        {Status.CREATED, Status.WAITING_FOR_RESOURCE, Status.PREPARING, Status.PENDING, Status.RUNNING}
-    ),
-    Status.CANCELED: frozenset(
-        {
-            Status.CREATED,
-            Status.WAITING_FOR_RESOURCE,
-            Status.PREPARING,
-            Status.PENDING,
-            Status.RUNNING,
-            Status.MANUAL,
-            Status.SCHEDULED,
-            Status.CANCELING,
-        }
-    ),
-    Status.SKIPPED: frozenset(
-        {Status.CREATED, Status.WAITING_FOR_RESOURCE, Status.PREPARING, Status.PENDING}
-    ),
+    Status.SUCCESS: _NOT_STARTED | {Status.RUNNING},
+    Status.FAILED: _NOT_STARTED | _BLOCKED | {Status.RUNNING, Status.CANCELING},
+    Status.CANCELING: _NOT_STARTED | {Status.RUNNING},
+    Status.CANCELED: _NOT_STARTED | _BLOCKED | {Status.RUNNING, Status.CANCELING},
+    Status.SKIPPED: _NOT_STARTED,
     Status.MANUAL: frozenset({Status.CREATED}),
     Status.SCHEDULED: frozenset({Status.CREATED}),
 }
@@ -121,9 +84,7 @@ def validate_status(value: str) -> Status:
     try:
         return Status(value)
     except ValueError:
-        raise InvalidInput(
-            f"status {value!r} is not one of: {', '.join(Status.values)}"
-        ) from None
+        raise InvalidInput(f"status {value!r} is not one of: {', '.join(Status.values)}") from None
 
 
 # --- Composition: a pipeline's status from its jobs -----------------------------------------
@@ -185,10 +146,14 @@ def _pipeline_target(current: str, composite: Status | None) -> str:
     """Map a composite status onto the pipeline the way GitLab's ``set_status`` does."""
     if composite is None or composite == Status.CREATED:
         return current  # GitLab has no event that moves a pipeline back to created
-    if composite == Status.PENDING and (current in COMPLETED_STATUSES or current in (
-        Status.RUNNING,
-        Status.CANCELING,
-    )):
+    if composite == Status.PENDING and (
+        current in COMPLETED_STATUSES
+        or current
+        in (
+            Status.RUNNING,
+            Status.CANCELING,
+        )
+    ):
         return Status.RUNNING  # GitLab's enqueue of a finished pipeline runs it again
     return composite
 
@@ -449,12 +414,12 @@ def _check_job_move(job: Job, target: str) -> None:
         raise TransitionRefused(
             f"Cannot transition status via :{_EVENT_FOR_STATUS[target]} from :{job.status}"
         )
-    if job.status not in _JOB_SOURCES[target]:
-        # Running is reached through pending (GitLab's "enqueue, then run").
-        if not (target == Status.RUNNING and job.status in _JOB_SOURCES[Status.PENDING]):
-            raise TransitionRefused(
-                f"Cannot transition status via :{_EVENT_FOR_STATUS[target]} from :{job.status}"
-            )
+    # Running is also reached through pending (GitLab's "enqueue, then run").
+    via_pending = target == Status.RUNNING and job.status in _JOB_SOURCES[Status.PENDING]
+    if job.status not in _JOB_SOURCES[target] and not via_pending:
+        raise TransitionRefused(
+            f"Cannot transition status via :{_EVENT_FOR_STATUS[target]} from :{job.status}"
+        )
 
 
 _JOB_FIELDS = {
@@ -511,9 +476,7 @@ def create_job(
     return job
 
 
-def update_job(
-    job: Job, *, status: str | None = None, at: datetime | None = None, **fields
-) -> Job:
+def update_job(job: Job, *, status: str | None = None, at: datetime | None = None, **fields) -> Job:
     """Change a job's status (GitLab's job state machine) and fields; recompose its pipeline.
 
     Explicit times in ``fields`` (started_at, finished_at...) win over the moment of change,
@@ -664,7 +627,8 @@ def create_token(
     unknown = set(scopes) - set(AccessToken.Scope.values)
     if unknown:
         raise InvalidInput(
-            f"unknown scopes: {', '.join(sorted(unknown))} (use {', '.join(AccessToken.Scope.values)})"
+            f"unknown scopes: {', '.join(sorted(unknown))}"
+            f" (use {', '.join(AccessToken.Scope.values)})"
         )
     raw = AccessToken.generate()
     with transaction.atomic():

@@ -20,9 +20,7 @@ def make_token(db):
 
     def make(user=None, scopes=("api",), projects=(), groups=()):
         user = user or UserFactory()
-        _, raw = services.create_token(
-            user, scopes=list(scopes), projects=projects, groups=groups
-        )
+        _, raw = services.create_token(user, scopes=list(scopes), projects=projects, groups=groups)
         return raw
 
     return make
