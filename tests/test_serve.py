@@ -1,0 +1,108 @@
+"""`make run`'s last step, `manage.py serve`, on the embedded defaults: first start prints the
+admin password and an API token, the web answers, and SIGINT stops every child process."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def embedded_env(tmp_path):
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "PIPEHOOK_TEST_DB")
+    }
+    env["PIPEHOOK_VAR_DIR"] = str(tmp_path / "var")
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+    )
+    return env
+
+
+def child_pids(pid: int) -> set[int]:
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.add(int(stat.parent.name))
+    return children
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state != "Z"
+
+
+def test_serve_first_start_prints_token_and_stops_cleanly(embedded_env):
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
+        cwd=ROOT,
+        env=embedded_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        token = None
+        output = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and token is None:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            output.append(line)
+            if line.startswith("API token: "):
+                token = line.split(": ", 1)[1].strip()
+        assert token, "".join(output)
+        assert any("user root  password" in line for line in output)
+
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                if requests.get(f"{base}/healthz", timeout=5).status_code == 200:
+                    break
+            except requests.RequestException:
+                time.sleep(0.1)
+        assert requests.get(f"{base}/admin/login/", timeout=5).status_code == 200
+        projects = requests.get(
+            f"{base}/api/v4/projects", headers={"PRIVATE-TOKEN": token}, timeout=5
+        )
+        assert projects.status_code == 200, projects.text
+        anonymous = requests.get(f"{base}/api/v4/projects", timeout=5)
+        assert anonymous.status_code == 401
+
+        children = child_pids(proc.pid)
+        assert len(children) == 4  # redis, web, worker, beat
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        assert not [pid for pid in children if alive(pid)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
