@@ -5,12 +5,17 @@ read-only rules GitLab attaches to it (status groups, URLs).
 """
 
 import hashlib
+import re
 import secrets
 
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db import models
 from django.utils import timezone
+
+from pipelines.errors import InvalidInput
 
 
 class Status(models.TextChoices):
@@ -305,3 +310,228 @@ class AccessToken(models.Model):
     @property
     def is_active(self) -> bool:
         return not self.revoked and (self.expires_at is None or self.expires_at > timezone.now())
+
+
+# --- Pipeline definitions ------------------------------------------------------------------
+# What the API may start: a project's named pipeline and workflow definitions, the variables
+# they declare, the executions started from them, and the per-project permissions of groups
+# that decide which API keys may start them.
+
+# Pipeline variables become GitLab variables, whose keys GitLab limits to these characters.
+VARIABLE_NAME_PATTERN = re.compile(r"[A-Za-z0-9_]{1,255}")
+
+
+class VariableType(models.TextChoices):
+    """Declared variable types, named as release tooling names them."""
+
+    TEXT = "Text"
+    NUMBER = "Number"
+    EMAIL = "Email"
+    ENVIRONMENT = "Environment"
+    SERVICE = "Service"
+    INFRASTRUCTURE_DEFINITION = "Infrastructure definition"
+
+
+# Variables that name an entity of the deployment target; they may be given by name or by id.
+ENTITY_VARIABLE_TYPES = frozenset(
+    {VariableType.ENVIRONMENT, VariableType.SERVICE, VariableType.INFRASTRUCTURE_DEFINITION}
+)
+
+
+class VariableValueType(models.TextChoices):
+    """How a caller gives a variable's value: as a name, or as the id of an entity."""
+
+    NAME = "NAME"
+    ID = "ID"
+
+
+def normalize_variable_declarations(value: object) -> list[dict]:
+    """``[{name, type, required}]`` with defaults filled in; ValidationError says what is wrong."""
+    if not isinstance(value, list):
+        raise ValidationError("variables must be a list of {name, type, required} objects")
+    result: list[dict] = []
+    seen: set[str] = set()
+    for position, item in enumerate(value, start=1):
+        if not isinstance(item, dict):
+            raise ValidationError(f"variable {position} must be an object with name and type")
+        unknown = set(item) - {"name", "type", "required"}
+        if unknown:
+            raise ValidationError(
+                f"variable {position} has unknown fields: {', '.join(sorted(unknown))}"
+            )
+        name = item.get("name")
+        if not isinstance(name, str) or not VARIABLE_NAME_PATTERN.fullmatch(name):
+            raise ValidationError(
+                f"variable {position}: name must be 1-255 letters, digits or underscores"
+            )
+        if name in seen:
+            raise ValidationError(f"variable {name!r} is declared more than once")
+        seen.add(name)
+        kind = item.get("type", VariableType.TEXT)
+        if kind not in VariableType.values:
+            raise ValidationError(
+                f"variable {name!r}: type {kind!r} is not one of: {', '.join(VariableType.values)}"
+            )
+        required = item.get("required", False)
+        if not isinstance(required, bool):
+            raise ValidationError(f"variable {name!r}: required must be true or false")
+        result.append({"name": name, "type": kind, "required": required})
+    return result
+
+
+def validate_variable_declarations(value: object) -> None:
+    normalize_variable_declarations(value)
+
+
+class PipelineDefinition(models.Model):
+    """A named pipeline or workflow of a project that the API can start, with its variables."""
+
+    class Kind(models.TextChoices):
+        PIPELINE = "pipeline"
+        WORKFLOW = "workflow"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="definitions")
+    name = models.CharField(max_length=255)
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.PIPELINE)
+    description = models.TextField(blank=True, default="")
+    variables = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_variable_declarations],
+        help_text='[{"name": "branch", "type": "Text", "required": false}, ...]',
+    )
+    # Blank means the project's default branch at the moment a run starts.
+    ref = models.CharField(
+        max_length=255, blank=True, default="", help_text="Branch or tag runs are created for."
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "kind", "name"], name="definition_unique_name"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.name!r} of {self.project}"
+
+    def clean(self) -> None:
+        self.variables = normalize_variable_declarations(self.variables)
+        self.name = self.name.strip()
+        if not self.name:
+            raise ValidationError({"name": "name is missing"})
+
+    def bind_variables(self, inputs: list[tuple[str, str, str]]) -> list[dict]:
+        """Check ``(name, value type, value)`` inputs against the declarations.
+
+        Returns GitLab pipeline variables; raises ``InvalidInput`` naming every unknown,
+        repeated, missing or mistyped variable at once, so a caller fixes them in one go.
+        """
+        declared = {item["name"]: item for item in normalize_variable_declarations(self.variables)}
+        problems: list[str] = []
+        values: dict[str, str] = {}
+        for name, value_type, value in inputs:
+            declaration = declared.get(name)
+            if name in values:
+                problems.append(f"variable {name!r} is given more than once")
+            elif declaration is None:
+                problems.append(
+                    f"unknown variable {name!r}: {self.name!r} declares "
+                    + (", ".join(repr(n) for n in declared) or "no variables")
+                )
+            elif problem := _variable_value_problem(declaration, value_type, value):
+                problems.append(problem)
+            values[name] = value
+        missing = [
+            name
+            for name, declaration in declared.items()
+            if declaration["required"] and not values.get(name)
+        ]
+        if missing:
+            problems.append(
+                "required variables missing: " + ", ".join(repr(name) for name in missing)
+            )
+        if problems:
+            raise InvalidInput("; ".join(problems))
+        return [
+            {"key": name, "value": value, "variable_type": "env_var"}
+            for name, value in values.items()
+        ]
+
+
+def _variable_value_problem(declaration: dict, value_type: str, value: str) -> str | None:
+    name, kind = declaration["name"], declaration["type"]
+    if value_type not in VariableValueType.values:
+        return f"variable {name!r}: value type {value_type!r} is not NAME or ID"
+    if value_type == VariableValueType.ID and kind not in ENTITY_VARIABLE_TYPES:
+        return f"variable {name!r} is {kind}: give its value with type NAME, not ID"
+    if not value:
+        return None  # emptiness matters only for required variables, reported together
+    if kind == VariableType.NUMBER and not NUMBER_PATTERN.fullmatch(value):
+        return f"variable {name!r} is a Number: {value!r} is not a number"
+    if kind == VariableType.EMAIL:
+        try:
+            validate_email(value)
+        except ValidationError:
+            return f"variable {name!r} is an Email: {value!r} is not an email address"
+    return None
+
+
+NUMBER_PATTERN = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
+
+
+class GroupProjectPermission(models.Model):
+    """A permission a user group holds on one project only.
+
+    ``Group.permissions`` grants a permission on every project; a row here grants it on
+    ``project`` alone. API keys scoped to the group inherit both.
+    """
+
+    group = models.ForeignKey(Group, on_delete=models.CASCADE, related_name="project_permissions")
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="group_permissions")
+    permission = models.ForeignKey(
+        "auth.Permission",
+        on_delete=models.CASCADE,
+        limit_choices_to={"content_type__app_label": "pipelines", "content_type__model": "project"},
+    )
+
+    class Meta:
+        ordering = ["group", "project", "permission"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["group", "project", "permission"], name="group_project_permission_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.group} may {self.permission.codename} on {self.project}"
+
+
+class Execution(models.Model):
+    """A run of a definition started through the API: its pipeline and what started it."""
+
+    pipeline = models.OneToOneField(Pipeline, on_delete=models.CASCADE, related_name="execution")
+    # Null once the definition is deleted; the run and its history stay.
+    definition = models.ForeignKey(
+        PipelineDefinition,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="executions",
+    )
+    kind = models.CharField(max_length=16, choices=PipelineDefinition.Kind.choices)
+    notes = models.TextField(blank=True, default="")
+    # [{"name", "artifactSourceName", "buildNumber"}] as the caller gave them.
+    service_inputs = models.JSONField(default=list, blank=True)
+    # The key that started it; null once that key is deleted (rotated).
+    token = models.ForeignKey(AccessToken, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} execution of pipeline {self.pipeline_id}"
