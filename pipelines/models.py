@@ -7,6 +7,7 @@ read-only rules GitLab attaches to it (status groups, URLs).
 import hashlib
 import re
 import secrets
+import uuid
 
 from django.conf import settings
 from django.contrib.auth.models import Group
@@ -535,3 +536,145 @@ class Execution(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} execution of pipeline {self.pipeline_id}"
+
+
+# --- Inbound dialect records
+# What the Harness SEI and Puppet Pipelines (Distelli) dialects need to remember beyond the
+# pipeline itself: which CI instance reports, which pipeline a re-posted run is, and the
+# Distelli events with their links. Pipeline state still changes only through services.
+
+
+class CicdInstance(models.Model):
+    """A CI/CD system registered to report runs (SEI's "CI/CD instance"), minted by GUID.
+
+    Runs posted with this GUID belong to ``project`` (SEI's ``integration_id``).
+    """
+
+    guid = models.UUIDField(unique=True, default=uuid.uuid4, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="cicd_instances")
+    name = models.CharField(max_length=255)
+    # SEI's instance type as the client gave it (jenkins, azure_devops, custom...).
+    type = models.CharField(max_length=64, default="custom")
+    # Null once the user who registered it is deleted.
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.guid})"
+
+
+class CicdRun(models.Model):
+    """An SEI-reported run: the identity that makes a re-post update the same pipeline.
+
+    ``identity`` is ``execution:<execution_id>`` when the client sent one, otherwise
+    ``build:<job_full_name>#<build_number>``, otherwise ``start:<job_full_name>@<start_time>``.
+    """
+
+    instance = models.ForeignKey(CicdInstance, on_delete=models.CASCADE, related_name="runs")
+    identity = models.CharField(max_length=600)
+    pipeline = models.OneToOneField(Pipeline, on_delete=models.CASCADE, related_name="cicd_run")
+    job_full_name = models.CharField(max_length=255)
+    # Null when the client did not send them.
+    execution_id = models.CharField(max_length=255, null=True, blank=True)
+    build_number = models.BigIntegerField(null=True, blank=True)
+    # The latest accepted report as the client sent it (aliases resolved), for the fields
+    # the pipeline has no column for: user_id, repo_url, artifacts, trigger_chain, themes...
+    report = models.JSONField(default=dict)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["instance", "identity"], name="cicd_run_unique_identity")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_full_name} ({self.identity})"
+
+
+class DistelliEvent(models.Model):
+    """A Puppet Pipelines (Distelli) event of an app (a project): build, push or pull request.
+
+    Every reported field is nullable: null means the client did not send it, and the events
+    listing shows it as null, as Distelli does.
+    """
+
+    class Type(models.TextChoices):
+        BUILD = "BUILD"
+        PUSH = "PUSH"
+        PULL_REQUEST = "PULL_REQUEST"
+
+    class BuildStatus(models.TextChoices):
+        WAITING = "Waiting"
+        QUEUED = "Queued"
+        RUNNING = "Running"
+        SUCCESS = "Success"
+        FAILED = "Failed"
+        TIMED_OUT = "TimedOut"
+        CANCELLED = "Cancelled"
+
+    # Once a build reaches one of these it is an immutable historical object.
+    TERMINAL_BUILD_STATUSES = frozenset(
+        {BuildStatus.SUCCESS, BuildStatus.FAILED, BuildStatus.TIMED_OUT, BuildStatus.CANCELLED}
+    )
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="distelli_events")
+    event_type = models.CharField(max_length=16, choices=Type.choices)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    # The push or pull request that triggered a build; null when none was given.
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    # The pipeline a build event is shown as; null for push and pull request events, and once
+    # the pipeline is deleted.
+    pipeline = models.OneToOneField(
+        Pipeline,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="distelli_event",
+    )
+    build_status = models.CharField(
+        max_length=16, choices=BuildStatus.choices, null=True, blank=True
+    )
+    build_start = models.DateTimeField(null=True, blank=True)
+    build_end = models.DateTimeField(null=True, blank=True)
+    auto_build = models.BooleanField(null=True, blank=True)
+    build_id = models.CharField(max_length=255, null=True, blank=True)
+    build_provider = models.CharField(max_length=255, null=True, blank=True)
+    build_url = models.CharField(max_length=2000, null=True, blank=True)
+    repo_url = models.CharField(max_length=2000, null=True, blank=True)
+    commit_url = models.CharField(max_length=2000, null=True, blank=True)
+    repo_owner = models.CharField(max_length=255, null=True, blank=True)
+    repo_name = models.CharField(max_length=255, null=True, blank=True)
+    repo_provider = models.CharField(max_length=64, null=True, blank=True)
+    author_username = models.CharField(max_length=255, null=True, blank=True)
+    author_name = models.CharField(max_length=255, null=True, blank=True)
+    commit_msg = models.TextField(null=True, blank=True)
+    commit_id = models.CharField(max_length=64, null=True, blank=True)
+    branch = models.CharField(max_length=255, null=True, blank=True)
+    release_version = models.CharField(max_length=255, null=True, blank=True)
+    # Only Distelli's deploy events have an environment, and none are recorded here; kept so
+    # the Env filters of the events listing select by it exactly as Distelli does.
+    env_name = models.CharField(max_length=255, null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(fields=["project", "event_type", "id"]),
+            models.Index(fields=["project", "branch", "id"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} event {self.pk} of {self.project}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.build_status in self.TERMINAL_BUILD_STATUSES
