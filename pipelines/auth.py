@@ -10,6 +10,10 @@ decides what a token may do:
 - a token scoped to user groups has exactly the Django permissions those groups grant
   (``pipelines.view_project``, ``pipelines.change_project``, ``pipelines.start_execution``,
   ``pipelines.manage_hooks``); an unscoped token has its owner's.
+
+A group grants a permission on every project through ``Group.permissions`` (Django's own),
+or on one project through a ``GroupProjectPermission`` row. Checks made without a project
+ask whether the token may do it somewhere; views then check again with the project.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from django.contrib.auth.models import Permission
 from django.utils import timezone
 from rest_framework import authentication, exceptions, permissions
 
-from pipelines.models import AccessToken, Project
+from pipelines.models import AccessToken, GroupProjectPermission, Project
 
 READ = "read"
 WRITE = "write"
@@ -77,8 +81,8 @@ def raw_token_from_request(request) -> str | None:
     return None
 
 
-def token_has_permission(token: AccessToken, action: str) -> bool:
-    """Whether a token's groups (or, unscoped, its owner) grant the action's permission."""
+def _granting_groups(token: AccessToken, action: str) -> tuple[bool, list[int]]:
+    """(granted on every project, groups whose per-project grants count) for a token."""
     codename = PERMISSION_FOR_ACTION[action].split(".", 1)[1]
     group_ids = list(token.groups.values_list("pk", flat=True))
     if not group_ids:
@@ -86,11 +90,48 @@ def token_has_permission(token: AccessToken, action: str) -> bool:
         # An unscoped token acts as its owner; owners without explicit permissions (the
         # usual case for people using tokens) may do what the token's scopes allow.
         if user.is_superuser or not user.user_permissions.exists() and not user.groups.exists():
-            return True
-        return user.has_perm(PERMISSION_FOR_ACTION[action])
-    return Permission.objects.filter(
+            return True, []
+        if user.has_perm(PERMISSION_FOR_ACTION[action]):
+            return True, []
+        return False, list(user.groups.values_list("pk", flat=True))
+    everywhere = Permission.objects.filter(
         group__pk__in=group_ids, content_type__app_label="pipelines", codename=codename
     ).exists()
+    return everywhere, group_ids
+
+
+def _project_grants(group_ids: list[int], action: str):
+    codename = PERMISSION_FOR_ACTION[action].split(".", 1)[1]
+    return GroupProjectPermission.objects.filter(
+        group__pk__in=group_ids,
+        permission__content_type__app_label="pipelines",
+        permission__codename=codename,
+    )
+
+
+def token_has_permission(token: AccessToken, action: str, project: Project | None = None) -> bool:
+    """Whether a token's groups (or, unscoped, its owner) grant the action's permission.
+
+    With a project: on that project. Without: on at least one project.
+    """
+    everywhere, group_ids = _granting_groups(token, action)
+    if everywhere:
+        return True
+    grants = _project_grants(group_ids, action)
+    if project is not None:
+        grants = grants.filter(project=project)
+    return grants.exists()
+
+
+def permitted_projects(token: AccessToken, action: str):
+    """The projects a token may do ``action`` on (scopes aside), for lists."""
+    everywhere, group_ids = _granting_groups(token, action)
+    projects = Project.objects.all()
+    if not everywhere:
+        projects = projects.filter(pk__in=_project_grants(group_ids, action).values("project_id"))
+    if token.projects.exists():
+        projects = projects.filter(pk__in=token.projects.values("pk"))
+    return projects
 
 
 def check_access(token: AccessToken | None, user, action: str, project: Project | None = None):
@@ -112,9 +153,11 @@ def check_access(token: AccessToken | None, user, action: str, project: Project 
         and not token.projects.filter(pk=project.pk).exists()
     ):
         raise AccessDenied(f"this token is not allowed to access project {project.pk}")
-    if not token_has_permission(token, action):
+    if not token_has_permission(token, action, project):
+        where = f" on project {project.path_with_namespace}" if project is not None else ""
         raise AccessDenied(
-            f"the token's user groups do not grant the '{PERMISSION_FOR_ACTION[action]}' permission"
+            f"the token's user groups do not grant the '{PERMISSION_FOR_ACTION[action]}'"
+            f" permission{where}"
         )
 
 

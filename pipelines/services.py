@@ -23,8 +23,10 @@ from pipelines.models import (
     CANCELABLE_STATUSES,
     COMPLETED_STATUSES,
     AccessToken,
+    Execution,
     Job,
     Pipeline,
+    PipelineDefinition,
     Project,
     Status,
 )
@@ -643,3 +645,67 @@ def create_token(
         token.projects.set(projects)
         token.groups.set(groups)
     return token, raw
+
+
+# --- Executions of pipeline definitions -----------------------------------------------------
+
+# Pipeline variables a service input sets, so the run knows which build to deploy.
+SERVICE_VARIABLES = ("SERVICE_NAME", "ARTIFACT_SOURCE_NAME", "ARTIFACT_BUILD_NUMBER")
+# GitLab's way of showing a commit it does not know (e.g. before_sha of a new branch).
+UNKNOWN_SHA = "0" * 40
+
+
+def start_execution(
+    definition: PipelineDefinition,
+    *,
+    variable_inputs: Iterable[tuple[str, str, str]] = (),
+    service_inputs: Iterable[dict] = (),
+    notes: str = "",
+    user: AbstractBaseUser | None = None,
+    token: AccessToken | None = None,
+) -> Execution:
+    """Start a run of a pipeline or workflow definition: a new pipeline with source ``api``.
+
+    ``variable_inputs`` are ``(name, value type, value)`` checked against the definition's
+    declarations; ``service_inputs`` are ``{name, artifactSourceName, buildNumber}``. The run
+    is for the definition's ref (the project's default branch when blank) at the newest commit
+    a pipeline was reported for on that ref, or ``UNKNOWN_SHA`` when there is none yet.
+    """
+    variables = definition.bind_variables(list(variable_inputs))
+    services_given = list(service_inputs)
+    if len(services_given) > 1:
+        raise InvalidInput("serviceInputs: one service per execution is supported")
+    for service in services_given:
+        taken = {v["key"] for v in variables} & set(SERVICE_VARIABLES)
+        if taken:
+            raise InvalidInput(
+                f"variable {sorted(taken)[0]!r} is also set by serviceInputs: give it once"
+            )
+        values = (service["name"], service.get("artifactSourceName") or "", service["buildNumber"])
+        variables += [
+            {"key": key, "value": value, "variable_type": "env_var"}
+            for key, value in zip(SERVICE_VARIABLES, values, strict=True)
+        ]
+    project = definition.project
+    ref = definition.ref or project.default_branch
+    with transaction.atomic():
+        newest_sha = (
+            project.pipelines.filter(ref=ref).order_by("-id").values_list("sha", flat=True).first()
+        )
+        pipeline = create_pipeline(
+            project,
+            ref=ref,
+            sha=newest_sha or UNKNOWN_SHA,
+            source=Pipeline.Source.API,
+            user=user,
+            variables=variables,
+            name=definition.name,
+        )
+        return Execution.objects.create(
+            pipeline=pipeline,
+            definition=definition,
+            kind=definition.kind,
+            notes=notes,
+            service_inputs=services_given,
+            token=token,
+        )
