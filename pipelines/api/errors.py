@@ -14,6 +14,13 @@ from rest_framework.views import set_rollback
 from pipelines.errors import ServiceError
 
 
+class ParameterError(exceptions.APIException):
+    """A parameter GitLab's Grape layer refuses: ``{"error": "ref is missing"}``."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+    default_code = "invalid_parameter"
+
+
 def gitlab_exception_handler(exc, context):
     if isinstance(exc, ServiceError):
         set_rollback()
@@ -50,6 +57,8 @@ def gitlab_exception_handler(exc, context):
                 status=status.HTTP_403_FORBIDDEN,
             )
         return Response({"message": f"403 Forbidden - {detail}"}, status=403, headers=headers)
+    if isinstance(exc, ParameterError):
+        return Response({"error": str(exc.detail)}, status=400)
     if isinstance(exc, exceptions.ParseError):
         return Response({"error": f"400 Bad request - {exc.detail}"}, status=400)
     if isinstance(exc, exceptions.ValidationError):

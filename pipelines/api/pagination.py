@@ -1,0 +1,152 @@
+"""GitLab's offset pagination for every list of the v4 API.
+
+``page`` and ``per_page`` (default 20, at most 100) pick the slice; the answer carries
+GitLab's headers: ``X-Total``, ``X-Total-Pages`` (at least 1), ``X-Page``, ``X-Per-Page``,
+``X-Next-Page`` and ``X-Prev-Page`` (empty strings when there is none) and a ``Link`` header
+with ``prev``, ``next``, ``first`` and ``last`` relations, in that order, as
+``Gitlab::Pagination::OffsetHeaderBuilder`` writes them. A page past the end is an empty list
+with neither a next nor a previous page, like Kaminari's.
+"""
+
+from __future__ import annotations
+
+import math
+from urllib.parse import urlencode
+
+from django.db.models import QuerySet
+from django.utils.encoding import escape_uri_path
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter
+from rest_framework.pagination import BasePagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from pipelines.api.errors import ParameterError
+
+DEFAULT_PER_PAGE = 20
+MAX_PER_PAGE = 100
+# Credentials a client put in the query string stay out of the links we hand back.
+_SECRET_PARAMS = frozenset({"private_token", "access_token", "apiToken"})
+
+PAGINATION_HEADERS = {
+    "X-Total": "Number of items.",
+    "X-Total-Pages": "Number of pages (at least 1).",
+    "X-Page": "This page.",
+    "X-Per-Page": "Items per page.",
+    "X-Next-Page": "The next page, or empty.",
+    "X-Prev-Page": "The previous page, or empty.",
+    "Link": 'rel="prev", "next", "first" and "last" page URLs.',
+}
+
+
+def _read_int(request: Request, name: str) -> int | None:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise ParameterError(f"{name} is invalid") from None
+
+
+def read_page_params(request: Request) -> tuple[int, int]:
+    """``(page, per_page)``: pages below 1 mean 1, per_page is clamped to 1..100."""
+    page = _read_int(request, "page")
+    per_page = _read_int(request, "per_page")
+    page = page if page and page > 0 else 1
+    if per_page is None or per_page < 1:
+        per_page = DEFAULT_PER_PAGE
+    return page, min(per_page, MAX_PER_PAGE)
+
+
+class GitLabPagination(BasePagination):
+    """DRF pagination class; views also use ``paginate`` directly through it."""
+
+    def paginate_queryset(self, queryset: QuerySet, request: Request, view=None) -> list:
+        self.request = request
+        self.page, self.per_page = read_page_params(request)
+        self.total = queryset.count()
+        self.total_pages = max(1, math.ceil(self.total / self.per_page))
+        in_range = self.page <= self.total_pages
+        self.next_page = self.page + 1 if in_range and self.page < self.total_pages else None
+        self.prev_page = self.page - 1 if in_range and self.page > 1 else None
+        if not in_range:
+            return []
+        offset = (self.page - 1) * self.per_page
+        return list(queryset[offset : offset + self.per_page])
+
+    def get_paginated_response(self, data) -> Response:
+        return Response(data, headers=self.headers())
+
+    def headers(self) -> dict[str, str]:
+        return {
+            "X-Per-Page": str(self.per_page),
+            "X-Page": str(self.page),
+            "X-Next-Page": str(self.next_page or ""),
+            "X-Prev-Page": str(self.prev_page or ""),
+            "Link": self.link_header(),
+            "X-Total": str(self.total),
+            "X-Total-Pages": str(self.total_pages),
+        }
+
+    def link_header(self) -> str:
+        links = []
+        if self.prev_page:
+            links.append(f'<{self._page_url(self.prev_page)}>; rel="prev"')
+        if self.next_page:
+            links.append(f'<{self._page_url(self.next_page)}>; rel="next"')
+        links.append(f'<{self._page_url(1)}>; rel="first"')
+        links.append(f'<{self._page_url(self.total_pages)}>; rel="last"')
+        return ", ".join(links)
+
+    def _page_url(self, page: int) -> str:
+        params = {
+            key: self.request.query_params.getlist(key)
+            for key in self.request.query_params
+            if key not in _SECRET_PARAMS
+        }
+        params["page"] = [str(page)]
+        params["per_page"] = [str(self.per_page)]
+        # Rails' Hash#to_query sorts the keys; links then look the same as GitLab's.
+        query = urlencode(sorted(params.items()), doseq=True)
+        return self.request.build_absolute_uri(f"{self._raw_path()}?{query}")
+
+    def _raw_path(self) -> str:
+        """The path as the client sent it, so ``acme%2Fweb`` stays encoded when we know it."""
+        meta = self.request.META
+        raw = meta.get("RAW_URI") or meta.get("REQUEST_URI")
+        if raw and raw.startswith("/"):
+            return raw.split("?", 1)[0]
+        return escape_uri_path(self.request.path)
+
+    def get_paginated_response_schema(self, schema: dict) -> dict:
+        return schema  # GitLab's lists are bare arrays; the paging is in the headers
+
+    def get_schema_operation_parameters(self, view) -> list[dict]:
+        return [
+            {
+                "name": "page",
+                "required": False,
+                "in": "query",
+                "description": "Page number (default: 1).",
+                "schema": {"type": "integer"},
+            },
+            {
+                "name": "per_page",
+                "required": False,
+                "in": "query",
+                "description": f"Items per page (default: {DEFAULT_PER_PAGE}, "
+                f"maximum: {MAX_PER_PAGE}).",
+                "schema": {"type": "integer"},
+            },
+        ]
+
+
+def pagination_header_parameters() -> list[OpenApiParameter]:
+    """The response headers of a paginated list, for the OpenAPI schema."""
+    return [
+        OpenApiParameter(
+            name, OpenApiTypes.STR, OpenApiParameter.HEADER, description=text, response=True
+        )
+        for name, text in PAGINATION_HEADERS.items()
+    ]

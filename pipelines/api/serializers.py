@@ -1,0 +1,767 @@
+"""GitLab v4 entities, field for field, and the parameters each endpoint accepts.
+
+Output serializers reproduce GitLab's Grape entities (``API::Entities::*``): the same keys,
+JSON types and time format (ISO 8601 in UTC with milliseconds, ``2016-08-11T11:28:34.085Z``).
+Fields GitLab exposes that have no meaning here (artifacts, runner managers, yaml errors...)
+are present with GitLab's empty value, so clients that read them keep working.
+
+Input serializers validate query and body parameters; the views turn their errors into
+Grape's wording (``ref is missing``, ``status does not have a valid value``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from pipelines.models import Job, Pipeline, Project, Status
+from pipelines.services import COMMIT_STATUS_STATES
+
+
+def gitlab_time(value: datetime | None) -> str | None:
+    """GitLab's API time format: UTC, milliseconds, ``Z``."""
+    if value is None:
+        return None
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def commit_time(value: datetime | None) -> str | None:
+    """Commit dates keep their offset in GitLab (``2015-12-24T16:51:14.000+01:00``)."""
+    if value is None:
+        return None
+    return value.isoformat(timespec="milliseconds")
+
+
+def blank_to_none(value: str | None) -> str | None:
+    return value or None
+
+
+class GitLabDateTimeField(serializers.DateTimeField):
+    def to_representation(self, value):
+        return gitlab_time(value)
+
+
+# --- Users -------------------------------------------------------------------------------
+
+
+class UserBasicSerializer(serializers.ModelSerializer):
+    """``API::Entities::UserBasic``."""
+
+    name = serializers.SerializerMethodField()
+    state = serializers.SerializerMethodField()
+    locked = serializers.SerializerMethodField()
+    avatar_url = serializers.SerializerMethodField()
+    web_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = get_user_model()
+        fields = ["id", "username", "name", "state", "locked", "avatar_url", "web_url"]
+
+    def get_name(self, user) -> str:
+        return user.get_full_name() or user.get_username()
+
+    def get_state(self, user) -> str:
+        return "active" if user.is_active else "blocked"
+
+    def get_locked(self, user) -> bool:
+        return False
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_avatar_url(self, user) -> str | None:
+        return None
+
+    def get_web_url(self, user) -> str:
+        return f"{settings.PIPEHOOK_EXTERNAL_URL}/{user.get_username()}"
+
+
+class UserSerializer(UserBasicSerializer):
+    """``API::Entities::User``, as jobs show their user."""
+
+    created_at = GitLabDateTimeField(source="date_joined")
+    bio = serializers.SerializerMethodField()
+    location = serializers.SerializerMethodField()
+    public_email = serializers.SerializerMethodField()
+    linkedin = serializers.SerializerMethodField()
+    twitter = serializers.SerializerMethodField()
+    website_url = serializers.SerializerMethodField()
+    organization = serializers.SerializerMethodField()
+
+    class Meta(UserBasicSerializer.Meta):
+        fields = [
+            *UserBasicSerializer.Meta.fields,
+            "created_at",
+            "bio",
+            "location",
+            "public_email",
+            "linkedin",
+            "twitter",
+            "website_url",
+            "organization",
+        ]
+
+    def get_bio(self, user) -> str | None:
+        return None
+
+    def get_location(self, user) -> str | None:
+        return None
+
+    def get_public_email(self, user) -> str:
+        return ""
+
+    def get_linkedin(self, user) -> str:
+        return ""
+
+    def get_twitter(self, user) -> str:
+        return ""
+
+    def get_website_url(self, user) -> str:
+        return ""
+
+    def get_organization(self, user) -> str:
+        return ""
+
+
+# --- Projects ----------------------------------------------------------------------------
+
+
+class NamespaceSerializer(serializers.Serializer):
+    """``API::Entities::NamespaceBasic``. Namespaces are plain paths here, so no numeric id."""
+
+    id = serializers.SerializerMethodField()
+    name = serializers.SerializerMethodField()
+    path = serializers.SerializerMethodField()
+    kind = serializers.SerializerMethodField()
+    full_path = serializers.SerializerMethodField()
+    parent_id = serializers.SerializerMethodField()
+    avatar_url = serializers.SerializerMethodField()
+    web_url = serializers.SerializerMethodField()
+
+    def get_id(self, project: Project) -> int | None:
+        return None
+
+    def get_name(self, project: Project) -> str:
+        return project.namespace.rsplit("/", 1)[-1]
+
+    def get_path(self, project: Project) -> str:
+        return project.namespace.rsplit("/", 1)[-1]
+
+    def get_kind(self, project: Project) -> str:
+        return "group"
+
+    def get_full_path(self, project: Project) -> str:
+        return project.namespace
+
+    def get_parent_id(self, project: Project) -> int | None:
+        return None
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_avatar_url(self, project: Project) -> str | None:
+        return None
+
+    def get_web_url(self, project: Project) -> str:
+        return f"{settings.PIPEHOOK_EXTERNAL_URL}/groups/{project.namespace}"
+
+
+class ProjectLinksSerializer(serializers.Serializer):
+    self = serializers.SerializerMethodField()
+
+    def get_self(self, project: Project) -> str:
+        return f"{settings.PIPEHOOK_EXTERNAL_URL}/api/v4/projects/{project.pk}"
+
+
+class ProjectSerializer(serializers.ModelSerializer):
+    """``API::Entities::Project``: identity, basic details and the settings that apply here."""
+
+    name_with_namespace = serializers.SerializerMethodField()
+    path_with_namespace = serializers.CharField()
+    created_at = GitLabDateTimeField()
+    updated_at = GitLabDateTimeField()
+    last_activity_at = GitLabDateTimeField(source="updated_at")
+    tag_list = serializers.SerializerMethodField()
+    topics = serializers.SerializerMethodField()
+    ssh_url_to_repo = serializers.SerializerMethodField()
+    http_url_to_repo = serializers.SerializerMethodField()
+    web_url = serializers.CharField(source="resolved_web_url")
+    readme_url = serializers.SerializerMethodField()
+    avatar_url = serializers.SerializerMethodField()
+    forks_count = serializers.SerializerMethodField()
+    star_count = serializers.SerializerMethodField()
+    namespace = NamespaceSerializer(source="*")
+    _links = ProjectLinksSerializer(source="*")
+    empty_repo = serializers.SerializerMethodField()
+    archived = serializers.SerializerMethodField()
+    jobs_enabled = serializers.SerializerMethodField()
+    creator_id = serializers.SerializerMethodField()
+    public_jobs = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Project
+        fields = [
+            "id",
+            "description",
+            "name",
+            "name_with_namespace",
+            "path",
+            "path_with_namespace",
+            "created_at",
+            "default_branch",
+            "tag_list",
+            "topics",
+            "ssh_url_to_repo",
+            "http_url_to_repo",
+            "web_url",
+            "readme_url",
+            "forks_count",
+            "avatar_url",
+            "star_count",
+            "last_activity_at",
+            "namespace",
+            "_links",
+            "empty_repo",
+            "archived",
+            "visibility",
+            "jobs_enabled",
+            "creator_id",
+            "public_jobs",
+            "updated_at",
+        ]
+
+    def get_name_with_namespace(self, project: Project) -> str:
+        return " / ".join([*project.namespace.split("/"), project.name])
+
+    def get_tag_list(self, project: Project) -> list[str]:
+        return []
+
+    def get_topics(self, project: Project) -> list[str]:
+        return []
+
+    def get_ssh_url_to_repo(self, project: Project) -> str:
+        host = urlsplit(project.resolved_web_url).hostname or "localhost"
+        return f"git@{host}:{project.path_with_namespace}.git"
+
+    def get_http_url_to_repo(self, project: Project) -> str:
+        return f"{project.resolved_web_url}.git"
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_readme_url(self, project: Project) -> str | None:
+        return None
+
+    @extend_schema_field(OpenApiTypes.URI)
+    def get_avatar_url(self, project: Project) -> str | None:
+        return None
+
+    def get_forks_count(self, project: Project) -> int:
+        return 0
+
+    def get_star_count(self, project: Project) -> int:
+        return 0
+
+    def get_empty_repo(self, project: Project) -> bool:
+        # The repository lives in the CI system that reports here; it is not empty there.
+        return False
+
+    def get_archived(self, project: Project) -> bool:
+        return False
+
+    def get_jobs_enabled(self, project: Project) -> bool:
+        return True
+
+    def get_creator_id(self, project: Project) -> int | None:
+        return None
+
+    def get_public_jobs(self, project: Project) -> bool:
+        return project.visibility == Project.Visibility.PUBLIC
+
+
+# --- Pipelines ---------------------------------------------------------------------------
+
+# Gitlab::Ci::Status::* for each status: (icon, text, label, group).
+_DETAILED_STATUS = {
+    Status.CREATED: ("status_created", "created", "created", "created"),
+    Status.WAITING_FOR_RESOURCE: (
+        "status_pending",
+        "waiting",
+        "waiting for resource",
+        "waiting-for-resource",
+    ),
+    Status.PREPARING: ("status_preparing", "preparing", "preparing", "preparing"),
+    Status.PENDING: ("status_pending", "pending", "pending", "pending"),
+    Status.RUNNING: ("status_running", "running", "running", "running"),
+    Status.SUCCESS: ("status_success", "passed", "passed", "success"),
+    Status.FAILED: ("status_failed", "failed", "failed", "failed"),
+    Status.CANCELING: ("status_canceled", "canceling", "canceling", "canceling"),
+    Status.CANCELED: ("status_canceled", "canceled", "canceled", "canceled"),
+    Status.SKIPPED: ("status_skipped", "skipped", "skipped", "skipped"),
+    Status.MANUAL: ("status_manual", "blocked", "manual action", "manual"),
+    Status.SCHEDULED: ("status_scheduled", "scheduled", "scheduled", "scheduled"),
+}
+
+
+class DetailedStatusSerializer(serializers.Serializer):
+    """``DetailedStatusEntity`` of a pipeline."""
+
+    icon = serializers.CharField()
+    text = serializers.CharField()
+    label = serializers.CharField()
+    group = serializers.CharField()
+    tooltip = serializers.CharField()
+    has_details = serializers.BooleanField()
+    details_path = serializers.CharField()
+    illustration = serializers.JSONField(allow_null=True)
+    favicon = serializers.CharField()
+
+    def to_representation(self, pipeline: Pipeline) -> dict:
+        icon, text, label, group = _DETAILED_STATUS[pipeline.status]
+        return {
+            "icon": icon,
+            "text": text,
+            "label": label,
+            "group": group,
+            "tooltip": label,
+            "has_details": True,
+            "details_path": f"/{pipeline.project.path_with_namespace}/-/pipelines/{pipeline.pk}",
+            "illustration": None,
+            "favicon": f"/assets/ci_favicons/favicon_{icon}.png",
+        }
+
+
+class PipelineBasicSerializer(serializers.ModelSerializer):
+    """``API::Entities::Ci::PipelineBasic``: what pipeline lists show."""
+
+    created_at = GitLabDateTimeField()
+    updated_at = GitLabDateTimeField()
+    web_url = serializers.CharField()
+
+    class Meta:
+        model = Pipeline
+        fields = [
+            "id",
+            "iid",
+            "project_id",
+            "sha",
+            "ref",
+            "status",
+            "source",
+            "created_at",
+            "updated_at",
+            "web_url",
+            "name",
+        ]
+
+
+class PipelineSerializer(PipelineBasicSerializer):
+    """``API::Entities::Ci::Pipeline``: one pipeline with its user, times and status."""
+
+    yaml_errors = serializers.SerializerMethodField()
+    user = UserBasicSerializer(allow_null=True)
+    started_at = GitLabDateTimeField()
+    finished_at = GitLabDateTimeField()
+    committed_at = GitLabDateTimeField(source="commit_timestamp")
+    coverage = serializers.SerializerMethodField()
+    detailed_status = DetailedStatusSerializer(source="*")
+    archived = serializers.SerializerMethodField()
+
+    class Meta(PipelineBasicSerializer.Meta):
+        fields = [
+            *PipelineBasicSerializer.Meta.fields,
+            "before_sha",
+            "tag",
+            "yaml_errors",
+            "user",
+            "started_at",
+            "finished_at",
+            "committed_at",
+            "duration",
+            "queued_duration",
+            "coverage",
+            "detailed_status",
+            "archived",
+        ]
+
+    def get_yaml_errors(self, pipeline: Pipeline) -> str | None:
+        return None
+
+    def get_coverage(self, pipeline: Pipeline) -> float | None:
+        """The mean coverage of the latest jobs that report one, as GitLab computes it."""
+        jobs = pipeline.latest_jobs().exclude(coverage=None)
+        values = list(jobs.values_list("coverage", flat=True))
+        return sum(values) / len(values) if values else None
+
+    def get_archived(self, pipeline: Pipeline) -> bool:
+        return False
+
+
+class PipelineVariableSerializer(serializers.Serializer):
+    """``API::Entities::Ci::Variable`` as pipeline variables show."""
+
+    key = serializers.CharField()
+    variable_type = serializers.CharField()
+    value = serializers.CharField()
+
+
+# --- Jobs and commit statuses ------------------------------------------------------------
+
+
+class CommitSerializer(serializers.Serializer):
+    """``API::Entities::Commit``, from what the reporting CI told us about the commit."""
+
+    id = serializers.CharField(source="sha")
+    short_id = serializers.SerializerMethodField()
+    created_at = serializers.SerializerMethodField()
+    parent_ids = serializers.SerializerMethodField()
+    title = serializers.CharField(source="commit_title")
+    message = serializers.CharField(source="commit_message")
+    author_name = serializers.CharField(source="commit_author_name")
+    author_email = serializers.CharField(source="commit_author_email")
+    authored_date = serializers.SerializerMethodField()
+    committer_name = serializers.CharField(source="commit_author_name")
+    committer_email = serializers.CharField(source="commit_author_email")
+    committed_date = serializers.SerializerMethodField()
+    web_url = serializers.SerializerMethodField()
+
+    def get_short_id(self, pipeline: Pipeline) -> str:
+        return pipeline.sha[:8]
+
+    def get_created_at(self, pipeline: Pipeline) -> str | None:
+        return commit_time(pipeline.commit_timestamp)
+
+    def get_parent_ids(self, pipeline: Pipeline) -> list[str]:
+        return [pipeline.before_sha] if pipeline.before_sha.strip("0") else []
+
+    def get_authored_date(self, pipeline: Pipeline) -> str | None:
+        return commit_time(pipeline.commit_timestamp)
+
+    def get_committed_date(self, pipeline: Pipeline) -> str | None:
+        return commit_time(pipeline.commit_timestamp)
+
+    def get_web_url(self, pipeline: Pipeline) -> str:
+        return f"{pipeline.project.resolved_web_url}/-/commit/{pipeline.sha}"
+
+
+class JobProjectSerializer(serializers.Serializer):
+    ci_job_token_scope_enabled = serializers.SerializerMethodField()
+
+    def get_ci_job_token_scope_enabled(self, job: Job) -> bool:
+        return False
+
+
+class ArtifactsFileSerializer(serializers.Serializer):
+    filename = serializers.CharField(source="artifacts_filename")
+    size = serializers.IntegerField(source="artifacts_size", allow_null=True)
+
+
+class RunnerSerializer(serializers.Serializer):
+    """``API::Entities::Ci::Runner`` from the runner details a CI reported (null if none)."""
+
+    id = serializers.IntegerField(allow_null=True)
+    description = serializers.CharField(allow_null=True)
+    ip_address = serializers.CharField(allow_null=True)
+    active = serializers.BooleanField()
+    paused = serializers.BooleanField()
+    is_shared = serializers.BooleanField()
+    runner_type = serializers.CharField(allow_null=True)
+    name = serializers.CharField(allow_null=True)
+    online = serializers.BooleanField(allow_null=True)
+    status = serializers.CharField(allow_null=True)
+
+    def to_representation(self, runner: dict) -> dict:
+        active = bool(runner.get("active", True))
+        return {
+            "id": runner.get("id"),
+            "description": runner.get("description", ""),
+            "ip_address": runner.get("ip_address"),
+            "active": active,
+            "paused": not active,
+            "is_shared": bool(runner.get("is_shared", False)),
+            "runner_type": runner.get("runner_type"),
+            "name": runner.get("name"),
+            "online": runner.get("online"),
+            "status": runner.get("status"),
+        }
+
+
+class JobSerializer(serializers.ModelSerializer):
+    """``API::Entities::Ci::Job``: the jobs of a pipeline."""
+
+    ref = serializers.CharField(source="pipeline.ref")
+    tag = serializers.BooleanField(source="pipeline.tag")
+    source = serializers.CharField(source="pipeline.source")
+    created_at = GitLabDateTimeField()
+    started_at = GitLabDateTimeField()
+    finished_at = GitLabDateTimeField()
+    erased_at = serializers.SerializerMethodField()
+    user = UserSerializer(allow_null=True)
+    commit = CommitSerializer(source="pipeline")
+    pipeline = PipelineBasicSerializer()
+    failure_reason = serializers.CharField(required=False, help_text="Only for failed jobs.")
+    web_url = serializers.CharField()
+    project = JobProjectSerializer(source="*")
+    artifacts_file = ArtifactsFileSerializer(
+        source="*", required=False, help_text="Only when the job has artifacts."
+    )
+    artifacts = serializers.SerializerMethodField()
+    runner = RunnerSerializer(allow_null=True)
+    runner_manager = serializers.SerializerMethodField()
+    artifacts_expire_at = serializers.SerializerMethodField()
+    archived = serializers.SerializerMethodField()
+    tag_list = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Job
+        fields = [
+            "id",
+            "status",
+            "stage",
+            "name",
+            "ref",
+            "tag",
+            "coverage",
+            "allow_failure",
+            "source",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "erased_at",
+            "duration",
+            "queued_duration",
+            "user",
+            "commit",
+            "pipeline",
+            "failure_reason",
+            "web_url",
+            "project",
+            "artifacts_file",
+            "artifacts",
+            "runner",
+            "runner_manager",
+            "artifacts_expire_at",
+            "archived",
+            "tag_list",
+        ]
+
+    def to_representation(self, job: Job) -> dict:
+        data = super().to_representation(job)
+        # GitLab exposes these only when they apply.
+        if job.status != Status.FAILED:
+            data.pop("failure_reason")
+        if not job.artifacts_filename:
+            data.pop("artifacts_file")
+        return data
+
+    def get_erased_at(self, job: Job) -> str | None:
+        return None
+
+    def get_artifacts(self, job: Job) -> list[dict]:
+        if not job.artifacts_filename:
+            return []
+        return [
+            {
+                "file_type": "archive",
+                "size": job.artifacts_size,
+                "filename": job.artifacts_filename,
+                "file_format": "zip",
+            }
+        ]
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_runner_manager(self, job: Job) -> dict | None:
+        return None
+
+    def get_artifacts_expire_at(self, job: Job) -> str | None:
+        return None
+
+    def get_archived(self, job: Job) -> bool:
+        return False
+
+    def get_tag_list(self, job: Job) -> list[str]:
+        return list((job.runner or {}).get("tags") or [])
+
+
+class CommitStatusSerializer(serializers.ModelSerializer):
+    """``API::Entities::CommitStatus``: a job as the commit status API shows it."""
+
+    sha = serializers.CharField(source="pipeline.sha")
+    ref = serializers.CharField(source="pipeline.ref")
+    target_url = serializers.SerializerMethodField()
+    description = serializers.SerializerMethodField()
+    created_at = GitLabDateTimeField()
+    started_at = GitLabDateTimeField()
+    finished_at = GitLabDateTimeField()
+    author = UserBasicSerializer(source="user", allow_null=True)
+
+    class Meta:
+        model = Job
+        fields = [
+            "id",
+            "sha",
+            "ref",
+            "status",
+            "name",
+            "target_url",
+            "description",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "allow_failure",
+            "coverage",
+            "pipeline_id",
+            "author",
+        ]
+
+    def get_target_url(self, job: Job) -> str | None:
+        return blank_to_none(job.target_url)
+
+    def get_description(self, job: Job) -> str | None:
+        return blank_to_none(job.description)
+
+
+# --- Parameters --------------------------------------------------------------------------
+
+PIPELINE_ORDER_FIELDS = ("id", "status", "ref", "updated_at", "user_id")
+PIPELINE_SCOPES = ("running", "pending", "finished", "branches", "tags")
+PROJECT_ORDER_FIELDS = ("id", "name", "path", "created_at", "updated_at", "last_activity_at")
+# GitLab's project paths: letters, digits, '_', '-' and '.', not starting with '-' or '.'.
+PROJECT_PATH_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+class FiniteFloatField(serializers.FloatField):
+    """A float that is a real number: no NaN or infinity from a query string."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if not math.isfinite(value):
+            self.fail("invalid")
+        return value
+
+
+class ScopeField(serializers.ListField):
+    """``scope`` or ``scope[]``: one value or several, as GitLab accepts it."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            data = [data]
+        return super().to_internal_value(data)
+
+
+class PaginationParams(serializers.Serializer):
+    page = serializers.IntegerField(required=False, help_text="Page number (default: 1).")
+    per_page = serializers.IntegerField(
+        required=False, help_text="Items per page (default: 20, maximum: 100)."
+    )
+
+
+class ProjectListParams(serializers.Serializer):
+    search = serializers.CharField(required=False, help_text="Part of the name or path.")
+    visibility = serializers.ChoiceField(choices=Project.Visibility.values, required=False)
+    order_by = serializers.ChoiceField(
+        choices=PROJECT_ORDER_FIELDS, required=False, default="created_at"
+    )
+    sort = serializers.ChoiceField(choices=("asc", "desc"), required=False, default="desc")
+
+
+class ProjectCreateParams(serializers.Serializer):
+    name = serializers.CharField(required=False, max_length=255)
+    path = serializers.CharField(required=False, max_length=255)
+    namespace = serializers.CharField(
+        required=False, max_length=255, help_text="Group path (default: root)."
+    )
+    namespace_id = serializers.CharField(
+        required=False, max_length=255, help_text="Same as namespace (a path here)."
+    )
+    description = serializers.CharField(required=False, allow_blank=True)
+    default_branch = serializers.CharField(required=False, max_length=255)
+    visibility = serializers.ChoiceField(choices=Project.Visibility.values, required=False)
+
+    def validate_path(self, value: str) -> str:
+        if not PROJECT_PATH_RE.match(value):
+            raise serializers.ValidationError(
+                "path can contain only letters, digits, '_', '-' and '.', "
+                "and cannot start with '-' or '.'",
+                code="explained",
+            )
+        return value
+
+
+class CommitStatusCreateParams(serializers.Serializer):
+    state = serializers.ChoiceField(choices=COMMIT_STATUS_STATES)
+    ref = serializers.CharField(required=False, max_length=255)
+    name = serializers.CharField(required=False, max_length=255)
+    context = serializers.CharField(required=False, max_length=255, help_text="Alias of name.")
+    stage = serializers.CharField(
+        required=False, max_length=255, help_text="Pipehook extension: the job's stage."
+    )
+    target_url = serializers.URLField(required=False, max_length=2000)
+    description = serializers.CharField(required=False, allow_blank=True)
+    coverage = FiniteFloatField(required=False)
+    pipeline_id = serializers.IntegerField(required=False, min_value=1)
+
+
+class CommitStatusListParams(serializers.Serializer):
+    ref = serializers.CharField(required=False)
+    stage = serializers.CharField(required=False)
+    name = serializers.CharField(required=False)
+    all = serializers.BooleanField(
+        required=False, default=False, help_text="Include retried statuses."
+    )
+
+
+class PipelineListParams(serializers.Serializer):
+    scope = serializers.ChoiceField(choices=PIPELINE_SCOPES, required=False)
+    status = serializers.ChoiceField(choices=Status.values, required=False)
+    source = serializers.ChoiceField(choices=Pipeline.Source.values, required=False)
+    ref = serializers.CharField(required=False)
+    sha = serializers.CharField(required=False)
+    name = serializers.CharField(required=False)
+    username = serializers.CharField(required=False)
+    yaml_errors = serializers.BooleanField(required=False, allow_null=True, default=None)
+    updated_after = serializers.DateTimeField(required=False)
+    updated_before = serializers.DateTimeField(required=False)
+    order_by = serializers.ChoiceField(choices=PIPELINE_ORDER_FIELDS, required=False, default="id")
+    sort = serializers.ChoiceField(choices=("asc", "desc"), required=False, default="desc")
+
+
+class PipelineVariableParam(serializers.Serializer):
+    key = serializers.CharField()
+    value = serializers.CharField(allow_blank=True)
+    variable_type = serializers.ChoiceField(
+        choices=("env_var", "file"), required=False, default="env_var"
+    )
+
+
+class PipelineCreateParams(serializers.Serializer):
+    ref = serializers.CharField(max_length=255)
+    sha = serializers.CharField(
+        required=False,
+        max_length=64,
+        help_text=(
+            "Pipehook extension: the commit to run. Without it, the commit of the newest "
+            "pipeline on `ref` is used; with neither, the answer is 400 Reference not found."
+        ),
+    )
+    variables = serializers.ListField(
+        child=PipelineVariableParam(),
+        required=False,
+        help_text='[{"key": "DEPLOY", "value": "true", "variable_type": "env_var"}]',
+    )
+
+
+class PipelineJobsParams(serializers.Serializer):
+    scope = ScopeField(
+        child=serializers.ChoiceField(choices=Status.values),
+        required=False,
+        help_text="One status or several (scope[]=pending&scope[]=running).",
+    )
+    include_retried = serializers.BooleanField(required=False, default=False)
+
+
+class PipelineLatestParams(serializers.Serializer):
+    ref = serializers.CharField(required=False, help_text="Default: the default branch.")
