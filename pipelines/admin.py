@@ -10,7 +10,16 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from pipelines import services
-from pipelines.models import AccessToken, Job, Pipeline, Project
+from pipelines.api.graphql import definition_id
+from pipelines.models import (
+    AccessToken,
+    Execution,
+    GroupProjectPermission,
+    Job,
+    Pipeline,
+    PipelineDefinition,
+    Project,
+)
 
 STATUS_COLOURS = {
     "success": "#1f7a3d",
@@ -161,3 +170,50 @@ class AccessTokenAdmin(admin.ModelAdmin):
     def save_related(self, request, form, formsets, change) -> None:
         form.instance = AccessToken.objects.get(pk=form.instance.pk)
         super().save_related(request, form, formsets, change)
+
+
+# --- Pipeline definitions, executions and per-project group permissions ---------------------
+
+
+@admin.register(PipelineDefinition)
+class PipelineDefinitionAdmin(admin.ModelAdmin):
+    list_display = ("name", "project", "kind", "variable_names", "ref", "updated_at")
+    list_filter = ("kind", "project")
+    search_fields = ("name", "project__name", "project__path")
+    list_select_related = ("project",)
+    fields = ("project", "kind", "name", "description", "ref", "variables", "entity_id")
+    readonly_fields = ("entity_id",)
+
+    @admin.display(description="variables")
+    def variable_names(self, obj: PipelineDefinition) -> str:
+        return ", ".join(
+            item["name"] + ("*" if item.get("required") else "") for item in obj.variables
+        )
+
+    @admin.display(description="GraphQL entityId")
+    def entity_id(self, obj: PipelineDefinition) -> str:
+        return definition_id(obj) if obj.pk else "-"
+
+
+@admin.register(GroupProjectPermission)
+class GroupProjectPermissionAdmin(admin.ModelAdmin):
+    """What a user group (and every API key scoped to it) may do on one project."""
+
+    list_display = ("group", "project", "permission")
+    list_filter = ("group", "permission", "project")
+    list_select_related = ("group", "project", "permission")
+
+
+@admin.register(Execution)
+class ExecutionAdmin(admin.ModelAdmin):
+    """Executions started through the API; read-only, their pipelines carry the state."""
+
+    list_display = ("pipeline", "definition", "kind", "notes", "token", "created_at")
+    list_filter = ("kind",)
+    list_select_related = ("pipeline__project", "definition__project", "token")
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in Execution._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False

@@ -420,7 +420,10 @@ class PipelineDefinition(models.Model):
         return f"{self.get_kind_display()} {self.name!r} of {self.project}"
 
     def clean(self) -> None:
-        self.variables = normalize_variable_declarations(self.variables)
+        try:
+            self.variables = normalize_variable_declarations(self.variables)
+        except ValidationError:
+            pass  # the field's validator has reported it already
         self.name = self.name.strip()
         if not self.name:
             raise ValidationError({"name": "name is missing"})

@@ -7,7 +7,7 @@ specific routes come first.
 
 from django.urls import re_path
 
-from pipelines.api import gitlab
+from pipelines.api import definitions, gitlab
 
 PROJECT = r"^projects/(?P<project_id>.+?)"
 PIPELINE = PROJECT + r"/pipelines/(?P<pipeline_id>[^/]+)"
@@ -45,6 +45,16 @@ urlpatterns = [
     re_path(PROJECT + r"/pipelines$", gitlab.PipelineListView.as_view(), name="gitlab-pipelines"),
     re_path(
         PROJECT + r"/pipeline$", gitlab.PipelineCreateView.as_view(), name="gitlab-pipeline-create"
+    ),
+    re_path(
+        PROJECT + r"/pipeline_definitions/(?P<definition_id>[^/]+)$",
+        definitions.DefinitionDetailView.as_view(),
+        name="pipeline-definition",
+    ),
+    re_path(
+        PROJECT + r"/pipeline_definitions$",
+        definitions.DefinitionListView.as_view(),
+        name="pipeline-definitions",
     ),
     re_path(
         r"^projects/(?P<project_id>[^/]+(?:/[^/]+)*)$",

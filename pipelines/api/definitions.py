@@ -1,0 +1,218 @@
+"""Pipeline definitions over the v4 API: ``/projects/:id/pipeline_definitions``.
+
+A project's named pipelines and workflows, with the variables they declare, are what the
+GraphQL ``startExecution`` can start. Here they are listed, read, created, edited (``PUT``
+changes only the fields given, as GitLab's edits do) and deleted, with the same tokens,
+permission checks, error bodies and pagination headers as the rest of the v4 API: reading
+needs ``read_api``/``view_project``, changing needs ``api``/``change_project`` on the project.
+Each definition carries its ``graphql_id``, the ``entityId`` that starts it.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError as ModelValidationError
+from django.db import IntegrityError, transaction
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions, serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from pipelines.api.errors import ParameterError
+from pipelines.api.gitlab import LIST_HEADERS, PROJECT_ID, GitLabErrorSerializer, GitLabView
+from pipelines.api.graphql import definition_id
+from pipelines.api.serializers import GitLabDateTimeField
+from pipelines.models import PipelineDefinition, Project, VariableType
+
+MAX_ID = 2**63 - 1
+
+DEFINITION_ID = OpenApiParameter(
+    "definition_id",
+    OpenApiTypes.INT,
+    OpenApiParameter.PATH,
+    description="The pipeline definition's id.",
+)
+
+
+def _errors(*codes: int) -> dict[int, OpenApiResponse]:
+    text = {
+        400: "Bad parameter, or a name already taken",
+        401: "Missing or unknown token",
+        403: "The token lacks the scope, the permission or the project",
+        404: "Unknown project or pipeline definition",
+    }
+    return {code: OpenApiResponse(GitLabErrorSerializer, text[code]) for code in codes}
+
+
+# --- Entities and parameters -------------------------------------------------------------
+
+
+class VariableDeclarationSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=255)
+    type = serializers.ChoiceField(choices=VariableType.values, default=VariableType.TEXT)
+    required = serializers.BooleanField(default=False)
+
+
+class PipelineDefinitionSerializer(serializers.ModelSerializer):
+    project_id = serializers.IntegerField(read_only=True)
+    graphql_id = serializers.SerializerMethodField(
+        help_text="The entityId that starts it through GraphQL startExecution."
+    )
+    variables = VariableDeclarationSerializer(many=True)
+    created_at = GitLabDateTimeField()
+    updated_at = GitLabDateTimeField()
+
+    class Meta:
+        model = PipelineDefinition
+        fields = (
+            "id",
+            "project_id",
+            "graphql_id",
+            "name",
+            "kind",
+            "description",
+            "ref",
+            "variables",
+            "created_at",
+            "updated_at",
+        )
+
+    def get_graphql_id(self, definition: PipelineDefinition) -> str:
+        return definition_id(definition)
+
+
+class DefinitionListParams(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=PipelineDefinition.Kind.values, required=False)
+    search = serializers.CharField(required=False, help_text="Part of the name.")
+
+
+class DefinitionUpdateParams(serializers.Serializer):
+    name = serializers.CharField(required=False, max_length=255)
+    kind = serializers.ChoiceField(choices=PipelineDefinition.Kind.values, required=False)
+    description = serializers.CharField(required=False, allow_blank=True)
+    ref = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        max_length=255,
+        help_text="Branch or tag runs are created for (blank: the default branch).",
+    )
+    variables = serializers.ListField(child=VariableDeclarationSerializer(), required=False)
+
+
+class DefinitionCreateParams(DefinitionUpdateParams):
+    name = serializers.CharField(max_length=255)
+
+
+def _save(definition: PipelineDefinition) -> None:
+    """Validate with the model's rules and save; problems answer 400 like GitLab's."""
+    try:
+        definition.full_clean(exclude=["project"], validate_constraints=False)
+    except ModelValidationError as invalid:
+        raise exceptions.ValidationError(invalid.message_dict) from None
+    taken = PipelineDefinition.objects.filter(
+        project=definition.project, kind=definition.kind, name=definition.name
+    ).exclude(pk=definition.pk)
+    if taken.exists():
+        raise exceptions.ValidationError({"name": ["has already been taken"]})
+    try:
+        with transaction.atomic():
+            definition.save()
+    except IntegrityError:  # created by someone else between the check and the save
+        raise exceptions.ValidationError({"name": ["has already been taken"]}) from None
+
+
+# --- Views -------------------------------------------------------------------------------
+
+
+class DefinitionListView(GitLabView):
+    @extend_schema(
+        operation_id="listPipelineDefinitions",
+        tags=["pipeline definitions"],
+        parameters=[PROJECT_ID, DefinitionListParams, *LIST_HEADERS],
+        responses={200: PipelineDefinitionSerializer(many=True), **_errors(400, 401, 403, 404)},
+    )
+    def get(self, request: Request, project_id: str) -> Response:
+        project = self.get_project()
+        params = self.query_params(DefinitionListParams)
+        definitions = project.definitions.order_by("id")
+        if kind := params.get("kind"):
+            definitions = definitions.filter(kind=kind)
+        if search := params.get("search"):
+            definitions = definitions.filter(name__icontains=search)
+        return self.paginated(definitions, PipelineDefinitionSerializer)
+
+    @extend_schema(
+        operation_id="createPipelineDefinition",
+        tags=["pipeline definitions"],
+        parameters=[PROJECT_ID],
+        request=DefinitionCreateParams,
+        responses={201: PipelineDefinitionSerializer, **_errors(400, 401, 403, 404)},
+    )
+    def post(self, request: Request, project_id: str) -> Response:
+        project: Project = self.get_project()
+        params = self.body_params(DefinitionCreateParams)
+        params["variables"] = [dict(item) for item in params.get("variables", [])]
+        definition = PipelineDefinition(project=project, **params)
+        _save(definition)
+        return Response(
+            PipelineDefinitionSerializer(definition).data, status=status.HTTP_201_CREATED
+        )
+
+
+class DefinitionDetailView(GitLabView):
+    def get_definition(self, project: Project) -> PipelineDefinition:
+        raw = self.kwargs["definition_id"]
+        if not raw.isdigit() or int(raw) > MAX_ID:
+            raise ParameterError("definition_id is invalid")
+        definition = project.definitions.filter(pk=int(raw)).first()
+        if definition is None:
+            raise exceptions.NotFound("404 Pipeline Definition Not Found")
+        return definition
+
+    @extend_schema(
+        operation_id="getPipelineDefinition",
+        tags=["pipeline definitions"],
+        parameters=[PROJECT_ID, DEFINITION_ID],
+        responses={200: PipelineDefinitionSerializer, **_errors(400, 401, 403, 404)},
+    )
+    def get(self, request: Request, project_id: str, definition_id: str) -> Response:
+        definition = self.get_definition(self.get_project())
+        return Response(PipelineDefinitionSerializer(definition).data)
+
+    @extend_schema(
+        operation_id="editPipelineDefinition",
+        tags=["pipeline definitions"],
+        parameters=[PROJECT_ID, DEFINITION_ID],
+        request=DefinitionUpdateParams,
+        responses={200: PipelineDefinitionSerializer, **_errors(400, 401, 403, 404)},
+    )
+    def put(self, request: Request, project_id: str, definition_id: str) -> Response:
+        definition = self.get_definition(self.get_project())
+        params = self.body_params(DefinitionUpdateParams)
+        if "variables" in params:
+            params["variables"] = [dict(item) for item in params["variables"]]
+        for key, value in params.items():
+            setattr(definition, key, value)
+        _save(definition)
+        return Response(PipelineDefinitionSerializer(definition).data)
+
+    @extend_schema(
+        operation_id="patchPipelineDefinition",
+        tags=["pipeline definitions"],
+        parameters=[PROJECT_ID, DEFINITION_ID],
+        request=DefinitionUpdateParams,
+        responses={200: PipelineDefinitionSerializer, **_errors(400, 401, 403, 404)},
+    )
+    def patch(self, request: Request, project_id: str, definition_id: str) -> Response:
+        return self.put(request, project_id, definition_id)
+
+    @extend_schema(
+        operation_id="deletePipelineDefinition",
+        tags=["pipeline definitions"],
+        parameters=[PROJECT_ID, DEFINITION_ID],
+        responses={204: None, **_errors(400, 401, 403, 404)},
+    )
+    def delete(self, request: Request, project_id: str, definition_id: str) -> Response:
+        definition = self.get_definition(self.get_project())
+        definition.delete()
+        return Response(status=status.HTTP_204_NO_CONTENT)
