@@ -1,0 +1,215 @@
+"""Plumbing shared by the SEI and Distelli dialects: their JSON, their errors, their keys.
+
+Both dialects answer every refusal with ``{"message": "..."}`` and a 4xx, roll back whatever
+the request had written, and take the service's own access tokens in the places their
+documentation shows (``Authorization: ApiKey|Bearer``, ``?apiToken=``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from django.conf import settings
+from rest_framework import exceptions, parsers, serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView, set_rollback
+
+from pipelines.auth import AccessDenied, find_token, raw_token_from_request
+from pipelines.errors import ServiceError
+from pipelines.models import AccessToken
+
+logger = logging.getLogger(__name__)
+
+# What may end a JSON value, so a string starting right after it lacks a comma.
+_VALUE_END = frozenset('"0123456789el}]')
+
+
+class Refused(Exception):
+    """A request this dialect refuses: HTTP ``status`` and a message saying what is wrong."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def repair_json_slips(text: str) -> str:
+    """Mend the slips the dialects' own documentation makes, and nothing else.
+
+    Only called on text that is not valid JSON, and every mended spot is invalid JSON as it
+    stands, so no valid body is ever changed:
+
+    - a comma before a closing ``}`` or ``]`` is dropped (``{"name": "x",}``);
+    - a missing comma between a value and the next string is added
+      (``"cfr_status": true`` newline ``"themes": [...]``);
+    - raw line breaks inside a string are removed: the examples wrap long lines in the middle
+      of strings (``"http`` newline ``s://github...``), and JSON forbids raw control
+      characters in strings.
+    """
+    out: list[str] = []
+    in_string = escaped = False
+    last = ""  # the last significant character outside strings
+    length = len(text)
+    for index, char in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+                last = '"'
+            elif char in "\r\n":
+                continue
+            out.append(char)
+        elif char == '"':
+            if last in _VALUE_END:
+                out.append(",")
+            out.append(char)
+            in_string = True
+        elif char == ",":
+            following = index + 1
+            while following < length and text[following].isspace():
+                following += 1
+            if following < length and text[following] in "}]":
+                continue
+            out.append(char)
+            last = char
+        else:
+            out.append(char)
+            if not char.isspace():
+                last = char
+    return "".join(out)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json_text(text: str) -> Any:
+    """Parse JSON, forgiving only what ``repair_json_slips`` mends; else a clear 400."""
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except ValueError as error:
+        repaired = repair_json_slips(text)
+        if repaired != text:
+            try:
+                data = json.loads(repaired, parse_constant=_refuse_constant)
+            except ValueError:
+                pass
+            else:
+                logger.info("Accepted a JSON body after mending its commas or line breaks")
+                return data
+        if isinstance(error, json.JSONDecodeError):
+            where = f" at line {error.lineno} column {error.colno}"
+            raise exceptions.ParseError(f"the body is not valid JSON: {error.msg}{where}") from None
+        raise exceptions.ParseError(f"the body is not valid JSON: {error}") from None
+
+
+class LenientJSONParser(parsers.JSONParser):
+    """``application/json`` parsed by ``parse_json_text``."""
+
+    def parse(self, stream, media_type=None, parser_context=None) -> Any:
+        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
+        try:
+            text = stream.read().decode(encoding)
+        except UnicodeDecodeError:
+            raise exceptions.ParseError(f"the body is not {encoding} text") from None
+        return parse_json_text(text)
+
+
+class Text(serializers.CharField):
+    """A string and only a string: numbers and booleans are refused, not turned into text."""
+
+    default_error_messages = {"not_text": "must be a string"}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("not_text")
+        return super().to_internal_value(data)
+
+
+def describe_errors(detail: Any, where: str = "") -> list[str]:
+    """Flatten DRF validation errors into ``field: problem`` lines with paths into lists."""
+    if isinstance(detail, dict):
+        lines = []
+        for key, value in detail.items():
+            if isinstance(key, int):
+                path = f"{where}[{key}]"
+            elif key == "non_field_errors":
+                path = where
+            else:
+                path = f"{where}.{key}" if where else str(key)
+            lines += describe_errors(value, path)
+        return lines
+    if isinstance(detail, list):
+        if all(isinstance(item, str) for item in detail):
+            return [f"{where}: {detail[0]}" if where else str(detail[0])] if detail else []
+        lines = []
+        for index, item in enumerate(detail):
+            if item:
+                lines += describe_errors(item, f"{where}[{index}]")
+        return lines
+    return [f"{where}: {detail}" if where else str(detail)]
+
+
+def validated(serializer: serializers.Serializer) -> dict:
+    if not serializer.is_valid():
+        raise Refused(400, "; ".join(describe_errors(serializer.errors)))
+    return serializer.validated_data
+
+
+def token_from_request(request, *, how: str) -> AccessToken:
+    """The caller's active access token, or a 401 that says how to send one."""
+    raw = raw_token_from_request(request)
+    if raw is None:
+        raise Refused(401, f"an access token is needed: {how}")
+    token = find_token(raw)
+    if token is None:
+        raise Refused(401, "the access token is not valid: it is unknown, revoked or expired")
+    return token
+
+
+def dialect_exception_handler(exc: Exception, context: dict) -> Response | None:
+    """Every refusal as ``{"message": ...}``; anything unforeseen stays a logged 500."""
+    if isinstance(exc, Refused):
+        status, message = exc.status, exc.message
+    elif isinstance(exc, ServiceError):
+        status, message = exc.status_code, exc.message
+    elif isinstance(exc, AccessDenied):
+        status, message = 403, exc.message
+    elif isinstance(exc, exceptions.ValidationError):
+        status, message = 400, "; ".join(describe_errors(exc.detail))
+    elif isinstance(exc, exceptions.UnsupportedMediaType):
+        status = 415
+        message = "the body must be JSON, sent with Content-Type: application/json"
+    elif isinstance(exc, exceptions.MethodNotAllowed):
+        allowed = ", ".join(m for m in context["view"].allowed_methods if m != "OPTIONS")
+        status = 405
+        message = f"{context['request'].method} is not allowed here; use {allowed}"
+    elif isinstance(exc, exceptions.APIException):
+        status, message = exc.status_code, str(exc.detail)
+    else:
+        return None
+    set_rollback()
+    return Response({"message": message}, status=status)
+
+
+class DialectView(APIView):
+    """A view that checks keys itself (so refusals read clearly) and answers in ``message``."""
+
+    authentication_classes: list = []
+    permission_classes: list = []
+    parser_classes = [LenientJSONParser]
+
+    def get_exception_handler(self):
+        return dialect_exception_handler
+
+    def json_object(self, request) -> dict:
+        """The body, which must be a JSON object."""
+        data = request.data
+        if not isinstance(data, dict):
+            raise Refused(400, "the body must be a JSON object")
+        return data
