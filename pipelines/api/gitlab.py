@@ -212,6 +212,9 @@ class TokenAuthenticationScheme(OpenApiAuthenticationExtension):
     target_class = "pipelines.auth.TokenAuthentication"
     name = ["PrivateToken", "BearerToken"]
 
+    def get_security_requirement(self, auto_schema) -> list[dict]:
+        return [{"PrivateToken": []}, {"BearerToken": []}]  # either one is enough
+
     def get_security_definition(self, auto_schema) -> list[dict]:
         return [
             {"type": "apiKey", "in": "header", "name": "PRIVATE-TOKEN"},
@@ -266,9 +269,9 @@ class ProjectListView(GitLabView):
     def get(self, request: Request) -> Response:
         """List projects (only those a project-limited token may reach)."""
         params = self.query_params(entities.ProjectListParams)
-        projects = Project.objects.all()
-        if self.token is not None and self.token.projects.exists():
-            projects = projects.filter(pk__in=self.token.projects.values("pk"))
+        # A token sees the projects it is limited to and its groups grant it reading.
+        token = self.token
+        projects = auth.permitted_projects(token, auth.READ) if token else Project.objects.all()
         if search := params.get("search"):
             projects = projects.filter(Q(name__icontains=search) | Q(path__icontains=search))
         if visibility := params.get("visibility"):
