@@ -1,0 +1,154 @@
+"""GitLab's own Python client against a live Pipehook: a whole pipeline over two stages.
+
+The client talks HTTP to a real server thread (pytest-django's ``live_server``), so this
+covers URL encoding of project paths, JSON bodies, status codes, Link-header pagination
+and error bodies the way python-gitlab reads them.
+"""
+
+import gitlab
+import pytest
+from gitlab import exceptions as gitlab_errors
+
+from pipelines import services
+from pipelines.models import Job
+from tests.factories import UserFactory
+
+SHA = "5b6a36e1e5fb3a2bfe1f8e2ec0a3dc9b8f7a6c11"
+NEXT_SHA = "0c5f2e4a1b9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f"
+
+
+def token(scopes: list[str]) -> str:
+    _, raw = services.create_token(UserFactory(username=f"ci-{scopes[0]}"), scopes=scopes)
+    return raw
+
+
+@pytest.fixture
+def gl(live_server, transactional_db) -> gitlab.Gitlab:
+    return gitlab.Gitlab(live_server.url, private_token=token(["api"]))
+
+
+def report(commit, name: str, state: str, stage: str | None = None, ref: str = "main"):
+    data = {"state": state, "name": name, "ref": ref}
+    if stage:
+        data["stage"] = stage
+    return commit.statuses.create(data)
+
+
+def test_python_gitlab_runs_a_pipeline_through_two_stages(gl):
+    created = gl.projects.create({"name": "Web Shop", "path": "web", "namespace": "acme"})
+    project = gl.projects.get("acme/web")  # sent as acme%2Fweb
+    assert project.id == created.id and project.path_with_namespace == "acme/web"
+    commit = project.commits.get(SHA, lazy=True)
+
+    def pipeline_status() -> str:
+        (pipeline,) = project.pipelines.list(sha=SHA)
+        return project.pipelines.get(pipeline.id).status
+
+    # Stage "build": one job, pending -> running -> success.
+    status = report(commit, "compile", "pending", stage="build")
+    assert (status.status, status.name, status.ref, status.sha) == (
+        "pending",
+        "compile",
+        "main",
+        SHA,
+    )
+    assert pipeline_status() == "pending"
+    report(commit, "compile", "running")
+    assert pipeline_status() == "running"
+    report(commit, "compile", "success")
+    assert pipeline_status() == "success"  # composed from the jobs GitLab knows so far
+
+    # Stage "test": two jobs; a pending job runs the finished pipeline again.
+    report(commit, "unit", "pending", stage="test")
+    report(commit, "lint", "pending", stage="test")
+    assert pipeline_status() == "running"
+    report(commit, "unit", "running")
+    report(commit, "lint", "running")
+    report(commit, "unit", "success")
+    assert pipeline_status() == "running"
+    report(commit, "lint", "failed")
+    assert pipeline_status() == "failed"
+
+    (pipeline,) = project.pipelines.list(sha=SHA)
+    pipeline = project.pipelines.get(pipeline.id)
+    assert (pipeline.source, pipeline.ref, pipeline.sha) == ("external", "main", SHA)
+    assert pipeline.detailed_status["group"] == "failed"
+    assert pipeline.started_at and pipeline.finished_at and pipeline.duration is not None
+    jobs = {job.name: job for job in pipeline.jobs.list()}
+    assert {name: (job.stage, job.status) for name, job in jobs.items()} == {
+        "compile": ("build", "success"),
+        "unit": ("test", "success"),
+        "lint": ("test", "failed"),
+    }
+    assert jobs["lint"].failure_reason == "api_failure"
+    statuses = commit.statuses.list(get_all=True)
+    assert sorted(s.name for s in statuses) == ["compile", "lint", "unit"]
+
+    # Retry: the failed job gets a new pending attempt and the pipeline runs again.
+    pipeline.retry()
+    pipeline.refresh()
+    assert pipeline.status == "running" and pipeline.finished_at is None
+    assert len(pipeline.jobs.list(include_retried=True)) == 4
+    assert [j.status for j in pipeline.jobs.list(scope=["pending"])] == ["pending"]
+    report(commit, "lint", "running")
+    report(commit, "lint", "success")
+    pipeline.refresh()
+    assert pipeline.status == "success"
+
+    # Cancel: a pipeline for the next commit, stopped while a job runs.
+    next_commit = project.commits.get(NEXT_SHA, lazy=True)
+    report(next_commit, "compile", "running", stage="build")
+    (running,) = project.pipelines.list(sha=NEXT_SHA)
+    running.cancel()
+    running = project.pipelines.get(running.id)
+    assert running.status == "canceled"
+    assert Job.objects.get(pipeline_id=running.id).status == "canceled"
+
+    # Lists: filters, and every page followed through the Link header.
+    assert [p.id for p in project.pipelines.list(status="success")] == [pipeline.id]
+    assert [p.id for p in project.pipelines.list(order_by="id", sort="asc")] == [
+        pipeline.id,
+        running.id,
+    ]
+    started = project.pipelines.create({"ref": "main"})
+    assert (started.sha, started.source, started.status) == (NEXT_SHA, "api", "created")
+    every = project.pipelines.list(get_all=True, per_page=1)
+    assert [p.id for p in every] == [started.id, running.id, pipeline.id]
+    assert project.pipelines.latest().id == started.id
+
+    # Delete.
+    started.delete()
+    with pytest.raises(gitlab_errors.GitlabGetError) as missing:
+        project.pipelines.get(started.id)
+    assert missing.value.response_code == 404
+
+
+def test_python_gitlab_sees_gitlab_errors(gl, live_server):
+    project = gl.projects.create({"name": "api"})
+    commit = project.commits.get(SHA, lazy=True)
+
+    with pytest.raises(gitlab_errors.GitlabCreateError) as bad_state:
+        commit.statuses.create({"state": "exploded"})
+    assert bad_state.value.response_code == 400
+    assert "state does not have a valid value" in bad_state.value.error_message
+
+    report(commit, "build", "running")
+    with pytest.raises(gitlab_errors.GitlabCreateError) as refused:
+        report(commit, "build", "running")
+    assert refused.value.response_code == 400
+    assert refused.value.error_message == "Cannot transition status via :run from :running"
+
+    with pytest.raises(gitlab_errors.GitlabGetError) as unknown:
+        gl.projects.get("nobody/nothing")
+    assert unknown.value.response_code == 404
+    assert unknown.value.error_message == "404 Project Not Found"
+
+    reader = gitlab.Gitlab(live_server.url, private_token=token(["read_api"]))
+    read_only = reader.projects.get(project.id, lazy=True)
+    with pytest.raises(gitlab_errors.GitlabCreateError) as forbidden:
+        read_only.commits.get(SHA, lazy=True).statuses.create({"state": "success"})
+    assert forbidden.value.response_code == 403
+
+    stranger = gitlab.Gitlab(live_server.url, private_token="phk_wrong")
+    with pytest.raises(gitlab_errors.GitlabAuthenticationError):
+        stranger.projects.list()
