@@ -1,0 +1,482 @@
+"""Puppet Pipelines (Distelli) events API, mounted at ``/distelli/``.
+
+A build system that reports to Distelli reports here by changing only its base URL
+(``https://api.distelli.com`` becomes ``<pipehook>/distelli``) and its ``apiToken``:
+
+- ``:username`` is the token owner's username and ``:app_name`` a project's path;
+- ``PUT .../events/buildEvent`` records a build and shows it as a pipeline (one ``build``
+  job carrying its status); ``POST .../events/:eventId`` updates it until it reaches a
+  terminal status, after which it is immutable;
+- ``PUT .../events/pushEvent`` and ``.../pullRequestEvent`` record what may trigger builds,
+  linked through ``parent_event_id``;
+- ``GET .../events`` lists every event with Distelli's filters and marker pagination.
+
+Field by field, and every leniency with its reason: ``docs/dialects.md``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from django.db import transaction
+from django.db.models import QuerySet
+from django.urls import re_path
+from django.utils import timezone
+from rest_framework import serializers
+from rest_framework.response import Response
+
+from pipelines import services
+from pipelines.api.inbound import DialectView, Refused, Text, token_from_request, validated
+from pipelines.auth import READ, WRITE, check_access
+from pipelines.models import AccessToken, DistelliEvent, Pipeline, Project, Status
+
+HOW_TO_AUTHENTICATE = "add ?apiToken=<token> to the URL"
+UNKNOWN_SHA = "0" * 40  # GitLab's way of showing a commit nobody named
+BUILD_JOB = "build"  # the job (and stage) a build event is shown as
+
+BuildStatus = DistelliEvent.BuildStatus
+EventType = DistelliEvent.Type
+
+# Distelli build status -> GitLab status, and the failure reason GitLab would give.
+STATUS_FOR_BUILD = {
+    BuildStatus.WAITING: Status.CREATED,
+    BuildStatus.QUEUED: Status.PENDING,
+    BuildStatus.RUNNING: Status.RUNNING,
+    BuildStatus.SUCCESS: Status.SUCCESS,
+    BuildStatus.FAILED: Status.FAILED,
+    BuildStatus.TIMED_OUT: Status.FAILED,
+    BuildStatus.CANCELLED: Status.CANCELED,
+}
+FAILURE_REASON_FOR_BUILD = {
+    BuildStatus.FAILED: "script_failure",
+    BuildStatus.TIMED_OUT: "job_execution_timeout",
+}
+# Build statuses compared without case; "Canceled" is the American spelling of Cancelled.
+_BUILD_STATUS_SPELLINGS = {s.value.lower(): s for s in BuildStatus} | {
+    "canceled": BuildStatus.CANCELLED
+}
+
+# filter_event_type values as Distelli documents them. Deploy, release and docker image
+# events come from Distelli's own deployments, which this service has none of.
+EVENT_TYPE_FILTERS: dict[str, str | None] = {
+    "build": EventType.BUILD,
+    "push": EventType.PUSH,
+    "pullrequest": EventType.PULL_REQUEST,
+    "deploy": None,
+    "release": None,
+    "dockerimage": None,
+}
+FILTERS = {
+    "branch": ("Branch", ["filter_branch"]),
+    "env": ("Env", ["filter_env"]),
+    "eventtype": ("EventType", ["filter_event_type"]),
+    "branchandeventtype": ("BranchAndEventType", ["filter_branch", "filter_event_type"]),
+    "envandbranch": ("EnvAndBranch", ["filter_env", "filter_branch"]),
+}
+DEFAULT_MAX_RESULTS = 10
+MAX_RESULTS_LIMIT = 100
+
+# The keys each event type shows, in Distelli's order.
+REPO_FIELDS = [
+    "author_name",
+    "author_username",
+    "branch",
+    "commit_id",
+    "commit_msg",
+    "commit_url",
+    "repo_name",
+    "repo_owner",
+    "repo_provider",
+    "repo_url",
+]
+BUILD_FIELDS = sorted(
+    REPO_FIELDS
+    + [
+        "auto_build",
+        "build_end",
+        "build_id",
+        "build_provider",
+        "build_start",
+        "build_status",
+        "build_url",
+        "parent_event_id",
+        "release_version",
+    ]
+)
+
+
+# --- Input ------------------------------------------------------------------------------------
+
+
+def _text(max_length: int = 255) -> Text:
+    return Text(required=False, allow_null=True, allow_blank=True, max_length=max_length)
+
+
+class StrictBoolean(serializers.BooleanField):
+    """``true`` or ``false``, as the documentation says; not "yes", 1 or "true"."""
+
+    default_error_messages = {"invalid": "must be true or false"}
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
+class EventId(serializers.Field):
+    """An event id: a string of digits as the API returns it, or the number itself."""
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, int) and not isinstance(data, bool):
+            return data
+        if isinstance(data, str) and data.strip().isdigit():
+            return int(data)
+        raise serializers.ValidationError("must be an event id returned by this API")
+
+
+class RepoEventInput(serializers.Serializer):
+    repo_url = _text(2000)
+    commit_url = _text(2000)
+    repo_owner = _text()
+    repo_name = _text()
+    repo_provider = _text(64)
+    author_username = _text()
+    author_name = _text()
+    commit_msg = Text(required=False, allow_null=True, allow_blank=True)
+    commit_id = _text(64)
+    branch = _text()
+
+
+class BuildEventInput(RepoEventInput):
+    build_status = _text(32)
+    build_start = serializers.DateTimeField(required=False, allow_null=True)
+    build_end = serializers.DateTimeField(required=False, allow_null=True)
+    auto_build = StrictBoolean(required=False, allow_null=True)
+    build_id = _text()
+    build_provider = _text()
+    build_url = _text(2000)
+    parent_event_id = EventId(required=False, allow_null=True)
+
+
+class BuildUpdateInput(serializers.Serializer):
+    build_status = _text(32)
+    build_end = serializers.DateTimeField(required=False, allow_null=True)
+    release_version = _text()
+
+
+def build_status_from(value: str | None, default: BuildStatus | None) -> BuildStatus | None:
+    if value is None or value == "":
+        return default
+    status = _BUILD_STATUS_SPELLINGS.get(value.strip().lower())
+    if status is None:
+        raise Refused(
+            400,
+            f"build_status {value!r} is not one of {', '.join(BuildStatus.values)}",
+        )
+    return status
+
+
+# --- Output -----------------------------------------------------------------------------------
+
+
+def format_time(value: datetime | None) -> str | None:
+    """Distelli's times: ISO 8601 in UTC with milliseconds, ``2016-08-30T22:31:03.723Z``."""
+    if value is None:
+        return None
+    value = value.astimezone(UTC)
+    return f"{value:%Y-%m-%dT%H:%M:%S}.{value.microsecond // 1000:03d}Z"
+
+
+def render_event(event: DistelliEvent) -> dict[str, Any]:
+    rendered: dict[str, Any] = {
+        "app_name": event.project.path,
+        "event_id": event.pk,
+        "event_time": format_time(event.created_at),
+        "event_type": event.event_type,
+    }
+    fields = BUILD_FIELDS if event.event_type == EventType.BUILD else REPO_FIELDS
+    for field in fields:
+        if field in ("build_start", "build_end"):
+            rendered[field] = format_time(getattr(event, field))
+        elif field == "parent_event_id":
+            rendered[field] = str(event.parent_id) if event.parent_id else None
+        else:
+            rendered[field] = getattr(event, field)
+    return rendered
+
+
+# --- Views ------------------------------------------------------------------------------------
+
+
+def resolve_app(token: AccessToken, username: str, app_name: str, action: str) -> Project:
+    """The project ``app_name`` names, once the URL's user and the token agree."""
+    owner = token.user.get_username()
+    if username != owner:
+        raise Refused(
+            403,
+            f"this apiToken belongs to user {owner!r}, not {username!r}: use /{owner}/apps/...",
+        )
+    candidates = list(Project.objects.filter(path=app_name))
+    if len(candidates) > 1:
+        # Paths repeat across namespaces: the user's own namespace, then the token's projects.
+        candidates = [p for p in candidates if p.namespace == username] or candidates
+    if len(candidates) > 1 and token.projects.exists():
+        allowed = set(token.projects.values_list("pk", flat=True))
+        candidates = [p for p in candidates if p.pk in allowed] or candidates
+    if not candidates:
+        raise Refused(
+            404,
+            f"app {app_name!r} not found: app_name is the path of a project"
+            " (example-node for acme/example-node)",
+        )
+    if len(candidates) > 1:
+        names = ", ".join(p.path_with_namespace for p in candidates)
+        raise Refused(
+            409,
+            f"app name {app_name!r} matches several projects ({names}): use a token limited"
+            " to one of them",
+        )
+    project = candidates[0]
+    check_access(token, token.user, action, project)
+    return project
+
+
+class DistelliView(DialectView):
+    def app(self, request, username: str, app_name: str, action: str) -> tuple:
+        token = token_from_request(request, how=HOW_TO_AUTHENTICATE)
+        return token, resolve_app(token, username, app_name, action)
+
+
+class EventsView(DistelliView):
+    """``GET .../events``: ListEvents with filters, ``max_results``, ``order`` and ``marker``."""
+
+    def get(self, request, username: str, app_name: str):
+        _, project = self.app(request, username, app_name, READ)
+        params = request.query_params
+        events = filter_events(project.distelli_events.select_related("project"), params)
+        max_results = _max_results(params.get("max_results"))
+        order = (params.get("order") or "desc").strip().lower()
+        if order not in ("asc", "desc"):
+            raise Refused(400, f"order {params['order']!r} is not asc or desc")
+        marker = params.get("marker")
+        if marker:
+            if not marker.strip().isdigit():
+                raise Refused(400, f"marker {marker!r} is not a marker this API returned")
+            after = int(marker)
+            events = events.filter(pk__gt=after) if order == "asc" else events.filter(pk__lt=after)
+        events = events.order_by("id" if order == "asc" else "-id")
+        page = list(events[: max_results + 1])
+        body: dict[str, Any] = {
+            "app_name": project.path,
+            "events": [render_event(e) for e in page[:max_results]],
+        }
+        if len(page) > max_results:
+            body["marker"] = str(page[max_results - 1].pk)
+        return Response(body)
+
+
+def _max_results(value: str | None) -> int:
+    if value is None or value == "":
+        return DEFAULT_MAX_RESULTS
+    if not value.strip().isdigit() or int(value) < 1:
+        raise Refused(400, f"max_results {value!r} is not a positive integer")
+    return min(int(value), MAX_RESULTS_LIMIT)
+
+
+def filter_events(events: QuerySet, params) -> QuerySet:
+    filter_name = params.get("filter_name")
+    if not filter_name:
+        return events
+    known = FILTERS.get(filter_name.strip().lower())
+    if known is None:
+        names = ", ".join(name for name, _ in FILTERS.values())
+        raise Refused(400, f"filter_name {filter_name!r} is not one of {names}")
+    name, needed = known
+    missing = [param for param in needed if not params.get(param)]
+    if missing:
+        raise Refused(400, f"filter_name={name} needs {' and '.join(missing)}")
+    if "filter_branch" in needed:
+        events = events.filter(branch=params["filter_branch"])
+    if "filter_env" in needed:
+        events = events.filter(env_name=params["filter_env"])
+    if "filter_event_type" in needed:
+        wanted = params["filter_event_type"]
+        key = wanted.strip().lower().replace("_", "")
+        if key not in EVENT_TYPE_FILTERS:
+            raise Refused(
+                400,
+                f"filter_event_type {wanted!r} is not one of Build, Deploy, Dockerimage,"
+                " Pullrequest, Push, Release",
+            )
+        event_type = EVENT_TYPE_FILTERS[key]
+        events = events.filter(event_type=event_type) if event_type else events.none()
+    return events
+
+
+class EventView(DistelliView):
+    """``PUT .../events/{buildEvent,pushEvent,pullRequestEvent}`` and ``POST .../events/:id``."""
+
+    CREATORS = {
+        "buildEvent": "create_build_event",
+        "pushEvent": "create_push_event",
+        "pullRequestEvent": "create_pull_request_event",
+    }
+
+    def put(self, request, username: str, app_name: str, name: str):
+        token, project = self.app(request, username, app_name, WRITE)
+        creator = self.CREATORS.get(name)
+        if creator is None:
+            raise Refused(
+                404,
+                f"events/{name} is not an event kind:"
+                " use buildEvent, pushEvent or pullRequestEvent",
+            )
+        with transaction.atomic():
+            event = getattr(self, creator)(request, token, project)
+        return Response({"event_id": str(event.pk)})
+
+    def post(self, request, username: str, app_name: str, name: str):
+        _, project = self.app(request, username, app_name, WRITE)
+        if not name.isdigit():
+            raise Refused(404, f"event {name!r} not found in app {app_name!r}")
+        data = validated(BuildUpdateInput(data=self.json_object(request)))
+        with transaction.atomic():
+            event = update_build_event(project, int(name), data)
+        return Response({"event": render_event(event)})
+
+    def create_push_event(self, request, token, project) -> DistelliEvent:
+        data = validated(RepoEventInput(data=self.json_object(request)))
+        return DistelliEvent.objects.create(project=project, event_type=EventType.PUSH, **data)
+
+    def create_pull_request_event(self, request, token, project) -> DistelliEvent:
+        data = validated(RepoEventInput(data=self.json_object(request)))
+        return DistelliEvent.objects.create(
+            project=project, event_type=EventType.PULL_REQUEST, **data
+        )
+
+    def create_build_event(self, request, token, project) -> DistelliEvent:
+        data = dict(validated(BuildEventInput(data=self.json_object(request))))
+        status = build_status_from(data.pop("build_status", None), BuildStatus.WAITING)
+        parent_id = data.pop("parent_event_id", None)
+        parent = None
+        if parent_id is not None:
+            parent = project.distelli_events.filter(
+                pk=parent_id, event_type__in=(EventType.PUSH, EventType.PULL_REQUEST)
+            ).first()
+            if parent is None:
+                raise Refused(
+                    400,
+                    f"parent_event_id {parent_id} is not a push or pull request event of app"
+                    f" {project.path!r}",
+                )
+        now = timezone.now()
+        if status in DistelliEvent.TERMINAL_BUILD_STATUSES and not data.get("build_end"):
+            data["build_end"] = now  # the documentation asks for it; when it is missing, now
+        _check_times(data.get("build_start"), data.get("build_end"))
+        pipeline = services.create_pipeline(
+            project,
+            **_pipeline_fields(data, parent, project),
+            user=token.user,
+            at=now,
+        )
+        event = DistelliEvent.objects.create(
+            project=project,
+            event_type=EventType.BUILD,
+            parent=parent,
+            pipeline=pipeline,
+            build_status=status,
+            created_at=now,
+            updated_at=now,
+            **data,
+        )
+        _report_build(event)
+        return event
+
+
+def _pipeline_fields(data: dict, parent: DistelliEvent | None, project: Project) -> dict:
+    """What a build event says about its commit, completed by its parent push or PR."""
+
+    def given(field: str) -> str | None:
+        return data.get(field) or (getattr(parent, field) if parent else None)
+
+    message = given("commit_msg") or ""
+    if parent is None:
+        source = Pipeline.Source.EXTERNAL
+    elif parent.event_type == EventType.PUSH:
+        source = Pipeline.Source.PUSH
+    else:
+        source = Pipeline.Source.EXTERNAL_PULL_REQUEST_EVENT
+    return {
+        "ref": given("branch") or project.default_branch,
+        "sha": given("commit_id") or UNKNOWN_SHA,
+        "source": source,
+        "name": f"Build {data['build_id']}" if data.get("build_id") else None,
+        "commit_message": message,
+        "commit_title": message.split("\n", 1)[0][:255],
+        "commit_author_name": given("author_name") or given("author_username") or "",
+    }
+
+
+def _check_times(start: datetime | None, end: datetime | None) -> None:
+    if start and end and end < start:
+        raise Refused(400, "build_end is before build_start")
+
+
+def update_build_event(project: Project, event_id: int, data: dict) -> DistelliEvent:
+    event = (
+        DistelliEvent.objects.select_for_update()
+        .select_related("project")
+        .filter(project=project, pk=event_id)
+        .first()
+    )
+    if event is None:
+        raise Refused(404, f"event {event_id} not found in app {project.path!r}")
+    if event.event_type != EventType.BUILD:
+        raise Refused(
+            400, f"event {event_id} is a {event.event_type} event: only build events are updated"
+        )
+    if event.is_terminal:
+        raise Refused(
+            409,
+            f"event {event_id} is {event.build_status}, a terminal status: it is an immutable"
+            " historical object and cannot be updated",
+        )
+    status = build_status_from(data.get("build_status"), BuildStatus(event.build_status))
+    build_end = data.get("build_end") or event.build_end
+    if status in DistelliEvent.TERMINAL_BUILD_STATUSES and not build_end:
+        build_end = timezone.now()
+    _check_times(event.build_start, build_end)
+    event.build_status = status
+    event.build_end = build_end
+    if data.get("release_version") is not None:
+        event.release_version = data["release_version"]
+    event.updated_at = timezone.now()
+    event.save()
+    _report_build(event)
+    return event
+
+
+def _report_build(event: DistelliEvent) -> None:
+    if event.pipeline_id is None:
+        return  # its pipeline was deleted; the event stays as history
+    status = BuildStatus(event.build_status)
+    services.report_pipeline_run(
+        event.pipeline,
+        run=services.ReportedJob(
+            name=BUILD_JOB,
+            stage=BUILD_JOB,
+            status=STATUS_FOR_BUILD[status],
+            started_at=event.build_start,
+            finished_at=event.build_end,
+            failure_reason=FAILURE_REASON_FOR_BUILD.get(status),
+            target_url=event.build_url or "",
+        ),
+    )
+
+
+_APP = r"^(?P<username>[^/]+)/apps/(?P<app_name>[^/]+)/events"
+urlpatterns = [
+    re_path(_APP + r"/?$", EventsView.as_view(), name="distelli-events"),
+    re_path(_APP + r"/(?P<name>[^/]+)/?$", EventView.as_view(), name="distelli-event"),
+]
