@@ -46,3 +46,11 @@ class JobFactory(factory.django.DjangoModelFactory):
     pipeline = factory.SubFactory(PipelineFactory)
     name = factory.Sequence(lambda n: f"job-{n}")
     stage = "test"
+
+
+class HookFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "hooks.Hook"
+
+    project = factory.SubFactory(ProjectFactory)
+    url = "http://127.0.0.1:9/hook"

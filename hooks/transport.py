@@ -1,0 +1,410 @@
+"""The one HTTP seam: POST a body to a hook URL, safely, and say what happened.
+
+``send`` never raises for what the network or the receiver does; it returns a
+``TransportResult`` with the status (or ``None``), the response headers, at most
+``max_body_bytes`` of the body, the time taken and an error text.
+
+Safety rules (the architecture's SSRF section):
+
+- The host is resolved once, every address is checked, and the connection goes to a checked
+  address: a second DNS answer cannot point the request elsewhere (no DNS rebinding). The Host
+  header, TLS SNI and certificate checks keep using the hostname.
+- Loopback, private, link-local, CGNAT, reserved, multicast and IPv6 unique-local or site-local
+  addresses are refused, as are IPv4-mapped/compatible forms of them and the 6to4/NAT64 ranges
+  that reach IPv4 networks, unless ``HOOKS_ALLOWED_NETWORKS`` lists a CIDR containing them.
+- Redirects are never followed (a 3xx is just a status), connections are not reused.
+- Time: connect at most ``HOOKS_CONNECT_TIMEOUT_SECONDS``; everything together at most
+  ``HOOKS_TIMEOUT_SECONDS`` (GitLab's 10 s), enforced by a watchdog that shuts the socket, so a
+  receiver that trickles bytes cannot hold a worker longer.
+
+Why not ``requests-hardened`` (its IP filter pins the address the same way): it can only
+switch loopback on or off, not allow a list of CIDRs; it lets IPv4-compatible and site-local
+IPv6 addresses through; and its timeouts are per socket operation, with no total budget. The
+guard below is urllib3's own connection class with one method replaced.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ipaddress
+import logging
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from urllib.parse import unquote
+
+import certifi
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.exceptions import LocationParseError
+from urllib3.util import parse_url
+
+logger = logging.getLogger(__name__)
+
+RESPONSE_BODY_LIMIT = 8 * 1024  # GitLab keeps 8 KB of a receiver's answer
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+_UNIQUE_LOCAL = ipaddress.ip_network("fc00::/7")
+# IPv6 ranges that carry an IPv4 address to an IPv4 network: refused whole, like Svix does.
+_IPV4_TRANSLATION = tuple(
+    ipaddress.ip_network(cidr)
+    for cidr in ("64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "2001::/32")
+)
+_DOCUMENTATION = tuple(
+    ipaddress.ip_network(cidr)
+    for cidr in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
+)
+_SPECIAL_IPV4 = tuple(
+    ipaddress.ip_network(cidr) for cidr in ("192.0.0.0/24", "192.88.99.0/24", "198.18.0.0/15")
+)
+
+
+class AddressNotAllowed(Exception):
+    """The URL's host resolves only to addresses hooks may not reach."""
+
+
+@dataclass
+class TransportResult:
+    # None when no response came back (refused, timed out, blocked, TLS failure...).
+    status: int | None
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    truncated: bool = False  # the body was longer than the limit and was cut
+    duration_ms: int = 0
+    error: str = ""  # empty when a response came back whole
+
+
+# --- Which addresses are allowed ---------------------------------------------------------
+
+
+@lru_cache(maxsize=8)
+def _parse_networks(cidrs: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    networks = []
+    for cidr in cidrs:
+        try:
+            networks.append(ipaddress.ip_network(cidr.strip(), strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"HOOKS_ALLOWED_NETWORKS: {cidr!r} is not a CIDR such as 127.0.0.0/8"
+            ) from None
+    return tuple(networks)
+
+
+def allowed_networks() -> tuple[IPNetwork, ...]:
+    configured = settings.HOOKS_ALLOWED_NETWORKS
+    if isinstance(configured, str):
+        configured = configured.split(",")
+    return _parse_networks(tuple(c for c in configured if c.strip()))
+
+
+def refusal_reason(ip: IPAddress) -> str | None:
+    """Why hooks may not reach ``ip``, or None when they may."""
+    plain: IPAddress = ip
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        plain = ip.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1
+    if any(address in network for network in allowed_networks() for address in (ip, plain)):
+        return None
+    if plain.is_loopback:
+        return "a loopback address"
+    if plain.is_unspecified:
+        return "the unspecified address"
+    if plain.is_link_local:
+        return "a link-local address"
+    if plain.is_multicast:
+        return "a multicast address"
+    if plain in _CGNAT:
+        return "a carrier-grade NAT (100.64.0.0/10) address"
+    if isinstance(plain, ipaddress.IPv6Address):
+        if plain in _UNIQUE_LOCAL:
+            return "an IPv6 unique-local address"
+        if plain.is_site_local:
+            return "an IPv6 site-local address"
+        if any(plain in network for network in _IPV4_TRANSLATION):
+            return "an IPv6 range that reaches IPv4 networks (6to4, NAT64, Teredo)"
+    elif any(plain in network for network in _SPECIAL_IPV4):
+        return "a special-purpose address"
+    if any(plain in network for network in _DOCUMENTATION):
+        return "a documentation address"
+    if plain.is_reserved:
+        return "a reserved address"
+    if plain.is_private:
+        return "a private address"
+    if not plain.is_global:
+        return "a reserved address"
+    return None
+
+
+def resolve_allowed_addresses(host: str, port: int) -> list[tuple[int, tuple]]:
+    """Resolve ``host`` once; return the (family, sockaddr) pairs hooks may connect to.
+
+    Raises ``AddressNotAllowed`` naming an address and the rule when none is left, and
+    ``socket.gaierror`` when the name does not resolve.
+    """
+    allowed: list[tuple[int, tuple]] = []
+    refused: list[tuple[str, str]] = []
+    for family, _type, _proto, _name, sockaddr in socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM
+    ):
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        ip = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])
+        reason = refusal_reason(ip)
+        if reason:
+            refused.append((str(ip), reason))
+        elif (family, sockaddr) not in allowed:
+            allowed.append((family, sockaddr))
+    if not allowed:
+        address, reason = refused[0] if refused else ("nothing", "no usable address")
+        shown = host if host == address else f"{host} resolves to {address}, which"
+        raise AddressNotAllowed(
+            f"{shown} is {reason}; hooks may not send there unless HOOKS_ALLOWED_NETWORKS "
+            "includes it"
+        )
+    return allowed
+
+
+class InvalidHookURL(ValidationError):
+    """A Django ValidationError (forms and DRF field validators show it) whose ``str`` is
+    the plain message."""
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def validate_hook_url(url: str) -> None:
+    """Save-time check of a hook URL, for forms and the API; raises ``InvalidHookURL``.
+
+    Refuses what can never work (not http/https, no host, a bad port) and hosts that resolve
+    only to refused addresses. A host that does not resolve yet is accepted: DNS may follow,
+    and the connect-time check in ``send`` is the real guard.
+    """
+    try:
+        parsed = parse_url(url)
+    except LocationParseError:
+        raise InvalidHookURL("url is not a valid URL") from None
+    if parsed.scheme not in ("http", "https"):
+        raise InvalidHookURL("url must start with http:// or https://")
+    if not parsed.host:
+        raise InvalidHookURL("url has no host")
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        resolve_allowed_addresses(parsed.host.strip("[]"), port)
+    except AddressNotAllowed as exc:
+        raise InvalidHookURL(f"url is blocked: {exc}") from None
+    except (OSError, UnicodeError):
+        return
+
+
+# --- The connection ----------------------------------------------------------------------
+
+
+class _Watch:
+    """What the watchdog needs to stop one request: its sockets, and whether it fired."""
+
+    def __init__(self, deadline: float):
+        self.deadline = deadline
+        self.raw_socket: socket.socket | None = None
+        self.fired = False
+
+
+class _GuardedConnectionMixin:
+    """urllib3's connection with ``_new_conn`` replaced: resolve once, check every address,
+    connect to a checked one. TLS and the Host header still use the URL's hostname."""
+
+    def __init__(self, *args, watch: _Watch, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._watch = watch
+
+    def _new_conn(self) -> socket.socket:
+        last_error: OSError | None = None
+        for family, sockaddr in resolve_allowed_addresses(self._dns_host, self.port):
+            remaining = self._watch.deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            self._watch.raw_socket = sock
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.settimeout(min(self.timeout, remaining))
+                sock.connect(sockaddr)
+                return sock
+            except OSError as exc:
+                sock.close()
+                last_error = exc
+        raise last_error or TimeoutError("no time left to connect")
+
+
+class _GuardedHTTPConnection(_GuardedConnectionMixin, HTTPConnection):
+    pass
+
+
+class _GuardedHTTPSConnection(_GuardedConnectionMixin, HTTPSConnection):
+    pass
+
+
+def _stop(connection: HTTPConnection, watch: _Watch) -> None:
+    """Watchdog: shut the socket so a blocked read returns now."""
+    watch.fired = True
+    for sock in (connection.sock, watch.raw_socket):
+        if sock is not None:
+            # The plain socket call, also on a TLS socket: it wakes the reader without
+            # touching the TLS state another thread is using.
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password masked, for logs (GitLab masks basic auth the same way)."""
+    try:
+        parsed = parse_url(url)
+    except LocationParseError:
+        return url
+    if not parsed.auth:
+        return url
+    user = parsed.auth.split(":", 1)[0]
+    return parsed._replace(auth=f"{user}:*****" if ":" in parsed.auth else user).url
+
+
+def send(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    verify_ssl: bool = True,
+    timeout: float | None = None,
+    max_body_bytes: int = RESPONSE_BODY_LIMIT,
+) -> TransportResult:
+    """POST ``body`` to ``url``; never raises for network trouble or a status code."""
+    total = float(timeout if timeout is not None else settings.HOOKS_TIMEOUT_SECONDS)
+    connect_timeout = min(float(settings.HOOKS_CONNECT_TIMEOUT_SECONDS), total)
+    started = time.monotonic()
+
+    def result(status: int | None = None, **fields) -> TransportResult:
+        elapsed_ms = int((time.monotonic() - started) * 1000)
+        return TransportResult(status=status, duration_ms=elapsed_ms, **fields)
+
+    try:
+        parsed = parse_url(url)
+    except LocationParseError:
+        return result(error="the URL is not valid")
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        return result(error="the URL must be http:// or https:// with a host")
+
+    request_headers = dict(headers)
+    if parsed.auth and not any(name.lower() == "authorization" for name in request_headers):
+        # GitLab sends URL credentials as HTTP Basic auth, never in the request line.
+        user, _, password = parsed.auth.partition(":")
+        credentials = f"{unquote(user)}:{unquote(password)}".encode()
+        request_headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()
+
+    watch = _Watch(deadline=started + total)
+    host = parsed.host.strip("[]")
+    if parsed.scheme == "https":
+        connection: HTTPConnection = _GuardedHTTPSConnection(
+            host,
+            parsed.port,
+            timeout=connect_timeout,
+            watch=watch,
+            cert_reqs="CERT_REQUIRED" if verify_ssl else "CERT_NONE",
+            ca_certs=certifi.where() if verify_ssl else None,
+            assert_hostname=None if verify_ssl else False,
+        )
+    else:
+        connection = _GuardedHTTPConnection(host, parsed.port, timeout=connect_timeout, watch=watch)
+
+    watchdog = threading.Timer(total, _stop, args=(connection, watch))
+    watchdog.daemon = True
+    watchdog.start()
+    phase = "connect"
+    response = None
+    try:
+        connection.connect()
+        phase = "response"
+        connection.sock.settimeout(max(0.001, watch.deadline - time.monotonic()))
+        connection.request(
+            "POST",
+            parsed.request_uri,
+            body=body,
+            headers=request_headers,
+            preload_content=False,
+            decode_content=False,
+        )
+        response = connection.getresponse()
+        if watch.fired:
+            # A shut socket reads as the end of the headers: what came is not the answer.
+            response = None
+            raise TimeoutError
+        phase = "body"
+        data = response.read(max_body_bytes + 1)
+        cut_short = watch.fired
+        return result(
+            response.status,
+            headers=dict(response.headers.itermerged()),
+            body=data[:max_body_bytes],
+            truncated=len(data) > max_body_bytes or cut_short,
+            error=f"timed out after {total:g} s reading the response body" if cut_short else "",
+        )
+    except AddressNotAllowed as exc:
+        return result(error=str(exc))
+    except ImproperlyConfigured:
+        raise  # a bad HOOKS_ALLOWED_NETWORKS is the operator's to fix, loudly
+    except Exception as exc:  # the network can fail in many ways; each becomes an error text
+        error = _describe(exc, phase=phase, watch=watch, total=total, host=host)
+        if response is not None:
+            # The receiver answered, then the body failed: the status stands.
+            return result(response.status, headers=dict(response.headers.itermerged()), error=error)
+        return result(error=error)
+    finally:
+        watchdog.cancel()
+        connection.close()
+
+
+def _describe(exc: BaseException, *, phase: str, watch: _Watch, total: float, host: str) -> str:
+    if watch.fired:
+        return f"timed out after {total:g} s (the whole request may take at most that)"
+    root: BaseException = exc
+    while root.__cause__ is not None or (root.__context__ is not None and _is_wrapper(root)):
+        root = root.__cause__ or root.__context__
+    if isinstance(root, AddressNotAllowed):
+        return str(root)
+    if isinstance(root, socket.gaierror):
+        return f"could not resolve {host}: {root.strerror or root}"
+    if isinstance(root, TimeoutError | socket.timeout):
+        if phase == "connect":
+            return f"connecting to {host} timed out"
+        return "timed out waiting for the receiver's response"
+    if isinstance(root, ConnectionRefusedError):
+        return f"connection refused by {host}"
+    name = type(root).__name__
+    if "SSL" in name or "Certificate" in name:
+        return f"TLS failed: {root}"
+    if isinstance(root, ConnectionError):
+        return f"connection to {host} failed: {root.strerror or root}"
+    message = str(root) or name
+    return f"{'connecting' if phase == 'connect' else 'request'} failed: {name}: {message}"
+
+
+def _is_wrapper(exc: BaseException) -> bool:
+    # urllib3 wraps socket errors in its own types; the socket error says more.
+    return type(exc).__module__.startswith("urllib3")
+
+
+__all__ = [
+    "AddressNotAllowed",
+    "InvalidHookURL",
+    "RESPONSE_BODY_LIMIT",
+    "TransportResult",
+    "allowed_networks",
+    "redact_url",
+    "refusal_reason",
+    "resolve_allowed_addresses",
+    "send",
+    "validate_hook_url",
+]

@@ -1,0 +1,243 @@
+"""The HTTP seam against real servers on 127.0.0.1: what goes over the wire, what comes back,
+timeouts, refusals and the SSRF guard."""
+
+import base64
+import ipaddress
+import socket
+import threading
+import time
+
+import pytest
+
+from hooks import transport
+from hooks.transport import (
+    InvalidHookURL,
+    redact_url,
+    refusal_reason,
+    send,
+    validate_hook_url,
+)
+from tests.hooks.receiver import TLS_DIR, Receiver, Reply
+
+BODY = b'{"object_kind":"pipeline"}'
+
+
+def test_send_posts_body_and_headers_and_returns_the_answer(receiver):
+    receiver.script(Reply(201, headers={"X-Receiver": "yes"}, body=b"thanks"))
+    result = send(receiver.url, BODY, {"Content-Type": "application/json", "X-Custom": "1"})
+    assert (result.status, result.body, result.truncated, result.error) == (
+        201,
+        b"thanks",
+        False,
+        "",
+    )
+    assert result.headers["X-Receiver"] == "yes"
+    [request] = receiver.requests
+    assert request.path == "/hook"
+    assert request.body == BODY
+    assert request.header("Content-Type") == "application/json"
+    assert request.header("X-Custom") == "1"
+    assert request.header("Content-Length") == str(len(BODY))
+    assert request.header("Host") == f"127.0.0.1:{receiver.port}"
+
+
+def test_send_reports_http_errors_as_results_not_exceptions(receiver):
+    receiver.script(Reply(500, body=b"boom"))
+    result = send(receiver.url, BODY, {})
+    assert (result.status, result.body, result.error) == (500, b"boom", "")
+
+
+def test_send_does_not_follow_redirects(receiver):
+    receiver.script(Reply(302, headers={"Location": f"http://127.0.0.1:{receiver.port}/other"}))
+    result = send(receiver.url, BODY, {})
+    assert result.status == 302
+    assert [r.path for r in receiver.requests] == ["/hook"]
+
+
+def test_send_keeps_at_most_the_limit_of_the_body_and_says_so(receiver):
+    receiver.script(Reply(200, body=b"x" * 20_000))
+    result = send(receiver.url, BODY, {})
+    assert result.status == 200
+    assert result.body == b"x" * transport.RESPONSE_BODY_LIMIT
+    assert result.truncated is True
+
+
+def test_send_times_out_waiting_for_a_slow_receiver(receiver):
+    receiver.script(Reply(200, delay=3))
+    result = send(receiver.url, BODY, {}, timeout=0.5)
+    assert result.status is None
+    assert "timed out" in result.error
+
+
+def test_send_total_budget_stops_a_receiver_that_trickles_bytes():
+    """Each byte arrives well within the per-read timeout, but the whole answer would take
+    far longer than the budget: the watchdog ends it."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    stop = threading.Event()
+
+    def trickle():
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 200:
+                if stop.is_set():
+                    return
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    return
+                time.sleep(0.05)
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        port = server.getsockname()[1]
+        result = send(f"http://127.0.0.1:{port}/hook", BODY, {}, timeout=0.6)
+    finally:
+        stop.set()
+        server.close()
+    assert result.status is None
+    assert result.error.startswith("timed out after 0.6 s")
+
+
+def test_send_reports_connection_refused(closed_port):
+    result = send(f"http://127.0.0.1:{closed_port}/hook", BODY, {})
+    assert result.status is None
+    assert result.error == "connection refused by 127.0.0.1"
+
+
+def test_send_turns_url_credentials_into_basic_auth(receiver):
+    url = receiver.url.replace("http://", "http://ci:p%40ss@")
+    send(url, BODY, {})
+    [request] = receiver.requests
+    assert request.header("Authorization") == "Basic " + base64.b64encode(b"ci:p@ss").decode()
+    assert redact_url(url) == receiver.url.replace("http://", "http://ci:*****@")
+
+
+def test_send_over_tls_verifies_the_certificate_unless_told_not_to():
+    server = Receiver(tls=True).start()
+    try:
+        refused = send(server.url, BODY, {}, verify_ssl=True)
+        assert refused.status is None
+        assert refused.error.startswith("TLS failed") and "certificate" in refused.error
+        accepted = send(server.url, BODY, {}, verify_ssl=False)
+        assert accepted.status == 200
+        assert [r.body for r in server.requests] == [BODY]
+    finally:
+        server.stop()
+    assert (TLS_DIR / "receiver.crt").exists()
+
+
+# --- SSRF guard -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "address, reason",
+    [
+        ("127.0.0.1", "loopback"),
+        ("::1", "loopback"),
+        ("10.1.2.3", "private"),
+        ("172.16.5.4", "private"),
+        ("192.168.1.1", "private"),
+        ("169.254.169.254", "link-local"),
+        ("fe80::1", "link-local"),
+        ("100.64.0.1", "carrier-grade NAT"),
+        ("0.0.0.0", "unspecified"),
+        ("224.0.0.1", "multicast"),
+        ("ff02::1", "multicast"),
+        ("240.0.0.1", "reserved"),
+        ("255.255.255.255", "reserved"),
+        ("192.0.2.1", "documentation"),
+        ("2001:db8::1", "documentation"),
+        ("198.18.0.1", "special-purpose"),
+        ("fd12:3456::1", "unique-local"),
+        ("fec0::1", "site-local"),
+        ("::ffff:127.0.0.1", "loopback"),  # IPv4-mapped
+        ("::ffff:10.0.0.1", "private"),
+        ("::127.0.0.1", "reserved"),  # IPv4-compatible
+        ("64:ff9b::a00:1", "IPv4 networks"),  # NAT64 of 10.0.0.1
+        ("2002:a00:1::1", "IPv4 networks"),  # 6to4 of 10.0.0.1
+    ],
+)
+def test_refusal_reason_refuses_non_public_addresses(settings, address, reason):
+    settings.HOOKS_ALLOWED_NETWORKS = []
+    assert reason in (refusal_reason(ipaddress.ip_address(address)) or "allowed")
+
+
+@pytest.mark.parametrize("address", ["8.8.8.8", "93.184.216.34", "2606:4700:4700::1111"])
+def test_refusal_reason_allows_public_addresses(settings, address):
+    settings.HOOKS_ALLOWED_NETWORKS = []
+    assert refusal_reason(ipaddress.ip_address(address)) is None
+
+
+def test_allow_list_opens_only_its_networks_including_mapped_forms(settings):
+    settings.HOOKS_ALLOWED_NETWORKS = ["10.0.0.0/8"]
+    assert refusal_reason(ipaddress.ip_address("10.1.2.3")) is None
+    assert refusal_reason(ipaddress.ip_address("::ffff:10.1.2.3")) is None
+    assert refusal_reason(ipaddress.ip_address("192.168.1.1")) == "a private address"
+    settings.HOOKS_ALLOWED_NETWORKS = "127.0.0.0/8, 192.168.0.0/16"  # as the env var reads
+    assert refusal_reason(ipaddress.ip_address("192.168.1.1")) is None
+
+
+def test_send_refuses_loopback_without_the_allow_list(settings, receiver):
+    settings.HOOKS_ALLOWED_NETWORKS = []
+    result = send(receiver.url, BODY, {})
+    assert result.status is None
+    assert "127.0.0.1 is a loopback address" in result.error
+    assert "HOOKS_ALLOWED_NETWORKS" in result.error
+    assert receiver.requests == []
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["localhost", "[::ffff:127.0.0.1]", "2130706433", "[::1]"],
+    ids=["name", "ipv4-mapped", "decimal", "ipv6"],
+)
+def test_send_refuses_other_spellings_of_loopback(settings, receiver, host):
+    settings.HOOKS_ALLOWED_NETWORKS = []
+    result = send(f"http://{host}:{receiver.port}/hook", BODY, {})
+    assert result.status is None
+    assert "loopback" in result.error
+    assert receiver.requests == []
+
+
+def test_send_connects_to_the_address_it_checked(monkeypatch, receiver):
+    """One resolution per request, and the connection goes to that answer: a second,
+    different DNS answer (rebinding) is never asked for. Host and TLS keep the name."""
+    calls = []
+    real_getaddrinfo = socket.getaddrinfo
+
+    def resolve(host, port, *args, **kwargs):
+        calls.append(host)
+        if host == "hooks.example":
+            return real_getaddrinfo("127.0.0.1", port, *args, **kwargs)
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(transport.socket, "getaddrinfo", resolve)
+    result = send(f"http://hooks.example:{receiver.port}/hook", BODY, {})
+    assert result.status == 200
+    assert calls == ["hooks.example"]
+    assert receiver.requests[0].header("Host") == f"hooks.example:{receiver.port}"
+
+
+def test_validate_hook_url_explains_refusals(settings):
+    settings.HOOKS_ALLOWED_NETWORKS = []
+    with pytest.raises(InvalidHookURL) as refused:
+        validate_hook_url("http://10.0.0.5:8080/hook")
+    assert str(refused.value) == (
+        "url is blocked: 10.0.0.5 is a private address; hooks may not send there unless "
+        "HOOKS_ALLOWED_NETWORKS includes it"
+    )
+    with pytest.raises(InvalidHookURL, match="must start with http:// or https://"):
+        validate_hook_url("ftp://example.com/hook")
+    with pytest.raises(InvalidHookURL, match="no host"):
+        validate_hook_url("http:///hook")
+    with pytest.raises(InvalidHookURL, match="resolves to 127.0.0.1"):
+        validate_hook_url("http://localhost/hook")
+    # Public addresses, and names that do not resolve yet, are accepted at save time.
+    validate_hook_url("https://8.8.8.8/hook")
+    validate_hook_url("https://receiver.invalid/hook")
+    settings.HOOKS_ALLOWED_NETWORKS = ["10.0.0.0/8"]
+    validate_hook_url("http://10.0.0.5:8080/hook")
