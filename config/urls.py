@@ -6,6 +6,7 @@ from pipelines.api.graphql import graphql_view
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/v4/", include("hooks.api_urls")),
     path("api/v4/", include("pipelines.api.urls")),
     path("api/graphql", graphql_view, name="graphql"),
     path("sei/api/v1/", include("pipelines.api.sei")),
