@@ -630,3 +630,15 @@ def test_max_results_is_capped(client, key, app):
     body = listing(client, key, max_results=100000)
     assert len(body["events"]) == 3
     assert "marker" not in body
+
+
+def test_build_is_visible_through_the_gitlab_api(client, app, key):
+    event_id = put(client, "buildEvent", SEED_BUILD_EVENT, key).json()["event_id"]
+    update(client, event_id, SEED_UPDATE, key)
+    pipeline = DistelliEvent.objects.get().pipeline
+    response = client.get(
+        f"/api/v4/projects/{app.pk}/pipelines/{pipeline.pk}/jobs", headers={"PRIVATE-TOKEN": key}
+    )
+    assert response.status_code == 200
+    [job] = response.json()
+    assert (job["name"], job["stage"], job["status"]) == ("build", "build", "success")

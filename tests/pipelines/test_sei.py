@@ -770,3 +770,20 @@ def test_deleted_pipeline_is_reported_anew(client, instance, key):
     response = post(client, "custom-cicd", run_body(instance), key)
     assert response.json()["created"] is True
     assert Pipeline.objects.get().status == Status.SUCCESS
+
+
+def test_reported_run_is_visible_through_the_gitlab_api(client, instance, key):
+    body = SEED_001_PAYLOAD.replace("666ba79b-3f3d-4236-ac04-4686ce526705", str(instance.guid))
+    pipeline_id = post(client, "custom-cicd", body, key).json()["pipeline_id"]
+    response = client.get(
+        f"/api/v4/projects/{instance.project_id}/pipelines/{pipeline_id}",
+        headers={"PRIVATE-TOKEN": key},
+    )
+    assert response.status_code == 200
+    shown = response.json()
+    assert (shown["status"], shown["ref"], shown["source"], shown["duration"]) == (
+        "success",
+        "master",
+        "external",
+        780,
+    )
