@@ -167,7 +167,11 @@ def hook_event_json(attempt: DeliveryAttempt, hook: Hook) -> dict:
 
 class CustomHeaderSerializer(serializers.Serializer):
     key = serializers.CharField(max_length=255)
-    value = serializers.CharField(allow_blank=True, trim_whitespace=False, max_length=2000)
+    # Optional, unlike GitLab: a client that read the hook back ([{"key": ...}]) and sends it
+    # again unchanged (python-gitlab's save() does) keeps the stored value.
+    value = serializers.CharField(
+        allow_blank=True, trim_whitespace=False, max_length=2000, required=False
+    )
 
 
 class CustomHeaderValueSerializer(serializers.Serializer):
@@ -239,9 +243,17 @@ def apply_hook_input(hook: Hook, data: dict) -> None:
         # GitLab merges on edit; DELETE .../custom_headers/:key removes one.
         merged = dict(hook.custom_headers or {})
         for header in data["custom_headers"]:
-            for same in [name for name in merged if name.lower() == header["key"].lower()]:
-                del merged[same]
-            merged[header["key"]] = header["value"]
+            key = header["key"]
+            same = [name for name in merged if name.lower() == key.lower()]
+            if "value" in header:
+                value = header["value"]
+            elif same:
+                value = merged[same[0]]
+            else:
+                raise HookSettingError("custom_headers", f"header {key} needs a value")
+            for name in same:
+                del merged[name]
+            merged[key] = value
         hook.custom_headers = check_custom_headers(merged)
     if "ref_filter_strategy" in data:
         hook.ref_filter_strategy = data["ref_filter_strategy"]

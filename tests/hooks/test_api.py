@@ -5,8 +5,10 @@ import json
 import logging
 import re
 
+import gitlab
 import pytest
 from django.contrib.auth.models import Group, Permission
+from gitlab import exceptions as gitlab_errors
 from rest_framework.test import APIClient
 
 from hooks.models import Delivery, DeliveryAttempt, Event, Hook
@@ -213,6 +215,10 @@ def test_add_hook_on_private_addresses_is_refused(client, project, settings, url
             "Custom headers validation failed: the value of header X-A may not contain line",
         ),
         (
+            {"custom_headers": [{"key": "X-New"}]},
+            "Custom headers validation failed: header X-New needs a value",
+        ),
+        (
             {"custom_headers": [{"key": f"X-H{n}", "value": "v"} for n in range(21)]},
             "Custom headers validation failed: at most 20 custom headers",
         ),
@@ -247,8 +253,8 @@ def test_add_hook_refuses_bad_settings_with_422_and_writes_nothing(
         ({"url": "http://127.0.0.1/x", "ref_filter_strategy": "glob"}, "does not have a valid"),
         ({"url": "http://127.0.0.1/x", "custom_headers": "X-A: b"}, "custom_headers"),
         (
-            {"url": "http://127.0.0.1/x", "custom_headers": [{"key": "X-A"}]},
-            "custom_headers[0][value] is missing",
+            {"url": "http://127.0.0.1/x", "custom_headers": [{"value": "v"}]},
+            "custom_headers[0][key] is missing",
         ),
         ({"url": "http://127.0.0.1/x", "status_filter": [1, 2]}, "status_filter"),
         ({"url": ["http://127.0.0.1/x"]}, "url is invalid"),
@@ -755,3 +761,80 @@ def test_other_users_hooks_are_not_reachable_with_a_limited_token(make_token, pr
 
     assert response.status_code == 403
     assert Hook.objects.filter(pk=owner_hook.pk).exists()
+
+
+# --- GitLab's own client ------------------------------------------------------------------
+
+
+def test_python_gitlab_manages_hooks_against_a_live_server(
+    live_server, transactional_db, receiver, make_token
+):
+    project = ProjectFactory(namespace="acme", path="web")
+    with gitlab.Gitlab(live_server.url, private_token=make_token()) as gl:
+        remote = gl.projects.get("acme/web", lazy=True)  # sent as acme%2Fweb
+
+        created = remote.hooks.create(
+            {
+                "url": receiver.url,
+                "name": "ci bot",
+                "token": SECRET_TOKEN,
+                "signing_token": SIGNING_TOKEN,
+                "custom_headers": [{"key": "X-Team", "value": "platform"}],
+                "pipeline_events": True,
+                "push_events": False,
+            }
+        )
+        assert created.url == receiver.url
+        assert created.token_present is True and created.signing_token_present is True
+        assert not hasattr(created, "token")
+
+        listed = remote.hooks.list(get_all=True)
+        assert [hook.id for hook in listed] == [created.id]
+
+        fetched = remote.hooks.get(created.id)
+        assert fetched.name == "ci bot"
+        assert fetched.custom_headers == [{"key": "X-Team"}]
+
+        fetched.name = "renamed"
+        fetched.status_filter = ["failed"]
+        fetched.save()
+        updated = remote.hooks.update(created.id, {"url": receiver.url, "description": "hi"})
+        assert updated["description"] == "hi"
+        stored = Hook.objects.get(pk=created.id)
+        assert (stored.name, stored.status_filter, stored.description) == (
+            "renamed",
+            ["failed"],
+            "hi",
+        )
+        # Edits that did not send a secret keep it; save() sent the headers back as read
+        # ([{"key": "X-Team"}], no value), which keeps the stored value too.
+        assert stored.token == SECRET_TOKEN
+        assert stored.custom_headers == {"X-Team": "platform"}
+
+        with pytest.raises(gitlab_errors.GitlabHookTestError, match="CI pipelines"):
+            fetched.test("pipeline_events")
+        with pytest.raises(gitlab_errors.GitlabCreateError, match="Invalid url given"):
+            remote.hooks.create({"url": "ftp://127.0.0.1/hook"})
+
+        remote.hooks.delete(created.id)
+        assert remote.hooks.list(get_all=True) == []
+        with pytest.raises(gitlab_errors.GitlabGetError) as missing:
+            remote.hooks.get(created.id)
+        assert missing.value.response_code == 404
+    assert project.hooks.count() == 0
+
+
+def test_python_gitlab_test_call_reaches_the_receiver(
+    live_server, transactional_db, receiver, make_token
+):
+    project = ProjectFactory()
+    # The pipeline exists before the hook, so no delivery is queued: only the test is sent.
+    services.create_pipeline(project, ref="main", sha="c" * 40)
+    hook = make_hook(project, url=receiver.url, token=SECRET_TOKEN)
+    with gitlab.Gitlab(live_server.url, private_token=make_token()) as gl:
+        gl.projects.get(project.pk, lazy=True).hooks.get(hook.pk, lazy=True).test("pipeline_events")
+
+    (request,) = receiver.wait_for(1)
+    assert request.header("X-Gitlab-Event") == "Pipeline Hook"
+    assert request.header("X-Gitlab-Token") == SECRET_TOKEN
+    assert DeliveryAttempt.objects.get().trigger == DeliveryAttempt.Trigger.TEST
