@@ -7,6 +7,7 @@ and error bodies the way python-gitlab reads them.
 
 import gitlab
 import pytest
+from django.db import DEFAULT_DB_ALIAS, connections
 from gitlab import exceptions as gitlab_errors
 
 from pipelines import services
@@ -22,9 +23,22 @@ def token(scopes: list[str]) -> str:
     return raw
 
 
+def client(url: str, raw_token: str) -> gitlab.Gitlab:
+    return gitlab.Gitlab(url, private_token=raw_token)
+
+
 @pytest.fixture
-def gl(live_server, transactional_db) -> gitlab.Gitlab:
-    return gitlab.Gitlab(live_server.url, private_token=token(["api"]))
+def gl(live_server, transactional_db):
+    # Server threads close their database connection after each request, so none is left
+    # holding the test database open (on PostgreSQL, CONN_MAX_AGE would keep them).
+    database = connections.settings[DEFAULT_DB_ALIAS]
+    kept_for = database.get("CONN_MAX_AGE", 0)
+    database["CONN_MAX_AGE"] = 0
+    try:
+        with client(live_server.url, token(["api"])) as gl:
+            yield gl
+    finally:
+        database["CONN_MAX_AGE"] = kept_for
 
 
 def report(commit, name: str, state: str, stage: str | None = None, ref: str = "main"):
@@ -143,12 +157,14 @@ def test_python_gitlab_sees_gitlab_errors(gl, live_server):
     assert unknown.value.response_code == 404
     assert unknown.value.error_message == "404 Project Not Found"
 
-    reader = gitlab.Gitlab(live_server.url, private_token=token(["read_api"]))
-    read_only = reader.projects.get(project.id, lazy=True)
-    with pytest.raises(gitlab_errors.GitlabCreateError) as forbidden:
-        read_only.commits.get(SHA, lazy=True).statuses.create({"state": "success"})
+    with client(live_server.url, token(["read_api"])) as reader:
+        read_only = reader.projects.get(project.id, lazy=True)
+        with pytest.raises(gitlab_errors.GitlabCreateError) as forbidden:
+            read_only.commits.get(SHA, lazy=True).statuses.create({"state": "success"})
     assert forbidden.value.response_code == 403
 
-    stranger = gitlab.Gitlab(live_server.url, private_token="phk_wrong")
-    with pytest.raises(gitlab_errors.GitlabAuthenticationError):
+    with (
+        client(live_server.url, "phk_wrong") as stranger,
+        pytest.raises(gitlab_errors.GitlabAuthenticationError),
+    ):
         stranger.projects.list()
