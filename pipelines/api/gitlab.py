@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from django.db import IntegrityError
 from django.db.models import Max, Q, QuerySet
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
@@ -304,9 +305,13 @@ class ProjectListView(GitLabView):
         namespace = params.get("namespace") or params.get("namespace_id")
         if namespace:
             fields["namespace"] = _check_path_value("namespace", namespace.strip("/"))
-        project = services.create_project(
-            name=params.get("name") or params["path"], path=params.get("path"), **fields
-        )
+        try:
+            project = services.create_project(
+                name=params.get("name") or params["path"], path=params.get("path"), **fields
+            )
+        except IntegrityError:
+            # Another request took the same path between the check and the insert.
+            raise exceptions.ValidationError({"path": ["has already been taken"]}) from None
         return Response(entities.ProjectSerializer(project).data, status=status.HTTP_201_CREATED)
 
 

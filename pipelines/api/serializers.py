@@ -699,7 +699,7 @@ class CommitStatusCreateParams(serializers.Serializer):
     stage = serializers.CharField(
         required=False, max_length=255, help_text="Pipehook extension: the job's stage."
     )
-    target_url = serializers.URLField(required=False, max_length=2000)
+    target_url = serializers.URLField(required=False, allow_blank=True, max_length=2000)
     description = serializers.CharField(required=False, allow_blank=True)
     coverage = FiniteFloatField(required=False)
     pipeline_id = serializers.IntegerField(required=False, min_value=1)

@@ -253,3 +253,9 @@ def test_list_statuses_bad_all_is_400(client, project):
     response = list_statuses(client, project, "?all=maybe")
     assert response.status_code == 400
     assert response.json() == {"error": "all is invalid"}
+
+
+def test_post_status_with_empty_target_url_and_description_shows_null(client, project):
+    response = post_status(client, project, state="success", target_url="", description="")
+    assert response.status_code == 201, response.json()
+    assert (response.json()["target_url"], response.json()["description"]) == (None, None)
