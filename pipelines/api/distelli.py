@@ -23,6 +23,8 @@ from django.db import transaction
 from django.db.models import QuerySet
 from django.urls import re_path
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.response import Response
 
@@ -31,6 +33,7 @@ from pipelines.api.inbound import DialectView, Refused, Text, token_from_request
 from pipelines.auth import READ, WRITE, check_access
 from pipelines.models import AccessToken, DistelliEvent, Pipeline, Project, Status
 
+SCHEMA_TAG = "Puppet Pipelines (Distelli) events"
 HOW_TO_AUTHENTICATE = "add ?apiToken=<token> to the URL"
 UNKNOWN_SHA = "0" * 40  # GitLab's way of showing a commit nobody named
 BUILD_JOB = "build"  # the job (and stage) a build event is shown as
@@ -124,6 +127,7 @@ class StrictBoolean(serializers.BooleanField):
         return data
 
 
+@extend_schema_field(OpenApiTypes.STR)
 class EventId(serializers.Field):
     """An event id: a string of digits as the API returns it, or the number itself."""
 
@@ -251,6 +255,7 @@ class DistelliView(DialectView):
 class EventsView(DistelliView):
     """``GET .../events``: ListEvents with filters, ``max_results``, ``order`` and ``marker``."""
 
+    @extend_schema(tags=[SCHEMA_TAG], responses={200: OpenApiTypes.OBJECT})
     def get(self, request, username: str, app_name: str):
         _, project = self.app(request, username, app_name, READ)
         params = request.query_params
@@ -323,6 +328,7 @@ class EventView(DistelliView):
         "pullRequestEvent": "create_pull_request_event",
     }
 
+    @extend_schema(tags=[SCHEMA_TAG], request=BuildEventInput, responses={200: OpenApiTypes.OBJECT})
     def put(self, request, username: str, app_name: str, name: str):
         token, project = self.app(request, username, app_name, WRITE)
         creator = self.CREATORS.get(name)
@@ -336,6 +342,9 @@ class EventView(DistelliView):
             event = getattr(self, creator)(request, token, project)
         return Response({"event_id": str(event.pk)})
 
+    @extend_schema(
+        tags=[SCHEMA_TAG], request=BuildUpdateInput, responses={200: OpenApiTypes.OBJECT}
+    )
     def post(self, request, username: str, app_name: str, name: str):
         _, project = self.app(request, username, app_name, WRITE)
         if not name.isdigit():
@@ -477,6 +486,6 @@ def _report_build(event: DistelliEvent) -> None:
 
 _APP = r"^(?P<username>[^/]+)/apps/(?P<app_name>[^/]+)/events"
 urlpatterns = [
-    re_path(_APP + r"/?$", EventsView.as_view(), name="distelli-events"),
-    re_path(_APP + r"/(?P<name>[^/]+)/?$", EventView.as_view(), name="distelli-event"),
+    re_path(_APP + r"$", EventsView.as_view(), name="distelli-events"),
+    re_path(_APP + r"/(?P<name>[^/]+)$", EventView.as_view(), name="distelli-event"),
 ]

@@ -19,6 +19,8 @@ from datetime import UTC, datetime, timedelta
 from django.db import IntegrityError, transaction
 from django.urls import re_path
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.response import Response
 
@@ -37,6 +39,7 @@ from pipelines.models import COMPLETED_STATUSES, CicdInstance, CicdRun, Pipeline
 # GitLab's way of showing a commit nobody named; a run without scm_commit_ids gets it.
 UNKNOWN_SHA = "0" * 40
 
+SCHEMA_TAG = "Harness SEI custom CI/CD"
 HOW_TO_AUTHENTICATE = "send Authorization: ApiKey <token> (or Authorization: Bearer <token>)"
 
 # Names older clients (the Jenkins plugin, the first page's curl) use for the same fields.
@@ -135,6 +138,7 @@ class JobRunParamInput(serializers.Serializer):
         return value
 
 
+@extend_schema_field(OpenApiTypes.STR)
 class ModuleName(serializers.Field):
     """A string on the first page, an integer on the second: either is taken."""
 
@@ -311,6 +315,7 @@ def run_identity(run: dict) -> str:
 class CicdInstancesView(DialectView):
     """``POST cicd/instances``: register a CI/CD instance of a project; answers ``{"id"}``."""
 
+    @extend_schema(tags=[SCHEMA_TAG], request=InstanceInput, responses={200: OpenApiTypes.OBJECT})
     def post(self, request):
         token = _token(request)
         data = validated(InstanceInput(data=self.json_object(request)))
@@ -339,6 +344,7 @@ class CicdInstancesView(DialectView):
 class CustomCicdView(DialectView):
     """``POST custom-cicd``: report (or report again) a run; answers 202 with its pipeline."""
 
+    @extend_schema(tags=[SCHEMA_TAG], request=RunInput, responses={202: OpenApiTypes.OBJECT})
     def post(self, request):
         token = _token(request)
         body = resolve_aliases(unwrap_envelope(self.json_object(request)))
@@ -443,6 +449,6 @@ def _token(request):
 
 
 urlpatterns = [
-    re_path(r"^cicd/instances/?$", CicdInstancesView.as_view(), name="sei-cicd-instances"),
-    re_path(r"^custom-cicd/?$", CustomCicdView.as_view(), name="sei-custom-cicd"),
+    re_path(r"^cicd/instances$", CicdInstancesView.as_view(), name="sei-cicd-instances"),
+    re_path(r"^custom-cicd$", CustomCicdView.as_view(), name="sei-custom-cicd"),
 ]
