@@ -9,6 +9,7 @@ DeliveryAttempt   one HTTP request of a delivery (or of a test), as the log show
 import uuid
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
@@ -112,6 +113,11 @@ class Delivery(models.Model):
     next_attempt_at = models.DateTimeField(default=timezone.now)
     # Set while a worker holds the delivery; a claim older than the lease is taken back.
     claimed_until = models.DateTimeField(null=True, blank=True)
+    # Set while a task message for this pending delivery is believed to be queued; the sweeper
+    # sends another only after it passes (a lost message costs one lease, never the event).
+    queued_until = models.DateTimeField(null=True, blank=True)
+    # A person asked to redeliver this failed delivery: one attempt, not retried on failure.
+    manual_redelivery = models.BooleanField(default=False)
     last_response_status = models.PositiveIntegerField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)
@@ -145,8 +151,14 @@ class DeliveryAttempt(models.Model):
     )
     attempt_number = models.PositiveIntegerField(default=1)
     trigger = models.CharField(max_length=16, choices=Trigger.choices, default=Trigger.SCHEDULED)
+    # Who asked for a manual resend or a test; null for scheduled attempts.
+    triggered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
     url = models.URLField(max_length=2000)
     request_headers = models.JSONField(default=dict)
+    # The body sent, kept only for test requests: a delivery's body is its event's.
+    request_body = models.TextField(blank=True, default="")
     # Null when no response came back (timeout, refused connection, blocked address).
     response_status = models.PositiveIntegerField(null=True, blank=True)
     response_headers = models.JSONField(default=dict)
