@@ -120,6 +120,8 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # (next_attempt_at), so an hour is ample.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_TIMEZONE = "UTC"
+# One queue name per deployment (or per test run, so runs sharing a Redis stay apart).
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")
 
 # --- Auth, i18n, static ---------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -175,6 +177,19 @@ HOOKS_RETRY_SCHEDULE = env.list(
 )
 HOOKS_RETRY_JITTER = env.float("HOOKS_RETRY_JITTER", default=0.2)
 HOOKS_SWEEP_INTERVAL_SECONDS = env.float("HOOKS_SWEEP_INTERVAL_SECONDS", default=5.0)
+# How long a worker may hold a claimed delivery (or a queued task message may wait) before the
+# sweeper takes it back; keep it well above HOOKS_TIMEOUT_SECONDS.
+HOOKS_CLAIM_LEASE_SECONDS = env.float("HOOKS_CLAIM_LEASE_SECONDS", default=60.0)
+# The longest Retry-After (429/503) honoured; a longer one waits this long.
+HOOKS_RETRY_AFTER_MAX_SECONDS = env.float("HOOKS_RETRY_AFTER_MAX_SECONDS", default=3600.0)
+
+CELERY_BEAT_SCHEDULE = {
+    "requeue-due-deliveries": {
+        "task": "hooks.tasks.requeue_due_deliveries",
+        "schedule": HOOKS_SWEEP_INTERVAL_SECONDS,
+    },
+    "prune-delivery-logs": {"task": "hooks.tasks.prune_delivery_logs", "schedule": 3600.0},
+}
 
 LOGGING = {
     "version": 1,
