@@ -102,7 +102,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "NAME": env.str("PIPEHOOK_TEST_DB", default=str(VAR_DIR / "test.sqlite3"))
     }
 else:
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
+    # Off by default: persistent connections held by test servers' threads keep a database
+    # busy; production deployments may set it (seconds) to save reconnects.
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis / Celery -------------------------------------------------------------------

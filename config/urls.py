@@ -1,5 +1,7 @@
 from django.contrib import admin
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
+from django.views.defaults import page_not_found
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from pipelines.api.graphql import graphql_view
@@ -15,3 +17,13 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("", include("pipelines.urls")),
 ]
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """API clients get GitLab's JSON 404 for unknown routes; people get the HTML page."""
+    if request.path.startswith(("/api/", "/sei/", "/distelli/")):
+        return JsonResponse({"message": "404 Not Found"}, status=404)
+    return page_not_found(request, exception)
+
+
+handler404 = not_found
