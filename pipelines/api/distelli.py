@@ -420,7 +420,7 @@ def _pipeline_fields(data: dict, parent: DistelliEvent | None, project: Project)
         "ref": given("branch") or project.default_branch,
         "sha": given("commit_id") or UNKNOWN_SHA,
         "source": source,
-        "name": f"Build {data['build_id']}" if data.get("build_id") else None,
+        "name": f"Build {data['build_id']}"[:255] if data.get("build_id") else None,
         "commit_message": message,
         "commit_title": message.split("\n", 1)[0][:255],
         "commit_author_name": given("author_name") or given("author_username") or "",

@@ -280,7 +280,8 @@ def jobs_from_job_run(job_run: dict | None, run_status: Status, start: datetime)
             name = unit["displayName"]
             taken[name] = taken.get(name, 0) + 1
             if taken[name] > 1:
-                name = f"{name} ({taken[name]})"
+                suffix = f" ({taken[name]})"
+                name = name[: 255 - len(suffix)] + suffix
             jobs.append(
                 services.ReportedJob(
                     name=name,
