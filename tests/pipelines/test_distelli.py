@@ -5,9 +5,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from hooks.models import Delivery
 from pipelines.models import DistelliEvent, Job, Pipeline
 from pipelines.signals import pipeline_changed
-from tests.factories import ProjectFactory, UserFactory
+from tests.factories import HookFactory, ProjectFactory, UserFactory
 
 # The seed's curl bodies, verbatim: the push and pull request examples wrap their long line
 # in the middle of two strings ("http" / "s://..." and "re" / "po_provider").
@@ -642,3 +643,13 @@ def test_build_is_visible_through_the_gitlab_api(client, app, key):
     assert response.status_code == 200
     [job] = response.json()
     assert (job["name"], job["stage"], job["status"]) == ("build", "build", "success")
+
+
+def test_build_becomes_pipeline_hook_deliveries(client, app, key):
+    hook = HookFactory(project=app)
+    event_id = put(client, "buildEvent", SEED_BUILD_EVENT, key).json()["event_id"]
+    update(client, event_id, SEED_UPDATE, key)
+    update(client, event_id, SEED_UPDATE, key)  # refused: terminal, so no further delivery
+    bodies = [json.loads(d.event.body) for d in Delivery.objects.filter(hook=hook).order_by("id")]
+    assert [b["object_attributes"]["status"] for b in bodies] == ["created", "running", "success"]
+    assert bodies[-1]["builds"][0]["name"] == "build"

@@ -6,11 +6,12 @@ from datetime import UTC, datetime
 
 import pytest
 
+from hooks.models import Delivery
 from pipelines import services
 from pipelines.api.inbound import repair_json_slips
 from pipelines.models import CicdInstance, CicdRun, Job, Pipeline, Status
 from pipelines.signals import pipeline_changed
-from tests.factories import ProjectFactory
+from tests.factories import HookFactory, ProjectFactory
 
 BASE = "/sei/api/v1"
 
@@ -787,3 +788,17 @@ def test_reported_run_is_visible_through_the_gitlab_api(client, instance, key):
         "external",
         780,
     )
+
+
+def test_reported_run_becomes_pipeline_hook_deliveries(client, instance, key):
+    hook = HookFactory(project=instance.project)
+    post(client, "custom-cicd", run_body(instance, execution_id="e1", result="running"), key)
+    post(client, "custom-cicd", run_body(instance, execution_id="e1", result="running"), key)
+    post(client, "custom-cicd", run_body(instance, execution_id="e1", result="SUCCESS"), key)
+    bodies = [json.loads(d.event.body) for d in Delivery.objects.filter(hook=hook).order_by("id")]
+    assert [(b["object_kind"], b["object_attributes"]["status"]) for b in bodies] == [
+        ("pipeline", "created"),
+        ("pipeline", "running"),
+        ("pipeline", "success"),
+    ]
+    assert bodies[-1]["object_attributes"]["duration"] == 60
