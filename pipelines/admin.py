@@ -13,6 +13,9 @@ from pipelines import services
 from pipelines.api.graphql import definition_id
 from pipelines.models import (
     AccessToken,
+    CicdInstance,
+    CicdRun,
+    DistelliEvent,
     Execution,
     GroupProjectPermission,
     Job,
@@ -217,3 +220,46 @@ class ExecutionAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False
+
+
+# --- Inbound dialect records -------------------------------------------------------------
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records a dialect wrote; their state changes only through that dialect's API."""
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(CicdInstance)
+class CicdInstanceAdmin(admin.ModelAdmin):
+    """SEI CI/CD instances: runs must carry one of these GUIDs."""
+
+    list_display = ("name", "type", "project", "guid", "created_at")
+    list_filter = ("type", "project")
+    search_fields = ("name", "guid")
+    fields = ("project", "name", "type", "guid", "created_by", "created_at")
+    readonly_fields = ("guid", "created_by", "created_at")
+
+
+@admin.register(CicdRun)
+class CicdRunAdmin(ReadOnlyAdmin):
+    list_display = ("job_full_name", "instance", "execution_id", "build_number", "pipeline")
+    list_filter = ("instance",)
+    search_fields = ("job_full_name", "execution_id", "identity")
+    list_select_related = ("instance", "pipeline__project")
+
+
+@admin.register(DistelliEvent)
+class DistelliEventAdmin(ReadOnlyAdmin):
+    list_display = ("__str__", "event_type", "build_status", "branch", "pipeline", "created_at")
+    list_filter = ("event_type", "build_status", "project")
+    search_fields = ("build_id", "commit_id", "branch")
+    list_select_related = ("project", "pipeline")
