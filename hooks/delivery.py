@@ -179,7 +179,7 @@ def build_headers(hook: Hook, *, body: bytes, idempotency_key: str, event_uuid: 
         headers.update(signing.signature_headers(hook.signing_token, idempotency_key, body))
     custom = {
         name: value
-        for name, value in (hook.custom_headers or {}).items()
+        for name, value in _custom_headers(hook).items()
         if isinstance(name, str)
         and isinstance(value, str)
         and name.lower() not in RESERVED_HEADERS
@@ -188,9 +188,14 @@ def build_headers(hook: Hook, *, body: bytes, idempotency_key: str, event_uuid: 
     return {**custom, **headers}
 
 
+def _custom_headers(hook: Hook) -> dict:
+    # Saved through the form or API it is always {name: value}; a hand-edited row may not be.
+    return hook.custom_headers if isinstance(hook.custom_headers, dict) else {}
+
+
 def redact_headers(headers: dict[str, str], hook: Hook) -> dict[str, str]:
     """The request headers as the log keeps them: secrets and custom values masked."""
-    custom = {name.lower() for name in (hook.custom_headers or {})}
+    custom = {name.lower() for name in _custom_headers(hook)}
     return {
         name: REDACTED if name.lower() in SECRET_HEADERS or name.lower() in custom else value
         for name, value in headers.items()
