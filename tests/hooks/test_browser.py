@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from django.contrib.auth import get_user_model
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as until
@@ -76,7 +77,8 @@ def test_admin_flow_add_hook_see_deliveries_test_and_resend(
     get_user_model().objects.create_superuser("admin", "admin@example.com", PASSWORD)
     project = ProjectFactory(name="Web Shop", path="web", namespace="acme")
     browser = start_chromium()
-    wait = WebDriverWait(browser, 15)
+    # A page replaced mid-check leaves stale elements: look again rather than fail.
+    wait = WebDriverWait(browser, 15, ignored_exceptions=(StaleElementReferenceException,))
 
     def open_page(path: str) -> None:
         browser.get(live_server.url + path)
