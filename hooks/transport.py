@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import heapq
 import ipaddress
 import logging
 import socket
@@ -211,7 +212,60 @@ class _Watch:
     def __init__(self, deadline: float):
         self.deadline = deadline
         self.raw_socket: socket.socket | None = None
+        self.connection: HTTPConnection | None = None
         self.fired = False
+        self.done = False
+
+
+class _Watchdog:
+    """One thread for every request in the process: at each request's deadline, shut its
+    socket so a blocked read returns. (A timer thread per request costs more than the
+    request itself against a fast receiver.)"""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _Watch]] = []
+        self._wake = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._counter = 0
+
+    def watch(self, watch: _Watch) -> None:
+        with self._wake:
+            self._counter += 1
+            heapq.heappush(self._heap, (watch.deadline, self._counter, watch))
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="hook-transport-watchdog", daemon=True
+                )
+                self._thread.start()
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while self._heap and self._heap[0][2].done:
+                    heapq.heappop(self._heap)  # finished in time
+                if not self._heap:
+                    self._wake.wait()
+                    continue
+                deadline, _, watch = self._heap[0]
+                remaining = deadline - time.monotonic()
+                if remaining > 0:
+                    self._wake.wait(remaining)
+                    continue
+                heapq.heappop(self._heap)
+                if watch.done:
+                    continue
+                watch.fired = True
+                sockets = (watch.connection.sock if watch.connection else None, watch.raw_socket)
+            for sock in sockets:
+                if sock is not None:
+                    # The plain socket call, also on a TLS socket: it wakes the reader
+                    # without touching the TLS state the sending thread is using.
+                    with contextlib.suppress(OSError):
+                        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+_watchdog = _Watchdog()
 
 
 class _GuardedConnectionMixin:
@@ -247,17 +301,6 @@ class _GuardedHTTPConnection(_GuardedConnectionMixin, HTTPConnection):
 
 class _GuardedHTTPSConnection(_GuardedConnectionMixin, HTTPSConnection):
     pass
-
-
-def _stop(connection: HTTPConnection, watch: _Watch) -> None:
-    """Watchdog: shut the socket so a blocked read returns now."""
-    watch.fired = True
-    for sock in (connection.sock, watch.raw_socket):
-        if sock is not None:
-            # The plain socket call, also on a TLS socket: it wakes the reader without
-            # touching the TLS state another thread is using.
-            with contextlib.suppress(OSError):
-                socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
 
 def redact_url(url: str) -> str:
@@ -319,9 +362,8 @@ def send(
     else:
         connection = _GuardedHTTPConnection(host, parsed.port, timeout=connect_timeout, watch=watch)
 
-    watchdog = threading.Timer(total, _stop, args=(connection, watch))
-    watchdog.daemon = True
-    watchdog.start()
+    watch.connection = connection
+    _watchdog.watch(watch)
     phase = "connect"
     response = None
     try:
@@ -362,7 +404,7 @@ def send(
             return result(response.status, headers=dict(response.headers.itermerged()), error=error)
         return result(error=error)
     finally:
-        watchdog.cancel()
+        watch.done = True
         connection.close()
 
 
