@@ -35,7 +35,7 @@ from importlib import metadata
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
@@ -388,21 +388,44 @@ def claim_delivery(delivery_id: int, now: datetime) -> bool:
     """The conditional UPDATE: True when this caller now holds the delivery.
 
     Every condition is on the delivery row itself or in EXISTS subqueries, so the database
-    re-checks ``status = 'pending'`` on the row it locks: of two claims, one wins.
+    re-checks ``status = 'pending'`` on the row it locks: of two claims, one wins. Written in
+    SQL because it runs once per delivery, and building the two subqueries through the ORM
+    costs several times what running them does.
     """
-    claimed = (
-        Delivery.objects.filter(
-            pk=delivery_id, status=Delivery.Status.PENDING, next_attempt_at__lte=now
+    ops = connection.ops
+    delivery_table = ops.quote_name(Delivery._meta.db_table)
+    hook_table = ops.quote_name(Hook._meta.db_table)
+    at = ops.adapt_datetimefield_value(now)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            UPDATE {delivery_table}
+            SET status = %s, claimed_until = %s, attempt_count = attempt_count + 1
+            WHERE id = %s AND status = %s AND next_attempt_at <= %s
+              AND EXISTS (
+                SELECT 1 FROM {hook_table} hook
+                WHERE hook.id = {delivery_table}.hook_id
+                  AND NOT hook.permanently_disabled
+                  AND (hook.disabled_until IS NULL OR hook.disabled_until <= %s))
+              AND NOT EXISTS (
+                SELECT 1 FROM {delivery_table} earlier
+                WHERE earlier.hook_id = {delivery_table}.hook_id
+                  AND earlier.order_key = {delivery_table}.order_key
+                  AND earlier.id < {delivery_table}.id
+                  AND earlier.status IN (%s, %s))
+            """,  # noqa: S608 (table names come from the models, values are parameters)
+            [
+                Delivery.Status.SENDING.value,
+                ops.adapt_datetimefield_value(_lease(now)),
+                delivery_id,
+                Delivery.Status.PENDING.value,
+                at,
+                at,
+                Delivery.Status.PENDING.value,
+                Delivery.Status.SENDING.value,
+            ],
         )
-        .filter(_hook_is_executable(now))
-        .filter(~_has_earlier_unfinished())
-        .update(
-            status=Delivery.Status.SENDING,
-            claimed_until=_lease(now),
-            attempt_count=F("attempt_count") + 1,
-        )
-    )
-    return claimed == 1
+        return cursor.rowcount == 1
 
 
 def deliver(delivery_id: int) -> DeliveryAttempt | None:
