@@ -55,11 +55,19 @@ BADGE_LABELS = {
 }
 
 
+BADGE_STYLE = (
+    "color:#fff;padding:1px 9px;border-radius:9px;font-size:0.75rem;font-weight:600;"
+    "white-space:nowrap;display:inline-block"
+)
+
+
 def badge(value: str, colour: str | None = None, title: str = "") -> str:
+    # Styled inline: badges also show on pages this app's stylesheet is not on.
     colour = colour or BADGE_COLOURS.get(value, "#666")
     return format_html(
-        '<span class="hook-badge" style="background:{}" title="{}">{}</span>',
+        '<span class="hook-badge" style="background:{};{}" title="{}">{}</span>',
         colour,
+        BADGE_STYLE,
         title,
         BADGE_LABELS.get(value, value),
     )
@@ -92,6 +100,10 @@ def may_manage_hooks(request: HttpRequest) -> bool:
     """The project-level right (also what API tokens need) or the model's change right."""
     user = request.user
     return user.has_perm(MANAGE_HOOKS_PERMISSION) or user.has_perm("hooks.change_hook")
+
+
+class HooksMedia:
+    css = {"all": ["hooks/admin.css"]}
 
 
 class ManageHooksPermissions:
@@ -209,6 +221,7 @@ def announce_generated_secret(request: HttpRequest, form: HookForm, hook: Hook) 
 
 @admin.register(Hook)
 class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
+    Media = HooksMedia
     form = HookForm
     fieldsets = SETTINGS_FIELDSETS
     list_display = (
@@ -451,6 +464,7 @@ class HookInline(admin.StackedInline):
 
     model = Hook
     form = HookForm
+    Media = HooksMedia
     extra = 0
     show_change_link = True
     verbose_name = "hook"
@@ -530,6 +544,8 @@ class ProjectAdmin(pipelines_admin.ProjectAdmin):
 
 
 class ReadOnlyAdmin(ManageHooksPermissions, admin.ModelAdmin):
+    Media = HooksMedia
+
     def has_add_permission(self, request, obj=None) -> bool:
         return False
 
