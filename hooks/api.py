@@ -17,6 +17,13 @@ from collections.abc import Mapping
 
 from django.db import transaction
 from django.db.models import Q
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+)
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.request import Request
@@ -34,9 +41,15 @@ from hooks.validators import (
     check_url,
 )
 from pipelines.api.errors import ParameterError
-from pipelines.api.gitlab import MAX_ID, GitLabView
+from pipelines.api.gitlab import (
+    LIST_HEADERS,
+    MAX_ID,
+    PROJECT_ID,
+    GitLabErrorSerializer,
+    GitLabView,
+)
 from pipelines.api.pagination import GitLabPagination
-from pipelines.api.serializers import gitlab_time
+from pipelines.api.serializers import GitLabDateTimeField
 from pipelines.auth import MANAGE_HOOKS, token_has_permission
 from pipelines.models import Project
 
@@ -89,35 +102,100 @@ REFUSAL_PREFIX = {
 # --- Output ---------------------------------------------------------------------------
 
 
-def hook_json(hook: Hook, *, with_custom_headers: bool = True) -> dict:
-    """Entities::ProjectHook plus Pipehook's filters. Secrets only say whether they are set."""
-    data = {
-        "id": hook.pk,
-        "url": hook.url,
-        "name": hook.name,
-        "description": hook.description,
-        "created_at": gitlab_time(hook.created_at),
-        "project_id": hook.project_id,
-        "pipeline_events": hook.pipeline_events,
-        "job_events": hook.job_events,
-        **dict.fromkeys(UNSUPPORTED_EVENT_FLAGS, False),
-        "enable_ssl_verification": hook.enable_ssl_verification,
-        "alert_status": hook.alert_status,
-        "disabled_until": gitlab_time(hook.disabled_until),
-        "push_events_branch_filter": None,
-        "branch_filter_strategy": "all_branches",
-        "custom_webhook_template": None,
-        "token_present": bool(hook.token),
-        "signing_token_present": bool(hook.signing_token),
-        "ref_filter_strategy": hook.ref_filter_strategy,
-        "ref_filter": hook.ref_filter,
-        "status_filter": list(hook.status_filter or []),
-        "recent_failures": hook.recent_failures,
-    }
-    if with_custom_headers:
-        # GitLab's entity shows the names only; values are never shown back.
-        data["custom_headers"] = [{"key": name} for name in (hook.custom_headers or {})]
-    return data
+class NeverSentField(serializers.BooleanField):
+    """One of GitLab's event flags for events Pipehook never sends: always false."""
+
+    def __init__(self):
+        super().__init__(source="*", read_only=True, help_text="Always false in Pipehook.")
+
+    def to_representation(self, value) -> bool:
+        return False
+
+
+@extend_schema_field({"type": "string", "nullable": True})
+class ConstantField(serializers.Field):
+    """A GitLab field with no meaning here, present with GitLab's empty value."""
+
+    def __init__(self, value, **kwargs):
+        super().__init__(source="*", read_only=True, **kwargs)
+        self.value = value
+
+    def to_representation(self, instance):
+        return self.value
+
+
+@extend_schema_field(OpenApiTypes.BOOL)
+class IsSetField(serializers.Field):
+    """Whether a secret is set; the secret itself never leaves."""
+
+    def __init__(self, **kwargs):
+        super().__init__(read_only=True, **kwargs)
+
+    def to_representation(self, value) -> bool:
+        return bool(value)
+
+
+class ProjectHookListItemSerializer(serializers.Serializer):
+    """Entities::ProjectHook as GitLab lists it (without custom headers), plus Pipehook's
+    filters and health. Secrets only say whether they are set."""
+
+    id = serializers.IntegerField(read_only=True)
+    url = serializers.CharField(read_only=True)
+    name = serializers.CharField(read_only=True)
+    description = serializers.CharField(read_only=True)
+    created_at = GitLabDateTimeField(read_only=True)
+    project_id = serializers.IntegerField(read_only=True)
+    pipeline_events = serializers.BooleanField(read_only=True)
+    job_events = serializers.BooleanField(read_only=True)
+    push_events = NeverSentField()
+    tag_push_events = NeverSentField()
+    merge_requests_events = NeverSentField()
+    repository_update_events = NeverSentField()
+    issues_events = NeverSentField()
+    confidential_issues_events = NeverSentField()
+    note_events = NeverSentField()
+    confidential_note_events = NeverSentField()
+    wiki_page_events = NeverSentField()
+    deployment_events = NeverSentField()
+    feature_flag_events = NeverSentField()
+    releases_events = NeverSentField()
+    milestone_events = NeverSentField()
+    emoji_events = NeverSentField()
+    resource_access_token_events = NeverSentField()
+    resource_deploy_token_events = NeverSentField()
+    vulnerability_events = NeverSentField()
+    enable_ssl_verification = serializers.BooleanField(read_only=True)
+    alert_status = serializers.ChoiceField(choices=Hook.AlertStatus.choices, read_only=True)
+    disabled_until = GitLabDateTimeField(read_only=True)
+    push_events_branch_filter = ConstantField(None, help_text="Pipehook has no push events.")
+    branch_filter_strategy = ConstantField("all_branches", help_text="See ref_filter_strategy.")
+    custom_webhook_template = ConstantField(None, help_text="Payloads are GitLab's, unchanged.")
+    token_present = IsSetField(source="token")
+    signing_token_present = IsSetField(source="signing_token")
+    ref_filter_strategy = serializers.ChoiceField(
+        choices=Hook.RefFilterStrategy.choices, read_only=True
+    )
+    ref_filter = serializers.CharField(read_only=True)
+    status_filter = serializers.ListField(
+        child=serializers.CharField(),
+        read_only=True,
+        help_text="Pipeline statuses delivered; empty means every status.",
+    )
+    recent_failures = serializers.IntegerField(read_only=True)
+
+
+class CustomHeaderNameSerializer(serializers.Serializer):
+    key = serializers.CharField(read_only=True)
+
+
+class ProjectHookSerializer(ProjectHookListItemSerializer):
+    """Entities::ProjectHook for one hook: with custom header names, never their values."""
+
+    custom_headers = serializers.SerializerMethodField()
+
+    @extend_schema_field(CustomHeaderNameSerializer(many=True))
+    def get_custom_headers(self, hook: Hook) -> list[dict]:
+        return [{"key": name} for name in (hook.custom_headers or {})]
 
 
 def redact_headers(headers: Mapping[str, str] | None, hook: Hook) -> dict[str, str]:
@@ -129,37 +207,62 @@ def redact_headers(headers: Mapping[str, str] | None, hook: Hook) -> dict[str, s
     }
 
 
-def hook_event_json(attempt: DeliveryAttempt, hook: Hook) -> dict:
+class HookEventSerializer(serializers.Serializer):
     """Entities::WebHookLog for one attempt, plus where it sits in Pipehook's outbox."""
-    # A delivery's body is its event's; a test request keeps its own.
-    body = attempt.delivery.event.body if attempt.delivery_id is not None else attempt.request_body
-    try:
-        request_data = json.loads(body) if body else None
-    except ValueError:
-        request_data = body
-    return {
-        "id": attempt.pk,
-        "url": attempt.url,
-        "trigger": "pipeline_hooks",
-        "request_headers": redact_headers(attempt.request_headers, hook),
-        "request_data": request_data,
-        "response_headers": attempt.response_headers,
-        "response_body": attempt.response_body,
-        "execution_duration": round(attempt.duration_ms / 1000, 3),
+
+    id = serializers.IntegerField(read_only=True)
+    url = serializers.CharField(read_only=True)
+    trigger = ConstantField("pipeline_hooks")
+    request_headers = serializers.SerializerMethodField()
+    request_data = serializers.SerializerMethodField()
+    response_headers = serializers.DictField(child=serializers.CharField(), read_only=True)
+    response_body = serializers.CharField(read_only=True)
+    execution_duration = serializers.SerializerMethodField(help_text="Seconds.")
+    response_status = serializers.SerializerMethodField(
+        help_text='The HTTP status as a string, or "internal error" when none came back.'
+    )
+    created_at = GitLabDateTimeField(read_only=True)
+    internal_error_message = serializers.SerializerMethodField()
+    response_body_truncated = serializers.BooleanField(read_only=True)
+    delivery_id = serializers.IntegerField(
+        read_only=True, allow_null=True, help_text="Null for a test request."
+    )
+    attempt_number = serializers.IntegerField(read_only=True)
+    attempt_trigger = serializers.CharField(source="trigger", read_only=True)
+    succeeded = serializers.BooleanField(read_only=True)
+
+    @extend_schema_field(serializers.DictField(child=serializers.CharField()))
+    def get_request_headers(self, attempt: DeliveryAttempt) -> dict[str, str]:
+        return redact_headers(attempt.request_headers, attempt.hook)
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_request_data(self, attempt: DeliveryAttempt):
+        # A delivery's body is its event's; a test request keeps its own.
+        body = attempt.delivery.event.body if attempt.delivery_id else attempt.request_body
+        try:
+            return json.loads(body) if body else None
+        except ValueError:
+            return body
+
+    def get_execution_duration(self, attempt: DeliveryAttempt) -> float:
+        return round(attempt.duration_ms / 1000, 3)
+
+    def get_response_status(self, attempt: DeliveryAttempt) -> str:
         # GitLab logs a request that got no response as "internal error".
-        "response_status": (
-            str(attempt.response_status)
-            if attempt.response_status is not None
-            else "internal error"
-        ),
-        "created_at": gitlab_time(attempt.created_at),
-        "internal_error_message": attempt.error or None,
-        "response_body_truncated": attempt.response_body_truncated,
-        "delivery_id": attempt.delivery_id,
-        "attempt_number": attempt.attempt_number,
-        "attempt_trigger": attempt.trigger,
-        "succeeded": attempt.succeeded,
-    }
+        status_code = attempt.response_status
+        return str(status_code) if status_code is not None else "internal error"
+
+    def get_internal_error_message(self, attempt: DeliveryAttempt) -> str | None:
+        return attempt.error or None
+
+
+class TestResultSerializer(serializers.Serializer):
+    message = serializers.CharField(help_text='"201 Created"')
+
+
+class ResendResultSerializer(serializers.Serializer):
+    response_status = serializers.IntegerField(help_text="What the receiver answered.")
+    id = serializers.IntegerField(help_text="The new event (attempt) in the delivery log.")
 
 
 # --- Input ----------------------------------------------------------------------------
@@ -178,6 +281,7 @@ class CustomHeaderValueSerializer(serializers.Serializer):
     value = serializers.CharField(allow_blank=True, trim_whitespace=False, max_length=2000)
 
 
+@extend_schema_field({"type": "array", "items": {"type": "string"}})
 class StringListField(serializers.Field):
     """A list of strings, or a comma-separated string as form-encoded clients send one."""
 
@@ -288,6 +392,46 @@ def parse_status_filter(request: Request) -> Q | None:
 
 # --- Views ----------------------------------------------------------------------------
 
+HOOK_ID = OpenApiParameter(
+    "hook_id", OpenApiTypes.INT, OpenApiParameter.PATH, description="Hook id."
+)
+HEADER_KEY = OpenApiParameter(
+    "key", OpenApiTypes.STR, OpenApiParameter.PATH, description="Custom header name."
+)
+TRIGGER = OpenApiParameter(
+    "trigger",
+    OpenApiTypes.STR,
+    OpenApiParameter.PATH,
+    enum=sorted(GITLAB_TEST_TRIGGERS),
+    description="GitLab's test triggers; only pipeline_events has something to send here.",
+)
+EVENT_ID = OpenApiParameter(
+    "event_id", OpenApiTypes.INT, OpenApiParameter.PATH, description="Delivery log entry id."
+)
+EVENT_STATUS = OpenApiParameter(
+    "status",
+    OpenApiTypes.STR,
+    description="Comma-separated HTTP status codes and/or successful, client_failure, "
+    "server_failure (no response counts as a server failure).",
+)
+PAGE_PARAMETERS = [
+    OpenApiParameter("page", OpenApiTypes.INT, description="Page number (default 1)."),
+    OpenApiParameter("per_page", OpenApiTypes.INT, description="Items per page (default 20)."),
+]
+TAGS = ["project hooks"]
+ERROR_TEXT = {
+    400: "Malformed parameter or body",
+    401: "Missing or unknown token",
+    403: "The token lacks the scope, the manage_hooks permission or the project",
+    404: "Unknown project, hook or event",
+    409: "A worker is sending this delivery right now",
+    422: "A setting is refused (URL, secret, header, filter), or the request failed",
+}
+
+
+def errors(*codes: int) -> dict[int, OpenApiResponse]:
+    return {code: OpenApiResponse(GitLabErrorSerializer, ERROR_TEXT[code]) for code in codes}
+
 
 class HooksView(GitLabView):
     """Project lookup and token checks of the v4 API, plus the right to the project's hooks."""
@@ -333,34 +477,64 @@ class HooksView(GitLabView):
 
 
 class HookListView(HooksView):
+    @extend_schema(
+        operation_id="listProjectHooks",
+        tags=TAGS,
+        parameters=[PROJECT_ID, *PAGE_PARAMETERS, *LIST_HEADERS],
+        responses={200: ProjectHookListItemSerializer(many=True), **errors(400, 401, 403, 404)},
+    )
     def get(self, request: Request, **kwargs) -> Response:
         project = self.get_project()
         paginator = GitLabPagination()
         page = paginator.paginate_queryset(Hook.objects.filter(project=project), request, self)
         # GitLab's list leaves custom headers out (with_custom_headers: false).
-        return paginator.get_paginated_response(
-            [hook_json(hook, with_custom_headers=False) for hook in page]
-        )
+        return paginator.get_paginated_response(ProjectHookListItemSerializer(page, many=True).data)
 
+    @extend_schema(
+        operation_id="createProjectHook",
+        tags=TAGS,
+        parameters=[PROJECT_ID],
+        request=HookCreateSerializer,
+        responses={201: ProjectHookSerializer, **errors(400, 401, 403, 404, 422)},
+    )
     def post(self, request: Request, **kwargs) -> Response:
         project = self.get_project()
         hook = Hook(project=project)
         if refusal := self.save_from_request(hook, creating=True):
             return refusal
         logger.info("hook %s added to project %s", hook.pk, project.pk)
-        return Response(hook_json(hook), status=status.HTTP_201_CREATED)
+        return Response(ProjectHookSerializer(hook).data, status=status.HTTP_201_CREATED)
 
 
 class HookDetailView(HooksView):
+    @extend_schema(
+        operation_id="getProjectHook",
+        tags=TAGS,
+        parameters=[PROJECT_ID, HOOK_ID],
+        responses={200: ProjectHookSerializer, **errors(400, 401, 403, 404)},
+    )
     def get(self, request: Request, **kwargs) -> Response:
-        return Response(hook_json(self.get_hook()))
+        return Response(ProjectHookSerializer(self.get_hook()).data)
 
+    @extend_schema(
+        operation_id="editProjectHook",
+        tags=TAGS,
+        parameters=[PROJECT_ID, HOOK_ID],
+        request=HookEditSerializer,
+        responses={200: ProjectHookSerializer, **errors(400, 401, 403, 404, 422)},
+    )
     def put(self, request: Request, **kwargs) -> Response:
         hook = self.get_hook()
         if refusal := self.save_from_request(hook, creating=False):
             return refusal
-        return Response(hook_json(hook))
+        return Response(ProjectHookSerializer(hook).data)
 
+    @extend_schema(
+        operation_id="deleteProjectHook",
+        tags=TAGS,
+        parameters=[PROJECT_ID, HOOK_ID],
+        responses={204: None, **errors(400, 401, 403, 404)},
+    )
     def delete(self, request: Request, **kwargs) -> Response:
         hook = self.get_hook()
         hook_id, project_id = hook.pk, hook.project_id
@@ -372,6 +546,13 @@ class HookDetailView(HooksView):
 class HookCustomHeaderView(HooksView):
     """GitLab's ``PUT/DELETE .../hooks/:hook_id/custom_headers/:key``."""
 
+    @extend_schema(
+        operation_id="setProjectHookCustomHeader",
+        tags=TAGS,
+        parameters=[PROJECT_ID, HOOK_ID, HEADER_KEY],
+        request=CustomHeaderValueSerializer,
+        responses={204: None, **errors(400, 401, 403, 404, 422)},
+    )
     def put(self, request: Request, key: str, **kwargs) -> Response:
         hook = self.get_hook()
         value = self.body_params(CustomHeaderValueSerializer)["value"]
@@ -386,6 +567,12 @@ class HookCustomHeaderView(HooksView):
         hook.save(update_fields=["custom_headers", "updated_at"])
         return Response(status=status.HTTP_204_NO_CONTENT)
 
+    @extend_schema(
+        operation_id="deleteProjectHookCustomHeader",
+        tags=TAGS,
+        parameters=[PROJECT_ID, HOOK_ID, HEADER_KEY],
+        responses={204: None, **errors(400, 401, 403, 404)},
+    )
     def delete(self, request: Request, key: str, **kwargs) -> Response:
         hook = self.get_hook()
         if key not in hook.custom_headers:
@@ -398,6 +585,13 @@ class HookCustomHeaderView(HooksView):
 class HookTestView(HooksView):
     """``POST .../hooks/:hook_id/test/:trigger``: send the newest pipeline now, synchronously."""
 
+    @extend_schema(
+        operation_id="triggerProjectHookTest",
+        tags=TAGS,
+        parameters=[PROJECT_ID, HOOK_ID, TRIGGER],
+        request=None,
+        responses={201: TestResultSerializer, **errors(400, 401, 403, 404, 422)},
+    )
     def post(self, request: Request, trigger: str, **kwargs) -> Response:
         hook = self.get_hook()
         if trigger not in GITLAB_TEST_TRIGGERS:
@@ -426,6 +620,12 @@ def describe_failure(attempt: DeliveryAttempt) -> str:
 class HookEventListView(HooksView):
     """``GET .../hooks/:hook_id/events``: the delivery log, one entry per attempt."""
 
+    @extend_schema(
+        operation_id="listProjectHookEvents",
+        tags=TAGS,
+        parameters=[PROJECT_ID, HOOK_ID, EVENT_STATUS, *PAGE_PARAMETERS, *LIST_HEADERS],
+        responses={200: HookEventSerializer(many=True), **errors(400, 401, 403, 404)},
+    )
     def get(self, request: Request, **kwargs) -> Response:
         hook = self.get_hook()
         per_page = request.query_params.get("per_page")
@@ -433,17 +633,24 @@ class HookEventListView(HooksView):
             not per_page.isdigit() or not 1 <= int(per_page) <= EVENTS_MAX_PER_PAGE
         ):
             raise ParameterError("per_page does not have a valid value")
-        attempts = hook.attempts.select_related("delivery__event").order_by("-id")
+        attempts = hook.attempts.select_related("hook", "delivery__event").order_by("-id")
         if condition := parse_status_filter(request):
             attempts = attempts.filter(condition)
         paginator = GitLabPagination()
         page = paginator.paginate_queryset(attempts, request, self)
-        return paginator.get_paginated_response([hook_event_json(a, hook) for a in page])
+        return paginator.get_paginated_response(HookEventSerializer(page, many=True).data)
 
 
 class HookEventResendView(HooksView):
     """``POST .../hooks/:hook_id/events/:id/resend``: send that attempt's event again now."""
 
+    @extend_schema(
+        operation_id="resendProjectHookEvent",
+        tags=TAGS,
+        parameters=[PROJECT_ID, HOOK_ID, EVENT_ID],
+        request=None,
+        responses={201: ResendResultSerializer, **errors(400, 401, 403, 404, 409, 422)},
+    )
     def post(self, request: Request, event_id: str, **kwargs) -> Response:
         hook = self.get_hook()
         if not event_id.isdigit() or int(event_id) > MAX_ID:

@@ -12,19 +12,17 @@ PROJECT = r"^projects/(?P<project_id>.+?)/hooks"
 HOOK = PROJECT + r"/(?P<hook_id>[^/]+)"
 
 urlpatterns = [
-    re_path(PROJECT + r"/?$", api.HookListView.as_view(), name="api-hooks"),
-    re_path(HOOK + r"/?$", api.HookDetailView.as_view(), name="api-hook"),
+    re_path(PROJECT + r"$", api.HookListView.as_view(), name="api-hooks"),
+    re_path(HOOK + r"$", api.HookDetailView.as_view(), name="api-hook"),
     re_path(
-        HOOK + r"/custom_headers/(?P<key>[^/]+)/?$",
+        HOOK + r"/custom_headers/(?P<key>[^/]+)$",
         api.HookCustomHeaderView.as_view(),
         name="api-hook-custom-header",
     ),
+    re_path(HOOK + r"/test/(?P<trigger>[^/]+)$", api.HookTestView.as_view(), name="api-hook-test"),
+    re_path(HOOK + r"/events$", api.HookEventListView.as_view(), name="api-hook-events"),
     re_path(
-        HOOK + r"/test/(?P<trigger>[^/]+)/?$", api.HookTestView.as_view(), name="api-hook-test"
-    ),
-    re_path(HOOK + r"/events/?$", api.HookEventListView.as_view(), name="api-hook-events"),
-    re_path(
-        HOOK + r"/events/(?P<event_id>[^/]+)/resend/?$",
+        HOOK + r"/events/(?P<event_id>[^/]+)/resend$",
         api.HookEventResendView.as_view(),
         name="api-hook-event-resend",
     ),
