@@ -27,7 +27,6 @@ from django.utils.html import format_html
 
 import pipelines.admin as pipelines_admin
 from hooks import delivery as hook_delivery
-from hooks.api import redact_headers  # one masking rule for the API and the pages
 from hooks.forms import HookForm, RedeliverForm
 from hooks.models import Delivery, DeliveryAttempt, Event, Hook
 from pipelines.models import Project
@@ -688,7 +687,7 @@ def attempt_detail(attempt: DeliveryAttempt, hook: Hook) -> dict:
         "obj": attempt,
         "url": reverse("admin:hooks_deliveryattempt_change", args=[attempt.pk]),
         "http": http_badge(attempt.response_status, attempt.error),
-        "request_headers": redact_headers(attempt.request_headers, hook),
+        "request_headers": hook_delivery.redact_headers(attempt.request_headers or {}, hook),
         "response_headers": attempt.response_headers or {},
         "response_body": pretty_json(attempt.response_body) if attempt.response_body else "",
     }

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
 
 from django.db import transaction
 from django.db.models import Q
@@ -198,15 +197,6 @@ class ProjectHookSerializer(ProjectHookListItemSerializer):
         return [{"key": name} for name in (hook.custom_headers or {})]
 
 
-def redact_headers(headers: Mapping[str, str] | None, hook: Hook) -> dict[str, str]:
-    """Mask secret header values again on the way out, whatever the log row holds."""
-    secret_names = {"x-gitlab-token"} | {name.lower() for name in (hook.custom_headers or {})}
-    return {
-        name: ("[REDACTED]" if name.lower() in secret_names else value)
-        for name, value in (headers or {}).items()
-    }
-
-
 class HookEventSerializer(serializers.Serializer):
     """Entities::WebHookLog for one attempt, plus where it sits in Pipehook's outbox."""
 
@@ -233,7 +223,8 @@ class HookEventSerializer(serializers.Serializer):
 
     @extend_schema_field(serializers.DictField(child=serializers.CharField()))
     def get_request_headers(self, attempt: DeliveryAttempt) -> dict[str, str]:
-        return redact_headers(attempt.request_headers, attempt.hook)
+        # Masked again on the way out (the delivery code's rule), whatever the row holds.
+        return hook_delivery.redact_headers(attempt.request_headers or {}, attempt.hook)
 
     @extend_schema_field(OpenApiTypes.OBJECT)
     def get_request_data(self, attempt: DeliveryAttempt):
