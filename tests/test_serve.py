@@ -53,9 +53,9 @@ def child_pids(pid: int) -> set[int]:
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (ProcessLookupError, FileNotFoundError):
         return False
-    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     return state != "Z"
 
 
@@ -69,6 +69,7 @@ def test_serve_first_start_prints_token_and_stops_cleanly(embedded_env):
         stderr=subprocess.DEVNULL,
         text=True,
     )
+    children: set[int] = set()
     try:
         token = None
         output = []
@@ -104,5 +105,9 @@ def test_serve_first_start_prints_token_and_stops_cleanly(embedded_env):
         assert proc.wait(timeout=30) == 0
         assert not [pid for pid in children if alive(pid)]
     finally:
+        # Children run in their own sessions: if the test failed half-way, stop them too.
+        for pid in child_pids(proc.pid) | children:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
         if proc.poll() is None:
             proc.kill()
