@@ -95,10 +95,15 @@ def pretty_json(value) -> str:
     return json.dumps(value, indent=2, sort_keys=False, ensure_ascii=False)
 
 
+def holds_manage_hooks(request: HttpRequest) -> bool:
+    """The project-level right API tokens need; in the admin it stands for the hooks models'
+    add, change, delete and view rights."""
+    return request.user.has_perm(MANAGE_HOOKS_PERMISSION)
+
+
 def may_manage_hooks(request: HttpRequest) -> bool:
-    """The project-level right (also what API tokens need) or the model's change right."""
-    user = request.user
-    return user.has_perm(MANAGE_HOOKS_PERMISSION) or user.has_perm("hooks.change_hook")
+    """Whether the buttons (test, resend, re-enable, redeliver) may be used."""
+    return holds_manage_hooks(request) or request.user.has_perm("hooks.change_hook")
 
 
 class HooksMedia:
@@ -109,14 +114,10 @@ class ManageHooksPermissions:
     """Holders of ``pipelines.manage_hooks`` may do in the admin what their tokens may do."""
 
     def has_module_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm(MANAGE_HOOKS_PERMISSION) or super().has_module_permission(
-            request
-        )
+        return holds_manage_hooks(request) or super().has_module_permission(request)
 
     def has_view_permission(self, request: HttpRequest, obj=None) -> bool:
-        return request.user.has_perm(MANAGE_HOOKS_PERMISSION) or super().has_view_permission(
-            request, obj
-        )
+        return holds_manage_hooks(request) or super().has_view_permission(request, obj)
 
 
 # --- Filters ----------------------------------------------------------------------------
@@ -241,15 +242,13 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
     actions = ["reenable_selected"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
-        return may_manage_hooks(request) or super().has_add_permission(request)
+        return holds_manage_hooks(request) or super().has_add_permission(request)
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return may_manage_hooks(request) or super().has_change_permission(request, obj)
+        return holds_manage_hooks(request) or super().has_change_permission(request, obj)
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return request.user.has_perm(MANAGE_HOOKS_PERMISSION) or super().has_delete_permission(
-            request, obj
-        )
+        return holds_manage_hooks(request) or super().has_delete_permission(request, obj)
 
     @admin.display(description="events")
     def events(self, hook: Hook) -> str:
@@ -318,7 +317,11 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         hook = self.get_object(request, object_id)
         if hook is not None:
-            extra_context = {**(extra_context or {}), **self.hook_page_context(hook)}
+            extra_context = {
+                **(extra_context or {}),
+                **self.hook_page_context(hook),
+                "can_manage": may_manage_hooks(request),
+            }
         return super().change_view(request, object_id, form_url, extra_context)
 
     def hook_page_context(self, hook: Hook) -> dict:
@@ -496,18 +499,16 @@ class HookInline(admin.StackedInline):
     readonly_fields = ("health_summary",)
 
     def has_add_permission(self, request, obj=None) -> bool:
-        return may_manage_hooks(request) or super().has_add_permission(request, obj)
+        return holds_manage_hooks(request) or super().has_add_permission(request, obj)
 
     def has_change_permission(self, request, obj=None) -> bool:
-        return may_manage_hooks(request) or super().has_change_permission(request, obj)
+        return holds_manage_hooks(request) or super().has_change_permission(request, obj)
 
     def has_delete_permission(self, request, obj=None) -> bool:
-        return request.user.has_perm(MANAGE_HOOKS_PERMISSION) or super().has_delete_permission(
-            request, obj
-        )
+        return holds_manage_hooks(request) or super().has_delete_permission(request, obj)
 
     def has_view_permission(self, request, obj=None) -> bool:
-        return may_manage_hooks(request) or super().has_view_permission(request, obj)
+        return holds_manage_hooks(request) or super().has_view_permission(request, obj)
 
     @admin.display(description="health")
     def health_summary(self, hook: Hook) -> str:

@@ -442,3 +442,19 @@ def test_staff_without_hook_rights_cannot_send_or_see(client, project, receiver)
         client.post(reverse("admin:hooks_delivery_resend", args=[delivery.pk])).status_code == 403
     )
     assert receiver.requests == []
+
+
+def test_view_only_staff_sees_the_hook_page_without_buttons(client, project, receiver):
+    services.create_pipeline(project, ref="main", sha="d" * 40)
+    hook = make_hook(project, url=receiver.url)
+    make_delivery(hook, status=Delivery.Status.FAILED)
+    staff_with(client, "view_hook", "view_delivery")
+
+    page = client.get(hook_page(hook))
+
+    assert page.status_code == 200
+    assert "Recent deliveries" in page.content.decode()
+    assert "Send test event" not in page.content.decode()
+    assert "resend-delivery" not in page.content.decode()
+    assert client.post(reverse("admin:hooks_hook_test", args=[hook.pk])).status_code == 403
+    assert receiver.requests == []
