@@ -72,13 +72,17 @@ def offline_selenium(monkeypatch):
 
 
 def test_admin_flow_add_hook_see_deliveries_test_and_resend(
-    live_server, transactional_db, receiver, eager_celery, offline_selenium
+    live_server, transactional_db, receiver, eager_celery, offline_selenium, settings
 ):
+    # A fast hasher: the password is hashed at creation and checked at sign-in.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     get_user_model().objects.create_superuser("admin", "admin@example.com", PASSWORD)
     project = ProjectFactory(name="Web Shop", path="web", namespace="acme")
     browser = start_chromium()
     # A page replaced mid-check leaves stale elements: look again rather than fail.
-    wait = WebDriverWait(browser, 15, ignored_exceptions=(StaleElementReferenceException,))
+    wait = WebDriverWait(
+        browser, 15, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+    )
 
     def open_page(path: str) -> None:
         browser.get(live_server.url + path)
