@@ -1,0 +1,46 @@
+"""The receiver the README shows works against real deliveries, as written there."""
+
+import re
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from hooks import delivery, signing
+from hooks.models import Delivery
+from pipelines import services
+from tests.factories import HookFactory, ProjectFactory
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+@pytest.fixture
+def readme_receiver(monkeypatch):
+    """Run the README's receiver code, up to its blocking last line, on a free port."""
+    code = re.search(r"## Receiving hooks.*?```python\n(.*?)```", README.read_text(), re.S)[1]
+    setup, last_line = code.rstrip().rsplit("\n", 1)
+    assert last_line.startswith("HTTPServer(")
+    monkeypatch.setitem(sys.modules, "signing", signing)  # "copy it next to your receiver"
+    namespace: dict = {}
+    exec(setup, namespace)  # noqa: S102 - the README's own code is what is under test
+    server = namespace["HTTPServer"](("127.0.0.1", 0), namespace["Receiver"])
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield namespace["SECRET"], f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+
+
+@pytest.mark.parametrize(("matching_secret", "expected_status"), [(True, 204), (False, 401)])
+def test_readme_receiver_accepts_only_our_signature(
+    db, readme_receiver, matching_secret, expected_status
+):
+    secret, url = readme_receiver
+    project = ProjectFactory()
+    HookFactory(
+        project=project,
+        url=url,
+        signing_token=secret if matching_secret else signing.generate_signing_secret(),
+    )
+    services.create_pipeline(project, ref="main", sha="a" * 40)
+    attempt = delivery.deliver(Delivery.objects.get().pk)
+    assert attempt.response_status == expected_status
