@@ -6,6 +6,10 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from pipelines.api.graphql import graphql_view
 
+admin.site.site_header = "Pipehook"
+admin.site.site_title = "Pipehook admin"
+admin.site.index_title = "Projects, pipelines and hooks"
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v4/", include("hooks.api_urls")),
