@@ -104,8 +104,44 @@ class PipelineAdmin(admin.ModelAdmin):
     inlines = [JobInline]
     list_select_related = ("project",)
 
+    fieldsets = (
+        (None, {"fields": ("project", "iid", "badge", "ref", "sha", "source", "name")}),
+        (
+            "Times",
+            {"fields": ("created_at", "started_at", "finished_at", "duration", "queued_duration")},
+        ),
+        (
+            "Commit",
+            {
+                "fields": (
+                    "commit_title",
+                    "commit_message",
+                    "commit_author_name",
+                    "commit_author_email",
+                    "commit_timestamp",
+                    "before_sha",
+                )
+            },
+        ),
+        (
+            "More",
+            {
+                "classes": ("collapse",),
+                "fields": (
+                    "tag",
+                    "protected_ref",
+                    "variables",
+                    "user",
+                    "source_pipeline",
+                    "merge_request",
+                    "updated_at",
+                ),
+            },
+        ),
+    )
+
     def get_readonly_fields(self, request, obj=None):
-        return [f.name for f in Pipeline._meta.fields]
+        return [f.name for f in Pipeline._meta.fields] + ["badge"]
 
     def has_add_permission(self, request) -> bool:
         return False
