@@ -4,6 +4,7 @@ Rows here change only through ``pipelines.services``; these classes hold data an
 read-only rules GitLab attaches to it (status groups, URLs).
 """
 
+import contextlib
 import hashlib
 import re
 import secrets
@@ -420,10 +421,9 @@ class PipelineDefinition(models.Model):
         return f"{self.get_kind_display()} {self.name!r} of {self.project}"
 
     def clean(self) -> None:
-        try:
+        # A bad declaration list is left as it is: the field's validator reports it.
+        with contextlib.suppress(ValidationError):
             self.variables = normalize_variable_declarations(self.variables)
-        except ValidationError:
-            pass  # the field's validator has reported it already
         self.name = self.name.strip()
         if not self.name:
             raise ValidationError({"name": "name is missing"})
@@ -594,7 +594,9 @@ class CicdRun(models.Model):
     class Meta:
         ordering = ["-id"]
         constraints = [
-            models.UniqueConstraint(fields=["instance", "identity"], name="cicd_run_unique_identity")
+            models.UniqueConstraint(
+                fields=["instance", "identity"], name="cicd_run_unique_identity"
+            )
         ]
 
     def __str__(self) -> str:
