@@ -12,7 +12,11 @@ Safety rules (the architecture's SSRF section):
 - Loopback, private, link-local, CGNAT, reserved, multicast and IPv6 unique-local or site-local
   addresses are refused, as are IPv4-mapped/compatible forms of them and the 6to4/NAT64 ranges
   that reach IPv4 networks, unless ``HOOKS_ALLOWED_NETWORKS`` lists a CIDR containing them.
-- Redirects are never followed (a 3xx is just a status), connections are not reused.
+- Redirects are never followed (a 3xx is just a status).
+- Connections are kept alive per (scheme, host, port, SSL verification) and reused while
+  they stay open; each new one is guarded as above, and a kept one is checked again against
+  the allow-list before reuse. A kept connection the receiver closed just as it was reused
+  (no answer at all) is retried once on a new connection.
 - Time: connect at most ``HOOKS_CONNECT_TIMEOUT_SECONDS``; everything together at most
   ``HOOKS_TIMEOUT_SECONDS`` (GitLab's 10 s), enforced by a watchdog that shuts the socket, so a
   receiver that trickles bytes cannot hold a worker longer.
@@ -30,6 +34,7 @@ import contextlib
 import heapq
 import ipaddress
 import logging
+import os
 import socket
 import threading
 import time
@@ -270,20 +275,22 @@ _watchdog = _Watchdog()
 
 class _GuardedConnectionMixin:
     """urllib3's connection with ``_new_conn`` replaced: resolve once, check every address,
-    connect to a checked one. TLS and the Host header still use the URL's hostname."""
+    connect to a checked one. TLS and the Host header still use the URL's hostname.
 
-    def __init__(self, *args, watch: _Watch, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._watch = watch
+    Every new TCP connection goes through ``_new_conn``, so the guard runs for each one,
+    whether the connection is then used once or kept alive for later requests."""
+
+    # The request being sent: its deadline bounds the connect, its watch can shut the socket.
+    watch: _Watch
 
     def _new_conn(self) -> socket.socket:
         last_error: OSError | None = None
         for family, sockaddr in resolve_allowed_addresses(self._dns_host, self.port):
-            remaining = self._watch.deadline - time.monotonic()
+            remaining = self.watch.deadline - time.monotonic()
             if remaining <= 0:
                 break
             sock = socket.socket(family, socket.SOCK_STREAM)
-            self._watch.raw_socket = sock
+            self.watch.raw_socket = sock
             try:
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 sock.settimeout(min(self.timeout, remaining))
@@ -301,6 +308,116 @@ class _GuardedHTTPConnection(_GuardedConnectionMixin, HTTPConnection):
 
 class _GuardedHTTPSConnection(_GuardedConnectionMixin, HTTPSConnection):
     pass
+
+
+# --- Keep-alive ----------------------------------------------------------------------------
+
+# (scheme, host, port, verify_ssl): a connection is only reused for the same origin and the
+# same certificate rule it was opened with.
+OriginKey = tuple[str, str, int | None, bool]
+
+# Idle connections are closed after this long unused; servers drop theirs after 5-75 s, and
+# one found closed is replaced anyway.
+KEEPALIVE_IDLE_SECONDS = 30.0
+KEEPALIVE_PER_ORIGIN = 16
+KEEPALIVE_TOTAL = 256
+
+
+class _KeepAlivePool:
+    """Idle connections per origin, most recently used first. Only whole exchanges are put
+    back (the response read to its end, no watchdog involved), so a taken connection is
+    ready for the next request."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: dict[OriginKey, list[tuple[float, HTTPConnection]]] = {}
+        self._count = 0
+
+    def take(self, key: OriginKey) -> HTTPConnection | None:
+        """An idle connection to ``key`` that is still open and still allowed, or None."""
+        while True:
+            with self._lock:
+                idle = self._idle.get(key)
+                if not idle:
+                    return None
+                since, connection = idle.pop()
+                self._count -= 1
+            if time.monotonic() - since < KEEPALIVE_IDLE_SECONDS and _still_usable(connection):
+                return connection
+            connection.close()
+
+    def give_back(self, key: OriginKey, connection: HTTPConnection) -> None:
+        now = time.monotonic()
+        expired: list[HTTPConnection] = []
+        with self._lock:
+            idle = self._idle.setdefault(key, [])
+            while idle and now - idle[0][0] >= KEEPALIVE_IDLE_SECONDS:
+                expired.append(idle.pop(0)[1])
+                self._count -= 1
+            if len(idle) < KEEPALIVE_PER_ORIGIN and self._count < KEEPALIVE_TOTAL:
+                idle.append((now, connection))
+                self._count += 1
+            else:
+                expired.append(connection)
+            if not idle:
+                del self._idle[key]
+        for connection in expired:
+            connection.close()
+
+    def clear(self) -> None:
+        with self._lock:
+            idle, self._idle, self._count = self._idle, {}, 0
+        for connections in idle.values():
+            for _, connection in connections:
+                connection.close()
+
+    def forget_after_fork(self) -> None:
+        # A forked child must not share sockets with its parent: drop them without a word
+        # to the server (the parent still uses them).
+        self._lock = threading.Lock()
+        self._idle, self._count = {}, 0
+
+
+def _still_usable(connection: HTTPConnection) -> bool:
+    # Closed by the receiver while idle (a readable idle socket is an EOF or garbage).
+    if not connection.is_connected:
+        return False
+    # The allow-list may have shrunk since the guard let this connection through.
+    try:
+        peer = connection.sock.getpeername()[0]
+    except OSError:
+        return False
+    return refusal_reason(ipaddress.ip_address(peer.split("%", 1)[0])) is None
+
+
+_keepalive = _KeepAlivePool()
+os.register_at_fork(after_in_child=_keepalive.forget_after_fork)
+
+
+def close_idle_connections() -> None:
+    """Close every kept-alive connection of this process."""
+    _keepalive.clear()
+
+
+def _open_connection(
+    scheme: str, host: str, port: int | None, *, verify_ssl: bool, connect_timeout: float
+) -> HTTPConnection:
+    if scheme == "https":
+        return _GuardedHTTPSConnection(
+            host,
+            port,
+            timeout=connect_timeout,
+            cert_reqs="CERT_REQUIRED" if verify_ssl else "CERT_NONE",
+            ca_certs=certifi.where() if verify_ssl else None,
+            assert_hostname=None if verify_ssl else False,
+        )
+    return _GuardedHTTPConnection(host, port, timeout=connect_timeout)
+
+
+# The receiver closed a kept-alive connection just as it was reused (http.client's
+# RemoteDisconnected is a ConnectionResetError): nothing was answered, so the request is
+# sent once more on a new connection, as browsers do.
+_STALE_CONNECTION_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
 def redact_url(url: str) -> str:
@@ -349,36 +466,53 @@ def send(
 
     watch = _Watch(deadline=started + total)
     host = parsed.host.strip("[]")
-    if parsed.scheme == "https":
-        connection: HTTPConnection = _GuardedHTTPSConnection(
-            host,
-            parsed.port,
-            timeout=connect_timeout,
-            watch=watch,
-            cert_reqs="CERT_REQUIRED" if verify_ssl else "CERT_NONE",
-            ca_certs=certifi.where() if verify_ssl else None,
-            assert_hostname=None if verify_ssl else False,
+    origin: OriginKey = (parsed.scheme, host, parsed.port, verify_ssl)
+    connection = _keepalive.take(origin)
+    reused = connection is not None
+    if connection is None:
+        connection = _open_connection(
+            parsed.scheme, host, parsed.port, verify_ssl=verify_ssl, connect_timeout=connect_timeout
         )
-    else:
-        connection = _GuardedHTTPConnection(host, parsed.port, timeout=connect_timeout, watch=watch)
-
     watch.connection = connection
     _watchdog.watch(watch)
     phase = "connect"
     response = None
+    keep_alive = False
     try:
-        connection.connect()
-        phase = "response"
-        connection.sock.settimeout(max(0.001, watch.deadline - time.monotonic()))
-        connection.request(
-            "POST",
-            parsed.request_uri,
-            body=body,
-            headers=request_headers,
-            preload_content=False,
-            decode_content=False,
-        )
-        response = connection.getresponse()
+        while True:
+            connection.watch = watch
+            try:
+                if connection.sock is None:
+                    phase = "connect"
+                    connection.timeout = connect_timeout
+                    connection.connect()
+                phase = "response"
+                # urllib3 applies the connection's timeout to every later socket operation,
+                # reading the answer included: give it what is left of the budget.
+                connection.timeout = max(0.001, watch.deadline - time.monotonic())
+                connection.request(
+                    "POST",
+                    parsed.request_uri,
+                    body=body,
+                    headers=request_headers,
+                    preload_content=False,
+                    decode_content=False,
+                )
+                response = connection.getresponse()
+                break
+            except _STALE_CONNECTION_ERRORS:
+                if not reused or watch.fired:
+                    raise
+                connection.close()
+                reused = False
+                connection = _open_connection(
+                    parsed.scheme,
+                    host,
+                    parsed.port,
+                    verify_ssl=verify_ssl,
+                    connect_timeout=connect_timeout,
+                )
+                watch.connection = connection
         if watch.fired:
             # A shut socket reads as the end of the headers: what came is not the answer.
             response = None
@@ -386,6 +520,10 @@ def send(
         phase = "body"
         data = response.read(max_body_bytes + 1)
         cut_short = watch.fired
+        # Reusable only after a whole answer: read to its end (a body over the limit is not),
+        # in time, and the receiver did not say it closes (http.client then dropped the
+        # socket already).
+        keep_alive = not cut_short and response.isclosed() and connection.sock is not None
         return result(
             response.status,
             headers=dict(response.headers.itermerged()),
@@ -405,7 +543,12 @@ def send(
         return result(error=error)
     finally:
         watch.done = True
-        connection.close()
+        # Should the watchdog fire in this very instant, it shuts a socket the pool holds;
+        # the next taker finds it closed and opens another.
+        if keep_alive and not watch.fired:
+            _keepalive.give_back(origin, connection)
+        else:
+            connection.close()
 
 
 def _describe(exc: BaseException, *, phase: str, watch: _Watch, total: float, host: str) -> str:
@@ -444,6 +587,7 @@ __all__ = [
     "RESPONSE_BODY_LIMIT",
     "TransportResult",
     "allowed_networks",
+    "close_idle_connections",
     "redact_url",
     "refusal_reason",
     "resolve_allowed_addresses",

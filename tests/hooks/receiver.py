@@ -13,6 +13,7 @@ The ``receiver`` fixture in ``tests/hooks/conftest.py`` does the starting and st
 from __future__ import annotations
 
 import ssl
+import sys
 import threading
 import time
 from collections import deque
@@ -39,12 +40,23 @@ class ReceivedRequest:
     headers: dict[str, str]  # as sent, first value of each name
     body: bytes
     received_at: float  # time.monotonic()
+    client_port: int  # the sender's side of the TCP connection: equal ports, one connection
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers.items():
             if key.lower() == name.lower():
                 return value
         return None
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        # A sender that dropped a kept-alive connection (say, after a cut-short body) resets
+        # it under the thread waiting for its next request: nothing went wrong here.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class Receiver:
@@ -63,6 +75,9 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Keep-alive, as real receivers do; replies always carry a Content-Length.
+            protocol_version = "HTTP/1.1"
+
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
@@ -73,6 +88,7 @@ class Receiver:
                         headers={key: value for key, value in self.headers.items()},
                         body=body,
                         received_at=time.monotonic(),
+                        client_port=self.client_address[1],
                     )
                 )
                 if reply.delay:
@@ -90,8 +106,7 @@ class Receiver:
             def log_message(self, *args) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", port), Handler)
         if self.tls:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(TLS_DIR / "receiver.crt", TLS_DIR / "receiver.key")

@@ -241,3 +241,144 @@ def test_validate_hook_url_explains_refusals(settings):
     validate_hook_url("https://receiver.invalid/hook")
     settings.HOOKS_ALLOWED_NETWORKS = ["10.0.0.0/8"]
     validate_hook_url("http://10.0.0.5:8080/hook")
+
+
+# --- Keep-alive -----------------------------------------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def no_kept_connections():
+    """Each test starts and ends with no idle connection from another test."""
+    transport.close_idle_connections()
+    yield
+    transport.close_idle_connections()
+
+
+def test_send_reuses_a_kept_alive_connection(receiver):
+    first = send(receiver.url, BODY, {})
+    second = send(receiver.url, b'{"n":2}', {})
+    assert (first.status, second.status) == (200, 200)
+    one, two = receiver.requests
+    assert one.client_port == two.client_port  # the same TCP connection
+    assert two.body == b'{"n":2}'
+
+
+def test_send_waits_for_an_answer_slower_than_the_connect_timeout(settings, receiver):
+    """The connect timeout bounds connecting only; the answer may take the whole budget."""
+    settings.HOOKS_CONNECT_TIMEOUT_SECONDS = 0.2
+    receiver.script(Reply(200, delay=0.6))
+    result = send(receiver.url, BODY, {}, timeout=5)
+    assert (result.status, result.error) == (200, "")
+
+
+def test_a_cut_short_or_timed_out_exchange_is_not_reused(receiver):
+    receiver.script(Reply(200, body=b"x" * 20_000), Reply(200, delay=2))
+    send(receiver.url, BODY, {})  # body over the limit: the rest is never read
+    send(receiver.url, BODY, {}, timeout=0.3)  # the watchdog shut this one
+    after = send(receiver.url, BODY, {})
+    assert after.status == 200
+    ports = [r.client_port for r in receiver.requests]
+    assert len(set(ports)) == 3
+
+
+def test_reuse_does_not_bypass_the_guard_for_another_host(settings, monkeypatch, receiver):
+    """An allowed host's kept connection is never lent to another host on the same port:
+    the other host is resolved and checked on its own, and refused."""
+    settings.HOOKS_ALLOWED_NETWORKS = ["127.0.0.1/32"]
+    resolved = []
+    real_getaddrinfo = socket.getaddrinfo
+
+    def resolve(host, port, *args, **kwargs):
+        resolved.append(host)
+        address = {"hooks.example": "127.0.0.1", "internal.example": "127.0.0.2"}.get(host, host)
+        return real_getaddrinfo(address, port, *args, **kwargs)
+
+    monkeypatch.setattr(transport.socket, "getaddrinfo", resolve)
+    assert send(f"http://hooks.example:{receiver.port}/hook", BODY, {}).status == 200
+
+    refused = send(f"http://internal.example:{receiver.port}/hook", BODY, {})
+
+    assert refused.status is None
+    assert "resolves to 127.0.0.2, which is a loopback address" in refused.error
+    assert resolved == ["hooks.example", "internal.example"]
+    assert len(receiver.requests) == 1
+
+
+def test_a_kept_connection_is_checked_again_when_the_allow_list_shrinks(settings, receiver):
+    assert send(receiver.url, BODY, {}).status == 200
+    settings.HOOKS_ALLOWED_NETWORKS = []
+    refused = send(receiver.url, BODY, {})
+    assert refused.status is None and "loopback" in refused.error
+    assert len(receiver.requests) == 1
+
+
+class ClosingServer:
+    """A raw HTTP/1.1 server on 127.0.0.1 that answers with keep-alive framing and then,
+    per connection, closes once idle or hangs up on the next request unanswered (what
+    receivers with short keep-alive timeouts do), or hangs up on every request."""
+
+    def __init__(self, behaviour: str):
+        self.behaviour = behaviour  # "close-when-idle" | "hang-up-on-reuse" | "hang-up"
+        self.connections = 0
+        self.requests = 0
+        self._server = socket.socket()
+        self._server.bind(("127.0.0.1", 0))
+        self._server.listen()
+        self.url = f"http://127.0.0.1:{self._server.getsockname()[1]}/hook"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            answered = 0
+            while True:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                self.requests += 1
+                if self.behaviour == "hang-up" or (
+                    answered and self.behaviour == "hang-up-on-reuse"
+                ):
+                    return  # read the request, answer nothing, close
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                answered += 1
+                if self.behaviour == "close-when-idle":
+                    return
+
+    def close(self) -> None:
+        self._server.close()
+
+
+@pytest.mark.parametrize("behaviour", ["close-when-idle", "hang-up-on-reuse"])
+def test_a_kept_connection_the_receiver_closed_is_replaced(behaviour):
+    server = ClosingServer(behaviour)
+    try:
+        first = send(server.url, BODY, {})
+        time.sleep(0.05)  # let a closing server's FIN arrive
+        second = send(server.url, BODY, {})
+    finally:
+        server.close()
+    assert (first.status, second.status, second.error) == (200, 200, "")
+    assert server.connections == 2
+
+
+def test_a_new_connection_hung_up_on_is_an_error_sent_once():
+    """Only a reused connection gets a second try: on a new one, a hang-up is the answer."""
+    server = ClosingServer("hang-up")
+    try:
+        result = send(server.url, BODY, {})
+    finally:
+        server.close()
+    assert result.status is None and result.error
+    assert (server.connections, server.requests) == (1, 1)
