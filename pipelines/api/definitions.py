@@ -21,10 +21,9 @@ from rest_framework.response import Response
 from pipelines.api.errors import ParameterError
 from pipelines.api.gitlab import LIST_HEADERS, PROJECT_ID, GitLabErrorSerializer, GitLabView
 from pipelines.api.graphql import definition_id
+from pipelines.api.parsing import parse_id
 from pipelines.api.serializers import GitLabDateTimeField
 from pipelines.models import PipelineDefinition, Project, VariableType
-
-MAX_ID = 2**63 - 1
 
 DEFINITION_ID = OpenApiParameter(
     "definition_id",
@@ -161,10 +160,10 @@ class DefinitionListView(GitLabView):
 
 class DefinitionDetailView(GitLabView):
     def get_definition(self, project: Project) -> PipelineDefinition:
-        raw = self.kwargs["definition_id"]
-        if not raw.isdigit() or int(raw) > MAX_ID:
+        number = parse_id(self.kwargs["definition_id"])
+        if number is None:
             raise ParameterError("definition_id is invalid")
-        definition = project.definitions.filter(pk=int(raw)).first()
+        definition = project.definitions.filter(pk=number).first()
         if definition is None:
             raise exceptions.NotFound("404 Pipeline Definition Not Found")
         return definition

@@ -30,6 +30,7 @@ from rest_framework.response import Response
 
 from pipelines import services
 from pipelines.api.inbound import DialectView, Refused, Text, token_from_request, validated
+from pipelines.api.parsing import MAX_ID, parse_id
 from pipelines.auth import READ, WRITE, check_access
 from pipelines.models import AccessToken, DistelliEvent, Pipeline, Project, Status
 
@@ -132,11 +133,12 @@ class EventId(serializers.Field):
     """An event id: a string of digits as the API returns it, or the number itself."""
 
     def to_internal_value(self, data: Any) -> int:
-        if isinstance(data, int) and not isinstance(data, bool):
+        if isinstance(data, int) and not isinstance(data, bool) and 0 <= data <= MAX_ID:
             return data
-        if isinstance(data, str) and data.strip().isdigit():
-            return int(data)
-        raise serializers.ValidationError("must be an event id returned by this API")
+        event_id = parse_id(data.strip()) if isinstance(data, str) else None
+        if event_id is None:
+            raise serializers.ValidationError("must be an event id returned by this API")
+        return event_id
 
 
 class RepoEventInput(serializers.Serializer):
@@ -266,9 +268,9 @@ class EventsView(DistelliView):
             raise Refused(400, f"order {params['order']!r} is not asc or desc")
         marker = params.get("marker")
         if marker:
-            if not marker.strip().isdigit():
+            after = parse_id(marker.strip())
+            if after is None:
                 raise Refused(400, f"marker {marker!r} is not a marker this API returned")
-            after = int(marker)
             events = events.filter(pk__gt=after) if order == "asc" else events.filter(pk__lt=after)
         events = events.order_by("id" if order == "asc" else "-id")
         page = list(events[: max_results + 1])
@@ -284,9 +286,10 @@ class EventsView(DistelliView):
 def _max_results(value: str | None) -> int:
     if value is None or value == "":
         return DEFAULT_MAX_RESULTS
-    if not value.strip().isdigit() or int(value) < 1:
+    number = parse_id(value.strip())
+    if number is None or number < 1:
         raise Refused(400, f"max_results {value!r} is not a positive integer")
-    return min(int(value), MAX_RESULTS_LIMIT)
+    return min(number, MAX_RESULTS_LIMIT)
 
 
 def filter_events(events: QuerySet, params) -> QuerySet:
@@ -347,11 +350,12 @@ class EventView(DistelliView):
     )
     def post(self, request, username: str, app_name: str, name: str):
         _, project = self.app(request, username, app_name, WRITE)
-        if not name.isdigit():
+        event_id = parse_id(name)
+        if event_id is None:
             raise Refused(404, f"event {name!r} not found in app {app_name!r}")
         data = validated(BuildUpdateInput(data=self.json_object(request)))
         with transaction.atomic():
-            event = update_build_event(project, int(name), data)
+            event = update_build_event(project, event_id, data)
         return Response({"event": render_event(event)})
 
     def create_push_event(self, request, token, project) -> DistelliEvent:

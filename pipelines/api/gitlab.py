@@ -28,6 +28,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, serializers, status
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.serializer_helpers import ReturnDict
@@ -37,12 +38,12 @@ from pipelines import auth, services
 from pipelines.api import serializers as entities
 from pipelines.api.errors import ParameterError
 from pipelines.api.pagination import GitLabPagination, pagination_header_parameters
+from pipelines.api.parsing import MAX_ID as MAX_ID  # re-exported: the hooks API uses it
+from pipelines.api.parsing import JSONParser, is_digits, parse_id
 from pipelines.models import COMPLETED_STATUSES, AccessToken, Job, Pipeline, Project, Status
 
-# The largest id a database column holds; bigger numbers can name nothing.
-MAX_ID = 2**63 - 1
-
-_ARRAY_OF_HASHES_KEY = re.compile(r"^(?P<name>\w+)\[(?P<index>\d*)\]\[(?P<field>\w+)\]$")
+# Explicit indexes are ASCII and short: ``int()`` refuses thousands of digits with a crash.
+_ARRAY_OF_HASHES_KEY = re.compile(r"^(?P<name>\w+)\[(?P<index>[0-9]{0,9})\]\[(?P<field>\w+)\]$")
 
 
 # --- Parameters --------------------------------------------------------------------------
@@ -133,9 +134,9 @@ def _check_path_value(name: str, value: str, max_length: int | None = None) -> s
 
 def find_project(project_id: str) -> Project | None:
     """A project by numeric id or by ``namespace/path`` (case-insensitive, as GitLab)."""
-    if project_id.isdigit():
-        number = int(project_id)
-        return Project.objects.filter(pk=number).first() if number <= MAX_ID else None
+    if is_digits(project_id):
+        number = parse_id(project_id)
+        return Project.objects.filter(pk=number).first() if number is not None else None
     namespace, _, path = project_id.rpartition("/")
     if not namespace or not path:
         return None
@@ -144,6 +145,8 @@ def find_project(project_id: str) -> Project | None:
 
 class GitLabView(APIView):
     """Token lookup, project and pipeline resolution, and GitLab's parameter merging."""
+
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
 
     # Set per view when a write is more than a change (starting a pipeline).
     write_action = auth.WRITE
@@ -186,14 +189,11 @@ class GitLabView(APIView):
 
     def get_pipeline(self, project: Project) -> Pipeline:
         raw = self.kwargs["pipeline_id"]
-        if not raw.isdigit():
+        if not is_digits(raw):
             raise ParameterError("pipeline_id is invalid")
-        number = int(raw)
-        pipeline = (
-            project.pipelines.select_related("project", "user").filter(pk=number).first()
-            if number <= MAX_ID
-            else None
-        )
+        number = parse_id(raw)  # None: too large to be any pipeline's id
+        pipelines = project.pipelines.select_related("project", "user")
+        pipeline = pipelines.filter(pk=number).first() if number is not None else None
         if pipeline is None:
             raise exceptions.NotFound("404 Not found")
         return pipeline

@@ -27,13 +27,14 @@ import strawberry
 from cross_web import HTTPException
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
-from graphql import GraphQLError
+from graphql import GraphQLError, StringValueNode, ValidationRule
 from strawberry.django.views import GraphQLView
-from strawberry.extensions import MaskErrors, QueryDepthLimiter
+from strawberry.extensions import AddValidationRules, MaskErrors, QueryDepthLimiter
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import Info
 
 from pipelines import auth, services
+from pipelines.api.parsing import InvalidJSON, MalformedInput, load_json, parse_id
 from pipelines.errors import ServiceError
 from pipelines.models import AccessToken, PipelineDefinition, Project, Status
 from pipelines.models import Execution as ExecutionRecord
@@ -88,10 +89,11 @@ def decode_id(value: str) -> tuple[str, int] | None:
         raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
-    type_name, _, pk = raw.partition(":")
-    if not pk.isdigit() or type_name not in (APPLICATION, PIPELINE, WORKFLOW, EXECUTION):
+    type_name, _, text = raw.partition(":")
+    pk = parse_id(text)
+    if pk is None or type_name not in (APPLICATION, PIPELINE, WORKFLOW, EXECUTION):
         return None
-    return type_name, int(pk)
+    return type_name, pk
 
 
 def definition_id(definition: PipelineDefinition) -> str:
@@ -665,6 +667,16 @@ def _is_unexpected(error: GraphQLError) -> bool:
     return original is not None and not isinstance(original, (ApiError, GraphQLError))
 
 
+class RefuseNulCharacters(ValidationRule):
+    """String literals with a NUL character (``"\\u0000"``): nothing here can store or match one."""
+
+    def enter_string_value(self, node: StringValueNode, *_args: Any) -> None:
+        if "\x00" in node.value:
+            self.report_error(
+                GraphQLError("Strings cannot contain the NUL character (\\u0000)", node)
+            )
+
+
 class PipehookSchema(strawberry.Schema):
     def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
         # Callers' mistakes are answered, not logged as failures; bugs are logged with traceback.
@@ -692,9 +704,29 @@ schema = PipehookSchema(
     ),
     extensions=[
         lambda: QueryDepthLimiter(max_depth=12),
+        lambda: AddValidationRules([RefuseNulCharacters]),
         lambda: MaskErrors(should_mask_error=_is_unexpected),
     ],
 )
+
+
+def _check_json_body(request: HttpRequest) -> None:
+    """Refuse, with a 400, the bodies Strawberry would fail on with a 500 (not an object, not
+    UTF-8) and what ``load_json`` refuses for every API."""
+    if request.method != "POST" or "application/json" not in (request.content_type or ""):
+        return
+    try:
+        data = load_json(request.body.decode())
+    except UnicodeDecodeError:
+        raise HTTPException(400, "the body is not UTF-8 text") from None
+    except InvalidJSON:
+        raise HTTPException(400, "Unable to parse request body as JSON") from None
+    except MalformedInput as refused:
+        raise HTTPException(400, str(refused)) from None
+    if not isinstance(data, dict):
+        raise HTTPException(
+            400, 'the body must be a JSON object: {"query": "...", "variables": {...}}'
+        )
 
 
 class PipehookGraphQLView(GraphQLView):
@@ -703,8 +735,18 @@ class PipehookGraphQLView(GraphQLView):
     def get_context(self, request: HttpRequest, response: HttpResponse) -> ApiContext:
         return ApiContext(request=request, response=response)
 
+    def decode_json(self, data: str | bytes) -> object:
+        # GET's variables and extensions parameters; POST bodies passed _check_json_body.
+        try:
+            return load_json(data.decode() if isinstance(data, bytes) else data)
+        except InvalidJSON:
+            raise HTTPException(400, "Unable to parse request body as JSON") from None
+        except (MalformedInput, UnicodeDecodeError) as refused:
+            raise HTTPException(400, str(refused)) from None
+
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         try:
+            _check_json_body(request)
             return self.run(request=request)
         except HTTPException as refused:
             return JsonResponse(

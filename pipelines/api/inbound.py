@@ -7,20 +7,16 @@ documentation shows (``Authorization: ApiKey|Bearer``, ``?apiToken=``).
 
 from __future__ import annotations
 
-import json
-import logging
 from typing import Any
 
-from django.conf import settings
-from rest_framework import exceptions, parsers, serializers
+from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView, set_rollback
 
+from pipelines.api.parsing import JSONParser, MalformedInput, find_nul_parameter, load_json
 from pipelines.auth import AccessDenied, find_token, raw_token_from_request
 from pipelines.errors import ServiceError
 from pipelines.models import AccessToken
-
-logger = logging.getLogger(__name__)
 
 # What may end a JSON value, so a string starting right after it lacks a comma.
 _VALUE_END = frozenset('"0123456789el}]')
@@ -84,40 +80,22 @@ def repair_json_slips(text: str) -> str:
     return "".join(out)
 
 
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def parse_json_text(text: str) -> Any:
     """Parse JSON, forgiving only what ``repair_json_slips`` mends; else a clear 400."""
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
-    except ValueError as error:
-        repaired = repair_json_slips(text)
-        if repaired != text:
-            try:
-                data = json.loads(repaired, parse_constant=_refuse_constant)
-            except ValueError:
-                pass
-            else:
-                logger.info("Accepted a JSON body after mending its commas or line breaks")
-                return data
-        if isinstance(error, json.JSONDecodeError):
-            where = f" at line {error.lineno} column {error.colno}"
-            raise exceptions.ParseError(f"the body is not valid JSON: {error.msg}{where}") from None
-        raise exceptions.ParseError(f"the body is not valid JSON: {error}") from None
+        return load_json(text, mend=repair_json_slips)
+    except MalformedInput as refused:
+        raise exceptions.ParseError(str(refused)) from None
 
 
-class LenientJSONParser(parsers.JSONParser):
+class LenientJSONParser(JSONParser):
     """``application/json`` parsed by ``parse_json_text``."""
 
-    def parse(self, stream, media_type=None, parser_context=None) -> Any:
-        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
-        try:
-            text = stream.read().decode(encoding)
-        except UnicodeDecodeError:
-            raise exceptions.ParseError(f"the body is not {encoding} text") from None
-        return parse_json_text(text)
+    def load(self, text: str) -> Any:
+        return load_json(text, mend=repair_json_slips)
+
+    def describe(self, refused: MalformedInput) -> str:
+        return str(refused)
 
 
 class Text(serializers.CharField):
@@ -206,6 +184,13 @@ class DialectView(APIView):
 
     def get_exception_handler(self):
         return dialect_exception_handler
+
+    def initial(self, request, *args, **kwargs) -> None:
+        super().initial(request, *args, **kwargs)
+        query = ((name, value) for name, values in request.query_params.lists() for value in values)
+        name = find_nul_parameter([*kwargs.items(), *query])
+        if name is not None:
+            raise Refused(400, f"{name} contains a NUL character (%00), which no name or value has")
 
     def json_object(self, request) -> dict:
         """The body, which must be a JSON object."""

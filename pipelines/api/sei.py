@@ -33,6 +33,7 @@ from pipelines.api.inbound import (
     token_from_request,
     validated,
 )
+from pipelines.api.parsing import parse_id
 from pipelines.auth import WRITE, check_access
 from pipelines.models import COMPLETED_STATUSES, CicdInstance, CicdRun, Pipeline, Project, Status
 
@@ -194,12 +195,10 @@ class InstanceInput(serializers.Serializer):
     def validate_integration_id(self, value) -> int:
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             raise serializers.ValidationError("must be a project id (an integer)")
-        try:
-            return int(value)
-        except ValueError:
-            raise serializers.ValidationError(
-                f"must be a project id (an integer), not {value!r}"
-            ) from None
+        project_id = parse_id(value.strip()) if isinstance(value, str) else value
+        if project_id is None:
+            raise serializers.ValidationError(f"must be a project id (an integer), not {value!r}")
+        return project_id
 
 
 def unwrap_envelope(data: dict) -> dict:

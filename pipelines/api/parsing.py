@@ -1,0 +1,154 @@
+"""Input checks every inbound API shares: ids, and JSON bodies.
+
+Each dialect words its own refusals; what is refused is decided here, once:
+
+- an id in a path, query string or body is ASCII digits that fit a database id.
+  ``str.isdigit`` also takes ``²`` (which ``int()`` then refuses) and ``٣`` (which it reads
+  as 3), so it cannot be the test;
+- a JSON body is text in the request's charset holding JSON, nested at most
+  ``MAX_JSON_DEPTH`` deep, with every number finite and no NUL character in any key or
+  string. PostgreSQL stores neither NUL in text nor ``Infinity`` in jsonb: taking them would
+  end in a 500 on PostgreSQL only, after part of the request had run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from django.conf import settings
+from rest_framework import exceptions, parsers
+
+logger = logging.getLogger(__name__)
+
+# The largest id a database column holds; bigger numbers can name nothing.
+MAX_ID = 2**63 - 1
+_ID = re.compile(r"[0-9]{1,19}")
+
+# Deeper than any real report; shallow enough that nothing reading the body recurses too far.
+MAX_JSON_DEPTH = 64
+
+
+class MalformedInput(ValueError):
+    """Input refused before any view reads it; the message says what is wrong."""
+
+
+class InvalidJSON(MalformedInput):
+    """Text that is not JSON at all (as opposed to JSON holding what is refused)."""
+
+
+def is_digits(value: str) -> bool:
+    """Whether ``value`` is ASCII digits, however many."""
+    return value.isascii() and value.isdigit()
+
+
+def parse_id(value: object) -> int | None:
+    """The id ``value`` (text) names, or None when it cannot name one."""
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        return None
+    number = int(value)
+    return number if number <= MAX_ID else None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise InvalidJSON(f"the body is not valid JSON: {name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise MalformedInput(f"the body holds the number {text[:40]}, which is too large")
+    return value
+
+
+def load_json(text: str, *, mend: Callable[[str], str] | None = None) -> Any:
+    """Parse a JSON body; ``MalformedInput`` says why it is refused.
+
+    ``mend``, when given, rewrites text that is not valid JSON as it stands (a dialect's
+    documented slips); the mended text is taken only if it then parses.
+    """
+    try:
+        data = _decode(text)
+    except json.JSONDecodeError as error:
+        mended = mend(text) if mend else text
+        if mended == text:
+            raise _syntax_error(error) from None
+        try:
+            data = _decode(mended)
+        except json.JSONDecodeError:
+            raise _syntax_error(error) from None
+        logger.info("Accepted a JSON body after mending its commas or line breaks")
+    check_json_value(data)
+    return data
+
+
+def _decode(text: str) -> Any:
+    try:
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except (json.JSONDecodeError, MalformedInput):
+        raise
+    except RecursionError:
+        raise MalformedInput(f"the body nests deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as error:  # an integer of thousands of digits, for one
+        raise InvalidJSON(f"the body is not valid JSON: {error}") from None
+
+
+def _syntax_error(error: json.JSONDecodeError) -> InvalidJSON:
+    return InvalidJSON(
+        f"the body is not valid JSON: {error.msg} at line {error.lineno} column {error.colno}"
+    )
+
+
+def check_json_value(data: Any, what: str = "the body") -> None:
+    """Refuse NUL characters and excessive nesting anywhere in parsed JSON."""
+    pending: list[tuple[Any, str, int]] = [(data, "", 1)]
+    while pending:
+        value, path, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise MalformedInput(f"{what} nests deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise _nul_error(what, path)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if "\x00" in key:
+                    raise _nul_error(what, f"{path} (in a key)")
+                pending.append((item, f"{path}.{key}" if path else key, depth + 1))
+        elif isinstance(value, list):
+            pending.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
+
+
+def _nul_error(what: str, path: str) -> MalformedInput:
+    where = f"{what} at {path}" if path else what
+    return MalformedInput(f"{where} contains a NUL character (\\u0000), which cannot be stored")
+
+
+def find_nul_parameter(pairs: Iterable[tuple[str, str]]) -> str | None:
+    """The name of the first path or query parameter holding a NUL character, if any."""
+    return next((name for name, value in pairs if "\x00" in name or "\x00" in value), None)
+
+
+class JSONParser(parsers.JSONParser):
+    """``application/json`` read by ``load_json``; what it refuses is a 400 saying why."""
+
+    def parse(self, stream, media_type=None, parser_context=None) -> Any:
+        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
+        try:
+            text = stream.read().decode(encoding)
+        except (UnicodeDecodeError, LookupError):
+            raise exceptions.ParseError(f"the body is not {encoding} text") from None
+        try:
+            return self.load(text)
+        except MalformedInput as refused:
+            raise exceptions.ParseError(self.describe(refused)) from None
+
+    def load(self, text: str) -> Any:
+        return load_json(text)
+
+    def describe(self, refused: MalformedInput) -> str:
+        # DRF's own wording, which GitLab clients of this API have seen from the start.
+        return f"JSON parse error - {refused}"

@@ -1,0 +1,340 @@
+"""Malformed input on every inbound API: a clear 4xx, never a 500, and nothing written.
+
+Each class of input here once crashed a view (or crashed it on PostgreSQL only): bodies
+nested thousands deep, NUL characters (PostgreSQL stores none), numbers JSON cannot hold,
+non-UTF-8 bytes, bodies that are not objects, and digits ``int()`` refuses or reads oddly.
+"""
+
+import base64
+import json
+
+import pytest
+
+from pipelines.api.graphql import encode_id
+from pipelines.api.inbound import repair_json_slips
+from pipelines.api.parsing import MAX_JSON_DEPTH, MalformedInput, load_json, parse_id
+from pipelines.models import (
+    CicdInstance,
+    CicdRun,
+    DistelliEvent,
+    Execution,
+    Job,
+    Pipeline,
+    PipelineDefinition,
+    Project,
+)
+from tests.factories import ProjectFactory, UserFactory
+
+SHA = "a" * 40
+
+
+@pytest.fixture
+def owner(db):
+    return UserFactory(username="jdoe")
+
+
+@pytest.fixture
+def key(make_token, owner):
+    return make_token(user=owner)
+
+
+@pytest.fixture
+def app(db):
+    return ProjectFactory(path="web", namespace="jdoe")
+
+
+@pytest.fixture
+def instance(app):
+    return CicdInstance.objects.create(project=app, name="jenkins")
+
+
+@pytest.fixture
+def definition(app):
+    return PipelineDefinition.objects.create(project=app, name="deploy")
+
+
+@pytest.fixture
+def build_event(client, app, key):
+    response = client.put(
+        f"/distelli/jdoe/apps/web/events/buildEvent?apiToken={key}",
+        data=json.dumps({"build_status": "Running", "branch": "main"}),
+        content_type="application/json",
+    )
+    assert response.status_code == 200
+    return DistelliEvent.objects.get(pk=response.json()["event_id"])
+
+
+@pytest.fixture
+def unchanged(db):
+    """Call it once the scene is set; after the test, no pipelines row may have changed."""
+    models = (Project, Pipeline, Job, CicdInstance, CicdRun, DistelliEvent, Execution)
+
+    def snapshot():
+        return [list(model.objects.order_by("pk").values()) for model in models]
+
+    holder = {}
+    yield lambda: holder.setdefault("before", snapshot())
+    assert "before" in holder, "the test never took its snapshot"
+    assert snapshot() == holder["before"]
+
+
+def run_report(instance, **fields) -> dict:
+    return {
+        "pipeline": "web",
+        "job_full_name": "web/main",
+        "qualified_name": "web/main",
+        "instance_name": "jenkins",
+        "instance_guid": str(instance.guid),
+        "start_time": 1_700_000_000_000,
+        "duration": 60_000,
+        "result": "SUCCESS",
+        **fields,
+    }
+
+
+def send(client, key, endpoint: str, body, app, instance, definition, build_event):
+    """POST/PUT ``body`` (text or bytes) to one JSON endpoint of each dialect."""
+    distelli = "/distelli/jdoe/apps/web/events"
+    method, path, headers = {
+        "gitlab-status": ("post", f"/api/v4/projects/{app.pk}/statuses/{SHA}", {}),
+        "gitlab-pipeline": ("post", f"/api/v4/projects/{app.pk}/pipeline", {}),
+        "gitlab-definition": (
+            "put",
+            f"/api/v4/projects/{app.pk}/pipeline_definitions/{definition.pk}",
+            {},
+        ),
+        "sei-run": ("post", "/sei/api/v1/custom-cicd", {}),
+        "sei-instance": ("post", "/sei/api/v1/cicd/instances", {}),
+        "distelli-build": ("put", f"{distelli}/buildEvent?apiToken={key}", {}),
+        "distelli-update": ("post", f"{distelli}/{build_event.pk}?apiToken={key}", {}),
+        "graphql": ("post", "/api/graphql", {"HTTP_X_API_KEY": key}),
+    }[endpoint]
+    if not endpoint.startswith(("distelli", "graphql")):
+        headers["HTTP_PRIVATE_TOKEN"] = key
+    return getattr(client, method)(path, data=body, content_type="application/json", **headers)
+
+
+def error_text(response) -> str:
+    """Whatever the dialect calls its error: GitLab's, SEI's and Distelli's, GraphQL's."""
+    body = response.json()
+    if "errors" in body:
+        return " ".join(error["message"] for error in body["errors"])
+    return str(body.get("error") or body.get("message"))
+
+
+ENDPOINTS = [
+    "gitlab-status",
+    "gitlab-pipeline",
+    "gitlab-definition",
+    "sei-run",
+    "sei-instance",
+    "distelli-build",
+    "distelli-update",
+    "graphql",
+]
+BODIES = {
+    "nested too deep": ("[" * 100_000 + "]" * 100_000, f"deeper than {MAX_JSON_DEPTH} levels"),
+    "NUL in a value": ('{"ref": "main", "note": "a\\u0000b"}', "body at note contains a NUL"),
+    "NUL in a key": ('{"x\\u0000": 1}', "contains a NUL character"),
+    "NUL deep inside": ('{"a": [{"b": ["\\u0000"]}]}', "body at a[0].b[0] contains a NUL"),
+    "number JSON cannot hold": ('{"coverage": 1e999}', "1e999, which is too large"),
+    "integer of 5000 digits": ('{"coverage": ' + "9" * 5000 + "}", "not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+@pytest.mark.parametrize("problem", BODIES)
+def test_json_body_problems_are_refused_with_400_everywhere(
+    client, key, app, instance, definition, build_event, unchanged, endpoint, problem
+):
+    body, says = BODIES[problem]
+    unchanged()
+    response = send(client, key, endpoint, body, app, instance, definition, build_event)
+    assert response.status_code == 400
+    assert response["Content-Type"].startswith("application/json")
+    if endpoint == "graphql" and problem == "integer of 5000 digits":
+        says = "Unable to parse request body as JSON"  # Strawberry's words for any syntax error
+    assert says in error_text(response)
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_body_that_is_not_utf8_is_refused(
+    client, key, app, instance, definition, build_event, unchanged, endpoint
+):
+    unchanged()
+    body = b'{"pipeline": "\xff\xfe"}'
+    response = send(client, key, endpoint, body, app, instance, definition, build_event)
+    assert response.status_code == 400
+    assert "utf-8 text" in error_text(response).lower()
+
+
+@pytest.mark.parametrize("body", ["null", '"query"', "5", "[]", '[{"query": "{ __typename }"}]'])
+def test_graphql_body_that_is_not_an_object_is_a_400(client, key, body):
+    response = client.post("/api/graphql", data=body, content_type="application/json")
+    assert response.status_code == 400
+    assert response.json()["data"] is None
+    assert "must be a JSON object" in error_text(response)
+
+
+def test_graphql_nul_in_a_string_literal_or_variable_is_refused(client, key, app, unchanged):
+    unchanged()
+    literal = client.post(
+        "/api/graphql",
+        data=json.dumps({"query": '{ applicationByName(name: "web\\u0000") { id } }'}),
+        content_type="application/json",
+        HTTP_X_API_KEY=key,
+    )
+    assert literal.status_code == 200
+    assert error_text(literal) == "Strings cannot contain the NUL character (\\u0000)"
+    variable = client.post(
+        "/api/graphql",
+        data=json.dumps(
+            {
+                "query": "query($n: String!) { applicationByName(name: $n) { id } }",
+                "variables": {"n": "web\x00"},
+            }
+        ),
+        content_type="application/json",
+        HTTP_X_API_KEY=key,
+    )
+    assert variable.status_code == 400
+    assert "body at variables.n contains a NUL" in error_text(variable)
+    over_get = client.get(
+        "/api/graphql",
+        {
+            "query": "query($n: String!) { applicationByName(name: $n) { id } }",
+            "variables": '{"n": "\\u0000"}',
+        },
+        HTTP_X_API_KEY=key,
+    )
+    assert over_get.status_code == 400
+    assert "contains a NUL" in error_text(over_get)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/distelli/jdoe/apps/we%00b/events?apiToken={key}",
+        "/distelli/jdoe/apps/web/events?apiToken={key}&filter_name=Branch&filter_branch=ma%00in",
+        "/distelli/jdoe/apps/web/events?apiToken={key}&marker%00=1",
+    ],
+)
+def test_nul_in_a_dialect_path_or_query_is_a_400(client, key, app, path):
+    response = client.get(path.format(key=key))
+    assert response.status_code == 400
+    assert "contains a NUL character (%00)" in response.json()["message"]
+
+
+# --- Ids ------------------------------------------------------------------------------------
+
+# Digits str.isdigit() takes and int() refuses (²) or reads as another number (٣, １).
+ODD_DIGITS = ["²", "٣", "１", "9" * 5000]
+
+
+@pytest.mark.parametrize("digits", ODD_DIGITS)
+def test_odd_digits_in_gitlab_ids_are_4xx(client, key, app, definition, digits):
+    auth = {"HTTP_PRIVATE_TOKEN": key}
+    project = client.get(f"/api/v4/projects/{digits}", **auth)
+    assert project.status_code == 404
+    pipeline = client.get(f"/api/v4/projects/{app.pk}/pipelines/{digits}", **auth)
+    assert pipeline.status_code in (400, 404)
+    if digits != "9" * 5000:
+        assert pipeline.json() == {"error": "pipeline_id is invalid"}
+    found = client.get(f"/api/v4/projects/{app.pk}/pipeline_definitions/{digits}", **auth)
+    assert found.status_code == 400
+    assert found.json() == {"error": "definition_id is invalid"}
+
+
+@pytest.mark.parametrize("digits", ODD_DIGITS)
+def test_odd_digits_in_distelli_ids_are_4xx(client, key, app, build_event, unchanged, digits):
+    unchanged()
+    events = f"/distelli/jdoe/apps/web/events?apiToken={key}"
+    update = client.post(
+        f"/distelli/jdoe/apps/web/events/{digits}?apiToken={key}",
+        data="{}",
+        content_type="application/json",
+    )
+    assert update.status_code == 404
+    marker = client.get(f"{events}&marker={digits}")
+    assert marker.status_code == 400
+    assert "is not a marker this API returned" in marker.json()["message"]
+    max_results = client.get(f"{events}&max_results={digits}")
+    assert max_results.status_code == 400
+    assert "is not a positive integer" in max_results.json()["message"]
+    build = client.put(
+        f"/distelli/jdoe/apps/web/events/buildEvent?apiToken={key}",
+        data=json.dumps({"parent_event_id": digits}),
+        content_type="application/json",
+    )
+    assert build.status_code == 400
+    assert "parent_event_id: must be an event id returned by this API" in build.json()["message"]
+
+
+@pytest.mark.parametrize("digits", ODD_DIGITS)
+def test_odd_digits_as_sei_integration_id_are_400(client, key, app, unchanged, digits):
+    unchanged()
+    response = client.post(
+        "/sei/api/v1/cicd/instances",
+        data=json.dumps({"integration_id": digits, "name": "jenkins"}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"ApiKey {key}",
+    )
+    assert response.status_code == 400
+    assert "integration_id: must be a project id (an integer)" in response.json()["message"]
+
+
+def query_application(client, key, application_id: str) -> dict:
+    response = client.post(
+        "/api/graphql",
+        data=json.dumps(
+            {
+                "query": "query($id: String!) { application(applicationId: $id) { name } }",
+                "variables": {"id": application_id},
+            }
+        ),
+        content_type="application/json",
+        HTTP_X_API_KEY=key,
+    )
+    assert response.status_code == 200
+    return response.json()
+
+
+@pytest.mark.parametrize("digits", ODD_DIGITS)
+def test_odd_digits_in_graphql_ids_are_refused_not_masked(client, key, app, digits):
+    raw = base64.urlsafe_b64encode(f"Application:{digits}".encode()).decode().rstrip("=")
+    result = query_application(client, key, raw)
+    assert [error["message"] for error in result["errors"]] == [
+        f"applicationId {raw!r} is not a valid application id"
+    ]
+
+
+def test_a_real_graphql_id_still_resolves(client, key, app):
+    result = query_application(client, key, encode_id("Application", app.pk))
+    assert result == {"data": {"application": {"name": app.name}}}
+
+
+# --- The shared parsing rules -----------------------------------------------------------------
+
+
+def test_parse_id_takes_only_ascii_digits_that_fit_a_database_id():
+    assert parse_id("42") == 42
+    assert parse_id(str(2**63 - 1)) == 2**63 - 1
+    for text in ["²", "٣", "１", "-1", "1_000", " 1", "1e3", "", str(2**63), "9" * 5000]:
+        assert parse_id(text) is None, text
+    assert parse_id(7) is None  # text only: bodies pass their integers through validation
+
+
+def test_load_json_mends_only_what_is_invalid_and_still_checks_the_mended_body():
+    assert load_json('{"a": [1,]}', mend=repair_json_slips) == {"a": [1]}
+    with pytest.raises(MalformedInput, match="not valid JSON"):
+        load_json('{"a": [1,]}')
+    with pytest.raises(MalformedInput, match="body at a contains a NUL"):
+        load_json('{"a": "\\u0000",}', mend=repair_json_slips)
+    deepest = load_json("[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH)
+    for _ in range(MAX_JSON_DEPTH - 1):
+        deepest = deepest[0]
+    assert deepest == []
+    with pytest.raises(MalformedInput, match=f"deeper than {MAX_JSON_DEPTH} levels"):
+        load_json("[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1))
+    with pytest.raises(MalformedInput, match="NaN is not a JSON value"):
+        load_json('{"a": NaN}')
