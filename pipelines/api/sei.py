@@ -33,7 +33,7 @@ from pipelines.api.inbound import (
     token_from_request,
     validated,
 )
-from pipelines.api.parsing import parse_id
+from pipelines.api.parsing import MAX_ID, parse_id
 from pipelines.auth import WRITE, check_access
 from pipelines.models import COMPLETED_STATUSES, CicdInstance, CicdRun, Pipeline, Project, Status
 
@@ -165,7 +165,9 @@ class RunInput(serializers.Serializer):
         child=Text(max_length=64), required=False, allow_null=True
     )
     repo_url = _optional_text(2000)
-    build_number = serializers.IntegerField(required=False, allow_null=True, min_value=0)
+    build_number = serializers.IntegerField(
+        required=False, allow_null=True, min_value=0, max_value=MAX_ID
+    )
     instance_url = _optional_text(2000)
     job_run = JobRunInput(required=False, allow_null=True)
     module_name = ModuleName(required=False, allow_null=True)
@@ -223,11 +225,24 @@ def resolve_aliases(data: dict) -> dict:
     return resolved
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def time_from_epoch_ms(value: int, field: str) -> datetime:
     try:
-        return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=value)
+        return EPOCH + timedelta(milliseconds=value)
     except OverflowError:
         raise Refused(400, f"{field}: {value} is not a time in epoch milliseconds") from None
+
+
+def later_by(moment: datetime, millis: int, field: str) -> datetime:
+    """``moment`` plus ``millis``; a sum past year 9999 is the client's mistake, a 400."""
+    try:
+        return moment + timedelta(milliseconds=millis)
+    except OverflowError:
+        raise Refused(
+            400, f"{field}: {millis} milliseconds from {moment:%Y-%m-%d} is past year 9999"
+        ) from None
 
 
 # --- Mapping ----------------------------------------------------------------------------------
@@ -281,19 +296,23 @@ def jobs_from_job_run(job_run: dict | None, run_status: Status, start: datetime)
             if taken[name] > 1:
                 suffix = f" ({taken[name]})"
                 name = name[: 255 - len(suffix)] + suffix
+            finished = later_by(cursor, millis, f"{unit_where}.durationInMillis")
             jobs.append(
                 services.ReportedJob(
                     name=name,
                     stage=stage_name,
                     status=status,
                     started_at=cursor,
-                    finished_at=cursor + timedelta(milliseconds=millis),
+                    finished_at=finished,
                     failure_reason=_failure_reason(unit.get("result") or ""),
                 )
             )
-            cursor += timedelta(milliseconds=millis)
+            cursor = finished
         if stage.get("durationInMillis") is not None and steps:
-            cursor = max(cursor, stage_start + timedelta(milliseconds=stage["durationInMillis"]))
+            stage_end = later_by(
+                stage_start, stage["durationInMillis"], f"{where}.durationInMillis"
+            )
+            cursor = max(cursor, stage_end)
     return jobs
 
 
@@ -328,16 +347,17 @@ class CicdInstancesView(DialectView):
             )
         check_access(token, token.user, WRITE, project)
         guid = data.get("id") or uuid.uuid4()
-        if CicdInstance.objects.filter(guid=guid).exists():
-            raise Refused(409, f"an instance with id {guid} already exists")
-        with transaction.atomic():
-            instance = CicdInstance.objects.create(
-                guid=guid,
-                project=project,
-                name=data["name"],
-                type=data.get("type") or "custom",
-                created_by=token.user,
-            )
+        try:
+            with transaction.atomic():
+                instance = CicdInstance.objects.create(
+                    guid=guid,
+                    project=project,
+                    name=data["name"],
+                    type=data.get("type") or "custom",
+                    created_by=token.user,
+                )
+        except IntegrityError:  # the GUID is the only unique column
+            raise Refused(409, f"an instance with id {guid} already exists") from None
         return Response({"id": str(instance.guid)})
 
 
@@ -362,7 +382,7 @@ class CustomCicdView(DialectView):
 
         status = status_from_result(run["result"])
         start = time_from_epoch_ms(run["start_time"], "start_time")
-        end = time_from_epoch_ms(run["start_time"] + run["duration"], "duration")
+        end = later_by(start, run["duration"], "duration")
         jobs = jobs_from_job_run(run.get("job_run"), status, start)
         whole_run = services.ReportedJob(
             name=run["job_full_name"],

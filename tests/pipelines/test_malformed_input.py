@@ -2,7 +2,8 @@
 
 Each class of input here once crashed a view (or crashed it on PostgreSQL only): bodies
 nested thousands deep, NUL characters (PostgreSQL stores none), numbers JSON cannot hold,
-non-UTF-8 bytes, bodies that are not objects, and digits ``int()`` refuses or reads oddly.
+non-UTF-8 bytes, bodies that are not objects, digits ``int()`` refuses or reads oddly, and
+durations that run past year 9999.
 """
 
 import base64
@@ -311,6 +312,60 @@ def test_odd_digits_in_graphql_ids_are_refused_not_masked(client, key, app, digi
 def test_a_real_graphql_id_still_resolves(client, key, app):
     result = query_application(client, key, encode_id("Application", app.pk))
     assert result == {"data": {"application": {"name": app.name}}}
+
+
+# --- Numbers past what the columns and the calendar hold --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (
+            {"job_run": {"stages": [{"displayName": "build", "durationInMillis": 2**63}]}},
+            "job_run.stages[0].durationInMillis: 9223372036854775808 milliseconds from",
+        ),
+        (
+            {
+                "job_run": {
+                    "stages": [
+                        {
+                            "displayName": "build",
+                            "steps": [{"displayName": "compile", "durationInMillis": 10**17}],
+                        }
+                    ]
+                }
+            },
+            "job_run.stages[0].steps[0].durationInMillis: 100000000000000000 milliseconds",
+        ),
+        ({"duration": 10**17}, "duration: 100000000000000000 milliseconds from 2023-11-14"),
+        ({"build_number": 2**63}, "build_number: Ensure this value is less than or equal to"),
+    ],
+)
+def test_sei_numbers_past_year_9999_or_a_bigint_are_400(
+    client, key, instance, unchanged, fields, message
+):
+    unchanged()
+    response = client.post(
+        "/sei/api/v1/custom-cicd",
+        data=json.dumps(run_report(instance, **fields)),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"ApiKey {key}",
+    )
+    assert response.status_code == 400
+    assert message in response.json()["message"]
+    assert "past year 9999" in response.json()["message"] or "build_number" in message
+
+
+def test_sei_instance_with_a_taken_guid_is_409(client, key, app, instance, unchanged):
+    unchanged()
+    response = client.post(
+        "/sei/api/v1/cicd/instances",
+        data=json.dumps({"integration_id": app.pk, "name": "again", "id": str(instance.guid)}),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"ApiKey {key}",
+    )
+    assert response.status_code == 409
+    assert response.json() == {"message": f"an instance with id {instance.guid} already exists"}
 
 
 # --- The shared parsing rules -----------------------------------------------------------------
