@@ -304,7 +304,7 @@ class ProjectListView(GitLabView):
         }
         namespace = params.get("namespace") or params.get("namespace_id")
         if namespace:
-            fields["namespace"] = _check_path_value("namespace", namespace.strip("/"))
+            fields["namespace"] = namespace
         try:
             project = services.create_project(
                 name=params.get("name") or params["path"], path=params.get("path"), **fields

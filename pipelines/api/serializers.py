@@ -690,6 +690,24 @@ class ProjectCreateParams(serializers.Serializer):
             )
         return value
 
+    def validate_namespace(self, value: str) -> str:
+        return _group_path(value, "namespace")
+
+    def validate_namespace_id(self, value: str) -> str:
+        return _group_path(value, "namespace_id")
+
+
+def _group_path(value: str, name: str) -> str:
+    """A group path (``acme/platform``): project paths joined by '/', which URLs keep as is."""
+    groups = value.strip("/").split("/")
+    if not all(PROJECT_PATH_RE.match(group) for group in groups):
+        raise serializers.ValidationError(
+            f"{name} is a group path: groups of letters, digits, '_', '-' and '.' joined by '/',"
+            " none starting with '-' or '.'",
+            code="explained",
+        )
+    return "/".join(groups)
+
 
 class CommitStatusCreateParams(serializers.Serializer):
     state = serializers.ChoiceField(choices=COMMIT_STATUS_STATES)

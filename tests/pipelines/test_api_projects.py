@@ -198,3 +198,19 @@ def test_project_limited_token_cannot_create_projects(make_token, db):
         "new ones"
     }
     assert Project.objects.count() == 1
+
+
+@pytest.mark.parametrize("namespace", ["a b", "acme/-x", "acme//x?y", "y9{z]", "../etc"])
+def test_create_project_in_a_namespace_that_is_no_group_path_is_400(client, db, namespace):
+    response = client.post("/api/v4/projects", {"name": "x", "namespace": namespace}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("namespace is a group path: groups of letters")
+    assert not Project.objects.exists()
+
+
+def test_create_project_in_a_nested_namespace_trims_its_slashes(client, db):
+    response = client.post(
+        "/api/v4/projects", {"name": "api", "namespace": "/acme/platform/"}, format="json"
+    )
+    assert response.status_code == 201
+    assert response.json()["path_with_namespace"] == "acme/platform/api"
