@@ -81,13 +81,13 @@ class PipelineDefinitionSerializer(serializers.ModelSerializer):
 
 
 class DefinitionListParams(serializers.Serializer):
-    kind = serializers.ChoiceField(choices=PipelineDefinition.Kind.values, required=False)
+    kind = serializers.ChoiceField(choices=PipelineDefinition.Kind.choices, required=False)
     search = serializers.CharField(required=False, help_text="Part of the name.")
 
 
 class DefinitionUpdateParams(serializers.Serializer):
     name = serializers.CharField(required=False, max_length=255)
-    kind = serializers.ChoiceField(choices=PipelineDefinition.Kind.values, required=False)
+    kind = serializers.ChoiceField(choices=PipelineDefinition.Kind.choices, required=False)
     description = serializers.CharField(required=False, allow_blank=True)
     ref = serializers.CharField(
         required=False,

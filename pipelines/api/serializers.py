@@ -45,6 +45,10 @@ def blank_to_none(value: str | None) -> str | None:
     return value or None
 
 
+# Links GitLab shows as null when there is none (avatars, readmes).
+NULLABLE_URI = {"type": "string", "format": "uri", "nullable": True}
+
+
 class GitLabDateTimeField(serializers.DateTimeField):
     def to_representation(self, value):
         return gitlab_time(value)
@@ -75,7 +79,7 @@ class UserBasicSerializer(serializers.ModelSerializer):
     def get_locked(self, user) -> bool:
         return False
 
-    @extend_schema_field(OpenApiTypes.URI)
+    @extend_schema_field(NULLABLE_URI)
     def get_avatar_url(self, user) -> str | None:
         return None
 
@@ -163,7 +167,7 @@ class NamespaceSerializer(serializers.Serializer):
     def get_parent_id(self, project: Project) -> int | None:
         return None
 
-    @extend_schema_field(OpenApiTypes.URI)
+    @extend_schema_field(NULLABLE_URI)
     def get_avatar_url(self, project: Project) -> str | None:
         return None
 
@@ -251,11 +255,11 @@ class ProjectSerializer(serializers.ModelSerializer):
     def get_http_url_to_repo(self, project: Project) -> str:
         return f"{project.resolved_web_url}.git"
 
-    @extend_schema_field(OpenApiTypes.URI)
+    @extend_schema_field(NULLABLE_URI)
     def get_readme_url(self, project: Project) -> str | None:
         return None
 
-    @extend_schema_field(OpenApiTypes.URI)
+    @extend_schema_field(NULLABLE_URI)
     def get_avatar_url(self, project: Project) -> str | None:
         return None
 
@@ -363,9 +367,9 @@ class PipelineSerializer(PipelineBasicSerializer):
 
     yaml_errors = serializers.SerializerMethodField()
     user = UserBasicSerializer(allow_null=True)
-    started_at = GitLabDateTimeField()
-    finished_at = GitLabDateTimeField()
-    committed_at = GitLabDateTimeField(source="commit_timestamp")
+    started_at = GitLabDateTimeField(allow_null=True)
+    finished_at = GitLabDateTimeField(allow_null=True)
+    committed_at = GitLabDateTimeField(source="commit_timestamp", allow_null=True)
     coverage = serializers.SerializerMethodField()
     detailed_status = DetailedStatusSerializer(source="*")
     archived = serializers.SerializerMethodField()
@@ -496,8 +500,8 @@ class JobSerializer(serializers.ModelSerializer):
     tag = serializers.BooleanField(source="pipeline.tag")
     source = serializers.CharField(source="pipeline.source")
     created_at = GitLabDateTimeField()
-    started_at = GitLabDateTimeField()
-    finished_at = GitLabDateTimeField()
+    started_at = GitLabDateTimeField(allow_null=True)
+    finished_at = GitLabDateTimeField(allow_null=True)
     erased_at = serializers.SerializerMethodField()
     user = UserSerializer(allow_null=True)
     commit = CommitSerializer(source="pipeline")
@@ -594,8 +598,8 @@ class CommitStatusSerializer(serializers.ModelSerializer):
     target_url = serializers.SerializerMethodField()
     description = serializers.SerializerMethodField()
     created_at = GitLabDateTimeField()
-    started_at = GitLabDateTimeField()
-    finished_at = GitLabDateTimeField()
+    started_at = GitLabDateTimeField(allow_null=True)
+    finished_at = GitLabDateTimeField(allow_null=True)
     author = UserBasicSerializer(source="user", allow_null=True)
 
     class Meta:

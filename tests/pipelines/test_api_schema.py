@@ -75,3 +75,32 @@ def test_swagger_ui_is_served(db):
     response = Client().get("/api/docs/")
     assert response.status_code == 200
     assert b"swagger" in response.content.lower()
+
+
+def test_schema_generation_of_every_pipelines_api_has_no_warnings(schema):
+    ours = [
+        message
+        for message in [*GENERATOR_STATS._warn_cache, *GENERATOR_STATS._error_cache]
+        if "pipelines/" in message or 'fields named "kind"' in message
+    ]
+    assert ours == []
+
+
+def test_fields_that_may_be_null_say_so(schema):
+    components = schema["components"]["schemas"]
+    for component, field in [
+        ("Pipeline", "started_at"),
+        ("Pipeline", "finished_at"),
+        ("Pipeline", "committed_at"),
+        ("CommitStatus", "started_at"),
+        ("CommitStatus", "finished_at"),
+        ("Job", "finished_at"),
+        ("Project", "avatar_url"),
+        ("Namespace", "avatar_url"),
+        ("UserBasic", "avatar_url"),
+    ]:
+        assert components[component]["properties"][field].get("nullable") is True, (
+            component,
+            field,
+        )
+    assert "nullable" not in components["Pipeline"]["properties"]["created_at"]
