@@ -24,12 +24,24 @@ from django.db.models import QuerySet
 from django.urls import re_path
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, extend_schema_field
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+)
 from rest_framework import serializers
 from rest_framework.response import Response
 
 from pipelines import services
-from pipelines.api.inbound import DialectView, Refused, Text, token_from_request, validated
+from pipelines.api.inbound import (
+    DialectView,
+    Refused,
+    Text,
+    refusals,
+    token_from_request,
+    validated,
+)
 from pipelines.api.parsing import MAX_ID, parse_id
 from pipelines.auth import READ, WRITE, check_access
 from pipelines.models import AccessToken, DistelliEvent, Pipeline, Project, Status
@@ -212,6 +224,99 @@ def render_event(event: DistelliEvent) -> dict[str, Any]:
     return rendered
 
 
+def _shown(help_text: str = "") -> serializers.CharField:
+    return serializers.CharField(allow_null=True, help_text=help_text or "Null when not sent.")
+
+
+class EventOutput(serializers.Serializer):
+    """An event as ``render_event`` shows it; build events also carry the build fields."""
+
+    app_name = serializers.CharField()
+    event_id = serializers.IntegerField()
+    event_time = serializers.CharField(help_text="2016-08-30T22:31:03.723Z")
+    event_type = serializers.ChoiceField(choices=EventType.choices)
+    author_name = _shown()
+    author_username = _shown()
+    branch = _shown()
+    commit_id = _shown()
+    commit_msg = _shown()
+    commit_url = _shown()
+    repo_name = _shown()
+    repo_owner = _shown()
+    repo_provider = _shown()
+    repo_url = _shown()
+    auto_build = serializers.BooleanField(
+        required=False, allow_null=True, help_text="Build events only."
+    )
+    build_end = _shown("Build events only.")
+    build_id = _shown("Build events only.")
+    build_provider = _shown("Build events only.")
+    build_start = _shown("Build events only.")
+    build_status = serializers.ChoiceField(
+        choices=BuildStatus.choices, required=False, allow_null=True, help_text="Build events only."
+    )
+    build_url = _shown("Build events only.")
+    parent_event_id = _shown("Build events only: the push or pull request that triggered it.")
+    release_version = _shown("Build events only.")
+
+
+class EventCreated(serializers.Serializer):
+    event_id = serializers.CharField(help_text="The new event's id, as a string of digits.")
+
+
+class EventUpdated(serializers.Serializer):
+    event = EventOutput()
+
+
+class EventPage(serializers.Serializer):
+    app_name = serializers.CharField()
+    events = EventOutput(many=True)
+    marker = serializers.CharField(
+        required=False, help_text="Present when more events follow: pass it as marker."
+    )
+
+
+API_TOKEN = OpenApiParameter(
+    "apiToken", OpenApiTypes.STR, OpenApiParameter.QUERY, description="An access token."
+)
+LIST_PARAMETERS = [
+    OpenApiParameter(
+        "filter_name",
+        OpenApiTypes.STR,
+        OpenApiParameter.QUERY,
+        enum=[name for name, _ in FILTERS.values()],
+    ),
+    OpenApiParameter("filter_branch", OpenApiTypes.STR, OpenApiParameter.QUERY),
+    OpenApiParameter("filter_env", OpenApiTypes.STR, OpenApiParameter.QUERY),
+    OpenApiParameter(
+        "filter_event_type",
+        OpenApiTypes.STR,
+        OpenApiParameter.QUERY,
+        description="Build, Push, Pullrequest (Deploy, Release and Dockerimage match none).",
+    ),
+    OpenApiParameter(
+        "max_results",
+        OpenApiTypes.INT,
+        OpenApiParameter.QUERY,
+        description=f"Default {DEFAULT_MAX_RESULTS}, at most {MAX_RESULTS_LIMIT}.",
+    ),
+    OpenApiParameter("order", OpenApiTypes.STR, OpenApiParameter.QUERY, enum=["desc", "asc"]),
+    OpenApiParameter(
+        "marker",
+        OpenApiTypes.STR,
+        OpenApiParameter.QUERY,
+        description="The marker of the previous page.",
+    ),
+]
+REFUSALS = {
+    400: "A mistyped field, filter or marker",
+    401: "No apiToken, or one that is unknown, revoked or expired",
+    403: "The token belongs to another user, or lacks the scope, permission or project",
+    404: "Unknown app or event",
+    409: "The app name matches several projects the token reaches",
+}
+
+
 # --- Views ------------------------------------------------------------------------------------
 
 
@@ -257,7 +362,11 @@ class DistelliView(DialectView):
 class EventsView(DistelliView):
     """``GET .../events``: ListEvents with filters, ``max_results``, ``order`` and ``marker``."""
 
-    @extend_schema(tags=[SCHEMA_TAG], responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(
+        tags=[SCHEMA_TAG],
+        parameters=[API_TOKEN, *LIST_PARAMETERS],
+        responses={200: OpenApiResponse(EventPage, "A page of events"), **refusals(REFUSALS)},
+    )
     def get(self, request, username: str, app_name: str):
         _, project = self.app(request, username, app_name, READ)
         params = request.query_params
@@ -331,7 +440,15 @@ class EventView(DistelliView):
         "pullRequestEvent": "create_pull_request_event",
     }
 
-    @extend_schema(tags=[SCHEMA_TAG], request=BuildEventInput, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(
+        tags=[SCHEMA_TAG],
+        parameters=[API_TOKEN],
+        request=BuildEventInput,
+        responses={
+            200: OpenApiResponse(EventCreated, "The event is recorded"),
+            **refusals(REFUSALS),
+        },
+    )
     def put(self, request, username: str, app_name: str, name: str):
         token, project = self.app(request, username, app_name, WRITE)
         creator = self.CREATORS.get(name)
@@ -346,7 +463,15 @@ class EventView(DistelliView):
         return Response({"event_id": str(event.pk)})
 
     @extend_schema(
-        tags=[SCHEMA_TAG], request=BuildUpdateInput, responses={200: OpenApiTypes.OBJECT}
+        tags=[SCHEMA_TAG],
+        parameters=[API_TOKEN],
+        request=BuildUpdateInput,
+        responses={
+            200: OpenApiResponse(EventUpdated, "The build event as it now is"),
+            **refusals(
+                {**REFUSALS, 409: "The build is terminal (immutable), or the app name is ambiguous"}
+            ),
+        },
     )
     def post(self, request, username: str, app_name: str, name: str):
         _, project = self.app(request, username, app_name, WRITE)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drf_spectacular.utils import OpenApiResponse
 from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView, set_rollback
@@ -107,6 +108,15 @@ class Text(serializers.CharField):
         if not isinstance(data, str):
             self.fail("not_text")
         return super().to_internal_value(data)
+
+
+class RefusalSerializer(serializers.Serializer):
+    message = serializers.CharField(help_text="What is wrong, in a sentence.")
+
+
+def refusals(texts: dict[int, str]) -> dict[int, OpenApiResponse]:
+    """The OpenAPI responses of a dialect's refusals: ``{"message": ...}`` for each code."""
+    return {code: OpenApiResponse(RefusalSerializer, text) for code, text in texts.items()}
 
 
 def describe_errors(detail: Any, where: str = "") -> list[str]:

@@ -20,7 +20,7 @@ from django.db import IntegrityError, transaction
 from django.urls import re_path
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema, extend_schema_field
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.response import Response
 
@@ -30,6 +30,7 @@ from pipelines.api.inbound import (
     Refused,
     Text,
     parse_json_text,
+    refusals,
     token_from_request,
     validated,
 )
@@ -328,13 +329,46 @@ def run_identity(run: dict) -> str:
     return f"start:{run['job_full_name']}@{run['start_time']}"
 
 
+# --- Output -----------------------------------------------------------------------------------
+
+
+class InstanceCreated(serializers.Serializer):
+    id = serializers.UUIDField(help_text="The GUID the instance's runs carry as instance_guid.")
+
+
+class RunAccepted(serializers.Serializer):
+    id = serializers.IntegerField(help_text="The run's record; a re-post of the run keeps it.")
+    pipeline_id = serializers.IntegerField(help_text="The pipeline the run is shown as.")
+    iid = serializers.IntegerField(help_text="The pipeline's number in its project.")
+    project_id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=Status.choices, help_text="The pipeline's status.")
+    web_url = serializers.URLField()
+    created = serializers.BooleanField(
+        help_text="True when this report created the run, false when it updated it."
+    )
+
+
+REFUSALS = {
+    400: "A missing or mistyped field, an unknown result, instance or project",
+    401: "No access token, or one that is unknown, revoked or expired",
+    403: "The token lacks the api scope, the permission or the project",
+}
+
+
 # --- Views ------------------------------------------------------------------------------------
 
 
 class CicdInstancesView(DialectView):
     """``POST cicd/instances``: register a CI/CD instance of a project; answers ``{"id"}``."""
 
-    @extend_schema(tags=[SCHEMA_TAG], request=InstanceInput, responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(
+        tags=[SCHEMA_TAG],
+        request=InstanceInput,
+        responses={
+            200: OpenApiResponse(InstanceCreated, "The instance is registered"),
+            **refusals({**REFUSALS, 409: "An instance with this id exists already"}),
+        },
+    )
     def post(self, request):
         token = _token(request)
         data = validated(InstanceInput(data=self.json_object(request)))
@@ -364,7 +398,14 @@ class CicdInstancesView(DialectView):
 class CustomCicdView(DialectView):
     """``POST custom-cicd``: report (or report again) a run; answers 202 with its pipeline."""
 
-    @extend_schema(tags=[SCHEMA_TAG], request=RunInput, responses={202: OpenApiTypes.OBJECT})
+    @extend_schema(
+        tags=[SCHEMA_TAG],
+        request=RunInput,
+        responses={
+            202: OpenApiResponse(RunAccepted, "The run is recorded, or updated when re-posted"),
+            **refusals(REFUSALS),
+        },
+    )
     def post(self, request):
         token = _token(request)
         body = resolve_aliases(unwrap_envelope(self.json_object(request)))

@@ -86,6 +86,23 @@ def test_schema_generation_of_every_pipelines_api_has_no_warnings(schema):
     assert ours == []
 
 
+def test_dialect_operations_describe_every_response(schema):
+    dialect_paths = [path for path in schema["paths"] if path.startswith(("/sei/", "/distelli/"))]
+    assert len(dialect_paths) == 4
+    for path in dialect_paths:
+        for method, operation in schema["paths"][path].items():
+            responses = operation["responses"]
+            assert {"400", "401", "403"} <= set(responses), (path, method)
+            for code, response in responses.items():
+                assert response["description"], (path, method, code)
+                body = response["content"]["application/json"]["schema"]
+                assert body["$ref"].startswith("#/components/schemas/"), (path, method, code)
+    events = schema["paths"]["/distelli/{username}/apps/{app_name}/events"]["get"]
+    assert {"apiToken", "filter_name", "max_results", "order", "marker"} <= {
+        parameter["name"] for parameter in events["parameters"]
+    }
+
+
 def test_fields_that_may_be_null_say_so(schema):
     components = schema["components"]["schemas"]
     for component, field in [
