@@ -93,20 +93,28 @@ def validate_status(value: str) -> Status:
 # --- Composition: a pipeline's status from its jobs -----------------------------------------
 
 
+# How ``compose_status`` counts jobs that may fail: a failed or canceled one passes "with
+# warnings" (the pipeline still succeeds, as "passed with warnings"); a manual one is ignored.
+WARNING = "success_with_warnings"
+IGNORED = "ignored"
+
+
+def _composite_key(job: Job) -> str:
+    if job.allow_failure and job.status in (Status.FAILED, Status.CANCELED):
+        return WARNING
+    if job.allow_failure and job.status == Status.MANUAL:
+        return IGNORED
+    return job.status
+
+
 def compose_status(jobs: Iterable[Job]) -> Status | None:
     """GitLab's ``Gitlab::Ci::Status::Composite``: one status for a set of latest jobs.
 
-    Failed or canceled jobs that may fail, and optional manual jobs, count as "ignored": they
-    neither fail the pipeline nor keep it from succeeding.
+    Jobs that may fail neither fail the pipeline nor keep it from succeeding; only skipped
+    and ignored jobs make a pipeline skipped, so one whose only job failed but may fail
+    passed (with warnings).
     """
-    statuses: set[str] = set()
-    for job in jobs:
-        ignored = job.allow_failure and job.status in (
-            Status.FAILED,
-            Status.CANCELED,
-            Status.MANUAL,
-        )
-        statuses.add("ignored" if ignored else job.status)
+    statuses = {_composite_key(job) for job in jobs}
     if not statuses:
         return None
 
@@ -116,17 +124,17 @@ def compose_status(jobs: Iterable[Job]) -> Status | None:
     def any_of(*wanted: str) -> bool:
         return bool(statuses & set(wanted))
 
-    if only_of(Status.SKIPPED, "ignored"):
+    if only_of(Status.SKIPPED, IGNORED):
         return Status.SKIPPED
-    if only_of(Status.SUCCESS, Status.SKIPPED, "ignored"):
+    if only_of(Status.SUCCESS, Status.SKIPPED, WARNING, IGNORED):
         return Status.SUCCESS
-    if only_of(Status.CREATED, "ignored"):
+    if only_of(Status.CREATED, WARNING, IGNORED):
         return Status.CREATED
-    if only_of(Status.PREPARING, "ignored"):
+    if only_of(Status.PREPARING, WARNING, IGNORED):
         return Status.PREPARING
-    if only_of(Status.CANCELED, Status.SUCCESS, Status.SKIPPED, "ignored"):
+    if only_of(Status.CANCELED, Status.SUCCESS, Status.SKIPPED, WARNING, IGNORED):
         return Status.CANCELED
-    if only_of(Status.PENDING, Status.CREATED, Status.SKIPPED, "ignored"):
+    if only_of(Status.PENDING, Status.CREATED, Status.SKIPPED, WARNING, IGNORED):
         return Status.PENDING
     if any_of(Status.RUNNING, Status.PENDING):
         return Status.RUNNING

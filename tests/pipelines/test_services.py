@@ -132,3 +132,22 @@ def test_finished_job_reported_again_starts_new_attempt(project):
     assert second.pk != first.pk
     pipeline = project.pipelines.get()
     assert pipeline.status == Status.RUNNING
+
+
+@pytest.mark.parametrize(
+    ("jobs", "expected"),
+    [
+        # GitLab counts a failed or canceled job that may fail as "passed with warnings".
+        ([("lint", "failed", True)], Status.SUCCESS),
+        ([("lint", "canceled", True), ("docs", "skipped", False)], Status.SUCCESS),
+        # Only skipped and optional manual jobs make a pipeline skipped.
+        ([("docs", "skipped", False), ("deploy", "manual", True)], Status.SKIPPED),
+        ([("lint", "failed", True), ("unit", "running", False)], Status.RUNNING),
+    ],
+)
+def test_compose_jobs_allowed_to_fail_as_gitlab_does(project, jobs, expected):
+    pipeline = services.create_pipeline(project, ref="main", sha="3" * 40)
+    for name, status, allow_failure in jobs:
+        services.create_job(pipeline, name=name, status=status, allow_failure=allow_failure)
+    pipeline.refresh_from_db()
+    assert pipeline.status == expected
