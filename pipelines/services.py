@@ -153,19 +153,19 @@ def compose_status(jobs: Iterable[Job]) -> Status | None:
     return Status.FAILED
 
 
+# GitLab's pipeline ``enqueue`` leads from these to running, not pending: a finished
+# pipeline runs again, and a running one stays running while jobs queue.
+_ENQUEUED_TO_RUNNING = frozenset(
+    {Status.SUCCESS, Status.FAILED, Status.CANCELED, Status.CANCELING, Status.RUNNING}
+)
+
+
 def _pipeline_target(current: str, composite: Status | None) -> str:
     """Map a composite status onto the pipeline the way GitLab's ``set_status`` does."""
     if composite is None or composite == Status.CREATED:
         return current  # GitLab has no event that moves a pipeline back to created
-    if composite == Status.PENDING and (
-        current in COMPLETED_STATUSES
-        or current
-        in (
-            Status.RUNNING,
-            Status.CANCELING,
-        )
-    ):
-        return Status.RUNNING  # GitLab's enqueue of a finished pipeline runs it again
+    if composite == Status.PENDING and current in _ENQUEUED_TO_RUNNING:
+        return Status.RUNNING
     return composite
 
 
@@ -336,9 +336,7 @@ def transition_pipeline(pipeline: Pipeline, status: str, *, at: datetime | None 
             raise TransitionRefused(
                 f"Cannot transition pipeline from {pipeline.status} back to created"
             )
-        if target == Status.PENDING and pipeline.status in COMPLETED_STATUSES:
-            target = Status.RUNNING  # GitLab's enqueue of a finished pipeline runs it again
-        return _change_pipeline_status(pipeline, target, at)
+        return _change_pipeline_status(pipeline, _pipeline_target(pipeline.status, target), at)
 
 
 def retry_pipeline(pipeline: Pipeline, *, user: AbstractBaseUser | None = None) -> Pipeline:

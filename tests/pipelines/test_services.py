@@ -151,3 +151,22 @@ def test_compose_jobs_allowed_to_fail_as_gitlab_does(project, jobs, expected):
         services.create_job(pipeline, name=name, status=status, allow_failure=allow_failure)
     pipeline.refresh_from_db()
     assert pipeline.status == expected
+
+
+def test_skipped_pipeline_whose_job_queues_is_pending_not_running(project, changes):
+    pipeline = services.create_pipeline(project, ref="main", sha="6" * 40)
+    services.create_job(pipeline, name="docs", status="skipped")
+    pipeline.refresh_from_db()
+    assert pipeline.status == Status.SKIPPED
+    services.create_job(pipeline, name="lint", status="pending")
+    pipeline.refresh_from_db()
+    assert pipeline.status == Status.PENDING
+    assert changes[-1] == ("skipped", "pending", "status_changed")
+
+
+def test_running_pipeline_stays_running_when_told_to_queue(project, changes):
+    pipeline = services.create_pipeline(project, ref="main", sha="7" * 40)
+    services.transition_pipeline(pipeline, "running")
+    assert services.transition_pipeline(pipeline, "pending") is False
+    pipeline.refresh_from_db()
+    assert pipeline.status == Status.RUNNING
