@@ -48,11 +48,8 @@ ACTIVE_STATUSES = frozenset(
         Status.CANCELING,
     }
 )
-CANCELABLE_STATUSES = ACTIVE_STATUSES - {Status.CANCELING} | {
-    Status.CREATED,
-    Status.MANUAL,
-    Status.SCHEDULED,
-}
+# What canceling a pipeline cancels (GitLab's ``CANCELABLE_STATUSES``): not manual jobs.
+CANCELABLE_STATUSES = ACTIVE_STATUSES - {Status.CANCELING} | {Status.CREATED, Status.SCHEDULED}
 
 # GitLab's "detailed_status" labels shown in hook payloads and the UI.
 DETAILED_STATUS_LABELS = {

@@ -382,17 +382,22 @@ def _clone_job_for_retry(old: Job, *, user: AbstractBaseUser | None, at: datetim
 
 
 def cancel_pipeline(pipeline: Pipeline) -> Pipeline:
-    """Cancel every job that can still be canceled; a pipeline without jobs is canceled."""
+    """Cancel every job that can still be canceled; a pipeline without jobs is canceled.
+
+    As GitLab's ``Ci::CancelPipelineService``: a pipeline is cancelable while one of its jobs
+    is, and manual jobs stay manual (they are not running, and can still be played).
+    """
     at = timezone.now()
     with transaction.atomic():
         pipeline = _lock(pipeline)
-        if pipeline.status not in CANCELABLE_STATUSES:
-            raise TransitionRefused(f"Pipeline is not cancelable: it is {pipeline.status}")
         jobs = list(pipeline.latest_jobs())
-        for job in jobs:
-            if job.status in CANCELABLE_STATUSES:
-                _apply_job_status(job, Status.CANCELED, at)
-                job.save()
+        cancelable = [job for job in jobs if job.status in CANCELABLE_STATUSES]
+        nothing_to_cancel = not cancelable if jobs else pipeline.status not in CANCELABLE_STATUSES
+        if nothing_to_cancel:
+            raise TransitionRefused(f"Pipeline is not cancelable: it is {pipeline.status}")
+        for job in cancelable:
+            _apply_job_status(job, Status.CANCELED, at)
+            job.save()
         if jobs:
             _recompose(pipeline, at)
         else:

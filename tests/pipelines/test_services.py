@@ -153,6 +153,31 @@ def test_compose_jobs_allowed_to_fail_as_gitlab_does(project, jobs, expected):
     assert pipeline.status == expected
 
 
+def test_cancel_leaves_manual_jobs_to_be_played(project):
+    pipeline = services.create_pipeline(project, ref="main", sha="4" * 40)
+    services.create_job(pipeline, name="build", status="running")
+    services.create_job(pipeline, name="deploy", status="manual")
+    pipeline = services.cancel_pipeline(pipeline)
+    jobs = dict(pipeline.latest_jobs().values_list("name", "status"))
+    assert jobs == {"build": Status.CANCELED, "deploy": Status.MANUAL}
+    assert pipeline.status == Status.MANUAL  # blocked on the manual job, as in GitLab
+    with pytest.raises(TransitionRefused, match="Pipeline is not cancelable: it is manual"):
+        services.cancel_pipeline(pipeline)
+    assert dict(pipeline.latest_jobs().values_list("name", "status"))["deploy"] == Status.MANUAL
+
+
+def test_cancel_reaches_created_jobs_behind_a_manual_one(project):
+    pipeline = services.create_pipeline(project, ref="main", sha="5" * 40)
+    services.create_job(pipeline, name="deploy", status="manual")
+    services.create_job(pipeline, name="verify", status="created")
+    assert pipeline.latest_jobs().count() == 2
+    pipeline.refresh_from_db()
+    assert pipeline.status == Status.MANUAL
+    pipeline = services.cancel_pipeline(pipeline)
+    jobs = dict(pipeline.latest_jobs().values_list("name", "status"))
+    assert jobs == {"deploy": Status.MANUAL, "verify": Status.CANCELED}
+
+
 def test_skipped_pipeline_whose_job_queues_is_pending_not_running(project, changes):
     pipeline = services.create_pipeline(project, ref="main", sha="6" * 40)
     services.create_job(pipeline, name="docs", status="skipped")
