@@ -288,27 +288,6 @@ class ProjectSerializer(serializers.ModelSerializer):
 
 # --- Pipelines ---------------------------------------------------------------------------
 
-# Gitlab::Ci::Status::* for each status: (icon, text, label, group).
-_DETAILED_STATUS = {
-    Status.CREATED: ("status_created", "created", "created", "created"),
-    Status.WAITING_FOR_RESOURCE: (
-        "status_pending",
-        "waiting",
-        "waiting for resource",
-        "waiting-for-resource",
-    ),
-    Status.PREPARING: ("status_preparing", "preparing", "preparing", "preparing"),
-    Status.PENDING: ("status_pending", "pending", "pending", "pending"),
-    Status.RUNNING: ("status_running", "running", "running", "running"),
-    Status.SUCCESS: ("status_success", "passed", "passed", "success"),
-    Status.FAILED: ("status_failed", "failed", "failed", "failed"),
-    Status.CANCELING: ("status_canceled", "canceling", "canceling", "canceling"),
-    Status.CANCELED: ("status_canceled", "canceled", "canceled", "canceled"),
-    Status.SKIPPED: ("status_skipped", "skipped", "skipped", "skipped"),
-    Status.MANUAL: ("status_manual", "blocked", "manual action", "manual"),
-    Status.SCHEDULED: ("status_scheduled", "scheduled", "scheduled", "scheduled"),
-}
-
 
 class DetailedStatusSerializer(serializers.Serializer):
     """``DetailedStatusEntity`` of a pipeline."""
@@ -324,7 +303,7 @@ class DetailedStatusSerializer(serializers.Serializer):
     favicon = serializers.CharField()
 
     def to_representation(self, pipeline: Pipeline) -> dict:
-        icon, text, label, group = _DETAILED_STATUS[pipeline.status]
+        icon, text, label, group = pipeline.detailed_status_parts()
         return {
             "icon": icon,
             "text": text,

@@ -458,3 +458,36 @@ def test_pipeline_jobs_of_unknown_pipeline_is_404(client, project):
     response = client.get(url(project, "/pipelines/9999/jobs"))
     assert response.status_code == 404
     assert response.json() == {"message": "404 Not found"}
+
+
+@pytest.mark.parametrize(
+    ("jobs", "detailed_status"),
+    [
+        (
+            [("build", "success", False), ("lint", "failed", True)],
+            ("status_warning", "passed", "passed with warnings", "success_with_warnings"),
+        ),
+        (
+            [("build", "success", False), ("deploy", "manual", False)],
+            ("status_manual", "blocked", "waiting for manual action", "manual"),
+        ),
+        (
+            [("build", "success", False), ("deploy", "scheduled", False)],
+            ("status_scheduled", "delayed", "waiting for delayed job", "scheduled"),
+        ),
+    ],
+)
+def test_get_pipeline_shows_gitlabs_extended_detailed_status(
+    client, project, jobs, detailed_status
+):
+    pipeline = services.create_pipeline(project, ref="main", sha="a" * 40)
+    for name, status, allow_failure in jobs:
+        services.create_job(pipeline, name=name, status=status, allow_failure=allow_failure)
+    body = client.get(url(project, f"/pipelines/{pipeline.pk}")).json()
+    icon, text, label, group = detailed_status
+    shown = body["detailed_status"]
+    assert (shown["icon"], shown["text"], shown["label"], shown["group"]) == detailed_status
+    assert shown["tooltip"] == label
+    assert shown["favicon"] == f"/assets/ci_favicons/favicon_{icon}.png"
+    pipeline.refresh_from_db()
+    assert pipeline.detailed_status == label  # what the Pipeline Hook payload carries
