@@ -2,14 +2,15 @@
 
 A project's ``:id`` may be its URL-encoded path (``acme%2Fweb``), which arrives decoded
 (``acme/web``); so the id matches lazily up to the fixed end of each route, and the most
-specific routes come first.
+specific routes come first. It matches any character, line breaks too: an id no project has
+is a 404 from the view, not a 405 from the project route that ``.`` would leave it to.
 """
 
 from django.urls import re_path
 
 from pipelines.api import definitions, gitlab
 
-PROJECT = r"^projects/(?P<project_id>.+?)"
+PROJECT = r"^projects/(?P<project_id>[\s\S]+?)"
 PIPELINE = PROJECT + r"/pipelines/(?P<pipeline_id>[^/]+)"
 
 urlpatterns = [

@@ -393,3 +393,21 @@ def test_load_json_mends_only_what_is_invalid_and_still_checks_the_mended_body()
         load_json("[" * (MAX_JSON_DEPTH + 1) + "]" * (MAX_JSON_DEPTH + 1))
     with pytest.raises(MalformedInput, match="NaN is not a JSON value"):
         load_json('{"a": NaN}')
+
+
+@pytest.mark.parametrize(
+    ("method", "tail"),
+    [
+        ("post", "/statuses/" + SHA),
+        ("post", "/pipeline"),
+        ("post", "/pipelines/1/cancel"),
+        ("get", "/pipelines"),
+        ("delete", "/pipeline_definitions/1"),
+    ],
+)
+def test_project_id_with_a_line_break_is_404_not_405(client, key, app, method, tail):
+    response = getattr(client, method)(
+        f"/api/v4/projects/we%0Ab{tail}", HTTP_PRIVATE_TOKEN=key, content_type="application/json"
+    )
+    assert response.status_code == 404
+    assert response.json() == {"message": "404 Project Not Found"}
