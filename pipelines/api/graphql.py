@@ -195,8 +195,14 @@ def _variables(definition: PipelineDefinition) -> list[Variable]:
     ]
 
 
-@strawberry.type(description="A pipeline definition of an application.")
-class Pipeline:
+@strawberry.type(name="DefinitionFields")
+class _DefinitionFields:
+    """The fields pipelines and workflows share; each type adds its own variables field.
+
+    A Strawberry type so that its fields are inherited; nothing returns it, so it stays out
+    of the schema.
+    """
+
     definition: strawberry.Private[PipelineDefinition]
 
     @strawberry.field
@@ -215,42 +221,23 @@ class Pipeline:
     def created_at(self) -> DateTime:
         return DateTime(self.definition.created_at)
 
+    @strawberry.field
+    def application(self) -> Application:
+        return Application(project=self.definition.project)
+
+
+@strawberry.type(description="A pipeline definition of an application.")
+class Pipeline(_DefinitionFields):
     @strawberry.field
     def pipeline_variables(self) -> list[Variable]:
         return _variables(self.definition)
 
-    @strawberry.field
-    def application(self) -> Application:
-        return Application(project=self.definition.project)
-
 
 @strawberry.type(description="A workflow definition of an application.")
-class Workflow:
-    definition: strawberry.Private[PipelineDefinition]
-
-    @strawberry.field
-    def id(self) -> str:
-        return definition_id(self.definition)
-
-    @strawberry.field
-    def name(self) -> str:
-        return self.definition.name
-
-    @strawberry.field
-    def description(self) -> str:
-        return self.definition.description
-
-    @strawberry.field
-    def created_at(self) -> DateTime:
-        return DateTime(self.definition.created_at)
-
+class Workflow(_DefinitionFields):
     @strawberry.field
     def workflow_variables(self) -> list[Variable]:
         return _variables(self.definition)
-
-    @strawberry.field
-    def application(self) -> Application:
-        return Application(project=self.definition.project)
 
 
 @strawberry.type
