@@ -184,6 +184,11 @@ HOOKS_SWEEP_INTERVAL_SECONDS = env.float("HOOKS_SWEEP_INTERVAL_SECONDS", default
 HOOKS_CLAIM_LEASE_SECONDS = env.float("HOOKS_CLAIM_LEASE_SECONDS", default=60.0)
 # The longest Retry-After (429/503) honoured; a longer one waits this long.
 HOOKS_RETRY_AFTER_MAX_SECONDS = env.float("HOOKS_RETRY_AFTER_MAX_SECONDS", default=3600.0)
+# Deliveries per task message: an event's fan-out (or a sweep) is claimed, logged and recorded
+# in batches of this many.
+HOOKS_BATCH_SIZE = env.int("HOOKS_BATCH_SIZE", default=50)
+# Requests one batch sends at once; each further round of a batch adds a timeout to its lease.
+HOOKS_SEND_CONCURRENCY = env.int("HOOKS_SEND_CONCURRENCY", default=10)
 
 CELERY_BEAT_SCHEDULE = {
     "requeue-due-deliveries": {

@@ -1,7 +1,7 @@
 """Celery tasks: thin wrappers that pass ids to ``hooks.delivery``.
 
 Messages carry ids only; every decision is made from the rows when the task runs, so a task
-delivered twice (acks_late after a worker crash) finds the delivery claimed or finished and
+delivered twice (acks_late after a worker crash) finds its deliveries claimed or finished and
 does nothing.
 """
 
@@ -11,8 +11,8 @@ from hooks import delivery
 
 
 @shared_task(acks_late=True, ignore_result=True)
-def deliver_hook(delivery_id: int) -> None:
-    delivery.deliver(delivery_id)
+def deliver_batch(delivery_ids: list[int]) -> None:
+    delivery.deliver_batch(delivery_ids)
 
 
 @shared_task(ignore_result=True)

@@ -41,6 +41,7 @@ class ReceivedRequest:
     body: bytes
     received_at: float  # time.monotonic()
     client_port: int  # the sender's side of the TCP connection: equal ports, one connection
+    answered_at: float | None = None  # time.monotonic() when the reply started going out
 
     def header(self, name: str) -> str | None:
         for key, value in self.headers.items():
@@ -81,18 +82,19 @@ class Receiver:
             def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
-                reply = receiver._record(
-                    ReceivedRequest(
-                        method="POST",
-                        path=self.path,
-                        headers={key: value for key, value in self.headers.items()},
-                        body=body,
-                        received_at=time.monotonic(),
-                        client_port=self.client_address[1],
-                    )
+                request = ReceivedRequest(
+                    method="POST",
+                    path=self.path,
+                    headers={key: value for key, value in self.headers.items()},
+                    body=body,
+                    received_at=time.monotonic(),
+                    client_port=self.client_address[1],
                 )
+                reply = receiver._record(request)
                 if reply.delay:
                     time.sleep(reply.delay)
+                # The sender cannot have the answer before this moment.
+                request.answered_at = time.monotonic()
                 try:
                     self.send_response(reply.status)
                     for name, value in reply.headers.items():

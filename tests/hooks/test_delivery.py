@@ -1,7 +1,7 @@
 """Sending deliveries to a real receiver on 127.0.0.1, one ``deliver()`` call at a time.
 
 Time never passes in these tests: a retry that "comes due" is a row whose next_attempt_at is
-set to now. Enqueueing is observed through the on-commit callbacks (``publish_delivery(id)``).
+set to now. Enqueueing is observed through the on-commit callbacks (``publish_deliveries(ids)``).
 """
 
 import json
@@ -41,7 +41,7 @@ def predictable_retries(settings):
 
 
 def queued_ids(callbacks) -> list[int]:
-    return [callback.args[0] for callback in callbacks]
+    return [pk for callback in callbacks for pk in callback.args[0]]
 
 
 def new_delivery(hook: Hook) -> Delivery:
@@ -349,23 +349,42 @@ def test_next_delivery_of_a_pipeline_waits_for_the_one_before(project, receiver)
     other = new_delivery(hook)
     assert deliver(other.pk) is not None
     make_due(first)
-    deliver(first.pk)
-    assert deliver(second.pk) is not None
+    deliver(first.pk)  # succeeds, and N+1 goes out right after it
+    assert Delivery.objects.get(pk=second.pk).status == Delivery.Status.SUCCEEDED
     statuses = [json.loads(r.body)["object_attributes"]["status"] for r in receiver.requests]
     assert statuses == ["created", "created", "created", "running"]
     assert [r.body for r in receiver.requests][1] != receiver.requests[2].body
 
 
-def test_a_finished_delivery_queues_the_next_one_at_once(
+def test_a_finished_delivery_sends_the_next_one_of_its_pipeline_at_once(
     project, receiver, django_capture_on_commit_callbacks
 ):
     hook = HookFactory(project=project, url=receiver.url)
     pipeline = services.create_pipeline(project, ref="main", sha=SHA)
     services.transition_pipeline(pipeline, "running")
-    first, second = hook.deliveries.order_by("pk")
+    services.transition_pipeline(pipeline, "success")
+    deliveries = list(hook.deliveries.order_by("pk"))
     with django_capture_on_commit_callbacks() as callbacks:
+        attempt_ids = hook_delivery.deliver_batch([deliveries[0].pk])
+    # The same call followed the pipeline: no message through the broker.
+    assert callbacks == []
+    assert len(attempt_ids) == 3
+    statuses = [json.loads(r.body)["object_attributes"]["status"] for r in receiver.requests]
+    assert statuses == ["created", "running", "success"]
+
+
+def test_a_batch_out_of_time_queues_the_next_one(
+    monkeypatch, project, receiver, django_capture_on_commit_callbacks
+):
+    monkeypatch.setattr(hook_delivery, "FOLLOW_SECONDS", 0)
+    hook = HookFactory(project=project, url=receiver.url)
+    pipeline = services.create_pipeline(project, ref="main", sha=SHA)
+    services.transition_pipeline(pipeline, "running")
+    first, second = hook.deliveries.order_by("pk")
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
         deliver(first.pk)
     assert queued_ids(callbacks) == [second.pk]
+    assert len(receiver.requests) == 1
 
 
 def test_a_given_up_delivery_releases_the_next_one(settings, project, receiver):
@@ -378,7 +397,9 @@ def test_a_given_up_delivery_releases_the_next_one(settings, project, receiver):
     deliver(first.pk)
     first.refresh_from_db()
     assert first.status == Delivery.Status.FAILED
-    assert deliver(second.pk) is not None
+    second.refresh_from_db()
+    assert second.status == Delivery.Status.SUCCEEDED
+    assert len(receiver.requests) == 2
 
 
 def test_claim_is_taken_once(project, receiver):

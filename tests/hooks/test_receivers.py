@@ -16,8 +16,8 @@ SHA = "a" * 40
 
 
 def queued_ids(callbacks) -> list[int]:
-    """Delivery ids the on-commit callbacks would queue (``publish_delivery(id)``)."""
-    return [callback.args[0] for callback in callbacks]
+    """Delivery ids the on-commit callbacks would queue (``publish_deliveries(ids)``)."""
+    return [pk for callback in callbacks for pk in callback.args[0]]
 
 
 def run_pipeline_to_success(project) -> Pipeline:

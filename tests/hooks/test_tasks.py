@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from hooks.delivery import claim_delivery, deliver, prune_delivery_logs, requeue_due_deliveries
 from hooks.models import Delivery, DeliveryAttempt, Event
-from hooks.tasks import deliver_hook
+from hooks.tasks import deliver_batch
 from pipelines import services
 from tests.factories import HookFactory
 
@@ -15,7 +15,7 @@ SHA = "d" * 40
 
 
 def queued_ids(callbacks) -> list[int]:
-    return [callback.args[0] for callback in callbacks]
+    return [pk for callback in callbacks for pk in callback.args[0]]
 
 
 def new_delivery(hook) -> Delivery:
@@ -126,12 +126,12 @@ def test_prune_deletes_old_logs_and_finished_deliveries_only(settings, project, 
     assert Event.objects.filter(pk=old_pending.event_id).exists()
 
 
-def test_deliver_hook_task_acks_late_and_delivers(project, receiver):
+def test_deliver_batch_task_acks_late_and_delivers(project, receiver):
     hook = HookFactory(project=project, url=receiver.url)
-    delivery = new_delivery(hook)
-    assert deliver_hook.acks_late is True
-    deliver_hook(delivery.pk)  # called directly: the task is only a wrapper
-    assert len(receiver.requests) == 1
+    deliveries = [new_delivery(hook) for _ in range(3)]
+    assert deliver_batch.acks_late is True
+    deliver_batch([d.pk for d in deliveries])  # called directly: the task is only a wrapper
+    assert len(receiver.requests) == 3
 
 
 def test_beat_schedule_runs_the_sweeper_and_the_pruner():

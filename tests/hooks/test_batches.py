@@ -1,0 +1,335 @@
+"""Deliveries sent as batches: one claim, requests side by side, one transaction of results.
+
+Every delivery in a batch is decided by the same rules as a batch of one; these tests put
+several together and check that each comes out as it would alone, that a batch never breaks
+the order of a pipeline's deliveries to a hook, and that messages carry ids in chunks.
+"""
+
+import json
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from hooks import delivery as hook_delivery
+from hooks.delivery import (
+    claim_deliveries,
+    deliver_batch,
+    enqueue_on_commit,
+    requeue_due_deliveries,
+)
+from hooks.models import Delivery, DeliveryAttempt, Hook
+from pipelines import services
+from tests.factories import HookFactory
+from tests.hooks.receiver import Receiver, Reply
+
+SHA = "e" * 40
+
+
+@pytest.fixture(autouse=True)
+def predictable_retries(settings):
+    settings.HOOKS_RETRY_SCHEDULE = [0, 5, 300, 1800]
+    settings.HOOKS_RETRY_JITTER = 0
+    settings.HOOKS_SEND_CONCURRENCY = 4
+
+
+@pytest.fixture
+def receivers():
+    """Start receivers on demand, each answering every request with one reply."""
+    started: list[Receiver] = []
+
+    def start(reply: Reply) -> Receiver:
+        server = Receiver().start()
+        server.default = reply
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def messages(callbacks) -> list[list[int]]:
+    """The task messages the on-commit callbacks would send (``publish_deliveries(ids)``)."""
+    return [list(callback.args[0]) for callback in callbacks]
+
+
+def new_delivery(hook: Hook) -> Delivery:
+    services.create_pipeline(hook.project, ref="main", sha=SHA)
+    return hook.deliveries.order_by("-pk").first()
+
+
+# --- Claims ----------------------------------------------------------------------------------
+
+
+def test_claiming_a_batch_twice_takes_each_delivery_once(project, receiver):
+    hooks = [HookFactory(project=project, url=receiver.url) for _ in range(3)]
+    services.create_pipeline(project, ref="main", sha=SHA)
+    ids = sorted(Delivery.objects.filter(hook__in=hooks).values_list("pk", flat=True))
+
+    assert claim_deliveries(ids, timezone.now()) == ids
+    assert claim_deliveries(ids, timezone.now()) == []
+    # A redelivered message for the same batch finds it claimed and sends nothing.
+    assert deliver_batch(ids) == []
+    assert receiver.requests == []
+    assert set(Delivery.objects.filter(pk__in=ids).values_list("status", "attempt_count")) == {
+        (Delivery.Status.SENDING, 1)
+    }
+
+
+def test_delivering_a_batch_twice_sends_each_delivery_once(project, receiver):
+    hooks = [HookFactory(project=project, url=receiver.url) for _ in range(5)]
+    services.create_pipeline(project, ref="main", sha=SHA)
+    ids = sorted(Delivery.objects.filter(hook__in=hooks).values_list("pk", flat=True))
+
+    assert len(deliver_batch(ids)) == 5
+    assert deliver_batch(ids) == []
+
+    assert len(receiver.requests) == 5
+    assert sorted(r.header("Idempotency-Key") for r in receiver.requests) == sorted(
+        str(key)
+        for key in Delivery.objects.filter(pk__in=ids).values_list("idempotency_key", flat=True)
+    )
+    assert DeliveryAttempt.objects.filter(delivery_id__in=ids, succeeded=True).count() == 5
+
+
+def test_a_batch_claim_covers_every_round_of_its_requests(settings, project):
+    """Four lanes for ten deliveries: the slowest lane sends three requests one after the
+    other, so the lease grows by two timeouts."""
+    settings.HOOKS_SEND_CONCURRENCY = 4
+    settings.HOOKS_TIMEOUT_SECONDS = 10
+    settings.HOOKS_CLAIM_LEASE_SECONDS = 60
+    hooks = [HookFactory(project=project) for _ in range(10)]
+    services.create_pipeline(project, ref="main", sha=SHA)
+    ids = sorted(Delivery.objects.filter(hook__in=hooks).values_list("pk", flat=True))
+    now = timezone.now()
+
+    claim_deliveries(ids, now)
+
+    leases = set(Delivery.objects.filter(pk__in=ids).values_list("claimed_until", flat=True))
+    assert leases == {now + timedelta(seconds=60 + 2 * 10)}
+
+
+# --- Outcomes --------------------------------------------------------------------------------
+
+
+def test_a_batch_with_mixed_outcomes_records_each_as_alone(
+    settings, project, receivers, closed_port
+):
+    settings.HOOKS_TIMEOUT_SECONDS = 0.5
+    ok = HookFactory(project=project, url=receivers(Reply(200, body=b"thanks")).url)
+    broken = HookFactory(project=project, url=receivers(Reply(500, body=b"boom")).url)
+    gone = HookFactory(project=project, url=receivers(Reply(410)).url)
+    busy = HookFactory(
+        project=project, url=receivers(Reply(429, headers={"Retry-After": "120"})).url
+    )
+    slow = HookFactory(project=project, url=receivers(Reply(200, delay=3)).url)
+    refused = HookFactory(
+        project=project, url=f"http://127.0.0.1:{closed_port}/hook", recent_failures=3
+    )
+    services.create_pipeline(project, ref="main", sha=SHA)
+    deliveries = {d.hook_id: d for d in Delivery.objects.all()}
+    before = timezone.now()
+
+    attempt_ids = deliver_batch(sorted(d.pk for d in deliveries.values()))
+
+    assert len(attempt_ids) == 6
+    after = timezone.now()
+
+    def state(hook):
+        delivery = Delivery.objects.get(pk=deliveries[hook.pk].pk)
+        attempt = DeliveryAttempt.objects.get(delivery=delivery)
+        hook.refresh_from_db()
+        return delivery, attempt, hook
+
+    delivery, attempt, hook = state(ok)
+    assert (delivery.status, delivery.last_response_status, delivery.last_error) == (
+        "succeeded",
+        200,
+        "",
+    )
+    assert (attempt.response_status, attempt.response_body, attempt.succeeded) == (
+        200,
+        "thanks",
+        True,
+    )
+    assert delivery.finished_at is not None and delivery.claimed_until is None
+
+    delivery, attempt, hook = state(broken)
+    assert (delivery.status, delivery.last_error, delivery.attempt_count) == (
+        "pending",
+        "HTTP 500",
+        1,
+    )
+    assert before + timedelta(seconds=5) <= delivery.next_attempt_at
+    assert delivery.next_attempt_at <= after + timedelta(seconds=5)
+    assert (attempt.response_body, attempt.succeeded, hook.recent_failures) == ("boom", False, 1)
+
+    delivery, attempt, hook = state(gone)
+    assert delivery.status == "pending" and hook.permanently_disabled
+
+    delivery, attempt, hook = state(busy)
+    assert delivery.next_attempt_at >= before + timedelta(seconds=120)
+    assert attempt.response_headers["Retry-After"] == "120"
+
+    delivery, attempt, hook = state(slow)
+    assert attempt.response_status is None and "timed out" in attempt.error
+    assert delivery.status == "pending" and "timed out" in delivery.last_error
+
+    delivery, attempt, hook = state(refused)
+    assert attempt.error == "connection refused by 127.0.0.1"
+    # Its 4th failure in a row: the hook rests for a minute.
+    assert hook.recent_failures == 4
+    assert before + timedelta(minutes=1) <= hook.disabled_until <= after + timedelta(minutes=1)
+
+
+def test_a_batch_applies_one_hooks_results_in_order(settings, project, receiver):
+    """Five failures of one hook in one batch count as five in a row (resting from the
+    4th, doubled at the 5th); a success among them resets the count at its place."""
+    settings.HOOKS_SEND_CONCURRENCY = 1  # the receiver's script answers in id order
+    hook = HookFactory(project=project, url=receiver.url)
+    ids = [new_delivery(hook).pk for _ in range(5)]
+    receiver.script(*[Reply(500)] * 5)
+    before = timezone.now()
+
+    deliver_batch(ids)
+
+    hook.refresh_from_db()
+    assert hook.recent_failures == 5
+    assert hook.disabled_until >= before + timedelta(minutes=2)
+
+    other = HookFactory(project=project, url=receiver.url)
+    ids = [new_delivery(other).pk for _ in range(3)]
+    receiver.script(Reply(500), Reply(200), Reply(500))
+    deliver_batch(ids)
+    other.refresh_from_db()
+    assert (other.recent_failures, other.disabled_until) == (1, None)
+
+
+def test_a_failed_manual_redelivery_in_a_batch_does_not_count(settings, project, receiver):
+    settings.HOOKS_RETRY_SCHEDULE = [0]
+    hook = HookFactory(project=project, url=receiver.url)
+    failed = new_delivery(hook)
+    receiver.script(Reply(500))
+    deliver_batch([failed.pk])
+    assert Delivery.objects.get(pk=failed.pk).status == "failed"
+    hook_delivery.redeliver_failed_since(hook, timezone.now() - timedelta(days=1))
+    fresh = new_delivery(hook)
+    receiver.script(Reply(500), Reply(500))
+
+    deliver_batch([failed.pk, fresh.pk])
+
+    attempts = {a.delivery_id: a for a in DeliveryAttempt.objects.filter(attempt_number=2)}
+    assert attempts[failed.pk].trigger == "manual"
+    assert Delivery.objects.get(pk=failed.pk).status == "failed"  # tried once, not retried
+    assert Delivery.objects.get(pk=fresh.pk).status == "failed"
+    hook.refresh_from_db()
+    assert hook.recent_failures == 2  # the first failure, then the fresh one; not the manual
+
+
+def test_a_result_after_the_batch_lost_its_claim_is_only_logged(monkeypatch, project, receiver):
+    hooks = [HookFactory(project=project, url=receiver.url) for _ in range(2)]
+    services.create_pipeline(project, ref="main", sha=SHA)
+    kept, lost = Delivery.objects.filter(hook__in=hooks).order_by("pk")
+    original_send_all = hook_delivery._send_all
+
+    def send_while_the_sweeper_takes_one_back(requests):
+        results = original_send_all(requests)
+        Delivery.objects.filter(pk=lost.pk).update(claimed_until=timezone.now())
+        requeue_due_deliveries(now=timezone.now() + timedelta(seconds=1))
+        return results
+
+    monkeypatch.setattr(hook_delivery, "_send_all", send_while_the_sweeper_takes_one_back)
+    deliver_batch([kept.pk, lost.pk])
+
+    assert Delivery.objects.get(pk=kept.pk).status == "succeeded"
+    assert Delivery.objects.get(pk=lost.pk).status == "pending"  # to be sent again
+    assert DeliveryAttempt.objects.get(delivery=lost).response_status == 200
+
+
+# --- Order -----------------------------------------------------------------------------------
+
+
+def test_two_deliveries_of_one_pipeline_in_a_batch_go_out_one_after_the_other(project, receiver):
+    hook = HookFactory(project=project, url=receiver.url)
+    pipeline = services.create_pipeline(project, ref="main", sha=SHA)
+    services.transition_pipeline(pipeline, "running")
+    first, second = hook.deliveries.order_by("pk")
+    other = new_delivery(hook)  # another pipeline: no need to wait
+    receiver.script(Reply(200, delay=0.3))  # the first request to arrive answers slowly
+
+    # The claim takes the earlier one of the pipeline and leaves the later one pending...
+    assert claim_deliveries([second.pk, first.pk, other.pk], timezone.now()) == [
+        first.pk,
+        other.pk,
+    ]
+    Delivery.objects.filter(pk__in=[first.pk, other.pk]).update(
+        status=Delivery.Status.PENDING, claimed_until=None, attempt_count=0
+    )
+
+    # ...and the batch sends the later one only once the earlier one was answered.
+    deliver_batch([second.pk, first.pk, other.pk])
+
+    by_status = {
+        (json.loads(r.body)["object_attributes"]["status"], r.header("Idempotency-Key")): r
+        for r in receiver.requests
+    }
+    earlier = by_status[("created", str(first.idempotency_key))]
+    later = by_status[("running", str(second.idempotency_key))]
+    assert later.received_at > earlier.answered_at
+    assert (
+        Delivery.objects.filter(pk__in=[first.pk, second.pk, other.pk])
+        .filter(status="succeeded")
+        .count()
+        == 3
+    )
+
+
+def test_a_pipelines_later_delivery_waits_while_the_earlier_retries(project, receiver):
+    hook = HookFactory(project=project, url=receiver.url)
+    pipeline = services.create_pipeline(project, ref="main", sha=SHA)
+    services.transition_pipeline(pipeline, "running")
+    first, second = hook.deliveries.order_by("pk")
+    receiver.script(Reply(503))
+
+    deliver_batch([first.pk, second.pk])
+
+    assert len(receiver.requests) == 1
+    assert Delivery.objects.get(pk=second.pk).status == "pending"
+    assert Delivery.objects.get(pk=second.pk).attempt_count == 0
+
+
+# --- Messages ---------------------------------------------------------------------------------
+
+
+def test_a_fan_out_is_queued_as_chunks_of_ids(
+    settings, project, django_capture_on_commit_callbacks
+):
+    settings.HOOKS_BATCH_SIZE = 2
+    hooks = [HookFactory(project=project) for _ in range(5)]
+    with django_capture_on_commit_callbacks() as callbacks:
+        services.create_pipeline(project, ref="main", sha=SHA)
+    ids = sorted(Delivery.objects.filter(hook__in=hooks).values_list("pk", flat=True))
+    assert messages(callbacks) == [ids[0:2], ids[2:4], ids[4:5]]
+
+
+def test_the_sweeper_queues_due_deliveries_in_chunks(
+    settings, project, django_capture_on_commit_callbacks
+):
+    settings.HOOKS_BATCH_SIZE = 3
+    hooks = [HookFactory(project=project) for _ in range(4)]
+    services.create_pipeline(project, ref="main", sha=SHA)
+    Delivery.objects.update(queued_until=None)  # their messages were lost
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert requeue_due_deliveries() == 4
+    ids = sorted(Delivery.objects.filter(hook__in=hooks).values_list("pk", flat=True))
+    assert messages(callbacks) == [ids[0:3], ids[3:4]]
+
+
+def test_batch_size_is_capped_so_statements_stay_within_database_limits(
+    settings, django_capture_on_commit_callbacks, db
+):
+    settings.HOOKS_BATCH_SIZE = 10**6
+    with django_capture_on_commit_callbacks() as callbacks:
+        enqueue_on_commit(range(2500))
+    assert [len(ids) for ids in messages(callbacks)] == [1000, 1000, 500]
