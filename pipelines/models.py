@@ -131,6 +131,11 @@ class Project(models.Model):
         return self.web_url or f"{settings.PIPEHOOK_EXTERNAL_URL}/{self.path_with_namespace}"
 
 
+# GitLab's way of showing a commit it does not know (before_sha of a new branch, a run that
+# named no commit).
+UNKNOWN_SHA = "0" * 40
+
+
 class Pipeline(models.Model):
     Status = Status
 
@@ -154,7 +159,7 @@ class Pipeline(models.Model):
     tag = models.BooleanField(default=False)
     protected_ref = models.BooleanField(default=False)
     sha = models.CharField(max_length=64, db_index=True)
-    before_sha = models.CharField(max_length=64, default="0" * 40)
+    before_sha = models.CharField(max_length=64, default=UNKNOWN_SHA)
     source = models.CharField(max_length=40, choices=Source.choices, default=Source.API)
     status = models.CharField(max_length=32, choices=Status.choices, default=Status.CREATED)
     variables = models.JSONField(

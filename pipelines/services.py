@@ -23,6 +23,7 @@ from pipelines.errors import InvalidInput, NotFound, TransitionRefused
 from pipelines.models import (
     CANCELABLE_STATUSES,
     COMPLETED_STATUSES,
+    UNKNOWN_SHA,
     AccessToken,
     Execution,
     Job,
@@ -817,8 +818,6 @@ def create_token(
 
 # Pipeline variables a service input sets, so the run knows which build to deploy.
 SERVICE_VARIABLES = ("SERVICE_NAME", "ARTIFACT_SOURCE_NAME", "ARTIFACT_BUILD_NUMBER")
-# GitLab's way of showing a commit it does not know (e.g. before_sha of a new branch).
-UNKNOWN_SHA = "0" * 40
 
 
 def start_execution(

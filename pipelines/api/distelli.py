@@ -38,17 +38,17 @@ from pipelines.api.inbound import (
     DialectView,
     Refused,
     Text,
+    optional_text,
     refusals,
     token_from_request,
     validated,
 )
 from pipelines.api.parsing import MAX_ID, parse_id
 from pipelines.auth import READ, WRITE, check_access
-from pipelines.models import AccessToken, DistelliEvent, Pipeline, Project, Status
+from pipelines.models import UNKNOWN_SHA, AccessToken, DistelliEvent, Pipeline, Project, Status
 
 SCHEMA_TAG = "Puppet Pipelines (Distelli) events"
 HOW_TO_AUTHENTICATE = "add ?apiToken=<token> to the URL"
-UNKNOWN_SHA = "0" * 40  # GitLab's way of showing a commit nobody named
 BUILD_JOB = "build"  # the job (and stage) a build event is shown as
 
 BuildStatus = DistelliEvent.BuildStatus
@@ -125,10 +125,6 @@ BUILD_FIELDS = sorted(
 # --- Input ------------------------------------------------------------------------------------
 
 
-def _text(max_length: int = 255) -> Text:
-    return Text(required=False, allow_null=True, allow_blank=True, max_length=max_length)
-
-
 class StrictBoolean(serializers.BooleanField):
     """``true`` or ``false``, as the documentation says; not "yes", 1 or "true"."""
 
@@ -154,33 +150,33 @@ class EventId(serializers.Field):
 
 
 class RepoEventInput(serializers.Serializer):
-    repo_url = _text(2000)
-    commit_url = _text(2000)
-    repo_owner = _text()
-    repo_name = _text()
-    repo_provider = _text(64)
-    author_username = _text()
-    author_name = _text()
+    repo_url = optional_text(2000)
+    commit_url = optional_text(2000)
+    repo_owner = optional_text()
+    repo_name = optional_text()
+    repo_provider = optional_text(64)
+    author_username = optional_text()
+    author_name = optional_text()
     commit_msg = Text(required=False, allow_null=True, allow_blank=True)
-    commit_id = _text(64)
-    branch = _text()
+    commit_id = optional_text(64)
+    branch = optional_text()
 
 
 class BuildEventInput(RepoEventInput):
-    build_status = _text(32)
+    build_status = optional_text(32)
     build_start = serializers.DateTimeField(required=False, allow_null=True)
     build_end = serializers.DateTimeField(required=False, allow_null=True)
     auto_build = StrictBoolean(required=False, allow_null=True)
-    build_id = _text()
-    build_provider = _text()
-    build_url = _text(2000)
+    build_id = optional_text()
+    build_provider = optional_text()
+    build_url = optional_text(2000)
     parent_event_id = EventId(required=False, allow_null=True)
 
 
 class BuildUpdateInput(serializers.Serializer):
-    build_status = _text(32)
+    build_status = optional_text(32)
     build_end = serializers.DateTimeField(required=False, allow_null=True)
-    release_version = _text()
+    release_version = optional_text()
 
 
 def build_status_from(value: str | None, default: BuildStatus | None) -> BuildStatus | None:

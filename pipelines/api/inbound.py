@@ -110,6 +110,11 @@ class Text(serializers.CharField):
         return super().to_internal_value(data)
 
 
+def optional_text(max_length: int = 255) -> Text:
+    """A ``Text`` the client may leave out, send as null or send empty."""
+    return Text(required=False, allow_null=True, allow_blank=True, max_length=max_length)
+
+
 class RefusalSerializer(serializers.Serializer):
     message = serializers.CharField(help_text="What is wrong, in a sentence.")
 

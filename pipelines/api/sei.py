@@ -29,6 +29,7 @@ from pipelines.api.inbound import (
     DialectView,
     Refused,
     Text,
+    optional_text,
     parse_json_text,
     refusals,
     token_from_request,
@@ -36,10 +37,15 @@ from pipelines.api.inbound import (
 )
 from pipelines.api.parsing import MAX_ID, parse_id
 from pipelines.auth import WRITE, check_access
-from pipelines.models import COMPLETED_STATUSES, CicdInstance, CicdRun, Pipeline, Project, Status
-
-# GitLab's way of showing a commit nobody named; a run without scm_commit_ids gets it.
-UNKNOWN_SHA = "0" * 40
+from pipelines.models import (
+    COMPLETED_STATUSES,
+    UNKNOWN_SHA,
+    CicdInstance,
+    CicdRun,
+    Pipeline,
+    Project,
+    Status,
+)
 
 SCHEMA_TAG = "Harness SEI custom CI/CD"
 HOW_TO_AUTHENTICATE = "send Authorization: ApiKey <token> (or Authorization: Bearer <token>)"
@@ -107,15 +113,11 @@ def _missing(field: str) -> dict[str, str]:
     return {"required": f"is missing{hint}", "null": f"is missing{hint}"}
 
 
-def _optional_text(max_length: int = 255) -> Text:
-    return Text(required=False, allow_null=True, allow_blank=True, max_length=max_length)
-
-
 class StepInput(serializers.Serializer):
     displayName = Text(max_length=255)  # noqa: N815 - SEI's own key
-    displayDescription = _optional_text(2000)  # noqa: N815
-    result = _optional_text(64)
-    state = _optional_text(64)
+    displayDescription = optional_text(2000)  # noqa: N815
+    result = optional_text(64)
+    state = optional_text(64)
     durationInMillis = serializers.IntegerField(  # noqa: N815
         required=False, allow_null=True, min_value=0
     )
@@ -131,7 +133,7 @@ class JobRunInput(serializers.Serializer):
 
 class JobRunParamInput(serializers.Serializer):
     name = Text(max_length=255)
-    type = _optional_text()
+    type = optional_text()
     value = serializers.JSONField(required=False, allow_null=True)
 
     def validate_value(self, value):
@@ -160,16 +162,16 @@ class RunInput(serializers.Serializer):
     duration = serializers.IntegerField(min_value=0, error_messages=_missing("duration"))
     result = Text(max_length=64, error_messages=_missing("result"))
 
-    user_id = _optional_text()
+    user_id = optional_text()
     job_run_params = JobRunParamInput(many=True, required=False, allow_null=True)
     scm_commit_ids = serializers.ListField(
         child=Text(max_length=64), required=False, allow_null=True
     )
-    repo_url = _optional_text(2000)
+    repo_url = optional_text(2000)
     build_number = serializers.IntegerField(
         required=False, allow_null=True, min_value=0, max_value=MAX_ID
     )
-    instance_url = _optional_text(2000)
+    instance_url = optional_text(2000)
     job_run = JobRunInput(required=False, allow_null=True)
     module_name = ModuleName(required=False, allow_null=True)
     ci = serializers.BooleanField(required=False, allow_null=True)
@@ -180,12 +182,12 @@ class RunInput(serializers.Serializer):
     trigger_chain = serializers.ListField(
         child=serializers.DictField(), required=False, allow_null=True
     )
-    branch_name = _optional_text()
-    project_name = _optional_text()
-    execution_id = _optional_text()
+    branch_name = optional_text()
+    project_name = optional_text()
+    execution_id = optional_text()
     cfr_status = serializers.BooleanField(required=False, allow_null=True)
     themes = serializers.ListField(child=Text(), required=False, allow_null=True)
-    web_url = _optional_text(2000)
+    web_url = optional_text(2000)
 
 
 class InstanceInput(serializers.Serializer):
@@ -469,10 +471,11 @@ class CustomCicdView(DialectView):
                     {"key": param["name"], "value": _param_value(param.get("value"))}
                     for param in run.get("job_run_params") or []
                 ]
+                commits = run.get("scm_commit_ids") or [UNKNOWN_SHA]
                 pipeline = services.create_pipeline(
                     instance.project,
                     ref=run.get("branch_name") or instance.project.default_branch,
-                    sha=(run.get("scm_commit_ids") or [None])[0] or UNKNOWN_SHA,
+                    sha=commits[0],
                     source=Pipeline.Source.EXTERNAL,
                     user=token.user,
                     variables=variables,
