@@ -13,13 +13,13 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError as ModelValidationError
 from django.db import IntegrityError, transaction
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import exceptions, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from pipelines.api.errors import ParameterError
-from pipelines.api.gitlab import LIST_HEADERS, PROJECT_ID, GitLabErrorSerializer, GitLabView
+from pipelines.api.gitlab import LIST_HEADERS, PROJECT_ID, GitLabView, error_responses
 from pipelines.api.graphql import definition_id
 from pipelines.api.parsing import parse_id
 from pipelines.api.serializers import GitLabDateTimeField
@@ -33,14 +33,16 @@ DEFINITION_ID = OpenApiParameter(
 )
 
 
-def _errors(*codes: int) -> dict[int, OpenApiResponse]:
-    text = {
+ERRORS = error_responses(
+    400,
+    401,
+    403,
+    404,
+    texts={
         400: "Bad parameter, or a name already taken",
-        401: "Missing or unknown token",
-        403: "The token lacks the scope, the permission or the project",
         404: "Unknown project or pipeline definition",
-    }
-    return {code: OpenApiResponse(GitLabErrorSerializer, text[code]) for code in codes}
+    },
+)
 
 
 # --- Entities and parameters -------------------------------------------------------------
@@ -128,7 +130,7 @@ class DefinitionListView(GitLabView):
         operation_id="listPipelineDefinitions",
         tags=["pipeline definitions"],
         parameters=[PROJECT_ID, DefinitionListParams, *LIST_HEADERS],
-        responses={200: PipelineDefinitionSerializer(many=True), **_errors(400, 401, 403, 404)},
+        responses={200: PipelineDefinitionSerializer(many=True), **ERRORS},
     )
     def get(self, request: Request, project_id: str) -> Response:
         project = self.get_project()
@@ -145,7 +147,7 @@ class DefinitionListView(GitLabView):
         tags=["pipeline definitions"],
         parameters=[PROJECT_ID],
         request=DefinitionCreateParams,
-        responses={201: PipelineDefinitionSerializer, **_errors(400, 401, 403, 404)},
+        responses={201: PipelineDefinitionSerializer, **ERRORS},
     )
     def post(self, request: Request, project_id: str) -> Response:
         project: Project = self.get_project()
@@ -172,7 +174,7 @@ class DefinitionDetailView(GitLabView):
         operation_id="getPipelineDefinition",
         tags=["pipeline definitions"],
         parameters=[PROJECT_ID, DEFINITION_ID],
-        responses={200: PipelineDefinitionSerializer, **_errors(400, 401, 403, 404)},
+        responses={200: PipelineDefinitionSerializer, **ERRORS},
     )
     def get(self, request: Request, project_id: str, definition_id: str) -> Response:
         definition = self.get_definition(self.get_project())
@@ -183,7 +185,7 @@ class DefinitionDetailView(GitLabView):
         tags=["pipeline definitions"],
         parameters=[PROJECT_ID, DEFINITION_ID],
         request=DefinitionUpdateParams,
-        responses={200: PipelineDefinitionSerializer, **_errors(400, 401, 403, 404)},
+        responses={200: PipelineDefinitionSerializer, **ERRORS},
     )
     def put(self, request: Request, project_id: str, definition_id: str) -> Response:
         definition = self.get_definition(self.get_project())
@@ -200,7 +202,7 @@ class DefinitionDetailView(GitLabView):
         tags=["pipeline definitions"],
         parameters=[PROJECT_ID, DEFINITION_ID],
         request=DefinitionUpdateParams,
-        responses={200: PipelineDefinitionSerializer, **_errors(400, 401, 403, 404)},
+        responses={200: PipelineDefinitionSerializer, **ERRORS},
     )
     def patch(self, request: Request, project_id: str, definition_id: str) -> Response:
         return self.put(request, project_id, definition_id)
@@ -209,7 +211,7 @@ class DefinitionDetailView(GitLabView):
         operation_id="deletePipelineDefinition",
         tags=["pipeline definitions"],
         parameters=[PROJECT_ID, DEFINITION_ID],
-        responses={204: None, **_errors(400, 401, 403, 404)},
+        responses={204: None, **ERRORS},
     )
     def delete(self, request: Request, project_id: str, definition_id: str) -> Response:
         definition = self.get_definition(self.get_project())

@@ -238,8 +238,10 @@ _ERROR_TEXT = {
 }
 
 
-def _errors(*codes: int) -> dict[int, OpenApiResponse]:
-    return {code: OpenApiResponse(GitLabErrorSerializer, _ERROR_TEXT[code]) for code in codes}
+def error_responses(*codes: int, texts: dict[int, str] | None = None) -> dict:
+    """GitLab's error bodies for ``codes`` in the schema; ``texts`` words some for a view."""
+    wording = {**_ERROR_TEXT, **(texts or {})}
+    return {code: OpenApiResponse(GitLabErrorSerializer, wording[code]) for code in codes}
 
 
 PROJECT_ID = OpenApiParameter(
@@ -265,7 +267,7 @@ class ProjectListView(GitLabView):
         operation_id="listProjects",
         tags=["projects"],
         parameters=[entities.ProjectListParams, *LIST_HEADERS],
-        responses={200: entities.ProjectSerializer(many=True), **_errors(400, 401, 403)},
+        responses={200: entities.ProjectSerializer(many=True), **error_responses(400, 401, 403)},
     )
     def get(self, request: Request) -> Response:
         """List projects (only those a project-limited token may reach)."""
@@ -286,7 +288,7 @@ class ProjectListView(GitLabView):
         operation_id="createProject",
         tags=["projects"],
         request=entities.ProjectCreateParams,
-        responses={201: entities.ProjectSerializer, **_errors(400, 401, 403)},
+        responses={201: entities.ProjectSerializer, **error_responses(400, 401, 403)},
     )
     def post(self, request: Request) -> Response:
         """Create a project from `name` and/or `path` (one is needed)."""
@@ -320,7 +322,7 @@ class ProjectDetailView(GitLabView):
         operation_id="getProject",
         tags=["projects"],
         parameters=[PROJECT_ID],
-        responses={200: entities.ProjectSerializer, **_errors(401, 403, 404)},
+        responses={200: entities.ProjectSerializer, **error_responses(401, 403, 404)},
     )
     def get(self, request: Request, project_id: str) -> Response:
         """Get one project by id or URL-encoded path."""
@@ -337,7 +339,7 @@ class CommitStatusCreateView(GitLabView):
         summary="Set the status of a commit (a job in the pipeline for that commit)",
         parameters=[PROJECT_ID, SHA],
         request=entities.CommitStatusCreateParams,
-        responses={201: entities.CommitStatusSerializer, **_errors(400, 401, 403, 404)},
+        responses={201: entities.CommitStatusSerializer, **error_responses(400, 401, 403, 404)},
     )
     def post(self, request: Request, project_id: str, sha: str) -> Response:
         """Create or update the job `name` in the pipeline for `sha` and `ref`.
@@ -372,7 +374,10 @@ class CommitStatusListView(GitLabView):
         operation_id="listCommitStatuses",
         tags=["commit statuses"],
         parameters=[PROJECT_ID, SHA, entities.CommitStatusListParams, *LIST_HEADERS],
-        responses={200: entities.CommitStatusSerializer(many=True), **_errors(400, 401, 403, 404)},
+        responses={
+            200: entities.CommitStatusSerializer(many=True),
+            **error_responses(400, 401, 403, 404),
+        },
     )
     def get(self, request: Request, project_id: str, sha: str) -> Response:
         """List the statuses (jobs) reported for a commit; latest attempts unless `all`."""
@@ -448,7 +453,7 @@ class PipelineListView(GitLabView):
         parameters=[PROJECT_ID, entities.PipelineListParams, *LIST_HEADERS],
         responses={
             200: entities.PipelineBasicSerializer(many=True),
-            **_errors(400, 401, 403, 404),
+            **error_responses(400, 401, 403, 404),
         },
     )
     def get(self, request: Request, project_id: str) -> Response:
@@ -481,7 +486,7 @@ class PipelineCreateView(GitLabView):
         tags=["pipelines"],
         parameters=[PROJECT_ID],
         request=entities.PipelineCreateParams,
-        responses={201: entities.PipelineSerializer, **_errors(400, 401, 403, 404)},
+        responses={201: entities.PipelineSerializer, **error_responses(400, 401, 403, 404)},
     )
     def post(self, request: Request, project_id: str) -> Response:
         """Start a pipeline on `ref` (source `api`) with optional variables."""
@@ -502,12 +507,13 @@ class PipelineCreateView(GitLabView):
             tag=on_ref.tag if on_ref else False,
             **_commit_fields_for(project, sha),
         )
-        return Response(self._render(pipeline), status=status.HTTP_201_CREATED)
+        return Response(render_pipeline(pipeline), status=status.HTTP_201_CREATED)
 
-    @staticmethod
-    def _render(pipeline: Pipeline) -> ReturnDict:
-        pipeline = Pipeline.objects.select_related("project", "user").get(pk=pipeline.pk)
-        return entities.PipelineSerializer(pipeline).data
+
+def render_pipeline(pipeline: Pipeline) -> ReturnDict:
+    """A pipeline a service just changed, read again with what its entity shows."""
+    pipeline = Pipeline.objects.select_related("project", "user").get(pk=pipeline.pk)
+    return entities.PipelineSerializer(pipeline).data
 
 
 class PipelineLatestView(GitLabView):
@@ -515,7 +521,7 @@ class PipelineLatestView(GitLabView):
         operation_id="getLatestPipeline",
         tags=["pipelines"],
         parameters=[PROJECT_ID, entities.PipelineLatestParams],
-        responses={200: entities.PipelineSerializer, **_errors(400, 401, 403, 404)},
+        responses={200: entities.PipelineSerializer, **error_responses(400, 401, 403, 404)},
     )
     def get(self, request: Request, project_id: str) -> Response:
         """The newest pipeline on `ref` (default: the default branch)."""
@@ -539,7 +545,7 @@ class PipelineDetailView(GitLabView):
         operation_id="getPipeline",
         tags=["pipelines"],
         parameters=[PROJECT_ID, PIPELINE_ID],
-        responses={200: entities.PipelineSerializer, **_errors(400, 401, 403, 404)},
+        responses={200: entities.PipelineSerializer, **error_responses(400, 401, 403, 404)},
     )
     def get(self, request: Request, project_id: str, pipeline_id: str) -> Response:
         """Get one pipeline with its user, times, coverage and detailed status."""
@@ -550,7 +556,7 @@ class PipelineDetailView(GitLabView):
         operation_id="deletePipeline",
         tags=["pipelines"],
         parameters=[PROJECT_ID, PIPELINE_ID],
-        responses={204: None, **_errors(400, 401, 403, 404)},
+        responses={204: None, **error_responses(400, 401, 403, 404)},
     )
     def delete(self, request: Request, project_id: str, pipeline_id: str) -> Response:
         """Delete a pipeline and its jobs."""
@@ -568,13 +574,13 @@ class PipelineRetryView(GitLabView):
         summary="Retry the failed and canceled jobs of a pipeline",
         request=None,
         parameters=[PROJECT_ID, PIPELINE_ID],
-        responses={201: entities.PipelineSerializer, **_errors(400, 401, 403, 404)},
+        responses={201: entities.PipelineSerializer, **error_responses(400, 401, 403, 404)},
     )
     def post(self, request: Request, project_id: str, pipeline_id: str) -> Response:
         """Retry the failed and canceled jobs; a finished pipeline runs again."""
         pipeline = self.get_pipeline(self.get_project())
         pipeline = services.retry_pipeline(pipeline, user=request.user)
-        return Response(PipelineCreateView._render(pipeline), status=status.HTTP_201_CREATED)
+        return Response(render_pipeline(pipeline), status=status.HTTP_201_CREATED)
 
 
 class PipelineCancelView(GitLabView):
@@ -584,13 +590,13 @@ class PipelineCancelView(GitLabView):
         summary="Cancel the jobs of a pipeline that can still be canceled",
         request=None,
         parameters=[PROJECT_ID, PIPELINE_ID],
-        responses={200: entities.PipelineSerializer, **_errors(400, 401, 403, 404)},
+        responses={200: entities.PipelineSerializer, **error_responses(400, 401, 403, 404)},
     )
     def post(self, request: Request, project_id: str, pipeline_id: str) -> Response:
         """Cancel every job that can still be canceled."""
         pipeline = self.get_pipeline(self.get_project())
         pipeline = services.cancel_pipeline(pipeline)
-        return Response(PipelineCreateView._render(pipeline), status=status.HTTP_200_OK)
+        return Response(render_pipeline(pipeline), status=status.HTTP_200_OK)
 
 
 class PipelineJobsView(GitLabView):
@@ -600,7 +606,7 @@ class PipelineJobsView(GitLabView):
         operation_id="listPipelineJobs",
         tags=["pipelines"],
         parameters=[PROJECT_ID, PIPELINE_ID, entities.PipelineJobsParams, *LIST_HEADERS],
-        responses={200: entities.JobSerializer(many=True), **_errors(400, 401, 403, 404)},
+        responses={200: entities.JobSerializer(many=True), **error_responses(400, 401, 403, 404)},
     )
     def get(self, request: Request, project_id: str, pipeline_id: str) -> Response:
         """List a pipeline's jobs, newest first; latest attempts unless `include_retried`."""
@@ -622,7 +628,7 @@ class PipelineVariablesView(GitLabView):
         parameters=[PROJECT_ID, PIPELINE_ID],
         responses={
             200: entities.PipelineVariableSerializer(many=True),
-            **_errors(400, 401, 403, 404),
+            **error_responses(400, 401, 403, 404),
         },
     )
     def get(self, request: Request, project_id: str, pipeline_id: str) -> Response:
