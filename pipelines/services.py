@@ -187,6 +187,21 @@ def _union_seconds(periods: list[tuple[datetime, datetime]]) -> int:
 # --- Pipelines ---------------------------------------------------------------------------
 
 
+def _whole_seconds(start: datetime, end: datetime) -> int:
+    """Whole seconds from ``start`` to ``end``, never negative: GitLab's pipeline durations."""
+    return max(0, int((end - start).total_seconds()))
+
+
+def _set_queued_duration(pipeline: Pipeline) -> None:
+    if pipeline.started_at:
+        pipeline.queued_duration = _whole_seconds(pipeline.created_at, pipeline.started_at)
+
+
+def _signed_in(user: AbstractBaseUser | None) -> AbstractBaseUser | None:
+    """The user to record as acting; None for an anonymous caller."""
+    return user if user is not None and user.is_authenticated else None
+
+
 def _apply_pipeline_status(pipeline: Pipeline, new_status: str, at: datetime) -> None:
     """Set status and GitLab's times on the instance; the caller saves and signals."""
     previous = pipeline.status
@@ -201,16 +216,13 @@ def _apply_pipeline_status(pipeline: Pipeline, new_status: str, at: datetime) ->
         if periods:
             pipeline.duration = _union_seconds(periods)
         elif pipeline.started_at:
-            pipeline.duration = max(0, int((at - pipeline.started_at).total_seconds()))
+            pipeline.duration = _whole_seconds(pipeline.started_at, at)
         else:
             pipeline.duration = None
     elif previous in COMPLETED_STATUSES:
         pipeline.finished_at = None
         pipeline.duration = None
-    if pipeline.started_at:
-        pipeline.queued_duration = max(
-            0, int((pipeline.started_at - pipeline.created_at).total_seconds())
-        )
+    _set_queued_duration(pipeline)
 
 
 def _change_pipeline_status(
@@ -288,7 +300,7 @@ def create_pipeline(
             ref=ref,
             sha=sha,
             source=source,
-            user=user if user and user.is_authenticated else None,
+            user=_signed_in(user),
             variables=normalize_variables(variables or []),
             status=Status.CREATED,
             created_at=at,
@@ -372,7 +384,7 @@ def _clone_job_for_retry(old: Job, *, user: AbstractBaseUser | None, at: datetim
         when=old.when,
         manual=old.manual,
         allow_failure=old.allow_failure,
-        user=user if user and user.is_authenticated else old.user,
+        user=_signed_in(user) or old.user,
         created_at=at,
         queued_at=at,
         updated_at=at,
@@ -596,7 +608,7 @@ def report_commit_status(
                 name=name,
                 stage=stage or EXTERNAL_STAGE,
                 stage_idx=EXTERNAL_STAGE_IDX if not stage else _stage_idx(pipeline, stage),
-                user=user if user and user.is_authenticated else None,
+                user=_signed_in(user),
                 created_at=at,
                 updated_at=at,
             )
@@ -754,13 +766,8 @@ def _apply_reported_times(
         if finished_at:
             pipeline.finished_at = finished_at
         if (started_at or finished_at) and pipeline.started_at and pipeline.finished_at:
-            pipeline.duration = max(
-                0, int((pipeline.finished_at - pipeline.started_at).total_seconds())
-            )
-    if pipeline.started_at:
-        pipeline.queued_duration = max(
-            0, int((pipeline.started_at - pipeline.created_at).total_seconds())
-        )
+            pipeline.duration = _whole_seconds(pipeline.started_at, pipeline.finished_at)
+    _set_queued_duration(pipeline)
     return before != (pipeline.started_at, pipeline.finished_at, pipeline.duration)
 
 
