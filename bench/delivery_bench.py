@@ -1,12 +1,14 @@
 """Delivery benchmark: real Celery workers, a real broker and a real receiver on 127.0.0.1.
 
-    .venv/bin/python bench/delivery_bench.py [--workers 2] [--concurrency 8] [--quick]
+    .venv/bin/python bench/delivery_bench.py [--workers 2] [--pool threads] [--concurrency 2]
+                                             [--quick]
 
 Scenarios, each run in the same process tree against the same receiver:
 
 1. fan-out: 100 pipelines x 10 hooks and 1 pipeline x 200 hooks. The outbox rows are written
    first (workers stopped), then the workers drain them; throughput is logged deliveries
-   (attempt rows with a 2xx) per second between the first and the last attempt.
+   (attempt rows with a 2xx) per second, from the first attempt row written to the last
+   delivery recorded as finished.
 2. latency: events created at a steady 50/s for a while, one hook each, workers running;
    latency is event row creation -> request arrival at the receiver, p50/p99.
 3. baseline: a plain single-process loop posting the same bodies with one keep-alive
@@ -14,7 +16,8 @@ Scenarios, each run in the same process tree against the same receiver:
    a database or a log.
 
 Uses DATABASE_URL / REDIS_URL when set (PostgreSQL + Redis), else a fresh SQLite file and the
-embedded Redis in a temporary folder. Prints a Markdown table for docs/benchmarks.md.
+embedded Redis in a temporary folder. Prints Markdown tables for docs/benchmarks.md, with the
+CPU time each process group spent per delivery (read from /proc: Linux only).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -62,6 +66,33 @@ def run_receiver(port_queue: multiprocessing.Queue, log_path: str) -> None:
     server.serve_forever()
 
 
+def cpu_seconds(root_pids: list[int]) -> float:
+    """CPU time (user + system) of these processes and all their descendants, from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent_of: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        parent_of[int(entry.name)] = int(fields[1])
+        times[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    wanted = set(root_pids)
+    grew = True
+    while grew:
+        children = {pid for pid, parent in parent_of.items() if parent in wanted} - wanted
+        grew = bool(children)
+        wanted |= children
+    return sum(times.get(pid, 0.0) for pid in wanted)
+
+
+def load_average() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
@@ -77,7 +108,10 @@ class Bench:
             HOOKS_ALLOWED_NETWORKS="127.0.0.0/8",
             LOG_LEVEL="WARNING",
             DJANGO_SETTINGS_MODULE="config.settings",
+            # A queue of its own: a shared Redis may carry other deployments' messages.
+            CELERY_TASK_DEFAULT_QUEUE=f"pipehook-bench-{uuid.uuid4().hex[:12]}",
         )
+        self.queue = self.env["CELERY_TASK_DEFAULT_QUEUE"]
         self.children: list[subprocess.Popen] = []
         self.workers: list[subprocess.Popen] = []
 
@@ -119,7 +153,7 @@ class Bench:
                         "-A",
                         "config",
                         "worker",
-                        "--pool=threads",
+                        f"--pool={self.args.pool}",
                         f"--concurrency={self.args.concurrency}",
                         "-n",
                         f"bench{n}@%h",
@@ -128,6 +162,8 @@ class Bench:
                         "--without-gossip",
                         "--without-mingle",
                         "--without-heartbeat",
+                        "--queues",
+                        self.queue,
                     ],
                     cwd=ROOT,
                     env=self.env,
@@ -145,6 +181,12 @@ class Bench:
         for child in self.workers + self.children:
             if child.poll() is None:
                 child.kill()
+
+    def delete_queue(self) -> None:
+        from config.celery import app
+
+        with app.connection_for_write() as broker:
+            broker.default_channel.queue_delete(self.queue)
 
     # -- scenarios --
 
@@ -168,13 +210,13 @@ class Bench:
         Hook.objects.bulk_create(Hook(project=project, url=url) for _ in range(hooks))
         return project
 
-    def wait_drained(self, expected: int, timeout: float) -> None:
+    def wait_drained(self, project, expected: int, timeout: float) -> None:
         from hooks.models import DeliveryAttempt
 
         deadline = time.monotonic() + timeout
         last_print = 0.0
         while time.monotonic() < deadline:
-            done = DeliveryAttempt.objects.filter(succeeded=True).count()
+            done = DeliveryAttempt.objects.filter(hook__project=project, succeeded=True).count()
             if time.monotonic() - last_print > 2:
                 print(f"    {done}/{expected} delivered", flush=True)
                 last_print = time.monotonic()
@@ -186,23 +228,36 @@ class Bench:
     def fan_out(self, pipelines: int, hooks: int, url: str) -> dict:
         from django.db.models import Max, Min
 
-        from hooks.models import DeliveryAttempt
+        from hooks.models import Delivery, DeliveryAttempt
         from pipelines import services
 
-        DeliveryAttempt.objects.all().delete()
         project = self.make_project(hooks, url)
         print(f"  writing {pipelines} pipeline(s) x {hooks} hooks…", flush=True)
         for n in range(pipelines):
             services.create_pipeline(project, ref="main", sha=f"{n:040x}")
         expected = pipelines * hooks
+        receiver_cpu = cpu_seconds([self.receiver_pid])
         self.start_workers()
+        worker_pids = [worker.pid for worker in self.workers]
         try:
-            self.wait_drained(expected, timeout=600)
+            self.wait_drained(project, expected, timeout=600)
+            worker_cpu = cpu_seconds(worker_pids)  # before the workers exit
         finally:
             self.stop_workers()
-        span = DeliveryAttempt.objects.aggregate(first=Min("created_at"), last=Max("created_at"))
-        seconds = max((span["last"] - span["first"]).total_seconds(), 1e-6)
-        return {"deliveries": expected, "seconds": seconds, "per_second": expected / seconds}
+        receiver_cpu = cpu_seconds([self.receiver_pid]) - receiver_cpu
+        first = DeliveryAttempt.objects.filter(hook__project=project).aggregate(
+            at=Min("created_at")
+        )["at"]
+        last = Delivery.objects.filter(hook__project=project).aggregate(at=Max("finished_at"))["at"]
+        seconds = max((last - first).total_seconds(), 1e-6)
+        return {
+            "deliveries": expected,
+            "seconds": seconds,
+            "per_second": expected / seconds,
+            # Worker CPU includes starting the processes (about a second each).
+            "worker_cpu_ms": worker_cpu * 1000 / expected,
+            "receiver_cpu_ms": receiver_cpu * 1000 / expected,
+        }
 
     def latency(self, url: str, arrivals_path: Path, rate: float, seconds: float) -> dict:
         from hooks.models import Event
@@ -215,10 +270,13 @@ class Bench:
         wall_start = time.time()
         start = time.monotonic()
         sent = 0
-        statuses = ["pending", "running"]
+        # A pipeline without jobs may go from running to success and back, each a real
+        # change: one event (and one delivery, in order) per move.
+        statuses = ["running", "success"]
         try:
             while time.monotonic() - start < seconds:
-                services.transition_pipeline(pipeline, statuses[sent % 2])
+                if not services.transition_pipeline(pipeline, statuses[sent % 2]):
+                    raise SystemExit(f"moving the pipeline to {statuses[sent % 2]} changed nothing")
                 sent += 1
                 next_at = start + sent / rate
                 time.sleep(max(0.0, next_at - time.monotonic()))
@@ -226,15 +284,17 @@ class Bench:
         finally:
             self.stop_workers()
         created = {
-            str(uuid): at.timestamp()
-            for uuid, at in Event.objects.filter(project=project).values_list("uuid", "created_at")
+            str(event_uuid): at.timestamp()
+            for event_uuid, at in Event.objects.filter(project=project).values_list(
+                "uuid", "created_at"
+            )
             if at.timestamp() >= wall_start
         }
         latencies = []
         for line in arrivals_path.read_text().splitlines():
-            uuid, arrived = line.split()
-            if uuid in created:
-                latencies.append((float(arrived) - created[uuid]) * 1000)
+            event_uuid, arrived = line.split()
+            if event_uuid in created:
+                latencies.append((float(arrived) - created[event_uuid]) * 1000)
         return {
             "events": len(created),
             "delivered": len(latencies),
@@ -249,7 +309,15 @@ class Bench:
 
         from hooks.models import Event
 
+        if not Event.objects.exists():
+            self.make_project(1, url)
+            from pipelines import services
+            from pipelines.models import Project
+
+            services.create_pipeline(Project.objects.last(), ref="main", sha="0" * 40)
         body = Event.objects.order_by("id").first().body.encode()
+        receiver_cpu = cpu_seconds([self.receiver_pid])
+        own_cpu = time.process_time()
         with requests.Session() as session:
             start = time.perf_counter()
             for _ in range(count):
@@ -257,17 +325,35 @@ class Bench:
                     url, data=body, headers={"Content-Type": "application/json"}, timeout=10
                 ).raise_for_status()
             seconds = time.perf_counter() - start
-        return {"deliveries": count, "seconds": seconds, "per_second": count / seconds}
+        return {
+            "deliveries": count,
+            "seconds": seconds,
+            "per_second": count / seconds,
+            "worker_cpu_ms": (time.process_time() - own_cpu) * 1000 / count,
+            "receiver_cpu_ms": (cpu_seconds([self.receiver_pid]) - receiver_cpu) * 1000 / count,
+        }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
-    parser.add_argument("--concurrency", type=int, default=8, help="threads per worker")
+    parser.add_argument(
+        "--pool", default="threads", choices=["threads", "prefork", "solo"], help="Celery pool"
+    )
+    parser.add_argument(
+        "--concurrency", type=int, default=2, help="tasks at once per worker (threads/prefork)"
+    )
     parser.add_argument("--rate", type=float, default=50.0, help="events/s in the latency run")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the latency run")
     parser.add_argument("--quick", action="store_true", help="smaller runs, to try it out")
+    parser.add_argument(
+        "--only",
+        choices=["fan-out", "baseline", "latency"],
+        action="append",
+        help="run only these scenarios (repeatable); all by default",
+    )
     args = parser.parse_args()
+    runs = set(args.only or ["fan-out", "baseline", "latency"])
 
     bench = Bench(args)
     arrivals = bench.tmp / "arrivals.log"
@@ -277,7 +363,9 @@ def main() -> None:
     )
     receiver.start()
     url = f"http://127.0.0.1:{ports.get(timeout=10)}/hook"
+    bench.receiver_pid = receiver.pid
     results: dict[str, dict] = {}
+    load_before = load_average()
     try:
         bench.start_redis()
         bench.setup_django()
@@ -285,36 +373,49 @@ def main() -> None:
 
         print(f"database: {connection.vendor}; broker: {bench.env.get('REDIS_URL', 'embedded')}")
         scale = 0.2 if args.quick else 1.0
-        print("fan-out: 100 pipelines x 10 hooks")
-        results["100 pipelines x 10 hooks"] = bench.fan_out(int(100 * scale), 10, url)
-        print("fan-out: 1 pipeline x 200 hooks")
-        results["1 pipeline x 200 hooks"] = bench.fan_out(1, int(200 * scale), url)
-        print("baseline: one process, one keep-alive session")
-        results["baseline loop"] = bench.baseline(url, int(1000 * scale))
-        print(f"latency at {args.rate:g} events/s for {args.seconds:g} s")
-        results["latency"] = bench.latency(
-            url, arrivals, args.rate, args.seconds * (0.5 if args.quick else 1)
-        )
+        if "fan-out" in runs:
+            print("fan-out: 100 pipelines x 10 hooks")
+            results["100 pipelines x 10 hooks"] = bench.fan_out(int(100 * scale), 10, url)
+            print("fan-out: 1 pipeline x 200 hooks")
+            results["1 pipeline x 200 hooks"] = bench.fan_out(1, int(200 * scale), url)
+        if "baseline" in runs:
+            print("baseline: one process, one keep-alive session")
+            results["baseline loop"] = bench.baseline(url, int(1000 * scale))
+        if "latency" in runs:
+            print(f"latency at {args.rate:g} events/s for {args.seconds:g} s")
+            results["latency"] = bench.latency(
+                url, arrivals, args.rate, args.seconds * (0.5 if args.quick else 1)
+            )
     finally:
         bench.stop_all()
         receiver.terminate()
+        if "REDIS_URL" in bench.env or "CELERY_BROKER_URL" in bench.env:
+            bench.delete_queue()  # leave a shared Redis as it was
 
     print()
-    print(f"workers: {args.workers} x {args.concurrency} threads, cores: {os.cpu_count()}")
-    print("| run | deliveries | seconds | deliveries/s |")
-    print("|---|---:|---:|---:|")
-    for name in ("100 pipelines x 10 hooks", "1 pipeline x 200 hooks", "baseline loop"):
-        r = results[name]
-        print(f"| {name} | {r['deliveries']} | {r['seconds']:.2f} | {r['per_second']:.0f} |")
-    lat = results["latency"]
-    print()
-    print("| latency run | events | delivered | rate/s | p50 ms | p99 ms | max ms |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
     print(
-        f"| event -> receiver | {lat['events']} | {lat['delivered']} | "
-        f"{lat['achieved_rate']:.1f} | {lat['p50_ms']:.1f} | {lat['p99_ms']:.1f} | "
-        f"{lat['max_ms']:.1f} |"
+        f"workers: {args.workers} x {args.pool} pool, concurrency {args.concurrency}; "
+        f"cores: {os.cpu_count()}; load average before: {load_before}, after: {load_average()}"
     )
+    print(
+        "| run | deliveries | seconds | deliveries/s | sender CPU ms/each | receiver CPU ms/each |"
+    )
+    print("|---|---:|---:|---:|---:|---:|")
+    for name in ("100 pipelines x 10 hooks", "1 pipeline x 200 hooks", "baseline loop"):
+        if r := results.get(name):
+            print(
+                f"| {name} | {r['deliveries']} | {r['seconds']:.2f} | {r['per_second']:.0f} | "
+                f"{r['worker_cpu_ms']:.2f} | {r['receiver_cpu_ms']:.2f} |"
+            )
+    if lat := results.get("latency"):
+        print()
+        print("| latency run | events | delivered | rate/s | p50 ms | p99 ms | max ms |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        print(
+            f"| event -> receiver | {lat['events']} | {lat['delivered']} | "
+            f"{lat['achieved_rate']:.1f} | {lat['p50_ms']:.1f} | {lat['p99_ms']:.1f} | "
+            f"{lat['max_ms']:.1f} |"
+        )
     print()
     print(json.dumps(results, indent=2, default=str))
 
