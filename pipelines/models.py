@@ -218,10 +218,6 @@ class Pipeline(models.Model):
             .exists()
         )
 
-    @property
-    def is_completed(self) -> bool:
-        return self.status in COMPLETED_STATUSES
-
     def latest_jobs(self) -> models.QuerySet["Job"]:
         """The newest attempt of each job (GitLab's ``latest_builds``)."""
         return self.jobs.filter(retried=False).order_by("stage_idx", "id")

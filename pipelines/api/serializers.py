@@ -635,13 +635,6 @@ class ScopeField(serializers.ListField):
         return super().to_internal_value(data)
 
 
-class PaginationParams(serializers.Serializer):
-    page = serializers.IntegerField(required=False, help_text="Page number (default: 1).")
-    per_page = serializers.IntegerField(
-        required=False, help_text="Items per page (default: 20, maximum: 100)."
-    )
-
-
 class ProjectListParams(serializers.Serializer):
     search = serializers.CharField(required=False, help_text="Part of the name or path.")
     visibility = serializers.ChoiceField(choices=Project.Visibility.values, required=False)
