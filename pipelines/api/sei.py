@@ -437,10 +437,10 @@ class CustomCicdView(DialectView):
             target_url=run.get("web_url") or "",
         )
         try:
-            record, created = self._record(instance, run, body, token, whole_run, jobs)
+            record, created = self._save_run(instance, run, body, token, whole_run, jobs)
         except IntegrityError:
             # Another request created the same run first; this report updates it.
-            record, created = self._record(instance, run, body, token, whole_run, jobs)
+            record, created = self._save_run(instance, run, body, token, whole_run, jobs)
         pipeline = record.pipeline
         return Response(
             {
@@ -456,7 +456,12 @@ class CustomCicdView(DialectView):
         )
 
     @staticmethod
-    def _record(instance, run, stored, token, whole_run, jobs) -> tuple[CicdRun, bool]:
+    def _save_run(instance, run, body, token, whole_run, jobs) -> tuple[CicdRun, bool]:
+        """Create the run's record and pipeline, or find them; then report the run on it.
+
+        ``body`` is the report as the client sent it (aliases resolved), kept for the fields
+        the pipeline has no column for.
+        """
         identity = run_identity(run)
         with transaction.atomic():
             record = (
@@ -489,10 +494,10 @@ class CustomCicdView(DialectView):
                     job_full_name=run["job_full_name"],
                     execution_id=run.get("execution_id") or None,
                     build_number=run.get("build_number"),
-                    report=stored,
+                    report=body,
                 )
             else:
-                record.report = stored
+                record.report = body
                 record.updated_at = timezone.now()
                 record.save(update_fields=["report", "updated_at"])
             services.report_pipeline_run(record.pipeline, run=whole_run, jobs=jobs)
