@@ -553,6 +553,8 @@ class Execution(models.Model):
         on_delete=models.SET_NULL,
         related_name="executions",
     )
+    # The definition's kind when it started: the run stays a pipeline or workflow execution
+    # after its definition is deleted.
     kind = models.CharField(max_length=16, choices=PipelineDefinition.Kind.choices)
     notes = models.TextField(blank=True, default="")
     # [{"name", "artifactSourceName", "buildNumber"}] as the caller gave them.
