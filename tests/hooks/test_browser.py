@@ -99,7 +99,7 @@ def test_admin_flow_add_hook_see_deliveries_test_and_resend(
         browser.find_element(By.NAME, "username").send_keys("admin")
         browser.find_element(By.NAME, "password").send_keys(PASSWORD)
         browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-        see("Site administration")
+        see("Projects, pipelines and hooks")
 
         # Add a hook on the project's page.
         open_page(f"/admin/pipelines/project/{project.pk}/change/")
