@@ -42,12 +42,12 @@ from hooks.validators import (
 from pipelines.api.errors import ParameterError
 from pipelines.api.gitlab import (
     LIST_HEADERS,
-    MAX_ID,
     PROJECT_ID,
     GitLabErrorSerializer,
     GitLabView,
 )
 from pipelines.api.pagination import GitLabPagination
+from pipelines.api.parsing import is_digits, parse_id
 from pipelines.api.serializers import GitLabDateTimeField
 from pipelines.auth import MANAGE_HOOKS, token_has_permission
 from pipelines.models import Project
@@ -302,7 +302,7 @@ class HookEditSerializer(serializers.Serializer):
     enable_ssl_verification = serializers.BooleanField(required=False)
     custom_headers = CustomHeaderSerializer(many=True, required=False)
     ref_filter_strategy = serializers.ChoiceField(
-        choices=Hook.RefFilterStrategy.values, required=False
+        choices=Hook.RefFilterStrategy.choices, required=False
     )
     ref_filter = serializers.CharField(
         max_length=255, allow_blank=True, trim_whitespace=False, required=False
@@ -374,7 +374,7 @@ def parse_status_filter(request: Request) -> Q | None:
     for value in values:
         if value in EVENT_STATUS_CLASSES:
             condition |= EVENT_STATUS_CLASSES[value]
-        elif value.isdigit() and 100 <= int(value) <= 599:
+        elif is_digits(value) and len(value) == 3 and 100 <= int(value) <= 599:
             condition |= Q(response_status=int(value))
         else:
             raise ParameterError("status does not have a valid value")
@@ -444,9 +444,10 @@ class HooksView(GitLabView):
     def get_hook(self) -> Hook:
         project = self.get_project()
         raw = self.kwargs["hook_id"]
-        if not raw.isdigit() or int(raw) > MAX_ID:
+        hook_id = parse_id(raw)
+        if hook_id is None:
             raise ParameterError("hook_id is invalid")
-        hook = Hook.objects.filter(project=project, pk=int(raw)).first()
+        hook = Hook.objects.filter(project=project, pk=hook_id).first()
         if hook is None:
             raise NotFound("404 Hook Not Found")
         return hook
@@ -621,7 +622,9 @@ class HookEventListView(HooksView):
         hook = self.get_hook()
         per_page = request.query_params.get("per_page")
         if per_page not in (None, "") and (
-            not per_page.isdigit() or not 1 <= int(per_page) <= EVENTS_MAX_PER_PAGE
+            not is_digits(per_page)
+            or len(per_page) > 3
+            or not 1 <= int(per_page) <= EVENTS_MAX_PER_PAGE
         ):
             raise ParameterError("per_page does not have a valid value")
         attempts = hook.attempts.select_related("hook", "delivery__event").order_by("-id")
@@ -644,9 +647,10 @@ class HookEventResendView(HooksView):
     )
     def post(self, request: Request, event_id: str, **kwargs) -> Response:
         hook = self.get_hook()
-        if not event_id.isdigit() or int(event_id) > MAX_ID:
+        attempt_id = parse_id(event_id)
+        if attempt_id is None:
             raise ParameterError("hook_log_id is invalid")
-        attempt = hook.attempts.select_related("delivery").filter(pk=int(event_id)).first()
+        attempt = hook.attempts.select_related("delivery").filter(pk=attempt_id).first()
         if attempt is None:
             raise NotFound("404 Hook event Not Found")
         if attempt.delivery is None:

@@ -327,12 +327,29 @@ def test_get_hook_of_another_project_is_not_found(client, project):
     assert response.json() == {"message": "404 Hook Not Found"}
 
 
-@pytest.mark.parametrize("hook_id", ["abc", "99999999999999999999999", "1.5"])
+@pytest.mark.parametrize("hook_id", ["abc", "99999999999999999999999", "1.5", "²", "٣", "9" * 5000])
 def test_get_hook_with_a_bad_id_is_a_400(client, project, hook_id):
     response = client.get(hooks_url(project, f"/{hook_id}"))
 
     assert response.status_code == 400
     assert response.json() == {"error": "hook_id is invalid"}
+
+
+@pytest.mark.parametrize("event_id", ["²", "9" * 5000])
+def test_resend_with_a_bad_event_id_is_a_400(client, project, event_id):
+    hook = make_hook(project)
+    response = client.post(hooks_url(project, f"/{hook.pk}/events/{event_id}/resend"))
+
+    assert response.status_code == 400
+    assert response.json() == {"error": "hook_log_id is invalid"}
+
+
+@pytest.mark.parametrize("query", ["status=²", "status=" + "5" * 5000, "per_page=" + "9" * 5000])
+def test_hook_events_with_odd_numbers_are_a_400(client, project, query):
+    hook = make_hook(project)
+    response = client.get(hooks_url(project, f"/{hook.pk}/events?{query}"))
+
+    assert response.status_code == 400
 
 
 def test_hooks_of_a_missing_project_are_not_found(client, db):
