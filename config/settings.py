@@ -124,6 +124,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_TIMEZONE = "UTC"
 # One queue name per deployment (or per test run, so runs sharing a Redis stay apart).
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")
+# Celery closes a worker's database connections around every task unless told to keep them
+# for this many tasks: connecting costs more than a delivery batch's own statements. After a
+# database restart a kept connection fails until it is replaced (at most this many tasks; their
+# deliveries stay pending for the sweeper).
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=100)
 
 # --- Auth, i18n, static ---------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

@@ -607,6 +607,30 @@ def claimable_deliveries(delivery_ids: Iterable[int], now: datetime) -> list[int
         return sorted(row[0] for row in cursor.fetchall())
 
 
+def _backlog(taken: list[int], now: datetime) -> list[int]:
+    """Due deliveries, other than ``taken``, whose task messages are still queued: enough to
+    fill a batch up to HOOKS_BATCH_SIZE. Newest first, so deliveries long blocked (a resting
+    hook, an earlier one retrying) never lie in the path of the scan; the older ones come
+    with their own messages anyway. Only candidates: the claim decides."""
+    room = min(settings.HOOKS_BATCH_SIZE, MAX_BATCH_SIZE) - len(taken)
+    if room <= 0:
+        return []
+    table = connection.ops.quote_name(Delivery._meta.db_table)
+    at = connection.ops.adapt_datetimefield_value(now)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT id FROM {table}
+            WHERE status = %s AND next_attempt_at <= %s AND queued_until > %s
+              AND id NOT IN ({", ".join(["%s"] * len(taken))})
+            ORDER BY next_attempt_at DESC
+            LIMIT %s
+            """,  # noqa: S608 (the table name comes from the model, values are parameters)
+            [Delivery.Status.PENDING.value, at, at, *taken, room],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
 def claim_deliveries(delivery_ids: Iterable[int], now: datetime) -> list[int]:
     """The conditional UPDATE over a batch: the ids (ascending) this caller now holds.
 
@@ -723,10 +747,16 @@ def _uuid_text(value: uuid.UUID | str) -> str:
     return str(value if isinstance(value, uuid.UUID) else uuid.UUID(value))
 
 
-def deliver_batch(delivery_ids: Iterable[int]) -> list[int]:
+def deliver_batch(delivery_ids: Iterable[int], *, fill_from_backlog: bool = False) -> list[int]:
     """Send the deliveries among ``delivery_ids`` that can be claimed, and record each
     result; returns their attempts' ids. The others (not due, hook disabled, an earlier one
     of their pipeline unfinished, claimed elsewhere) are left as they are.
+
+    With ``fill_from_backlog`` (the task does this), a batch whose own deliveries can be
+    claimed also takes other due deliveries whose messages are still queued, up to
+    HOOKS_BATCH_SIZE: under a backlog batches grow, and a batch costs the same few
+    statements whatever its size. Their own messages then find them taken and stop at a
+    read.
 
     A batch is claimed, and its log rows written, in one short transaction; the requests
     go out with no transaction open, HOOKS_SEND_CONCURRENCY at a time; every result is then
@@ -744,6 +774,8 @@ def deliver_batch(delivery_ids: Iterable[int]) -> list[int]:
     candidates = claimable_deliveries(delivery_ids, now)
     if not candidates:
         return []
+    if fill_from_backlog:
+        candidates += _backlog(candidates, now)
     with transaction.atomic():
         batch = _start_batch(candidates, now)
     attempt_ids: list[int] = []

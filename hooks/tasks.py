@@ -12,7 +12,7 @@ from hooks import delivery
 
 @shared_task(acks_late=True, ignore_result=True)
 def deliver_batch(delivery_ids: list[int]) -> None:
-    delivery.deliver_batch(delivery_ids)
+    delivery.deliver_batch(delivery_ids, fill_from_backlog=True)
 
 
 @shared_task(ignore_result=True)

@@ -20,7 +20,7 @@ from hooks.delivery import (
 )
 from hooks.models import Delivery, DeliveryAttempt, Hook
 from pipelines import services
-from tests.factories import HookFactory
+from tests.factories import HookFactory, ProjectFactory
 from tests.hooks.receiver import Receiver, Reply
 
 SHA = "e" * 40
@@ -333,3 +333,70 @@ def test_batch_size_is_capped_so_statements_stay_within_database_limits(
     with django_capture_on_commit_callbacks() as callbacks:
         enqueue_on_commit(range(2500))
     assert [len(ids) for ids in messages(callbacks)] == [1000, 1000, 500]
+
+
+# --- Filling from the backlog -------------------------------------------------------------------
+
+
+def test_a_task_fills_its_batch_with_deliveries_whose_messages_are_queued(
+    settings, project, receiver
+):
+    settings.HOOKS_BATCH_SIZE = 3
+    hook = HookFactory(project=project, url=receiver.url)
+    own, older, newer, newest = (new_delivery(hook) for _ in range(4))
+
+    attempt_ids = deliver_batch_task([own.pk])
+
+    # Its own delivery, then the newest queued ones up to the batch size.
+    assert len(attempt_ids) == 3
+    sent = {d.pk for d in Delivery.objects.filter(status="succeeded")}
+    assert sent == {own.pk, newer.pk, newest.pk}
+    assert Delivery.objects.get(pk=older.pk).status == "pending"
+
+
+def test_filling_takes_only_what_a_claim_may_take(settings, project, receiver):
+    hook = HookFactory(project=project, url=receiver.url)
+    own = new_delivery(hook)
+    # A retry that came due has no message out (the sweeper's to queue): left alone.
+    retry = new_delivery(hook)
+    Delivery.objects.filter(pk=retry.pk).update(queued_until=None)
+    # A resting hook's delivery and a pipeline's later delivery wait, as for any claim.
+    resting = HookFactory(
+        project=ProjectFactory(),
+        url=receiver.url,
+        disabled_until=timezone.now() + timedelta(hours=1),
+    )
+    waiting_for_hook = new_delivery(resting)
+    pipeline = services.create_pipeline(project, ref="main", sha=SHA)
+    services.transition_pipeline(pipeline, "running")
+    head, behind = hook.deliveries.filter(order_key=pipeline.pk).order_by("pk")
+    Delivery.objects.filter(pk=head.pk).update(next_attempt_at=timezone.now() + timedelta(hours=1))
+
+    deliver_batch_task([own.pk])
+
+    assert Delivery.objects.get(pk=own.pk).status == "succeeded"
+    for left in (retry, waiting_for_hook, head, behind):
+        assert Delivery.objects.get(pk=left.pk).status == "pending"
+    assert len(receiver.requests) == 1
+
+
+def test_a_message_whose_deliveries_were_taken_stops_at_a_read(project, receiver):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    hook = HookFactory(project=project, url=receiver.url)
+    first, second = new_delivery(hook), new_delivery(hook)
+    deliver_batch_task([first.pk])  # takes the second too
+    assert Delivery.objects.get(pk=second.pk).status == "succeeded"
+
+    with CaptureQueriesContext(connection) as queries:
+        assert deliver_batch_task([second.pk]) == []
+
+    # No write, so on SQLite no wait for the write lock either.
+    assert [q["sql"].split()[0].upper() for q in queries.captured_queries] == ["SELECT"]
+    assert len(receiver.requests) == 2
+
+
+def deliver_batch_task(ids: list[int]) -> list[int]:
+    """What the Celery task runs for a message carrying ``ids``."""
+    return deliver_batch(ids, fill_from_backlog=True)
