@@ -40,8 +40,9 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -50,7 +51,8 @@ from importlib import metadata
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
@@ -747,6 +749,49 @@ def _uuid_text(value: uuid.UUID | str) -> str:
     return str(value if isinstance(value, uuid.UUID) else uuid.UUID(value))
 
 
+# SQLite's busy handler sleeps 1, 2, 5, 10, … 100 ms between tries for the write lock, so a
+# worker waiting behind a busy web process sleeps through the moments the lock is free: one
+# ordered delivery stuck there holds up every later one of its pipeline. The worker's write
+# transactions try for the lock in short steps first, for up to a second; then the atomic
+# block's usual busy timeout applies.
+WRITE_LOCK_STEP_SECONDS = 0.0005
+WRITE_LOCK_STEPPING_SECONDS = 1.0
+
+
+@contextmanager
+def _write_transaction() -> Iterator[None]:
+    """``transaction.atomic()`` for a batch's writes; on SQLite, the lock waited for closely."""
+    if connection.vendor == "sqlite" and not connection.in_atomic_block:
+        wait_for_sqlite_write_lock(connection)
+    with transaction.atomic():
+        yield
+
+
+def wait_for_sqlite_write_lock(sqlite: BaseDatabaseWrapper) -> None:
+    """Take and release the write lock of this SQLite connection (not in a transaction),
+    trying every WRITE_LOCK_STEP_SECONDS for up to WRITE_LOCK_STEPPING_SECONDS; the atomic
+    block that follows takes it again (should another writer slip in between, it simply
+    waits as usual). The connection's busy timeout is left as it was."""
+    with sqlite.cursor() as cursor:
+        cursor.execute("PRAGMA busy_timeout")
+        (busy_timeout_ms,) = cursor.fetchone()
+        cursor.execute("PRAGMA busy_timeout = 0")
+        try:
+            deadline = time.monotonic() + WRITE_LOCK_STEPPING_SECONDS
+            while True:
+                try:
+                    cursor.execute("BEGIN IMMEDIATE")
+                except OperationalError:  # database is locked
+                    if time.monotonic() >= deadline:
+                        return
+                    time.sleep(WRITE_LOCK_STEP_SECONDS)
+                    continue
+                cursor.execute("ROLLBACK")
+                return
+        finally:
+            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+
+
 def deliver_batch(delivery_ids: Iterable[int], *, fill_from_backlog: bool = False) -> list[int]:
     """Send the deliveries among ``delivery_ids`` that can be claimed, and record each
     result; returns their attempts' ids. The others (not due, hook disabled, an earlier one
@@ -776,7 +821,7 @@ def deliver_batch(delivery_ids: Iterable[int], *, fill_from_backlog: bool = Fals
         return []
     if fill_from_backlog:
         candidates += _backlog(candidates, now)
-    with transaction.atomic():
+    with _write_transaction():
         batch = _start_batch(candidates, now)
     attempt_ids: list[int] = []
     while batch is not None:
@@ -784,7 +829,7 @@ def deliver_batch(delivery_ids: Iterable[int], *, fill_from_backlog: bool = Fals
         # No transaction is open while the requests are on the network.
         results = _send_all(batch.requests)
         following = time.monotonic() - started < FOLLOW_SECONDS
-        with transaction.atomic():
+        with _write_transaction():
             next_ids = _record_results(batch, results)
             batch = None
             if next_ids and following:
