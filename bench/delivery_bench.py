@@ -192,6 +192,7 @@ class Bench:
         for child in self.workers + self.children:
             if child.poll() is None:
                 child.kill()
+                child.wait(timeout=10)  # reaped, not left behind as a zombie
 
     def delete_queue(self) -> None:
         from config.celery import app
