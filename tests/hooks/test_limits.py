@@ -48,6 +48,16 @@ def make_delivery(hook: Hook) -> Delivery:
     )
 
 
+def assert_sixth_refused(api: APIClient, url: str) -> None:
+    """Five POSTs go through; the sixth gets GitLab's 429 with a Retry-After."""
+    for _ in range(5):
+        assert api.post(url).status_code == 201
+    refused = api.post(url)
+    assert refused.status_code == 429
+    assert refused.json() == GITLAB_429
+    assert 1 <= int(refused["Retry-After"]) <= 60
+
+
 @pytest.fixture
 def shared_rate_limits(settings, redis_url):
     """Rate limits in a real Redis, as the web processes share them; a fresh key prefix."""
@@ -181,13 +191,7 @@ def test_the_sixth_test_in_a_minute_is_refused(make_token, project, receiver, sh
     api = client_with(make_token(owner))
     url = hooks_url(project, f"/{hook.pk}/test/pipeline_events")
 
-    for _ in range(5):
-        assert api.post(url).status_code == 201
-    refused = api.post(url)
-
-    assert refused.status_code == 429
-    assert refused.json() == GITLAB_429
-    assert 1 <= int(refused["Retry-After"]) <= 60
+    assert_sixth_refused(api, url)
     assert len(receiver.requests) == 5  # the sixth was never sent
     assert DeliveryAttempt.objects.filter(trigger=DeliveryAttempt.Trigger.TEST).count() == 5
     # Per user and project: another person, or another project, is not held back.
@@ -208,13 +212,7 @@ def test_the_sixth_resend_in_a_minute_is_refused(make_token, project, receiver, 
     api = client_with(make_token())
     url = hooks_url(project, f"/{hook.pk}/events/{logged.pk}/resend")
 
-    for _ in range(5):
-        assert api.post(url).status_code == 201
-    refused = api.post(url)
-
-    assert refused.status_code == 429
-    assert refused.json() == GITLAB_429
-    assert 1 <= int(refused["Retry-After"]) <= 60
+    assert_sixth_refused(api, url)
     assert len(receiver.requests) == 5
 
 
