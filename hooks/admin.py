@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q, QuerySet
@@ -27,7 +28,8 @@ from django.utils.html import format_html
 
 import pipelines.admin as pipelines_admin
 from hooks import delivery as hook_delivery
-from hooks.forms import HookForm, RedeliverForm
+from hooks import limits
+from hooks.forms import HookForm, HookFormSet, RedeliverForm
 from hooks.models import Delivery, DeliveryAttempt, Event, Hook
 from pipelines.models import Project
 
@@ -83,6 +85,32 @@ def http_badge(status: int | None, error: str = "") -> str:
     else:
         colour = "#c0392b"
     return badge(str(status), colour)
+
+
+def rate_limited_page(request: HttpRequest, hook: Hook, action: str, wait: int) -> HttpResponse:
+    """GitLab's 429 for a button pressed too often, as an admin page with a way back."""
+    what = "test events" if action == limits.TEST else "resends"
+    per_minute = (
+        settings.HOOKS_TEST_LIMIT_PER_MINUTE
+        if action == limits.TEST
+        else settings.HOOKS_RESEND_LIMIT_PER_MINUTE
+    )
+    context = {
+        **admin.site.each_context(request),
+        "title": "Too many requests",
+        "message": limits.RATE_LIMITED_MESSAGE,
+        "explanation": f"At most {per_minute} {what} a minute per person and project; "
+        f"try again in {wait} s.",
+        "hook_obj": hook,
+        "back_url": reverse("admin:hooks_hook_change", args=[hook.pk]),
+    }
+    return TemplateResponse(
+        request,
+        "admin/hooks/rate_limited.html",
+        context,
+        status=429,
+        headers={"Retry-After": str(wait)},
+    )
 
 
 def pretty_json(value) -> str:
@@ -359,6 +387,8 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
         if request.method != "POST":
             return self._back_to(get_object_or_404(Hook, pk=hook_id))
         hook = self._hook_for_action(request, hook_id)
+        if wait := limits.rate_limit_wait(limits.TEST, hook.project_id, request.user, request):
+            return rate_limited_page(request, hook, limits.TEST, wait)
         try:
             attempt = hook_delivery.send_test_event(hook, user=request.user)
         except hook_delivery.NoPipelineError:
@@ -466,6 +496,7 @@ class HookInline(admin.StackedInline):
 
     model = Hook
     form = HookForm
+    formset = HookFormSet
     Media = HooksMedia
     extra = 0
     show_change_link = True
@@ -631,6 +662,9 @@ class DeliveryAdmin(ReadOnlyAdmin):
             return HttpResponseRedirect(back)
         if not may_manage_hooks(request):
             raise PermissionDenied
+        hook = delivery.hook
+        if wait := limits.rate_limit_wait(limits.RESEND, hook.project_id, request.user, request):
+            return rate_limited_page(request, hook, limits.RESEND, wait)
         try:
             attempt = hook_delivery.resend_delivery(delivery, user=request.user)
         except hook_delivery.DeliveryInProgress as busy:
@@ -643,13 +677,28 @@ class DeliveryAdmin(ReadOnlyAdmin):
     def resend_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
         if not may_manage_hooks(request):
             raise PermissionDenied
+        refused: list[int] = []
+        longest_wait = 0
         for delivery in queryset.select_related("hook").order_by("pk"):
+            project_id = delivery.hook.project_id
+            if wait := limits.rate_limit_wait(limits.RESEND, project_id, request.user, request):
+                refused.append(delivery.pk)
+                longest_wait = max(longest_wait, wait)
+                continue
             try:
                 attempt = hook_delivery.resend_delivery(delivery, user=request.user)
             except hook_delivery.DeliveryInProgress as busy:
                 messages.warning(request, f"Delivery {delivery.pk}: {busy.message}")
                 continue
             report_resend(request, delivery, attempt)
+        if refused:
+            messages.error(
+                request,
+                f"Not resent: deliver{'y' if len(refused) == 1 else 'ies'} "
+                f"{', '.join(map(str, refused))}. {limits.RATE_LIMITED_MESSAGE} "
+                f"(at most {settings.HOOKS_RESEND_LIMIT_PER_MINUTE} resends a minute per person "
+                f"and project; try again in {longest_wait} s)",
+            )
 
 
 def report_resend(request: HttpRequest, delivery: Delivery, attempt: DeliveryAttempt) -> None:

@@ -29,6 +29,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from hooks import delivery as hook_delivery
+from hooks import limits
 from hooks.models import DeliveryAttempt, Hook
 from hooks.validators import (
     HookSettingError,
@@ -359,6 +360,15 @@ def apply_hook_input(hook: Hook, data: dict) -> None:
         hook.status_filter = check_status_filter(data["status_filter"])
 
 
+def rate_limited(wait: int) -> Response:
+    """GitLab's 429 (API::Helpers::RateLimiter), with the seconds until the count resets."""
+    return Response(
+        {"message": {"error": limits.RATE_LIMITED_MESSAGE}},
+        status=status.HTTP_429_TOO_MANY_REQUESTS,
+        headers={"Retry-After": str(wait)},
+    )
+
+
 def refused(problem: HookSettingError) -> Response:
     prefix = REFUSAL_PREFIX.get(problem.field, "Invalid hook settings")
     return Response({"message": f"{prefix}: {problem.message}"}, status=422)
@@ -416,7 +426,10 @@ ERROR_TEXT = {
     403: "The token lacks the scope, the manage_hooks permission or the project",
     404: "Unknown project, hook or event",
     409: "A worker is sending this delivery right now",
-    422: "A setting is refused (URL, secret, header, filter), or the request failed",
+    422: "A setting is refused (URL, secret, header, filter), the project has as many "
+    "hooks as it may have, or the request failed",
+    429: "More than the limit of requests a minute by this user on this project; "
+    "Retry-After says when to try again",
 }
 
 
@@ -464,6 +477,12 @@ class HooksView(GitLabView):
         except HookSettingError as problem:
             return refused(problem)
         with transaction.atomic():
+            if creating:
+                try:
+                    limits.check_room_for_hooks(hook.project_id)
+                except limits.HookLimitReached as full:
+                    # GitLab: render_validation_error!(hook, 422) of Limitable's base error.
+                    return Response({"message": {"base": [full.message]}}, status=422)
             hook.save()
         return None
 
@@ -582,10 +601,13 @@ class HookTestView(HooksView):
         tags=TAGS,
         parameters=[PROJECT_ID, HOOK_ID, TRIGGER],
         request=None,
-        responses={201: TestResultSerializer, **errors(400, 401, 403, 404, 422)},
+        responses={201: TestResultSerializer, **errors(400, 401, 403, 404, 422, 429)},
     )
     def post(self, request: Request, trigger: str, **kwargs) -> Response:
         hook = self.get_hook()
+        # Counted before anything else is checked, as GitLab's check_rate_limit! is.
+        if wait := limits.rate_limit_wait(limits.TEST, hook.project_id, request.user, request):
+            return rate_limited(wait)
         if trigger not in GITLAB_TEST_TRIGGERS:
             raise ParameterError("trigger does not have a valid value")
         if trigger != "pipeline_events":
@@ -643,10 +665,12 @@ class HookEventResendView(HooksView):
         tags=TAGS,
         parameters=[PROJECT_ID, HOOK_ID, EVENT_ID],
         request=None,
-        responses={201: ResendResultSerializer, **errors(400, 401, 403, 404, 409, 422)},
+        responses={201: ResendResultSerializer, **errors(400, 401, 403, 404, 409, 422, 429)},
     )
     def post(self, request: Request, event_id: str, **kwargs) -> Response:
         hook = self.get_hook()
+        if wait := limits.rate_limit_wait(limits.RESEND, hook.project_id, request.user, request):
+            return rate_limited(wait)
         attempt_id = parse_id(event_id)
         if attempt_id is None:
             raise ParameterError("hook_log_id is invalid")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.utils import timezone
 
+from hooks import limits
 from hooks.models import Hook
 from hooks.validators import (
     SECRET_MASK,
@@ -152,6 +153,13 @@ class HookForm(forms.ModelForm):
             data["ref_filter"] = check_ref_filter(strategy, data.get("ref_filter") or "")
         except HookSettingError as problem:
             self.add_error("ref_filter", problem.message)
+        # On the hook's own page; the project page counts its whole list (HookFormSet).
+        project = data.get("project")
+        if "project" in self.fields and project and project.pk != stored.project_id:
+            try:
+                limits.check_room_for_hooks(project.pk)
+            except limits.HookLimitReached as full:
+                raise forms.ValidationError(full.message) from None
         return data
 
     def _checked(self, check, *args):
@@ -159,6 +167,23 @@ class HookForm(forms.ModelForm):
             return check(*args)
         except HookSettingError as problem:
             raise forms.ValidationError(problem.message) from None
+
+
+class HookFormSet(forms.BaseInlineFormSet):
+    """A project's hooks on its page: the hooks it keeps and adds must fit its limit."""
+
+    def clean(self) -> None:
+        super().clean()
+        added = sum(
+            1
+            for form in self.extra_forms
+            if form.has_changed() and not self._should_delete_form(form)
+        )
+        removed = sum(1 for form in self.initial_forms if self._should_delete_form(form))
+        try:
+            limits.check_room_for_hooks(self.instance.pk, adding=added - removed)
+        except limits.HookLimitReached as full:
+            raise forms.ValidationError(full.message) from None
 
 
 class RedeliverForm(forms.Form):
