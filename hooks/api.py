@@ -49,7 +49,7 @@ from pipelines.api.gitlab import (
 from pipelines.api.pagination import GitLabPagination
 from pipelines.api.parsing import is_digits, parse_id
 from pipelines.api.serializers import GitLabDateTimeField
-from pipelines.auth import MANAGE_HOOKS, token_has_permission
+from pipelines.auth import MANAGE_HOOKS, grants_of
 from pipelines.models import Project
 
 logger = logging.getLogger(__name__)
@@ -432,13 +432,11 @@ class HooksView(GitLabView):
 
     def get_project(self) -> Project:
         project = super().get_project()
-        token = self.token
-        # The read check above is about scopes; hooks also need the manage_hooks permission.
-        if token is not None and not token_has_permission(token, MANAGE_HOOKS, project):
-            raise PermissionDenied(
-                "the token's user groups do not grant the 'pipelines.manage_hooks' permission"
-                f" on project {project.path_with_namespace}"
-            )
+        # Reading hooks takes the read_api scope (checked above) and, as changing them does,
+        # the manage_hooks permission (GitLab's read_web_hook is a maintainer's).
+        grants = grants_of(self.token, self.request.user)
+        if not grants.may(MANAGE_HOOKS, project):
+            raise PermissionDenied(grants.refusal(MANAGE_HOOKS, project))
         return project
 
     def get_hook(self) -> Hook:

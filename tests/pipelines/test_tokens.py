@@ -7,7 +7,7 @@ from django.core.management import CommandError, call_command
 from pipelines import auth, services
 from pipelines.errors import InvalidInput
 from pipelines.models import AccessToken
-from tests.factories import ProjectFactory, UserFactory
+from tests.factories import ProjectFactory, UserFactory, grant_permissions
 
 
 def test_createtoken_prints_only_a_working_token(db):
@@ -42,7 +42,8 @@ def test_revoked_or_unknown_tokens_are_not_found(db):
 
 
 def test_read_api_token_cannot_write(db):
-    token, _ = services.create_token(UserFactory(), scopes=["read_api"])
+    owner = grant_permissions(UserFactory(), "view_project", "change_project")
+    token, _ = services.create_token(owner, scopes=["read_api"])
     auth.check_access(token, token.user, auth.READ)
     with pytest.raises(auth.AccessDenied, match="insufficient_scope"):
         auth.check_access(token, token.user, auth.WRITE)
@@ -50,16 +51,20 @@ def test_read_api_token_cannot_write(db):
 
 def test_project_limited_token_reaches_only_its_projects(db):
     mine, other = ProjectFactory(), ProjectFactory()
-    token, _ = services.create_token(UserFactory(), scopes=["api"], projects=[mine])
+    owner = grant_permissions(UserFactory(), "view_project", "change_project")
+    token, _ = services.create_token(owner, scopes=["api"], projects=[mine])
     auth.check_access(token, token.user, auth.WRITE, mine)
-    with pytest.raises(auth.AccessDenied, match=f"project {other.pk}"):
+    # Outside its projects it is told what a missing project is told.
+    with pytest.raises(auth.ProjectHidden):
         auth.check_access(token, token.user, auth.READ, other)
 
 
 def test_group_scoped_token_has_only_its_groups_permissions(db):
     readers = Group.objects.create(name="readers")
     readers.permissions.add(Permission.objects.get(codename="view_project"))
-    token, _ = services.create_token(UserFactory(), scopes=["api"], groups=[readers])
+    member = grant_permissions(UserFactory(), "start_execution")
+    member.groups.add(readers)
+    token, _ = services.create_token(member, scopes=["api"], groups=[readers])
     auth.check_access(token, token.user, auth.READ)
     with pytest.raises(auth.AccessDenied, match="pipelines.start_execution"):
         auth.check_access(token, token.user, auth.START)
