@@ -6,7 +6,8 @@ Field names, status codes and error bodies follow GitLab (``lib/api/project_hook
 pipeline hooks only: GitLab's other ``*_events`` flags are accepted and always read false.
 
 Secrets (``token``, ``signing_token``, custom header values) are write-only: responses say
-only whether they are set, and the delivery log masks them again on the way out.
+only whether they are set, and the delivery log masks them again on the way out. The URL is
+shown with its credentials and secret query values masked (``pipelines.redaction``).
 """
 
 from __future__ import annotations
@@ -139,7 +140,12 @@ class ProjectHookListItemSerializer(serializers.Serializer):
     filters and health. Secrets only say whether they are set."""
 
     id = serializers.IntegerField(read_only=True)
-    url = serializers.CharField(read_only=True)
+    url = serializers.CharField(
+        source="redacted_url",
+        read_only=True,
+        help_text="Credentials and secret query values masked (*****, [FILTERED]); sent back"
+        " unchanged, the stored ones are kept.",
+    )
     name = serializers.CharField(read_only=True)
     description = serializers.CharField(read_only=True)
     created_at = GitLabDateTimeField(read_only=True)
@@ -201,7 +207,7 @@ class HookEventSerializer(serializers.Serializer):
     """Entities::WebHookLog for one attempt, plus where it sits in Pipehook's outbox."""
 
     id = serializers.IntegerField(read_only=True)
-    url = serializers.CharField(read_only=True)
+    url = serializers.CharField(source="redacted_url", read_only=True)
     trigger = ConstantField("pipeline_hooks")
     request_headers = serializers.SerializerMethodField()
     request_data = serializers.SerializerMethodField()
@@ -323,7 +329,7 @@ class HookCreateSerializer(HookEditSerializer):
 def apply_hook_input(hook: Hook, data: dict) -> None:
     """Copy validated input onto an unsaved hook. Raises HookSettingError; saves nothing."""
     if "url" in data:
-        hook.url = check_url(data["url"])
+        hook.url = check_url(data["url"], stored=hook.url if hook.pk else "")
     for plain in ("name", "description", "pipeline_events", "job_events"):
         if plain in data:
             setattr(hook, plain, data[plain])

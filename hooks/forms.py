@@ -112,9 +112,13 @@ class HookForm(forms.ModelForm):
             self.initial["custom_headers"] = "\n".join(f"{name}: {SECRET_MASK}" for name in headers)
         if "status_filter" in self.fields:
             self.initial["status_filter"] = list(stored.status_filter or [])
+        if "url" in self.fields and stored.pk:
+            # Credentials are shown masked; saved unchanged, the stored ones are kept.
+            self.initial["url"] = stored.redacted_url
 
     def clean_url(self) -> str:
-        return self._checked(check_url, self.cleaned_data["url"])
+        stored = self.instance.url if self.instance.pk else ""
+        return self._checked(check_url, self.cleaned_data["url"], stored)
 
     def clean_token(self) -> str:
         return self._checked(check_secret_token, self.cleaned_data["token"])

@@ -432,6 +432,62 @@ def test_edit_hook_with_a_blocked_url_changes_nothing(client, project, settings)
     assert (hook.name, hook.url) == ("before", "http://127.0.0.1:9/hook")
 
 
+CREDENTIALS_URL = "http://ci:url-password@127.0.0.1:8080/ci?apiToken=query-secret&team=ops"
+SHOWN_URL = "http://*****:*****@127.0.0.1:8080/ci?apiToken=[FILTERED]&team=ops"
+
+
+def test_hook_url_credentials_are_masked_in_every_answer(client, project):
+    created = client.post(hooks_url(project), {"url": CREDENTIALS_URL}, format="json")
+    assert created.status_code == 201, created.content
+    hook = Hook.objects.get()
+    assert hook.url == CREDENTIALS_URL
+    make_attempt(hook, status=200)  # a log row that kept the URL as it was
+
+    answers = [
+        created,
+        client.get(hooks_url(project)),
+        client.get(hooks_url(project, f"/{hook.pk}")),
+        client.put(hooks_url(project, f"/{hook.pk}"), {"name": "renamed"}, format="json"),
+        client.get(hooks_url(project, f"/{hook.pk}/events")),
+    ]
+    urls = [created.json()["url"], answers[1].json()[0]["url"]]
+    urls += [answers[2].json()["url"], answers[3].json()["url"], answers[4].json()[0]["url"]]
+    assert urls == [SHOWN_URL] * 5
+    for answer in answers:
+        assert "url-password" not in answer.content.decode()
+        assert "query-secret" not in answer.content.decode()
+
+
+def test_hook_url_sent_back_as_shown_keeps_its_credentials(client, project):
+    hook = make_hook(project, url=CREDENTIALS_URL)
+    # What a client that reads the hook and writes it back sends (Terraform, scripts).
+    response = client.put(
+        hooks_url(project, f"/{hook.pk}"),
+        {"url": SHOWN_URL.replace("/ci?", "/v2/ci?"), "name": "moved"},
+        format="json",
+    )
+    assert response.status_code == 200, response.content
+    hook.refresh_from_db()
+    assert hook.url == CREDENTIALS_URL.replace("/ci?", "/v2/ci?")
+
+
+def test_masked_credentials_never_follow_a_url_to_another_host(client, project):
+    hook = make_hook(project, url=CREDENTIALS_URL)
+    response = client.put(
+        hooks_url(project, f"/{hook.pk}"),
+        {"url": SHOWN_URL.replace("127.0.0.1:8080", "127.0.0.2:8080")},
+        format="json",
+    )
+    assert response.status_code == 422
+    assert "masked parts" in response.json()["message"]
+    hook.refresh_from_db()
+    assert hook.url == CREDENTIALS_URL
+    # A new hook cannot be made from a masked URL either.
+    refused = client.post(hooks_url(project), {"url": SHOWN_URL}, format="json")
+    assert refused.status_code == 422
+    assert Hook.objects.count() == 1
+
+
 def test_delete_hook_answers_204_and_removes_it(client, project):
     hook = make_hook(project)
 
