@@ -55,6 +55,8 @@ class Command(BaseCommand):
                     "4",
                     "--access-logfile",
                     "-",
+                    "--logger-class",
+                    "config.access_log.RedactingLogger",
                 ],
             )
             celery = [python, "-m", "celery", "-A", "config"]
