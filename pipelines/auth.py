@@ -213,6 +213,7 @@ def permitted_projects(token: AccessToken | None, action: str, user=None):
 def describe_rights(token: AccessToken) -> str:
     """What a token can do, said to the person creating it."""
     grants = grants_of(token)
+    holder = grants.holder[:1].upper() + grants.holder[1:]
     reads_only = AccessToken.Scope.API not in token.scopes
     scopes = ", ".join(token.scopes) + (" (reading only)" if reads_only else "")
     limit = ""
@@ -221,7 +222,7 @@ def describe_rights(token: AccessToken) -> str:
         limit = " (limited to " + ", ".join(p.path_with_namespace for p in limited) + ")"
     if grants.everything:
         return (
-            f"Scopes {scopes}. {grants.holder} is a superuser: the token has every right"
+            f"Scopes {scopes}. {holder} is a superuser: the token has every right"
             f" on every project{limit}."
         )
     lines = []
@@ -236,7 +237,7 @@ def describe_rights(token: AccessToken) -> str:
                 lines.append(f"  {permission} on {names}")
     if not lines:
         return (
-            f"Scopes {scopes}. {grants.holder} holds no permission here{limit}, so the token"
+            f"Scopes {scopes}. {holder} holds no permission here{limit}, so the token"
             " can do nothing yet: grant pipelines permissions (view_project, change_project,"
             " start_execution, manage_hooks, add_project) to the user or one of its groups in"
             " the admin."
