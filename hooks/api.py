@@ -52,6 +52,7 @@ from pipelines.api.parsing import is_digits, parse_id
 from pipelines.api.serializers import GitLabDateTimeField
 from pipelines.auth import MANAGE_HOOKS, grants_of
 from pipelines.models import Project
+from pipelines.redaction import same_origin
 
 logger = logging.getLogger(__name__)
 
@@ -329,7 +330,13 @@ class HookCreateSerializer(HookEditSerializer):
 def apply_hook_input(hook: Hook, data: dict) -> None:
     """Copy validated input onto an unsaved hook. Raises HookSettingError; saves nothing."""
     if "url" in data:
-        hook.url = check_url(data["url"], stored=hook.url if hook.pk else "")
+        url = check_url(data["url"], stored=hook.url if hook.pk else "")
+        if hook.pk and not same_origin(url, hook.url):
+            # GitLab's reset_token / reset_custom_headers: secrets set for one receiver are
+            # never sent to another one unless given again.
+            hook.token = ""
+            hook.custom_headers = {}
+        hook.url = url
     for plain in ("name", "description", "pipeline_events", "job_events"):
         if plain in data:
             setattr(hook, plain, data[plain])

@@ -18,6 +18,7 @@ from hooks.validators import (
     generate_signing_token,
 )
 from pipelines.models import Status
+from pipelines.redaction import same_origin
 
 KEEP_PLACEHOLDER = "set — leave blank to keep"
 
@@ -127,9 +128,23 @@ class HookForm(forms.ModelForm):
         value = self.cleaned_data["signing_token"].strip()
         return self._checked(check_signing_token, value) if value else ""
 
+    def moves_to_another_receiver(self) -> bool:
+        """Whether the edit points the hook at another scheme or host, whose requests then
+        carry none of the stored secrets (GitLab's reset_token / reset_custom_headers)."""
+        url = self.cleaned_data.get("url")
+        return bool(self.instance.pk and url and not same_origin(url, self.instance.url))
+
     def clean_custom_headers(self) -> dict[str, str]:
+        text = self.cleaned_data["custom_headers"]
+        if self.moves_to_another_receiver():
+            if SECRET_MASK in text:
+                raise forms.ValidationError(
+                    "The URL now points to another receiver, which does not get the stored"
+                    " header values: enter them again, or remove their lines."
+                )
+            return self._checked(parse_header_lines, text, {})
         stored = self.instance.custom_headers or {}
-        return self._checked(parse_header_lines, self.cleaned_data["custom_headers"], stored)
+        return self._checked(parse_header_lines, text, stored)
 
     def clean_status_filter(self) -> list[str]:
         return self._checked(check_status_filter, self.cleaned_data["status_filter"])
@@ -142,7 +157,7 @@ class HookForm(forms.ModelForm):
             if data.get("remove_token"):
                 data["token"] = ""
             elif not data["token"]:
-                data["token"] = stored.token
+                data["token"] = "" if self.moves_to_another_receiver() else stored.token
         if "signing_token" in data:
             if data.get("generate_signing_token"):
                 self.generated_signing_token = generate_signing_token()
@@ -157,6 +172,15 @@ class HookForm(forms.ModelForm):
         except HookSettingError as problem:
             self.add_error("ref_filter", problem.message)
         return data
+
+    def save(self, commit: bool = True) -> Hook:
+        # Django leaves a field that has a default alone when the browser sent no input for
+        # it at all; the secrets' decided values (kept, removed, or dropped because the hook
+        # now points elsewhere) are what counts.
+        for name in ("token", "signing_token"):
+            if name in self.cleaned_data:
+                setattr(self.instance, name, self.cleaned_data[name])
+        return super().save(commit)
 
     def _checked(self, check, *args):
         try:

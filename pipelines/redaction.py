@@ -109,13 +109,18 @@ def is_redacted(url: str) -> bool:
     return any(part.partition("=")[2] == QUERY_VALUE_MASK for part in (query or "").split("&"))
 
 
+def same_origin(url: str, other: str) -> bool:
+    """Whether two URLs reach the same receiver: same scheme and host[:port]."""
+    first, second = _split(url), _split(other)
+    return (first[0].lower(), first[2].lower()) == (second[0].lower(), second[2].lower())
+
+
 def restore_masked(submitted: str, stored: str) -> str:
     """``submitted`` with masked parts taken back from ``stored``, when both are for the same
     scheme and host; otherwise ``submitted`` as it is (still masked: see ``is_redacted``)."""
-    new = _split(submitted)
-    old = _split(stored)
-    if (new[0].lower(), new[2].lower()) != (old[0].lower(), old[2].lower()):
+    if not same_origin(submitted, stored):
         return submitted
+    new, old = _split(submitted), _split(stored)
     prefix, userinfo, host, path, query, fragment = new
     if userinfo is not None and old[1] is not None and userinfo == _masked_userinfo(old[1]):
         userinfo = old[1]

@@ -488,6 +488,42 @@ def test_masked_credentials_never_follow_a_url_to_another_host(client, project):
     assert Hook.objects.count() == 1
 
 
+def test_moving_a_hook_to_another_receiver_drops_the_secrets_it_would_send(client, project):
+    hook = make_hook(
+        project,
+        url="http://127.0.0.1:8080/ci",
+        token=SECRET_TOKEN,
+        signing_token=SIGNING_TOKEN,
+        custom_headers={"Authorization": HEADER_SECRET},
+    )
+    # Another path on the same receiver keeps them...
+    kept = client.put(hooks_url(project, f"/{hook.pk}"), {"url": "http://127.0.0.1:8080/v2"})
+    assert kept.status_code == 200
+    hook.refresh_from_db()
+    assert (hook.token, hook.custom_headers) == (SECRET_TOKEN, {"Authorization": HEADER_SECRET})
+    # ...another receiver gets none of them unless they are given again (GitLab's rule).
+    moved = client.put(
+        hooks_url(project, f"/{hook.pk}"),
+        {"url": "http://127.0.0.2:8080/ci", "custom_headers": [{"key": "X-Team", "value": "a"}]},
+        format="json",
+    )
+    assert moved.status_code == 200, moved.content
+    hook.refresh_from_db()
+    assert (hook.token, hook.custom_headers) == ("", {"X-Team": "a"})
+    assert hook.signing_token == SIGNING_TOKEN  # never sent, only used to sign
+    # A header named without a value cannot take the old receiver's value along.
+    hook.custom_headers = {"Authorization": HEADER_SECRET}
+    hook.save()
+    refused = client.put(
+        hooks_url(project, f"/{hook.pk}"),
+        {"url": "http://127.0.0.3/ci", "custom_headers": [{"key": "Authorization"}]},
+        format="json",
+    )
+    assert refused.status_code == 422
+    hook.refresh_from_db()
+    assert hook.custom_headers == {"Authorization": HEADER_SECRET}
+
+
 def test_delete_hook_answers_204_and_removes_it(client, project):
     hook = make_hook(project)
 
