@@ -2,6 +2,7 @@ import pytest
 
 from pipelines import services
 from tests.factories import ALL_PROJECT_PERMISSIONS, ProjectFactory, UserFactory, grant_permissions
+from tests.hooks.receiver import Receiver
 
 
 @pytest.fixture
@@ -31,3 +32,11 @@ def make_token(db):
         return raw
 
     return make
+
+
+@pytest.fixture
+def receiver():
+    """A real HTTP server on 127.0.0.1 that records requests and answers scripted replies."""
+    server = Receiver().start()
+    yield server
+    server.stop()

@@ -30,7 +30,6 @@ from pipelines.models import (
     PipelineDefinition,
 )
 from tests.factories import PipelineFactory, ProjectFactory, UserFactory
-from tests.hooks.receiver import Receiver
 
 SHA = "5b6a36e1e5fb3a2bfe1f8e2ec0a3dc9b8f7a6c11"
 MISSING_ID = "987654"
@@ -52,13 +51,6 @@ class World:
     build: object
     keys: dict[str, str] = field(default_factory=dict)
     users: dict[str, object] = field(default_factory=dict)
-
-
-@pytest.fixture
-def receiver():
-    server = Receiver().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

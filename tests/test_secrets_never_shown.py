@@ -14,8 +14,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
 from collections import deque
 from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
@@ -32,8 +30,16 @@ from pipelines import services
 from pipelines.api.graphql import encode_id
 from pipelines.models import AccessToken, CicdInstance
 from tests.factories import UserFactory
-from tests.hooks.receiver import Receiver
-from tests.test_serve import ROOT, alive, child_pids, embedded_env, free_port  # noqa: F401
+from tests.test_serve import (  # noqa: F401 (embedded_env is a fixture)
+    ROOT,
+    alive,
+    child_pids,
+    embedded_env,
+    free_port,
+    read_first_start,
+    start_serve,
+    wait_until_up,
+)
 
 ADMIN_PASSWORD = "adm1n-pass-never-shown"
 HOOK_TOKEN = "hook-token-never-shown"
@@ -57,13 +63,6 @@ class Links(HTMLParser):
         href = dict(attrs).get("href")
         if tag == "a" and href:
             self.hrefs.append(href)
-
-
-@pytest.fixture
-def receiver():
-    server = Receiver().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -352,33 +351,13 @@ def test_no_secret_leaves_where_it_lives(secrets, receiver, caplog):
 def test_the_access_log_of_make_run_masks_query_tokens(embedded_env):  # noqa: F811
     """`manage.py serve` as `make run` starts it: gunicorn's real access log."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
-        cwd=ROOT,
-        env=embedded_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_serve(embedded_env, port, stderr=subprocess.STDOUT)
     output: list[str] = []
     try:
-        token = None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and token is None:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            output.append(line)
-            if line.startswith("API token: "):
-                token = line.split(": ", 1)[1].strip()
+        token, output = read_first_start(proc)
         assert token, "".join(output)
         base = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                if requests.get(f"{base}/healthz", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:
-                time.sleep(0.1)
+        wait_until_up(base)
         # The README tour's first step works with the first-start token...
         created = requests.post(
             f"{base}/api/v4/projects",
