@@ -239,10 +239,20 @@ CELERY_BEAT_SCHEDULE = {
     "prune-delivery-logs": {"task": "hooks.tasks.prune_delivery_logs", "schedule": 3600.0},
 }
 
+# Every line passes through the secrets filter (tokens in query strings, URL credentials);
+# runserver's request log, which Django sends to a handler of its own, goes through it too.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"redact_secrets": {"()": "pipelines.redaction.RedactSecretsFilter"}},
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact_secrets"],
+        }
+    },
+    "loggers": {"django.server": {"handlers": ["console"], "propagate": False}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }

@@ -28,6 +28,8 @@ from waitress.parser import HTTPRequestParser
 from waitress.server import MultiSocketServer, TcpWSGIServer
 from waitress.task import ErrorTask, ThreadedTaskDispatcher
 
+from pipelines.redaction import redact_query
+
 logger = logging.getLogger(__name__)
 
 # Each connection costs a file descriptor (up to three with spooled bodies); poll() is used
@@ -89,9 +91,16 @@ class Server(TcpWSGIServer):
                 channel.will_close = True
 
 
+def _logged_path(environ: dict) -> str:
+    path = environ.get("PATH_INFO", "-")
+    if query := environ.get("QUERY_STRING"):
+        path += "?" + redact_query(query)
+    return path
+
+
 def with_access_log(application: Callable) -> Callable:
-    """One log line per request. The query string is left out: some clients pass their
-    token there (Distelli's ``?apiToken=``), and a log must never hold one."""
+    """One log line per request. Some clients pass their token in the query string
+    (Distelli's ``?apiToken=``, GitLab's ``?private_token=``): secret values are masked."""
 
     def logged(environ: dict, start_response: Callable) -> Iterable[bytes]:
         started = time.monotonic()
@@ -108,7 +117,7 @@ def with_access_log(application: Callable) -> Callable:
                 '%s "%s %s" %s %.0f ms',
                 environ.get("REMOTE_ADDR", "-"),
                 environ.get("REQUEST_METHOD", "-"),
-                environ.get("PATH_INFO", "-"),
+                _logged_path(environ),
                 statuses[0].split(" ", 1)[0] if statuses else "-",
                 (time.monotonic() - started) * 1000,
             )

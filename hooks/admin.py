@@ -255,7 +255,7 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
     list_display = (
         "__str__",
         "project",
-        "url",
+        "shown_url",
         "events",
         "health",
         "recent_failures",
@@ -264,7 +264,8 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
     )
     list_display_links = ("__str__",)
     list_filter = (AlertStatusFilter, "pipeline_events", "project")
-    search_fields = ("name", "url", "description", "project__path", "project__name")
+    # Not the URL: a search would tell, letter by letter, the credentials it hides.
+    search_fields = ("name", "description", "project__path", "project__name")
     list_select_related = ("project",)
     change_form_template = "admin/hooks/hook/change_form.html"
     actions = ["reenable_selected"]
@@ -277,6 +278,10 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return holds_manage_hooks(request) or super().has_delete_permission(request, obj)
+
+    @admin.display(description="url", ordering="url")
+    def shown_url(self, hook: Hook) -> str:
+        return hook.redacted_url
 
     @admin.display(description="events")
     def events(self, hook: Hook) -> str:
@@ -602,7 +607,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
     )
     list_display_links = ("id", "pipeline_event")
     list_filter = ("status", LastResponseClassFilter, "hook__project", "hook")
-    search_fields = ("hook__url", "hook__name", "idempotency_key", "event__uuid")
+    search_fields = ("hook__name", "idempotency_key", "event__uuid")
     list_select_related = ("hook", "event")
     date_hierarchy = "created_at"
     ordering = ("-id",)
@@ -758,7 +763,8 @@ class DeliveryAttemptAdmin(ReadOnlyAdmin):
         "short_error",
     )
     list_filter = (ResponseClassFilter, "trigger", "succeeded", "hook__project", "hook")
-    search_fields = ("url", "error", "hook__name", "hook__url")
+    # The attempt's own URL is stored redacted; the hook's is not searched (see HookAdmin).
+    search_fields = ("url", "error", "hook__name")
     list_select_related = ("hook",)
     date_hierarchy = "created_at"
     change_form_template = "admin/hooks/deliveryattempt/change_form.html"

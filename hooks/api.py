@@ -6,7 +6,8 @@ Field names, status codes and error bodies follow GitLab (``lib/api/project_hook
 pipeline hooks only: GitLab's other ``*_events`` flags are accepted and always read false.
 
 Secrets (``token``, ``signing_token``, custom header values) are write-only: responses say
-only whether they are set, and the delivery log masks them again on the way out.
+only whether they are set, and the delivery log masks them again on the way out. The URL is
+shown with its credentials and secret query values masked (``pipelines.redaction``).
 """
 
 from __future__ import annotations
@@ -50,8 +51,9 @@ from pipelines.api.gitlab import (
 from pipelines.api.pagination import GitLabPagination
 from pipelines.api.parsing import is_digits, parse_id
 from pipelines.api.serializers import GitLabDateTimeField
-from pipelines.auth import MANAGE_HOOKS, token_has_permission
+from pipelines.auth import MANAGE_HOOKS, grants_of
 from pipelines.models import Project
+from pipelines.redaction import same_origin
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +142,12 @@ class ProjectHookListItemSerializer(serializers.Serializer):
     filters and health. Secrets only say whether they are set."""
 
     id = serializers.IntegerField(read_only=True)
-    url = serializers.CharField(read_only=True)
+    url = serializers.CharField(
+        source="redacted_url",
+        read_only=True,
+        help_text="Credentials and secret query values masked (*****, [FILTERED]); sent back"
+        " unchanged, the stored ones are kept.",
+    )
     name = serializers.CharField(read_only=True)
     description = serializers.CharField(read_only=True)
     created_at = GitLabDateTimeField(read_only=True)
@@ -202,7 +209,7 @@ class HookEventSerializer(serializers.Serializer):
     """Entities::WebHookLog for one attempt, plus where it sits in Pipehook's outbox."""
 
     id = serializers.IntegerField(read_only=True)
-    url = serializers.CharField(read_only=True)
+    url = serializers.CharField(source="redacted_url", read_only=True)
     trigger = ConstantField("pipeline_hooks")
     request_headers = serializers.SerializerMethodField()
     request_data = serializers.SerializerMethodField()
@@ -324,7 +331,13 @@ class HookCreateSerializer(HookEditSerializer):
 def apply_hook_input(hook: Hook, data: dict) -> None:
     """Copy validated input onto an unsaved hook. Raises HookSettingError; saves nothing."""
     if "url" in data:
-        hook.url = check_url(data["url"])
+        url = check_url(data["url"], stored=hook.url if hook.pk else "")
+        if hook.pk and not same_origin(url, hook.url):
+            # GitLab's reset_token / reset_custom_headers: secrets set for one receiver are
+            # never sent to another one unless given again.
+            hook.token = ""
+            hook.custom_headers = {}
+        hook.url = url
     for plain in ("name", "description", "pipeline_events", "job_events"):
         if plain in data:
             setattr(hook, plain, data[plain])
@@ -445,13 +458,11 @@ class HooksView(GitLabView):
 
     def get_project(self) -> Project:
         project = super().get_project()
-        token = self.token
-        # The read check above is about scopes; hooks also need the manage_hooks permission.
-        if token is not None and not token_has_permission(token, MANAGE_HOOKS, project):
-            raise PermissionDenied(
-                "the token's user groups do not grant the 'pipelines.manage_hooks' permission"
-                f" on project {project.path_with_namespace}"
-            )
+        # Reading hooks takes the read_api scope (checked above) and, as changing them does,
+        # the manage_hooks permission (GitLab's read_web_hook is a maintainer's).
+        grants = grants_of(self.token, self.request.user)
+        if not grants.may(MANAGE_HOOKS, project):
+            raise PermissionDenied(grants.refusal(MANAGE_HOOKS, project))
         return project
 
     def get_hook(self) -> Hook:

@@ -261,7 +261,7 @@ def _start_attempt(
         attempt_number=attempt_number,
         trigger=trigger,
         triggered_by=user if user is not None and user.is_authenticated else None,
-        url=transport.redact_url(hook.url),
+        url=hook.redacted_url,
         request_headers=redact_headers(headers, hook),
         request_body=body if delivery is None else "",
     )
@@ -895,7 +895,7 @@ def _insert_attempts(claimed: list[_Claimed], headers: list[dict], now: datetime
             DeliveryAttempt.Trigger.MANUAL.value
             if item.manual_redelivery
             else DeliveryAttempt.Trigger.SCHEDULED.value,
-            transport.redact_url(item.hook.url),
+            item.hook.redacted_url,
             json_field.get_db_prep_save(redact_headers(sent, item.hook), connection),
             at,
         ]

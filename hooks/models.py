@@ -14,6 +14,7 @@ from django.db import models
 from django.utils import timezone
 
 from pipelines.models import Pipeline, Project
+from pipelines.redaction import redact_url
 
 
 class Hook(models.Model):
@@ -28,6 +29,7 @@ class Hook(models.Model):
         DISABLED = "disabled"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="hooks")
+    # May hold credentials (user:password@, ?token=): shown only as ``redacted_url``.
     url = models.URLField(max_length=2000)
     name = models.CharField(max_length=255, blank=True, default="")
     description = models.TextField(blank=True, default="")
@@ -58,7 +60,12 @@ class Hook(models.Model):
         ordering = ["id"]
 
     def __str__(self) -> str:
-        return self.name or self.url
+        return self.name or self.redacted_url
+
+    @property
+    def redacted_url(self) -> str:
+        """The URL as responses, pages and logs show it (``pipelines.redaction``)."""
+        return redact_url(self.url)
 
     @property
     def alert_status(self) -> str:
@@ -155,6 +162,7 @@ class DeliveryAttempt(models.Model):
     triggered_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
+    # Written redacted (``Hook.redacted_url``); shown redacted again, for rows of older rules.
     url = models.URLField(max_length=2000)
     request_headers = models.JSONField(default=dict)
     # The body sent, kept only for test requests: a delivery's body is its event's.
@@ -174,6 +182,10 @@ class DeliveryAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.attempt_number} of delivery {self.delivery_id}"
+
+    @property
+    def redacted_url(self) -> str:
+        return redact_url(self.url)
 
     @classmethod
     def prunable(cls, retention_days: int):

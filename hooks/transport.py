@@ -420,18 +420,6 @@ def _open_connection(
 _STALE_CONNECTION_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
-def redact_url(url: str) -> str:
-    """The URL with any password masked, for logs (GitLab masks basic auth the same way)."""
-    try:
-        parsed = parse_url(url)
-    except LocationParseError:
-        return url
-    if not parsed.auth:
-        return url
-    user = parsed.auth.split(":", 1)[0]
-    return parsed._replace(auth=f"{user}:*****" if ":" in parsed.auth else user).url
-
-
 def send(
     url: str,
     body: bytes,
@@ -588,7 +576,6 @@ __all__ = [
     "TransportResult",
     "allowed_networks",
     "close_idle_connections",
-    "redact_url",
     "refusal_reason",
     "resolve_allowed_addresses",
     "send",

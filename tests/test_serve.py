@@ -59,38 +59,53 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_serve_first_start_prints_token_and_stops_cleanly(embedded_env):
-    port = free_port()
-    proc = subprocess.Popen(
+def start_serve(env: dict, port: int, *, stderr=subprocess.DEVNULL) -> subprocess.Popen:
+    """`manage.py serve` as `make run` starts it, its output readable line by line."""
+    return subprocess.Popen(
         [sys.executable, "manage.py", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
         cwd=ROOT,
-        env=embedded_env,
+        env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
         text=True,
     )
+
+
+def read_first_start(proc: subprocess.Popen) -> tuple[str | None, list[str]]:
+    """The API token `serve` prints on first start, and every line up to it."""
+    token = None
+    output = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and token is None:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        output.append(line)
+        if line.startswith("API token: "):
+            token = line.split(": ", 1)[1].strip()
+    return token, output
+
+
+def wait_until_up(base: str) -> None:
+    for _ in range(100):
+        try:
+            if requests.get(f"{base}/healthz", timeout=5).status_code == 200:
+                return
+        except requests.RequestException:
+            time.sleep(0.1)
+
+
+def test_serve_first_start_prints_token_and_stops_cleanly(embedded_env):
+    port = free_port()
+    proc = start_serve(embedded_env, port)
     children: set[int] = set()
     try:
-        token = None
-        output = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and token is None:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            output.append(line)
-            if line.startswith("API token: "):
-                token = line.split(": ", 1)[1].strip()
+        token, output = read_first_start(proc)
         assert token, "".join(output)
         assert any("user root  password" in line for line in output)
 
         base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                if requests.get(f"{base}/healthz", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:
-                time.sleep(0.1)
+        wait_until_up(base)
         assert requests.get(f"{base}/admin/login/", timeout=5).status_code == 200
         projects = requests.get(
             f"{base}/api/v4/projects", headers={"PRIVATE-TOKEN": token}, timeout=5

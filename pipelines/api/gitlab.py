@@ -181,11 +181,18 @@ class GitLabView(APIView):
         project = find_project(project_id)
         if project is None:
             raise exceptions.NotFound("404 Project Not Found")
+        self.check_project_access(project, self.required_action)
+        return project
+
+    def check_project_access(self, project: Project, action: str) -> None:
+        """403 saying what is missing; 404, as for a missing project, when the caller holds
+        nothing on it (GitLab's answer to a project one may not read)."""
         try:
-            auth.check_access(self.token, self.request.user, self.required_action, project)
+            auth.check_access(self.token, self.request.user, action, project)
+        except auth.ProjectHidden:
+            raise exceptions.NotFound("404 Project Not Found") from None
         except auth.AccessDenied as denied:
             raise exceptions.PermissionDenied(denied.message) from None
-        return project
 
     def get_pipeline(self, project: Project) -> Pipeline:
         raw = self.kwargs["pipeline_id"]
@@ -262,6 +269,7 @@ LIST_HEADERS = pagination_header_parameters()
 
 class ProjectListView(GitLabView):
     pagination_class = GitLabPagination
+    write_action = auth.CREATE_PROJECT
 
     @extend_schema(
         operation_id="listProjects",
@@ -270,11 +278,10 @@ class ProjectListView(GitLabView):
         responses={200: entities.ProjectSerializer(many=True), **error_responses(400, 401, 403)},
     )
     def get(self, request: Request) -> Response:
-        """List projects (only those a project-limited token may reach)."""
+        """List the projects the caller may read."""
         params = self.query_params(entities.ProjectListParams)
-        # A token sees the projects it is limited to and its groups grant it reading.
-        token = self.token
-        projects = auth.permitted_projects(token, auth.READ) if token else Project.objects.all()
+        # Only the projects the caller may read (and a limited token is limited to).
+        projects = auth.permitted_projects(self.token, auth.READ, self.request.user)
         if search := params.get("search"):
             projects = projects.filter(Q(name__icontains=search) | Q(path__icontains=search))
         if visibility := params.get("visibility"):

@@ -136,10 +136,14 @@ class ApiContext:
         return self._token
 
 
-def authorize(info: Info, action: str, project: Project) -> AccessToken:
+def authorize(info: Info, action: str, project: Project, missing: NotFound) -> AccessToken:
+    """The key, if it may do ``action`` on the project. A key that holds nothing on the
+    project gets ``missing``, the very error a project that does not exist gets."""
     token = info.context.token()
     try:
         auth.check_access(token, None, action, project)
+    except auth.ProjectHidden:
+        raise missing from None
     except auth.AccessDenied as denied:
         raise NotAuthorized(f"User not authorized: {denied.message}") from None
     return token
@@ -149,9 +153,10 @@ def _application(info: Info, application_id: str, action: str = auth.READ) -> Pr
     info.context.token()  # unauthenticated callers learn nothing about ids
     pk = _expect_id(application_id, APPLICATION, "applicationId")
     project = Project.objects.filter(pk=pk).first()
+    missing = NotFound(f"No application with id {application_id!r}")
     if project is None:
-        raise NotFound(f"No application with id {application_id!r}")
-    authorize(info, action, project)
+        raise missing
+    authorize(info, action, project, missing)
     return project
 
 
@@ -536,23 +541,26 @@ def _definition_by_name(
 class Query:
     @strawberry.field(description="An application by its name (or its namespace/path).")
     def application_by_name(self, info: Info, name: str) -> Application | None:
-        info.context.token()
-        matches = list(Project.objects.filter(name=name)[:10])
+        # Applications the key holds nothing on are not there for it: neither the "no
+        # application" error nor the list of namesakes may tell it which names exist.
+        grants = auth.grants_of(info.context.token())
+        matches = [p for p in Project.objects.filter(name=name) if grants.sees(p)]
         if not matches and "/" in name:
             namespace, _, path = name.rpartition("/")
-            matches = list(Project.objects.filter(namespace=namespace, path=path))
+            found = Project.objects.filter(namespace=namespace, path=path)
+            matches = [p for p in found if grants.sees(p)]
+        missing = NotFound(f"No application named {name!r}")
         if not matches:
-            raise NotFound(f"No application named {name!r}")
+            raise missing
         if len(matches) > 1:
-            token = info.context.token()
-            readable = [p for p in matches if _may(token, auth.READ, p)]
+            readable = [p for p in matches if grants.may(auth.READ, p)]
             if len(readable) != 1:
                 raise ApiError(
                     f"{len(matches)} applications are named {name!r}: ask by namespace/path,"
                     f" e.g. {matches[0].path_with_namespace!r}"
                 )
             matches = readable
-        authorize(info, auth.READ, matches[0])
+        authorize(info, auth.READ, matches[0], missing)
         return Application(project=matches[0])
 
     @strawberry.field(description="An application by its id.")
@@ -578,18 +586,11 @@ class Query:
         info.context.token()
         pk = _expect_id(execution_id, EXECUTION, "executionId")
         run = PipelineRun.objects.select_related("project").filter(pk=pk).first()
+        missing = NotFound(f"No execution with id {execution_id!r}")
         if run is None:
-            raise NotFound(f"No execution with id {execution_id!r}")
-        authorize(info, auth.READ, run.project)
+            raise missing
+        authorize(info, auth.READ, run.project, missing)
         return execution_for(run)
-
-
-def _may(token: AccessToken, action: str, project: Project) -> bool:
-    try:
-        auth.check_access(token, None, action, project)
-    except auth.AccessDenied:
-        return False
-    return True
 
 
 @strawberry.type

@@ -36,7 +36,7 @@ from pipelines.api.inbound import (
     validated,
 )
 from pipelines.api.parsing import MAX_ID, parse_id
-from pipelines.auth import WRITE, check_access
+from pipelines.auth import WRITE, ProjectHidden, check_access
 from pipelines.models import (
     COMPLETED_STATUSES,
     UNKNOWN_SHA,
@@ -375,13 +375,17 @@ class CicdInstancesView(DialectView):
         token = _token(request)
         data = validated(InstanceInput(data=self.json_object(request)))
         project = Project.objects.filter(pk=data["integration_id"]).first()
+        not_a_project = Refused(
+            400,
+            f"integration_id {data['integration_id']} is not a project id: use the id of"
+            " the project this instance's runs belong to",
+        )
         if project is None:
-            raise Refused(
-                400,
-                f"integration_id {data['integration_id']} is not a project id: use the id of"
-                " the project this instance's runs belong to",
-            )
-        check_access(token, token.user, WRITE, project)
+            raise not_a_project
+        try:
+            check_access(token, token.user, WRITE, project)
+        except ProjectHidden:
+            raise not_a_project from None
         guid = data.get("id") or uuid.uuid4()
         try:
             with transaction.atomic():
@@ -415,13 +419,17 @@ class CustomCicdView(DialectView):
         instance = (
             CicdInstance.objects.select_related("project").filter(guid=run["instance_guid"]).first()
         )
+        not_registered = Refused(
+            400,
+            f"instance_guid {run['instance_guid']} is not a registered CI/CD instance:"
+            " mint one with POST /sei/api/v1/cicd/instances",
+        )
         if instance is None:
-            raise Refused(
-                400,
-                f"instance_guid {run['instance_guid']} is not a registered CI/CD instance:"
-                " mint one with POST /sei/api/v1/cicd/instances",
-            )
-        check_access(token, token.user, WRITE, instance.project)
+            raise not_registered
+        try:
+            check_access(token, token.user, WRITE, instance.project)
+        except ProjectHidden:
+            raise not_registered from None
 
         status = status_from_result(run["result"])
         start = time_from_epoch_ms(run["start_time"], "start_time")

@@ -151,6 +151,80 @@ def test_project_page_keeps_secrets_left_blank_and_uses_stored_header_values(adm
     assert hook.custom_headers == {"Authorization": HEADER_SECRET, "X-Extra": "1"}
 
 
+CREDENTIALS_URL = "http://ci:url-password@127.0.0.1:8080/ci?token=query-secret"
+SHOWN_URL = "http://*****:*****@127.0.0.1:8080/ci?token=[FILTERED]"
+
+
+@pytest.mark.parametrize("where", ["project page", "hook page"])
+def test_hook_url_credentials_show_masked_and_are_kept_on_save(admin_client, project, where):
+    hook = make_hook(project, url=CREDENTIALS_URL)
+    prefix = "hooks-0-" if where == "project page" else ""
+    page = (
+        reverse("admin:pipelines_project_change", args=[project.pk])
+        if where == "project page"
+        else reverse("admin:hooks_hook_change", args=[hook.pk])
+    )
+    shown = admin_client.get(page)
+    assert "url-password" not in shown.content.decode()
+    assert "query-secret" not in shown.content.decode()
+    data = form_data(shown)
+    assert data[f"{prefix}url"] == SHOWN_URL
+    data[f"{prefix}name"] = "renamed"
+
+    saved = admin_client.post(page, data, follow=True)
+
+    assert saved.status_code == 200
+    hook.refresh_from_db()
+    assert (hook.name, hook.url) == ("renamed", CREDENTIALS_URL)
+    # Masked parts taken to another host are refused, not stored as asterisks.
+    data[f"{prefix}url"] = SHOWN_URL.replace("127.0.0.1", "127.0.0.2")
+    refused = admin_client.post(page, data)
+    assert "masked parts" in refused.content.decode()
+    hook.refresh_from_db()
+    assert hook.url == CREDENTIALS_URL
+
+
+def test_hook_form_moved_to_another_receiver_keeps_no_secret_it_would_send(admin_client, project):
+    hook = make_hook(project, token=SECRET_TOKEN, custom_headers={"Authorization": HEADER_SECRET})
+    page = reverse("admin:hooks_hook_change", args=[hook.pk])
+    data = form_data(admin_client.get(page))
+    data.pop("token")  # not rendered, so not sent back
+    data["url"] = "http://127.0.0.2:8080/elsewhere"
+
+    refused = admin_client.post(page, data)
+    assert "does not get the stored header values" in refused.content.decode()
+    hook.refresh_from_db()
+    assert hook.url == "http://127.0.0.1:9/hook"
+
+    data["custom_headers"] = "X-Team: ops"
+    admin_client.post(page, data, follow=True)
+    hook.refresh_from_db()
+    assert hook.url == "http://127.0.0.2:8080/elsewhere"
+    assert (hook.token, hook.custom_headers) == ("", {"X-Team": "ops"})
+
+
+def test_hook_lists_and_pages_never_show_url_credentials(admin_client, project):
+    hook = make_hook(project, url=CREDENTIALS_URL)
+    delivery = make_delivery(hook)
+    attempt = DeliveryAttempt.objects.create(hook=hook, delivery=delivery, url=hook.url)
+    pages = [
+        reverse("admin:hooks_hook_changelist"),
+        reverse("admin:hooks_hook_change", args=[hook.pk]),
+        reverse("admin:hooks_delivery_changelist"),
+        reverse("admin:hooks_delivery_change", args=[delivery.pk]),
+        reverse("admin:hooks_deliveryattempt_changelist"),
+        reverse("admin:hooks_deliveryattempt_change", args=[attempt.pk]),
+        reverse("admin:hooks_hook_redeliver", args=[hook.pk]),
+    ]
+    for page in pages:
+        text = admin_client.get(page).content.decode()
+        assert "127.0.0.1:8080/ci" in text, page  # the URL is there...
+        assert "url-password" not in text and "query-secret" not in text, page  # ...masked
+    # Searching by URL would spell the password out letter by letter: it finds nothing.
+    found = admin_client.get(reverse("admin:hooks_hook_changelist"), {"q": "url-pass"})
+    assert found.context["cl"].result_count == 0
+
+
 # --- The hook form ------------------------------------------------------------------------
 
 
