@@ -503,6 +503,12 @@ def send(
     watch = _Watch(deadline=started + total)
     host = target.host
     origin: OriginKey = (target.scheme, host, target.port, verify_ssl)
+
+    def new_connection() -> HTTPConnection:
+        return _open_connection(
+            target.scheme, host, target.port, verify_ssl=verify_ssl, connect_timeout=connect_timeout
+        )
+
     phase = "connect"
     connection = None
     response = None
@@ -511,13 +517,7 @@ def send(
         connection = _keepalive.take(origin)
         reused = connection is not None
         if connection is None:
-            connection = _open_connection(
-                target.scheme,
-                host,
-                target.port,
-                verify_ssl=verify_ssl,
-                connect_timeout=connect_timeout,
-            )
+            connection = new_connection()
         watch.connection = connection
         _watchdog.watch(watch)
         while True:
@@ -546,13 +546,7 @@ def send(
                     raise
                 connection.close()
                 reused = False
-                connection = _open_connection(
-                    target.scheme,
-                    host,
-                    target.port,
-                    verify_ssl=verify_ssl,
-                    connect_timeout=connect_timeout,
-                )
+                connection = new_connection()
                 watch.connection = connection
         if watch.fired:
             # A shut socket reads as the end of the headers: what came is not the answer.
