@@ -173,7 +173,9 @@ class ProjectHookListItemSerializer(serializers.Serializer):
     vulnerability_events = NeverSentField()
     enable_ssl_verification = serializers.BooleanField(read_only=True)
     alert_status = serializers.ChoiceField(choices=Hook.AlertStatus.choices, read_only=True)
-    disabled_until = GitLabDateTimeField(read_only=True)
+    disabled_until = GitLabDateTimeField(
+        read_only=True, allow_null=True, help_text="Null unless the hook is resting."
+    )
     push_events_branch_filter = ConstantField(None, help_text="Pipehook has no push events.")
     branch_filter_strategy = ConstantField("all_branches", help_text="See ref_filter_strategy.")
     custom_webhook_template = ConstantField(None, help_text="Payloads are GitLab's, unchanged.")

@@ -100,7 +100,10 @@ class HookForm(forms.ModelForm):
             "signing_token",
             "custom_headers",
         )
-        widgets = {"description": forms.Textarea(attrs={"rows": 2, "cols": 60})}
+        widgets = {
+            "url": forms.URLInput(attrs={"size": 80}),
+            "description": forms.Textarea(attrs={"rows": 2, "cols": 60}),
+        }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

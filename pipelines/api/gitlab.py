@@ -28,7 +28,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, serializers, status
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.serializer_helpers import ReturnDict
@@ -39,7 +39,14 @@ from pipelines.api import serializers as entities
 from pipelines.api.errors import ParameterError
 from pipelines.api.pagination import GitLabPagination, pagination_header_parameters
 from pipelines.api.parsing import MAX_ID as MAX_ID  # re-exported: the hooks API uses it
-from pipelines.api.parsing import JSONParser, is_digits, parse_id
+from pipelines.api.parsing import (
+    FormParser,
+    JSONParser,
+    MalformedInput,
+    check_request_text,
+    is_digits,
+    parse_id,
+)
 from pipelines.models import COMPLETED_STATUSES, AccessToken, Job, Pipeline, Project, Status
 
 # Explicit indexes are ASCII and short: ``int()`` refuses thousands of digits with a crash.
@@ -150,6 +157,13 @@ class GitLabView(APIView):
 
     # Set per view when a write is more than a change (starting a pipeline).
     write_action = auth.WRITE
+
+    def initial(self, request: Request, *args, **kwargs) -> None:
+        try:
+            check_request_text(request._request)
+        except MalformedInput as refused:
+            raise ParameterError(str(refused)) from None
+        super().initial(request, *args, **kwargs)
 
     @property
     def required_action(self) -> str:

@@ -34,7 +34,13 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import Info
 
 from pipelines import auth, services
-from pipelines.api.parsing import InvalidJSON, MalformedInput, load_json, parse_id
+from pipelines.api.parsing import (
+    InvalidJSON,
+    MalformedInput,
+    check_request_text,
+    load_json,
+    parse_id,
+)
 from pipelines.errors import ServiceError
 from pipelines.models import AccessToken, PipelineDefinition, Project, Status
 from pipelines.models import Execution as ExecutionRecord
@@ -698,9 +704,13 @@ schema = PipehookSchema(
 )
 
 
-def _check_json_body(request: HttpRequest) -> None:
-    """Refuse, with a 400, the bodies Strawberry would fail on with a 500 (not an object, not
-    UTF-8) and what ``load_json`` refuses for every API."""
+def _check_request(request: HttpRequest) -> None:
+    """Refuse, with a 400, what every API refuses (``check_request_text``, ``load_json``) and
+    the bodies Strawberry would fail on with a 500 (not an object, not UTF-8)."""
+    try:
+        check_request_text(request)
+    except MalformedInput as refused:
+        raise HTTPException(400, str(refused)) from None
     if request.method != "POST" or "application/json" not in (request.content_type or ""):
         return
     try:
@@ -724,7 +734,7 @@ class PipehookGraphQLView(GraphQLView):
         return ApiContext(request=request, response=response)
 
     def decode_json(self, data: str | bytes) -> object:
-        # GET's variables and extensions parameters; POST bodies passed _check_json_body.
+        # GET's variables and extensions parameters; POST bodies passed _check_request.
         try:
             return load_json(data.decode() if isinstance(data, bytes) else data)
         except InvalidJSON:
@@ -734,7 +744,7 @@ class PipehookGraphQLView(GraphQLView):
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         try:
-            _check_json_body(request)
+            _check_request(request)
             return self.run(request=request)
         except HTTPException as refused:
             return JsonResponse(

@@ -29,6 +29,7 @@ from pipelines.api.inbound import (
     DialectView,
     Refused,
     Text,
+    optional_list,
     optional_text,
     parse_json_text,
     refusals,
@@ -124,11 +125,11 @@ class StepInput(serializers.Serializer):
 
 
 class StageInput(StepInput):
-    steps = StepInput(many=True, required=False, allow_null=True)
+    steps = optional_list(StepInput())
 
 
 class JobRunInput(serializers.Serializer):
-    stages = StageInput(many=True, required=False, allow_null=True)
+    stages = optional_list(StageInput())
 
 
 class JobRunParamInput(serializers.Serializer):
@@ -163,10 +164,8 @@ class RunInput(serializers.Serializer):
     result = Text(max_length=64, error_messages=_missing("result"))
 
     user_id = optional_text()
-    job_run_params = JobRunParamInput(many=True, required=False, allow_null=True)
-    scm_commit_ids = serializers.ListField(
-        child=Text(max_length=64), required=False, allow_null=True
-    )
+    job_run_params = optional_list(JobRunParamInput())
+    scm_commit_ids = optional_list(Text(max_length=64))
     repo_url = optional_text(2000)
     build_number = serializers.IntegerField(
         required=False, allow_null=True, min_value=0, max_value=MAX_ID
@@ -176,17 +175,13 @@ class RunInput(serializers.Serializer):
     module_name = ModuleName(required=False, allow_null=True)
     ci = serializers.BooleanField(required=False, allow_null=True)
     cd = serializers.BooleanField(required=False, allow_null=True)
-    artifacts = serializers.ListField(
-        child=serializers.DictField(), required=False, allow_null=True
-    )
-    trigger_chain = serializers.ListField(
-        child=serializers.DictField(), required=False, allow_null=True
-    )
+    artifacts = optional_list(serializers.DictField())
+    trigger_chain = optional_list(serializers.DictField())
     branch_name = optional_text()
     project_name = optional_text()
     execution_id = optional_text()
     cfr_status = serializers.BooleanField(required=False, allow_null=True)
-    themes = serializers.ListField(child=Text(), required=False, allow_null=True)
+    themes = optional_list(Text())
     web_url = optional_text(2000)
 
 

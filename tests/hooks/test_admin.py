@@ -10,7 +10,9 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
+from rest_framework.test import APIClient
 
+from hooks.forms import HookForm
 from hooks.models import Delivery, DeliveryAttempt, Event, Hook
 from hooks.validators import SECRET_MASK
 from pipelines import services
@@ -532,3 +534,38 @@ def test_view_only_staff_sees_the_hook_page_without_buttons(client, project, rec
     assert "resend-delivery" not in page.content.decode()
     assert client.post(reverse("admin:hooks_hook_test", args=[hook.pk])).status_code == 403
     assert receiver.requests == []
+
+
+# --- One rule for hook URLs ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/ci",
+        "http://[::ffff:127.0.0.1]:8080/ci",
+        "http://ci_receiver.invalid:8080/hook",  # Django's URLValidator refuses the underscore
+        "http://[::1:8080]/hook",  # the address ::1:8080, reserved
+        "http://[::1]:0/hook",
+        "http://[zzz]/hook",
+        "ftp://127.0.0.1/hook",
+        "127.0.0.1:8080/ci",
+    ],
+)
+def test_the_admin_form_and_the_api_take_the_same_hook_urls(project, make_token, url):
+    form = HookForm(
+        data={
+            "project": project.pk,
+            "url": url,
+            "ref_filter_strategy": "all_branches",
+            "pipeline_events": "on",
+            "enable_ssl_verification": "on",
+        }
+    )
+    api = APIClient()
+    api.credentials(HTTP_PRIVATE_TOKEN=make_token())
+    response = api.post(f"/api/v4/projects/{project.pk}/hooks", {"url": url}, format="json")
+    assert response.status_code in (201, 422), response.content
+    assert form.is_valid() == (response.status_code == 201), (form.errors, response.json())
+    if not form.is_valid():
+        assert response.json()["message"] == f"Invalid url given: {form.errors['url'][0]}"

@@ -834,6 +834,27 @@ def test_test_event_sends_the_newest_pipeline_and_answers_201(client, project, r
     assert json.loads(request.body)["object_attributes"]["id"] == newest.pk
 
 
+def test_test_event_to_an_ipv6_literal_without_a_port_is_a_422_not_a_500(client, project, settings):
+    """Such a URL is saved (it is valid); the test button used to answer 500 with it."""
+    settings.HOOKS_ALLOWED_NETWORKS = ["::ffff:127.0.0.0/104"]
+    saved = client.post(
+        hooks_url(project), {"url": "http://[::ffff:127.0.0.1]/hook"}, format="json"
+    )
+    assert saved.status_code == 201, saved.content
+    services.create_pipeline(project, ref="main", sha="a" * 40)
+    settings.HOOKS_ALLOWED_NETWORKS = []  # refused when sent: nothing leaves, whatever is on :80
+
+    response = client.post(hooks_url(project, f"/{saved.json()['id']}/test/pipeline_events"))
+
+    assert response.status_code == 422
+    assert (
+        "::ffff:127.0.0.1 resolves to ::ffff:7f00:1, which is a loopback address"
+        in (response.json()["message"])
+    )
+    attempt = DeliveryAttempt.objects.get(trigger=DeliveryAttempt.Trigger.TEST)
+    assert (attempt.url, attempt.response_status) == ("http://[::ffff:127.0.0.1]/hook", None)
+
+
 def test_test_event_that_the_receiver_refuses_is_a_422_with_its_answer(client, project, receiver):
     hook = make_hook(project, url=receiver.url, pipeline_events=False)
     services.create_pipeline(project, ref="main", sha="a" * 40)
