@@ -25,6 +25,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.http import url_has_allowed_host_and_scheme
 
 import pipelines.admin as pipelines_admin
 from hooks import delivery as hook_delivery
@@ -658,10 +659,11 @@ class DeliveryAdmin(ReadOnlyAdmin):
 
     def resend_view(self, request: HttpRequest, delivery_id: int) -> HttpResponse:
         delivery = get_object_or_404(Delivery.objects.select_related("hook"), pk=delivery_id)
-        back = request.POST.get("next") or reverse(
-            "admin:hooks_delivery_change", args=[delivery.pk]
-        )
-        if not back.startswith("/"):
+        back = request.POST.get("next", "")
+        # Only a page of this site: "//elsewhere.example/" starts with "/" too.
+        if not url_has_allowed_host_and_scheme(
+            back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        ):
             back = reverse("admin:hooks_delivery_change", args=[delivery.pk])
         if request.method != "POST":
             return HttpResponseRedirect(back)

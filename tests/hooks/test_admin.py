@@ -448,6 +448,31 @@ def test_resend_from_the_delivery_page_sends_it_again(admin_client, project, rec
     assert delivery.attempts.get().trigger == DeliveryAttempt.Trigger.MANUAL
 
 
+@pytest.mark.parametrize("target", ["//evil.example/", "https://evil.example/", "/\\evil.example"])
+def test_resend_never_redirects_off_the_site(admin_client, project, receiver, target):
+    hook = make_hook(project, url=receiver.url)
+    delivery = make_delivery(hook, status=Delivery.Status.FAILED, attempt_count=8)
+
+    response = admin_client.post(
+        reverse("admin:hooks_delivery_resend", args=[delivery.pk]), {"next": target}
+    )
+
+    assert response.status_code == 302
+    assert response["Location"] == reverse("admin:hooks_delivery_change", args=[delivery.pk])
+
+
+def test_resend_returns_to_the_page_it_came_from(admin_client, project, receiver):
+    hook = make_hook(project, url=receiver.url)
+    delivery = make_delivery(hook, status=Delivery.Status.FAILED, attempt_count=8)
+    back = reverse("admin:hooks_hook_change", args=[hook.pk])
+
+    response = admin_client.post(
+        reverse("admin:hooks_delivery_resend", args=[delivery.pk]), {"next": back}
+    )
+
+    assert response["Location"] == back
+
+
 def test_delivery_list_filters_by_status_and_response(admin_client, project):
     hook = make_hook(project)
     ok = make_delivery(hook, attempt_count=1, last_response_status=200)
