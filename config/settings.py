@@ -224,6 +224,13 @@ HOOKS_RETRY_AFTER_MAX_SECONDS = env.float("HOOKS_RETRY_AFTER_MAX_SECONDS", defau
 HOOKS_BATCH_SIZE = env.int("HOOKS_BATCH_SIZE", default=50)
 # Requests one batch sends at once; each further round of a batch adds a timeout to its lease.
 HOOKS_SEND_CONCURRENCY = env.int("HOOKS_SEND_CONCURRENCY", default=10)
+# GitLab's auto-disable: from the 4th failure in a row a hook rests, doubling from
+# HOOKS_BACKOFF_BASE_SECONDS up to a day; the 40th disables it until re-enabled. Off: no
+# failure counts and no hook rests or is disabled.
+HOOKS_AUTO_DISABLE = env.bool("HOOKS_AUTO_DISABLE", default=True)
+HOOKS_BACKOFF_BASE_SECONDS = env.float("HOOKS_BACKOFF_BASE_SECONDS", default=60.0)
+# A 410 Gone disables the hook at once (until re-enabled) instead of counting as one failure.
+HOOKS_DISABLE_ON_GONE = env.bool("HOOKS_DISABLE_ON_GONE", default=False)
 
 # GitLab's limits (ProjectHook's plan limit ``project_hooks``; the ApplicationRateLimiter's
 # ``web_hook_test`` and ``web_hook_event_resend``, per user and project). 0 turns one off.

@@ -18,10 +18,13 @@ a single delivery is a batch of one, decided by the very same code.
    schedule with jitter; 429/503 honour Retry-After). The sweeper sends due retries; a
    finished delivery immediately queues the next one of its pipeline, so order costs no
    sweep delay.
-4. Hook health follows GitLab: each failure counts; from the 4th in a row the hook rests for
-   1 minute doubling to 24 h; the 40th, or a 410 Gone, disables it until someone re-enables
-   it; a success resets the count. A batch applies its results to each hook in order, with
-   one read and one write per hook. Deliveries of a resting hook wait; none is dropped.
+4. Hook health follows GitLab's auto-disable: a failure counts once per delivery and only
+   while the hook may be sent to; from the 4th in a row the hook rests for 1 minute
+   doubling to 24 h; the 40th disables it until someone re-enables it; a success resets
+   the count. When a rest is over one delivery goes out alone (the probe) and the others
+   wait for its answer: a failure rests the hook again, a success sends the backlog. A
+   batch applies its results to each hook in order, with one read and one write per hook.
+   Deliveries of a resting hook wait; none is dropped. (See "Hook health" below.)
 
 Attempts a person asks for (a resend, a test, a bulk redelivery) never push a hook towards
 being disabled; when one succeeds it re-enables the hook.
@@ -44,7 +47,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from functools import partial
 from importlib import metadata
@@ -161,11 +164,15 @@ def enqueue_on_commit(delivery_ids: Iterable[int]) -> None:
 
 
 def _hook_is_executable(now: datetime) -> Exists:
-    return Exists(
-        Hook.objects.filter(pk=OuterRef("hook_id"), permanently_disabled=False).filter(
-            Q(disabled_until__isnull=True) | Q(disabled_until__lte=now)
+    """The sweeper's twin of the claim's hook condition (``_hook_condition``): the hook is
+    neither disabled nor resting, and no probe of it is out."""
+    hooks = Hook.objects.filter(pk=OuterRef("hook_id"))
+    if settings.HOOKS_AUTO_DISABLE:
+        hooks = hooks.filter(permanently_disabled=False).filter(
+            Q(disabled_until__isnull=True) | Q(disabled_until__lte=now),
+            Q(probe_until__isnull=True) | Q(probe_until__lte=now),
         )
-    )
+    return Exists(hooks)
 
 
 def _has_earlier_unfinished() -> Exists:
@@ -406,12 +413,11 @@ def retry_after_seconds(result: transport.TransportResult, now: datetime) -> flo
     return max(0.0, (when - now).total_seconds())
 
 
-def disable_backoff(failures: int) -> timedelta:
-    """How long a hook rests after its ``failures``-th failure in a row (4th: 1 minute)."""
-    exponent = failures - TEMPORARY_DISABLE_FAILURES
-    if exponent >= 11:  # 2**11 minutes is already past a day
-        return MAX_BACKOFF
-    return min(INITIAL_BACKOFF * 2**exponent, MAX_BACKOFF)
+def disable_backoff(failures: int, initial: timedelta = INITIAL_BACKOFF) -> timedelta:
+    """How long a hook rests after its ``failures``-th failure in a row: ``initial`` at the
+    4th, doubling with each further one, at most a day."""
+    exponent = min(max(failures - TEMPORARY_DISABLE_FAILURES, 0), PERMANENT_DISABLE_FAILURES)
+    return min(initial * 2**exponent, MAX_BACKOFF)
 
 
 def _outcome(
@@ -429,6 +435,40 @@ def _outcome(
 
 
 # --- Hook health ---------------------------------------------------------------------------
+#
+# Pure rules (no database, no settings read): ``HealthRules`` carries the settings, and the
+# functions below fold one hook's results into its ``HookHealth``. The rule, GitLab's
+# ``WebHooks::AutoDisabling`` adapted to retries and backlogs:
+#
+# - A failure counts only while the hook is executable (neither resting nor disabled), and
+#   at most once per delivery: retries of one event are one failure, as GitLab, which sends
+#   each event once, counts it. Failures 1-3 only count; from the 4th the hook rests for
+#   the base backoff (1 minute), doubling with each counted failure up to a day; the 40th
+#   disables it until re-enabled. Reaching 40 takes at least a month of failing, as GitLab.
+# - When a rest is over the hook is *probing*: one delivery goes out alone (the claim picks
+#   it, see ``_assign_probes``). A failed probe rests the hook again (doubled when its
+#   failure counts, as long as before when its delivery had counted already); a success
+#   clears the count and releases the backlog at once.
+# - Any success clears the count and ends a rest (not a disable until re-enabled).
+# - A 410 Gone is a failure like any other, unless HOOKS_DISABLE_ON_GONE: then it disables
+#   the hook at once. With HOOKS_AUTO_DISABLE off no failure counts and nothing rests.
+
+
+@dataclass(frozen=True)
+class HealthRules:
+    """The settings the health rules follow."""
+
+    auto_disable: bool = True
+    disable_on_gone: bool = False
+    initial_backoff: timedelta = INITIAL_BACKOFF
+
+    @classmethod
+    def from_settings(cls) -> HealthRules:
+        return cls(
+            auto_disable=settings.HOOKS_AUTO_DISABLE,
+            disable_on_gone=settings.HOOKS_DISABLE_ON_GONE,
+            initial_backoff=timedelta(seconds=settings.HOOKS_BACKOFF_BASE_SECONDS),
+        )
 
 
 @dataclass(frozen=True)
@@ -437,97 +477,224 @@ class HookHealth:
     disabled_until: datetime | None
     permanently_disabled: bool
 
+    def resting(self, now: datetime) -> bool:
+        return self.disabled_until is not None and self.disabled_until > now
 
-def health_after_success(health: HookHealth) -> HookHealth:
-    """A scheduled success resets the count and ends any rest (not a permanent disable)."""
+    def executable(self, now: datetime) -> bool:
+        """Deliveries may go out (GitLab's ``executable?``): neither disabled nor resting."""
+        return not self.permanently_disabled and not self.resting(now)
+
+    def probing(self, now: datetime) -> bool:
+        """It rested and no success came since: one delivery at a time goes out."""
+        return self.executable(now) and self.recent_failures >= TEMPORARY_DISABLE_FAILURES
+
+    @property
+    def held_back(self) -> bool:
+        """Its deliveries are (or were, until a rest ran out) kept waiting."""
+        return (
+            self.permanently_disabled
+            or self.disabled_until is not None
+            or self.recent_failures >= TEMPORARY_DISABLE_FAILURES
+        )
+
+
+@dataclass(frozen=True)
+class HookResult:
+    """One scheduled attempt's result, as the health rules see it."""
+
+    delivery_id: int
+    succeeded: bool
+    gone: bool = False  # the receiver answered 410 Gone
+    # A failure of this delivery counted already (an earlier attempt of the same event).
+    counted_before: bool = False
+
+
+def health_after_success(health: HookHealth, rules: HealthRules | None = None) -> HookHealth:
+    """A scheduled success resets the count and ends any rest; not a disable until
+    re-enabled, unless auto-disable is off (then nothing may stay disabled when it is
+    switched on again)."""
+    if rules is not None and not rules.auto_disable:
+        return HookHealth(0, None, False)
     return replace(health, recent_failures=0, disabled_until=None)
 
 
 def health_after_failure(
-    health: HookHealth, *, gone: bool, now: datetime, hook_id: int | None = None
-) -> HookHealth:
-    """GitLab's rules: count the failure; rest from the 4th in a row, doubling; the 40th or
-    a 410 Gone disables until re-enabled."""
-    failures = min(health.recent_failures + 1, PERMANENT_DISABLE_FAILURES)
-    if gone or failures >= PERMANENT_DISABLE_FAILURES:
+    health: HookHealth,
+    *,
+    countable: bool,
+    gone: bool,
+    now: datetime,
+    rules: HealthRules,
+    hook_id: int | None = None,
+) -> tuple[HookHealth, bool]:
+    """Apply one failure; returns the new health and whether the failure counted.
+    ``countable`` is False when the failing delivery counted before."""
+    if not rules.auto_disable:
+        return health, False
+    counts = countable and health.executable(now)
+    failures = min(health.recent_failures + int(counts), PERMANENT_DISABLE_FAILURES)
+    if gone and rules.disable_on_gone:
+        if health.permanently_disabled:
+            return health, False
         logger.warning(
-            "Hook %s disabled until re-enabled (%s)",
-            hook_id,
-            "the receiver answered 410 Gone" if gone else f"{failures} failures in a row",
+            "Hook %s disabled until re-enabled (the receiver answered 410 Gone)", hook_id
         )
-        return replace(health, recent_failures=failures, permanently_disabled=True)
+        return replace(health, recent_failures=failures, permanently_disabled=True), counts
+    if not health.executable(now):
+        # GitLab's backoff! returns unless the hook is executable: a failure that comes back
+        # while the hook rests (sent before the rest began) adds nothing.
+        return health, False
+    if not counts:
+        if not health.probing(now):
+            return health, False
+        # A probe whose event had counted already: the receiver is still down, so the hook
+        # rests again, as long as last time.
+        disabled_until = now + disable_backoff(failures, rules.initial_backoff)
+        logger.warning(
+            "Hook %s rests until %s again: its probe failed (%s failures in a row)",
+            hook_id,
+            disabled_until,
+            failures,
+        )
+        return replace(health, disabled_until=disabled_until), False
+    if failures >= PERMANENT_DISABLE_FAILURES:
+        logger.warning(
+            "Hook %s disabled until re-enabled (%s failures in a row)", hook_id, failures
+        )
+        return replace(health, recent_failures=failures, permanently_disabled=True), True
     if failures >= TEMPORARY_DISABLE_FAILURES:
-        disabled_until = now + disable_backoff(failures)
+        disabled_until = now + disable_backoff(failures, rules.initial_backoff)
         logger.warning(
             "Hook %s rests until %s after %s failures in a row", hook_id, disabled_until, failures
         )
-        return replace(health, recent_failures=failures, disabled_until=disabled_until)
-    return replace(health, recent_failures=failures)
+        return replace(health, recent_failures=failures, disabled_until=disabled_until), True
+    return replace(health, recent_failures=failures), True
 
 
-def _record_health(results: list[tuple[int, bool, bool]], now: datetime) -> None:
-    """Apply scheduled attempts' results, (hook id, succeeded, gone) in order, to their
-    hooks, by the rules above.
-
-    A hook with only successes needs no read: one conditional UPDATE clears the count and
-    any rest of all of them. A hook with a failure is read once under lock, its results
-    folded through the rules in order, and written once if it changed.
-    """
-    failing = {hook_id for hook_id, succeeded, _ in results if not succeeded}
-    healthy = sorted({hook_id for hook_id, _, _ in results} - failing)
-    if healthy:
-        table = connection.ops.quote_name(Hook._meta.db_table)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"""
-                UPDATE {table} SET recent_failures = 0, disabled_until = NULL
-                WHERE id IN ({", ".join(["%s"] * len(healthy))})
-                  AND (recent_failures > 0 OR disabled_until IS NOT NULL)
-                """,  # noqa: S608 (the table name comes from the model, values are parameters)
-                healthy,
-            )
-    if not failing:
-        return
-    before = {
-        pk: HookHealth(failures, disabled_until, permanently_disabled)
-        for pk, failures, disabled_until, permanently_disabled in Hook.objects.select_for_update()
-        .filter(pk__in=failing)
-        .order_by("pk")
-        .values_list("pk", "recent_failures", "disabled_until", "permanently_disabled")
-    }
-    after = dict(before)
-    for hook_id, succeeded, gone in results:
-        if hook_id not in after:
-            continue  # healthy, or deleted while its deliveries were out
-        after[hook_id] = (
-            health_after_success(after[hook_id])
-            if succeeded
-            else health_after_failure(after[hook_id], gone=gone, now=now, hook_id=hook_id)
+def fold_hook_results(
+    health: HookHealth,
+    results: Iterable[HookResult],
+    *,
+    now: datetime,
+    rules: HealthRules,
+    hook_id: int | None = None,
+) -> tuple[HookHealth, list[int]]:
+    """One hook's results, in order, through the rules: the health they leave and the
+    deliveries whose failure counted."""
+    counted: list[int] = []
+    for result in results:
+        if result.succeeded:
+            health = health_after_success(health, rules)
+            continue
+        health, did_count = health_after_failure(
+            health,
+            countable=not result.counted_before,
+            gone=result.gone,
+            now=now,
+            rules=rules,
+            hook_id=hook_id,
         )
-    for hook_id, health in after.items():
-        if health != before[hook_id]:
-            Hook.objects.filter(pk=hook_id).update(**asdict(health))
+        if did_count:
+            counted.append(result.delivery_id)
+    return health, counted
+
+
+def _record_health(results: list[tuple[int, HookResult]], now: datetime) -> None:
+    """Apply scheduled attempts' results, (hook id, result) in order, to their hooks, by
+    the rules above.
+
+    Only hooks with a failure in these results, or with a count, a rest or a probe to clear,
+    are read (under lock; a batch whose hooks are all healthy and succeeded reads nothing
+    back), folded through the rules in order, and written once each if they changed or
+    their probe answered; either ends the probe. The deliveries whose failure counted are
+    marked so. A hook that was held back and is clear again gets its backlog sent now.
+    """
+    if not results:
+        return
+    rules = HealthRules.from_settings()
+    hook_ids = sorted({hook_id for hook_id, _ in results})
+    failing = sorted({hook_id for hook_id, result in results if not result.succeeded})
+    table = connection.ops.quote_name(Hook._meta.db_table)
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    failing_clause = f"id IN ({', '.join(['%s'] * len(failing))}) OR " if failing else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT id, recent_failures, disabled_until, permanently_disabled, probe_delivery_id
+            FROM {table}
+            WHERE id IN ({", ".join(["%s"] * len(hook_ids))})
+              AND ({failing_clause}recent_failures > 0 OR disabled_until IS NOT NULL
+                   OR probe_until IS NOT NULL)
+            ORDER BY id{lock}
+            """,  # noqa: S608 (the table name comes from the model, values are parameters)
+            [*hook_ids, *failing],
+        )
+        rows = cursor.fetchall()
+    counted: list[int] = []
+    for hook_id, failures, disabled_until, permanently_disabled, probe_id in rows:
+        health = HookHealth(failures, _db_datetime(disabled_until), bool(permanently_disabled))
+        own = [result for pk, result in results if pk == hook_id]
+        after, hook_counted = fold_hook_results(health, own, now=now, rules=rules, hook_id=hook_id)
+        counted.extend(hook_counted)
+        probe_answered = probe_id is not None and any(r.delivery_id == probe_id for r in own)
+        if after != health or probe_answered:
+            Hook.objects.filter(pk=hook_id).update(
+                **asdict(after), probe_delivery_id=None, probe_until=None
+            )
+        if health.held_back and not after.held_back:
+            logger.info("Hook %s answered again; sending what waited", hook_id)
+            _wake_hook(hook_id)
+    if counted:
+        Delivery.objects.filter(pk__in=counted).update(failure_counted=True)
+
+
+def _db_datetime(value: datetime | str | None) -> datetime | None:
+    """A datetime column read with a raw cursor: PostgreSQL gives it aware, SQLite naive
+    in UTC."""
+    if value is None:
+        return None
+    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _reenable_after_success(hook_id: int) -> None:
     """A person's resend or test got a 2xx: the hook is healthy again, whatever it was."""
-    changed = (
-        Hook.objects.filter(pk=hook_id)
-        .filter(
-            Q(recent_failures__gt=0)
-            | Q(disabled_until__isnull=False)
-            | Q(permanently_disabled=True)
-        )
-        .update(recent_failures=0, disabled_until=None, permanently_disabled=False)
+    held_back = (
+        Q(recent_failures__gte=TEMPORARY_DISABLE_FAILURES)
+        | Q(disabled_until__isnull=False)
+        | Q(permanently_disabled=True)
     )
-    if changed:
+    cleared = Hook.objects.filter(pk=hook_id).filter(held_back).update(**_CLEAR_HEALTH)
+    if cleared:
         logger.info("Hook %s re-enabled by a successful request", hook_id)
         _wake_hook(hook_id)
+    else:
+        Hook.objects.filter(pk=hook_id, recent_failures__gt=0).update(recent_failures=0)
+
+
+# A hook as good as new: no count, no rest, no disable, no probe out.
+_CLEAR_HEALTH = {
+    "recent_failures": 0,
+    "disabled_until": None,
+    "permanently_disabled": False,
+    "probe_delivery_id": None,
+    "probe_until": None,
+}
 
 
 def _wake_hook(hook_id: int) -> None:
-    """Queue the due deliveries at the head of each of the hook's pipelines now."""
+    """The hook may be sent to again after it was held back: what waited goes out now.
+
+    Its pending deliveries become due at once, retries included: the receiver has just
+    answered, so the backoff each earned while it was away no longer applies (without this,
+    a pipeline whose head delivery had reached the 30-minute retry would wait that long
+    behind a receiver that is back). The head of each pipeline is queued now; the rest
+    follow in order.
+    """
     now = timezone.now()
+    Delivery.objects.filter(
+        hook_id=hook_id, status=Delivery.Status.PENDING, next_attempt_at__gt=now
+    ).update(next_attempt_at=now)
     heads = (
         Delivery.objects.filter(hook_id=hook_id, status=Delivery.Status.PENDING)
         .filter(next_attempt_at__lte=now)
@@ -579,21 +746,49 @@ def _next_in_order(chains: Iterable[tuple[int, int]]) -> list[int]:
 # --- Deliver -------------------------------------------------------------------------------
 
 
-def _claimable_where(delivery_ids: list[int], now: datetime) -> tuple[str, list]:
+def _hook_condition(now: datetime, *, probe: str) -> tuple[str, list]:
+    """The claim's condition on a delivery's hook (aliased ``hook``), as SQL and parameters:
+    neither disabled nor resting, and either never rested since its last success or
+    probing with this delivery as its probe. ``probe="held"`` asks for the probe this
+    caller holds (``_assign_probes``); ``probe="free"`` also takes any delivery of a
+    probing hook with no probe out, which could become its probe; ``probe="any"`` asks only
+    that the hook be neither disabled nor resting. With HOOKS_AUTO_DISABLE off, every hook
+    qualifies."""
+    if not settings.HOOKS_AUTO_DISABLE:
+        return "", []
+    delivery_table = connection.ops.quote_name(Delivery._meta.db_table)
+    at = connection.ops.adapt_datetimefield_value(now)
+    sql = """
+            AND NOT hook.permanently_disabled
+            AND (hook.disabled_until IS NULL OR hook.disabled_until <= %s)"""
+    params = [at]
+    if probe == "any":
+        return sql, params
+    probe_sql = f"(hook.probe_delivery_id = {delivery_table}.id AND hook.probe_until > %s)"
+    params += [TEMPORARY_DISABLE_FAILURES, at]
+    if probe == "free":
+        probe_sql = f"({probe_sql} OR hook.probe_until IS NULL OR hook.probe_until <= %s)"
+        params.append(at)
+    return f"{sql}\n            AND (hook.recent_failures < %s OR {probe_sql})", params
+
+
+def _claimable_where(
+    delivery_ids: list[int], now: datetime, *, probe: str = "held"
+) -> tuple[str, list]:
     """The claim's conditions, as SQL over the delivery table and its parameters: listed,
-    pending, due, its hook not disabled, no earlier unfinished delivery of its (hook,
-    pipeline). Every condition is on the delivery row itself or in EXISTS subqueries."""
+    pending, due, its hook may be sent to (``_hook_condition``), no earlier unfinished
+    delivery of its (hook, pipeline). Every condition is on the delivery row itself or in
+    EXISTS subqueries."""
     ops = connection.ops
     delivery_table = ops.quote_name(Delivery._meta.db_table)
     hook_table = ops.quote_name(Hook._meta.db_table)
     at = ops.adapt_datetimefield_value(now)
+    hook_sql, hook_params = _hook_condition(now, probe=probe)
     sql = f"""
         id IN ({", ".join(["%s"] * len(delivery_ids))}) AND status = %s AND next_attempt_at <= %s
         AND EXISTS (
           SELECT 1 FROM {hook_table} hook
-          WHERE hook.id = {delivery_table}.hook_id
-            AND NOT hook.permanently_disabled
-            AND (hook.disabled_until IS NULL OR hook.disabled_until <= %s))
+          WHERE hook.id = {delivery_table}.hook_id{hook_sql})
         AND NOT EXISTS (
           SELECT 1 FROM {delivery_table} earlier
           WHERE earlier.hook_id = {delivery_table}.hook_id
@@ -605,7 +800,7 @@ def _claimable_where(delivery_ids: list[int], now: datetime) -> tuple[str, list]
         *delivery_ids,
         Delivery.Status.PENDING.value,
         at,
-        at,
+        *hook_params,
         Delivery.Status.PENDING.value,
         Delivery.Status.SENDING.value,
     ]
@@ -622,7 +817,7 @@ def claimable_deliveries(delivery_ids: Iterable[int], now: datetime) -> list[int
     ids = sorted({int(pk) for pk in delivery_ids})
     if not ids:
         return []
-    where, params = _claimable_where(ids, now)
+    where, params = _claimable_where(ids, now, probe="free")
     table = connection.ops.quote_name(Delivery._meta.db_table)
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT id FROM {table} WHERE {where}", params)  # noqa: S608
@@ -667,6 +862,12 @@ def claim_deliveries(delivery_ids: Iterable[int], now: datetime) -> list[int]:
     if not ids:
         return []
     ops = connection.ops
+    lease = _batch_lease(now, len(ids))
+    probes: dict[int, int] = {}
+    if settings.HOOKS_AUTO_DISABLE:
+        ids, probes = _assign_probes(ids, now, lease)
+        if not ids:
+            return []
     where, params = _claimable_where(ids, now)
     table = ops.quote_name(Delivery._meta.db_table)
     with connection.cursor() as cursor:
@@ -677,13 +878,91 @@ def claim_deliveries(delivery_ids: Iterable[int], now: datetime) -> list[int]:
             WHERE {where}
             RETURNING id
             """,  # noqa: S608 (the table name comes from the model, values are parameters)
+            [Delivery.Status.SENDING.value, ops.adapt_datetimefield_value(lease), *params],
+        )
+        claimed = sorted(row[0] for row in cursor.fetchall())
+    unsent = {hook_id: pk for hook_id, pk in probes.items() if pk not in claimed}
+    if unsent:
+        # Assigned but not claimed after all: another may probe at once, not after a lease.
+        for hook_id, pk in unsent.items():
+            Hook.objects.filter(pk=hook_id, probe_delivery_id=pk).update(
+                probe_delivery_id=None, probe_until=None
+            )
+    return claimed
+
+
+def _assign_probes(
+    ids: list[int], now: datetime, until: datetime
+) -> tuple[list[int], dict[int, int]]:
+    """For each probing hook (it rested, the rest is over, no success since) among these
+    deliveries' hooks, make one claimable delivery its probe until ``until``, unless
+    another caller's probe is out: the earliest whose failure never counted, else the
+    earliest. A new event's failure counts, so the rests double as in GitLab, where the
+    first event after a rest is always a new one; every candidate heads its pipeline, so the
+    choice never changes an order. Returns ``ids`` without the probing hooks' other
+    deliveries, and the probes assigned, {hook id: delivery id}.
+
+    The conditional UPDATE on the hook row is what makes one probe at a time: of two
+    callers, the second finds ``probe_until`` set (PostgreSQL re-checks it on the row it
+    waited for; SQLite has one writer). The deliveries held back lose their ``queued_until``
+    (their message is the one being handled), so the sweeper queues them as soon as the hook
+    may be sent to again, not a lease later.
+    """
+    where, params = _claimable_where(ids, now, probe="any")
+    ops = connection.ops
+    delivery_table = ops.quote_name(Delivery._meta.db_table)
+    hook_table = ops.quote_name(Hook._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""
+            SELECT id, hook_id FROM {delivery_table}
+            WHERE {where}
+              AND EXISTS (SELECT 1 FROM {hook_table} probing
+                          WHERE probing.id = {delivery_table}.hook_id
+                            AND probing.recent_failures >= %s)
+            ORDER BY failure_counted, id
+            """,  # noqa: S608 (table names come from the models, values are parameters)
+            [*params, TEMPORARY_DISABLE_FAILURES],
+        )
+        waiting = cursor.fetchall()
+        if not waiting:
+            return ids, {}
+        earliest: dict[int, int] = {}
+        for pk, hook_id in waiting:
+            earliest.setdefault(hook_id, pk)
+        at = ops.adapt_datetimefield_value(now)
+        hook_ids = sorted(earliest)
+        cursor.execute(
+            f"""
+            UPDATE {hook_table}
+            SET probe_delivery_id = CASE id {" ".join(["WHEN %s THEN %s"] * len(hook_ids))} END,
+                probe_until = %s
+            WHERE id IN ({", ".join(["%s"] * len(hook_ids))})
+              AND recent_failures >= %s AND NOT permanently_disabled
+              AND (disabled_until IS NULL OR disabled_until <= %s)
+              AND (probe_until IS NULL OR probe_until <= %s)
+            RETURNING id
+            """,  # noqa: S608 (the table name comes from the model, values are parameters)
             [
-                Delivery.Status.SENDING.value,
-                ops.adapt_datetimefield_value(_batch_lease(now, len(ids))),
-                *params,
+                *(value for hook_id in hook_ids for value in (hook_id, earliest[hook_id])),
+                ops.adapt_datetimefield_value(until),
+                *hook_ids,
+                TEMPORARY_DISABLE_FAILURES,
+                at,
+                at,
             ],
         )
-        return sorted(row[0] for row in cursor.fetchall())
+        probes = {row[0]: earliest[row[0]] for row in cursor.fetchall()}
+    held = [pk for pk, hook_id in waiting if probes.get(hook_id) != pk]
+    if held:
+        Delivery.objects.filter(pk__in=held, status=Delivery.Status.PENDING).update(
+            queued_until=None
+        )
+        held_set = set(held)
+        ids = [pk for pk in ids if pk not in held_set]
+    for hook_id, pk in probes.items():
+        logger.info("Hook %s: its rest is over; delivery %s goes out alone first", hook_id, pk)
+    return ids, probes
 
 
 def claim_delivery(delivery_id: int, now: datetime) -> bool:
@@ -998,15 +1277,15 @@ def _record_results(batch: _Batch, results: list[transport.TransportResult]) -> 
         ids = [item.delivery_id for item, _, _ in finished]
         lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
         cursor.execute(
-            f"SELECT id, attempt_count FROM {delivery_table} "  # noqa: S608 (the model's table)
+            f"SELECT id, attempt_count, failure_counted FROM {delivery_table} "  # noqa: S608
             f"WHERE id IN ({', '.join(['%s'] * len(ids))}) AND status = %s{lock}",
             [*ids, Delivery.Status.SENDING.value],
         )
-        held = dict(cursor.fetchall())
+        held = {pk: (attempt_count, bool(counted)) for pk, attempt_count, counted in cursor}
         ours: list[tuple[_Claimed, transport.TransportResult, str]] = []
         outcomes = []
         for item, _, result in finished:
-            if held.get(item.delivery_id) != item.attempt_number:
+            if held.get(item.delivery_id, (None,))[0] != item.attempt_number:
                 # The lease ran out and the sweeper took the delivery back: it will be sent
                 # again; this attempt stays in the log and changes nothing else.
                 logger.warning(
@@ -1046,7 +1325,15 @@ def _record_results(batch: _Batch, results: list[transport.TransportResult]) -> 
         # A person's redelivery that fails does not count against the hook.
         _record_health(
             [
-                (item.hook.pk, _succeeded(result), result.status == 410)
+                (
+                    item.hook.pk,
+                    HookResult(
+                        item.delivery_id,
+                        succeeded=_succeeded(result),
+                        gone=result.status == 410,
+                        counted_before=held[item.delivery_id][1],
+                    ),
+                )
                 for item, result, _ in ours
                 if _succeeded(result) or not item.manual_redelivery
             ],
@@ -1183,9 +1470,7 @@ def send_test_event(hook: Hook, user: AbstractBaseUser | None = None) -> Deliver
 def reenable_hook(hook: Hook) -> Hook:
     """Clear the failure count and any disable, and send what has been waiting."""
     with transaction.atomic():
-        Hook.objects.filter(pk=hook.pk).update(
-            recent_failures=0, disabled_until=None, permanently_disabled=False
-        )
+        Hook.objects.filter(pk=hook.pk).update(**_CLEAR_HEALTH)
         _wake_hook(hook.pk)
     hook.refresh_from_db()
     return hook

@@ -56,6 +56,12 @@ class Hook(models.Model):
     # Null when the hook is not temporarily disabled.
     disabled_until = models.DateTimeField(null=True, blank=True)
     permanently_disabled = models.BooleanField(default=False)
+    # After a rest, one delivery goes out alone to see whether the receiver is back (the
+    # probe); the others wait for its answer. Both null when no probe is out. A plain id,
+    # not a foreign key: it only ever names which delivery a worker may claim until
+    # probe_until, and a stale one matches nothing once that time has passed.
+    probe_delivery_id = models.BigIntegerField(null=True, blank=True)
+    probe_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -72,6 +78,8 @@ class Hook(models.Model):
 
     @property
     def alert_status(self) -> str:
+        if not settings.HOOKS_AUTO_DISABLE:
+            return self.AlertStatus.EXECUTABLE  # the health is kept but not acted on
         if self.permanently_disabled:
             return self.AlertStatus.DISABLED
         if self.disabled_until and self.disabled_until > timezone.now():
@@ -128,6 +136,9 @@ class Delivery(models.Model):
     queued_until = models.DateTimeField(null=True, blank=True)
     # A person asked to redeliver this failed delivery: one attempt, not retried on failure.
     manual_redelivery = models.BooleanField(default=False)
+    # A failure of this delivery has counted against its hook's health: its later failures
+    # (retries of the same event) never count again.
+    failure_counted = models.BooleanField(default=False)
     last_response_status = models.PositiveIntegerField(null=True, blank=True)
     last_error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=timezone.now)

@@ -222,7 +222,23 @@ def test_deliver_refuses_a_loopback_url_without_the_allow_list(settings, project
     assert receiver.requests == []
 
 
-def test_410_gone_disables_the_hook_and_the_delivery_waits(project, receiver):
+def test_410_gone_counts_as_one_failure(project, receiver):
+    hook = HookFactory(project=project, url=receiver.url)
+    receiver.script(Reply(410))
+    delivery = new_delivery(hook)
+    deliver(delivery.pk)
+    hook.refresh_from_db()
+    assert (hook.recent_failures, hook.permanently_disabled, hook.alert_status) == (
+        1,
+        False,
+        "executable",
+    )
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.Status.PENDING and delivery.failure_counted
+
+
+def test_410_gone_disables_the_hook_when_set_to_and_the_delivery_waits(settings, project, receiver):
+    settings.HOOKS_DISABLE_ON_GONE = True
     hook = HookFactory(project=project, url=receiver.url)
     receiver.script(Reply(410))
     delivery = new_delivery(hook)
@@ -287,13 +303,12 @@ def test_backoff_doubles_from_one_minute_to_a_day():
 def test_fourth_failure_in_a_row_rests_the_hook(settings, project, receiver):
     settings.HOOKS_RETRY_SCHEDULE = [0] * 10
     hook = HookFactory(project=project, url=receiver.url)
-    delivery = None
     for expected in (1, 2, 3):
-        delivery = fail_once(hook, receiver, delivery)
+        fail_once(hook, receiver)
         hook.refresh_from_db()
         assert (hook.recent_failures, hook.disabled_until) == (expected, None)
     before = timezone.now()
-    delivery = fail_once(hook, receiver, delivery)
+    delivery = fail_once(hook, receiver)
     hook.refresh_from_db()
     assert hook.recent_failures == 4 and hook.alert_status == "temporarily_disabled"
     assert before + timedelta(minutes=1) <= hook.disabled_until
@@ -301,29 +316,75 @@ def test_fourth_failure_in_a_row_rests_the_hook(settings, project, receiver):
     # Resting: the due delivery waits, and so does any other.
     make_due(delivery)
     assert deliver(delivery.pk) is None
-    assert deliver(new_delivery(hook).pk) is None
+    fresh = new_delivery(hook)
+    assert deliver(fresh.pk) is None
     assert len(receiver.requests) == 4
-    # The rest is over: the next failure doubles it.
+    # The rest is over: the next failure of a delivery that never counted doubles it.
     Hook.objects.filter(pk=hook.pk).update(disabled_until=timezone.now())
     before = timezone.now()
-    fail_once(hook, receiver, delivery)
+    fail_once(hook, receiver, fresh)
     hook.refresh_from_db()
     assert hook.recent_failures == 5
     assert hook.disabled_until >= before + timedelta(minutes=2)
 
 
+def test_a_retry_of_a_counted_delivery_does_not_count_again(settings, project, receiver):
+    settings.HOOKS_RETRY_SCHEDULE = [0] * 10
+    hook = HookFactory(project=project, url=receiver.url)
+    delivery = fail_once(hook, receiver)
+    assert delivery.failure_counted
+    for _ in range(5):
+        delivery = fail_once(hook, receiver, delivery)
+    hook.refresh_from_db()
+    assert delivery.attempt_count == 6
+    assert (hook.recent_failures, hook.disabled_until) == (1, None)
+
+
+def test_a_failed_probe_of_a_counted_delivery_rests_the_hook_as_long_again(
+    settings, project, receiver
+):
+    settings.HOOKS_RETRY_SCHEDULE = [0] * 10
+    hook = HookFactory(project=project, url=receiver.url)
+    deliveries = [fail_once(hook, receiver) for _ in range(4)]
+    Hook.objects.filter(pk=hook.pk).update(disabled_until=timezone.now())
+    before = timezone.now()
+    fail_once(hook, receiver, deliveries[0])  # counted at its first attempt
+    hook.refresh_from_db()
+    assert hook.recent_failures == 4
+    assert before + timedelta(minutes=1) <= hook.disabled_until
+    assert hook.disabled_until <= timezone.now() + timedelta(minutes=1)
+
+
 def test_fortieth_failure_disables_the_hook_until_re_enabled(settings, project, receiver):
     settings.HOOKS_RETRY_SCHEDULE = [0] * 10
     hook = HookFactory(project=project, url=receiver.url, recent_failures=38)
-    delivery = fail_once(hook, receiver)
+    fail_once(hook, receiver)
     hook.refresh_from_db()
     assert hook.recent_failures == 39 and not hook.permanently_disabled
     assert hook.disabled_until >= timezone.now() + timedelta(hours=23)
     Hook.objects.filter(pk=hook.pk).update(disabled_until=None)
-    fail_once(hook, receiver, delivery)
+    fail_once(hook, receiver)
     hook.refresh_from_db()
     assert hook.recent_failures == 40 and hook.permanently_disabled
     assert hook.alert_status == "disabled"
+
+
+def test_auto_disable_off_counts_nothing_and_sends_to_a_disabled_hook(settings, project, receiver):
+    settings.HOOKS_AUTO_DISABLE = False
+    settings.HOOKS_RETRY_SCHEDULE = [0] * 10
+    hook = HookFactory(
+        project=project, url=receiver.url, recent_failures=40, permanently_disabled=True
+    )
+    assert hook.alert_status == "executable"
+    for _ in range(5):
+        fail_once(hook, receiver)
+    hook.refresh_from_db()
+    assert len(receiver.requests) == 5
+    assert (hook.recent_failures, hook.disabled_until) == (40, None)
+    # A success still clears the old state, so switching the setting on again starts afresh.
+    deliver(new_delivery(hook).pk)
+    hook.refresh_from_db()
+    assert (hook.recent_failures, hook.permanently_disabled) == (0, False)
 
 
 def test_success_resets_the_failure_count(project, receiver):

@@ -146,6 +146,9 @@ def workers(transactional_db, broker_url, settings, tmp_path):
     settings.PIPEHOOK_EXTERNAL_URL = WORKER_ENV["PIPEHOOK_EXTERNAL_URL"]
     saved = (celery_app.conf.broker_url, celery_app.conf.task_default_queue)
     celery_app.close()  # drop pooled connections to any other broker
+    # close() keeps the producer pool, bound to the broker of whichever test first sent a
+    # task: messages would go there (or wait for it) instead of to these workers.
+    celery_app.amqp._producer_pool = None
     celery_app.conf.broker_url = broker_url
     celery_app.conf.task_default_queue = queue
     pool = Workers(broker_url, queue, tmp_path)
@@ -156,6 +159,7 @@ def workers(transactional_db, broker_url, settings, tmp_path):
         with celery_app.connection_for_write() as broker:
             broker.default_channel.queue_delete(queue)  # leave a shared Redis as it was
         celery_app.close()
+        celery_app.amqp._producer_pool = None
         celery_app.conf.broker_url, celery_app.conf.task_default_queue = saved
 
 
