@@ -180,10 +180,10 @@ def workers(transactional_db, broker_url, settings, tmp_path):
     queue = f"pipehook-e2e-{uuid.uuid4().hex}"
     settings.HOOKS_CLAIM_LEASE_SECONDS = LEASE_SECONDS
     settings.PIPEHOOK_EXTERNAL_URL = WORKER_ENV["PIPEHOOK_EXTERNAL_URL"]
-    saved = (celery_app.conf.broker_url, celery_app.conf.task_default_queue)
+    # Celery reads its settings from Django's (a CELERY_ name wins over celery_app.conf).
     celery_app.close()  # drop pooled connections to any other broker
-    celery_app.conf.broker_url = broker_url
-    celery_app.conf.task_default_queue = queue
+    settings.CELERY_BROKER_URL = broker_url
+    settings.CELERY_TASK_DEFAULT_QUEUE = queue
     pool = Workers(broker_url, queue, tmp_path)
     try:
         yield pool
@@ -192,7 +192,6 @@ def workers(transactional_db, broker_url, settings, tmp_path):
         with celery_app.connection_for_write() as broker:
             broker.default_channel.queue_delete(queue)  # leave a shared Redis as it was
         celery_app.close()
-        celery_app.conf.broker_url, celery_app.conf.task_default_queue = saved
 
 
 def wait_until(condition, workers: Workers, what: str, timeout: float = 40.0) -> None:
