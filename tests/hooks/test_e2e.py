@@ -101,21 +101,34 @@ def database_url() -> str:
 
 
 class Workers:
-    """Start Celery workers (each with an embedded beat) and kill them like a crash would."""
+    """Start Celery workers (each with an embedded beat) and kill them like a crash would.
+    They use the test database unless given another one's URL, and ``env`` on top of
+    WORKER_ENV."""
 
-    def __init__(self, broker: str, queue: str, directory: Path):
+    def __init__(
+        self,
+        broker: str,
+        queue: str,
+        directory: Path,
+        *,
+        database: str | None = None,
+        env: dict[str, str] | None = None,
+    ):
         self.broker = broker
         self.queue = queue
         self.directory = directory
+        self.database = database
+        self.env = env or {}
         self.processes: list[subprocess.Popen] = []
 
     def start(self) -> subprocess.Popen:
         number = len(self.processes)
         env = {k: v for k, v in os.environ.items() if k != "PIPEHOOK_TEST_DB"}
         env.update(WORKER_ENV)
+        env.update(self.env)
         env.update(
             {
-                "DATABASE_URL": database_url(),
+                "DATABASE_URL": self.database or database_url(),
                 "REDIS_URL": self.broker,
                 "CELERY_BROKER_URL": self.broker,
                 "CELERY_TASK_DEFAULT_QUEUE": self.queue,

@@ -1,0 +1,39 @@
+"""config/celery.py: what a worker does around each task."""
+
+import pytest
+from celery import signals
+from django.db import connection
+
+
+def backend_pid() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+def test_a_task_starts_on_a_new_connection_when_the_database_dropped_the_kept_one(
+    transactional_db,
+):
+    """A database restart drops every kept connection; the next task must not fail on one."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite connections are open files: there is no server to drop them")
+    kept = backend_pid()
+    server = connection.copy()
+    try:
+        with server.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [kept])
+    finally:
+        server.close()
+
+    signals.task_prerun.send(sender=None, task_id="t", task=None, args=(), kwargs={})
+
+    assert backend_pid() != kept  # no "terminating connection" error: a new connection
+
+
+def test_a_task_keeps_a_connection_that_still_works(transactional_db):
+    """The check replaces broken connections only: a working one is kept across tasks."""
+    connection.ensure_connection()
+    kept = connection.connection
+    signals.task_prerun.send(sender=None, task_id="t", task=None, args=(), kwargs={})
+    signals.task_postrun.send(sender=None, task_id="t", task=None, args=(), kwargs={})
+    assert connection.connection is kept
