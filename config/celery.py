@@ -1,12 +1,37 @@
+import logging
 import os
 
-from celery import Celery, signals
+from celery import Celery, bootsteps, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+logger = logging.getLogger(__name__)
 
 app = Celery("pipehook")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+class ForgetQueuedMessages(bootsteps.StartStopStep):
+    """Each time the worker connects to the broker (at start and after a lost connection),
+    pending deliveries are queued again by the next sweep rather than when their queued lease
+    runs out (HOOKS_CLAIM_LEASE_SECONDS): the broker may have lost their messages."""
+
+    requires = {"celery.worker.consumer.connection:Connection"}
+
+    def start(self, consumer) -> None:
+        from hooks.delivery import forget_queued_messages
+
+        try:
+            count = forget_queued_messages()
+        except Exception as error:  # the database may be down too: the leases still run out
+            logger.warning("Could not make pending deliveries due again: %s", error)
+            return
+        if count:
+            logger.info("Connected to the broker: %s pending deliveries queued again", count)
+
+
+app.steps["consumer"].add(ForgetQueuedMessages)
 
 
 @signals.task_prerun.connect

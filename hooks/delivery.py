@@ -154,6 +154,17 @@ def publish_deliveries(delivery_ids: list[int]) -> None:
         _forget_queued(delivery_ids)
 
 
+def forget_queued_messages() -> int:
+    """A worker has (re)connected to the broker and cannot know which task messages survived
+    (a restarted Redis that saved nothing has lost them all): every pending delivery is made
+    due for the sweeper's next run, instead of waiting for the lease that assumed its message
+    was queued. A message that did survive then finds its delivery taken and stops at a read.
+    Returns how many deliveries it changed."""
+    return Delivery.objects.filter(
+        status=Delivery.Status.PENDING, queued_until__isnull=False
+    ).update(queued_until=None)
+
+
 def _forget_queued(delivery_ids: list[int]) -> None:
     """No message is out for these deliveries: let the sweeper's next run queue them, instead
     of waiting for the lease that assumed one was."""

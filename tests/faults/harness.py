@@ -118,7 +118,7 @@ class RedisServer:
             return f"redis+socket://{self.socket}"
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def _client(self) -> redis.Redis:
+    def client(self) -> redis.Redis:
         if self.socket is not None:
             return redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1)
         return redis.Redis(port=self.port, socket_timeout=1)
@@ -134,7 +134,7 @@ class RedisServer:
         def answers() -> bool:
             assert self.process.poll() is None, "Redis exited"
             try:
-                return self._client().ping()
+                return self.client().ping()
             except redis.RedisError:
                 return False
 
