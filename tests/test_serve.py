@@ -60,6 +60,15 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def kill_leftovers(proc: subprocess.Popen, children: set[int]) -> None:
+    """Children run in their own sessions: if a test failed half-way, stop them too."""
+    for pid in child_pids(proc.pid) | children:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    if proc.poll() is None:
+        proc.kill()
+
+
 def test_serve_first_start_prints_token_and_stops_cleanly(embedded_env):
     port = free_port()
     proc = subprocess.Popen(
@@ -106,12 +115,7 @@ def test_serve_first_start_prints_token_and_stops_cleanly(embedded_env):
         assert proc.wait(timeout=30) == 0
         assert not [pid for pid in children if alive(pid)]
     finally:
-        # Children run in their own sessions: if the test failed half-way, stop them too.
-        for pid in child_pids(proc.pid) | children:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        if proc.poll() is None:
-            proc.kill()
+        kill_leftovers(proc, children)
 
 
 def command_line(pid: int) -> str:
@@ -192,8 +196,4 @@ def test_serve_starts_a_dead_child_again_and_keeps_the_others(embedded_env, tmp_
         assert proc.wait(timeout=30) == 0
         assert not [pid for pid in seen if alive(pid)]
     finally:
-        for pid in child_pids(proc.pid) | seen:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        if proc.poll() is None:
-            proc.kill()
+        kill_leftovers(proc, seen)

@@ -168,6 +168,15 @@ def alive(workers: Workers) -> list[bool]:
     return [process.poll() is None for process in workers.processes]
 
 
+def assert_recovered_from_database_outage(deployment: Deployment, traffic: Traffic) -> None:
+    """Everything delivered, and the CI client was told 503 while the database was away."""
+    deployment.settle(traffic)
+    assert alive(deployment.workers) == [True, True], deployment.logs()
+    assert_every_event_delivered_in_order(deployment)
+    assert deployment.client.unavailable(), "no request met the database unavailable"
+    assert_only_accepted_or_unavailable(deployment.client)
+
+
 # --- A worker dies -----------------------------------------------------------------------------
 
 
@@ -340,11 +349,7 @@ def test_postgresql_restarted_loses_nothing(deploy, postgres_cluster, broker_url
     postgres_cluster.start()
     back = time.monotonic()
 
-    deployment.settle(traffic)
-    assert alive(deployment.workers) == [True, True], deployment.logs()
-    assert_every_event_delivered_in_order(deployment)
-    assert deployment.client.unavailable(), "no request met the database down"
-    assert_only_accepted_or_unavailable(deployment.client)
+    assert_recovered_from_database_outage(deployment, traffic)
     # The batch that was out recorded its results once the database was back: nothing was
     # taken back after its lease, nothing was sent twice.
     assert "Could not record delivery results" in deployment.workers.logs()
@@ -380,11 +385,7 @@ def test_sqlite_locked_by_another_process_loses_nothing(deploy, broker_url, tmp_
     locker.close()
     back = time.monotonic()
 
-    deployment.settle(traffic)
-    assert alive(deployment.workers) == [True, True], deployment.logs()
-    assert_every_event_delivered_in_order(deployment)
-    assert deployment.client.unavailable(), "no request met the lock"
-    assert_only_accepted_or_unavailable(deployment.client)
+    assert_recovered_from_database_outage(deployment, traffic)
     figures = recovery(deployment.ledger, deployment.receiver, back)
     report(
         "SQLite write lock held", figures | {"answered_503": len(deployment.client.unavailable())}
