@@ -17,7 +17,9 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import signal
 import sqlite3
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -390,3 +392,45 @@ def test_sqlite_locked_by_another_process_loses_nothing(deploy, broker_url, tmp_
     report(
         "SQLite write lock held", figures | {"answered_503": len(deployment.client.unavailable())}
     )
+
+
+# --- The broker stops answering ----------------------------------------------------------------
+
+
+def test_a_broker_that_stops_answering_holds_no_request(transactional_db, settings, tmp_path):
+    """Redis hung (or a dropped NAT entry): connections open, nothing answers. The change is
+    committed, the publish after it gives up, and the sweeper's next run will queue it."""
+    from django.db import connection
+
+    from config.celery import app as celery_app
+    from hooks.models import Delivery
+    from pipelines import services
+    from tests.factories import HookFactory, ProjectFactory
+
+    redis = RedisServer(tmp_path)
+    redis.start()
+    os.kill(redis.process.pid, signal.SIGSTOP)
+    celery_app.close()
+    settings.CELERY_BROKER_URL = redis.url
+    project = ProjectFactory()
+    HookFactory(project=project, url="http://127.0.0.1:9/hook")
+    done = threading.Event()
+
+    def report_a_pipeline() -> None:
+        try:
+            services.create_pipeline(project, ref="main", sha="a" * 40)  # publishes on commit
+            done.set()
+        finally:
+            connection.close()
+
+    try:
+        worker = threading.Thread(target=report_a_pipeline, daemon=True)
+        worker.start()
+        worker.join(REQUEST_TIMEOUT)
+        assert done.is_set(), "the commit's publish is still waiting for the broker"
+        [delivery] = Delivery.objects.all()
+        assert delivery.queued_until is None  # no message out: the next sweep queues it
+    finally:
+        os.kill(redis.process.pid, signal.SIGCONT)
+        redis.stop()
+        celery_app.close()
