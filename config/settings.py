@@ -56,7 +56,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First, so its process_exception runs last: views' own handlers have had their say.
+    # First, so that nothing reads a body that is too large.
+    "config.middleware.RequestBodyLimitMiddleware",
+    # Early, so its process_exception runs last: views' own handlers have had their say.
     "config.errors.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -67,6 +69,18 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# --- Web server and requests -------------------------------------------------------
+# The largest request body accepted, in bytes (multipart file parts included); larger ones
+# get a 413 before anything reads them. No report the dialects take comes near it.
+PIPEHOOK_MAX_REQUEST_BODY_BYTES = env.int("PIPEHOOK_MAX_REQUEST_BODY_BYTES", default=10 * 2**20)
+# Django's own cap on what it reads into memory would refuse bodies below ours, and with an
+# HTML page: make ours the only one.
+DATA_UPLOAD_MAX_MEMORY_SIZE = PIPEHOOK_MAX_REQUEST_BODY_BYTES
+# The embedded web server (config/webserver.py): threads answering requests, and how long a
+# client may take to send a whole request (or stay silent) before it is disconnected.
+PIPEHOOK_WEB_THREADS = env.int("PIPEHOOK_WEB_THREADS", default=8)
+PIPEHOOK_WEB_CLIENT_TIMEOUT_SECONDS = env.int("PIPEHOOK_WEB_CLIENT_TIMEOUT_SECONDS", default=30)
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -158,6 +172,21 @@ CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery
 # so a database restart costs one reconnect, not this many failed tasks.
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=100)
 
+# --- Caches ---------------------------------------------------------------------------
+# Rate limits are counted in Redis, so every web process sees the same counts and an
+# increment is atomic. kombu names a unix socket redis+socket://, redis-py unix://.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "rate_limits": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL.replace("redis+socket://", "unix://", 1),
+        "KEY_PREFIX": "pipehook",
+        # A Redis that does not answer must not hold a request: the limiter lets it through.
+        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+    },
+}
+RATELIMIT_USE_CACHE = "rate_limits"
+
 # --- Auth, i18n, static ---------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -224,6 +253,12 @@ HOOKS_BATCH_SIZE = env.int("HOOKS_BATCH_SIZE", default=50)
 # Requests one batch sends at once; each further round of a batch adds a timeout to its lease.
 HOOKS_SEND_CONCURRENCY = env.int("HOOKS_SEND_CONCURRENCY", default=10)
 
+# GitLab's limits (ProjectHook's plan limit ``project_hooks``; the ApplicationRateLimiter's
+# ``web_hook_test`` and ``web_hook_event_resend``, per user and project). 0 turns one off.
+HOOKS_MAX_PER_PROJECT = env.int("HOOKS_MAX_PER_PROJECT", default=100)
+HOOKS_TEST_LIMIT_PER_MINUTE = env.int("HOOKS_TEST_LIMIT_PER_MINUTE", default=5)
+HOOKS_RESEND_LIMIT_PER_MINUTE = env.int("HOOKS_RESEND_LIMIT_PER_MINUTE", default=5)
+
 CELERY_BEAT_SCHEDULE = {
     "requeue-due-deliveries": {
         "task": "hooks.tasks.requeue_due_deliveries",
@@ -232,10 +267,20 @@ CELERY_BEAT_SCHEDULE = {
     "prune-delivery-logs": {"task": "hooks.tasks.prune_delivery_logs", "schedule": 3600.0},
 }
 
+# Every line passes through the secrets filter (tokens in query strings, URL credentials);
+# runserver's request log, which Django sends to a handler of its own, goes through it too.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"redact_secrets": {"()": "pipelines.redaction.RedactSecretsFilter"}},
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact_secrets"],
+        }
+    },
+    "loggers": {"django.server": {"handlers": ["console"], "propagate": False}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q, QuerySet
@@ -24,10 +25,12 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.http import url_has_allowed_host_and_scheme
 
 import pipelines.admin as pipelines_admin
 from hooks import delivery as hook_delivery
-from hooks.forms import HookForm, RedeliverForm
+from hooks import limits
+from hooks.forms import HookForm, HookFormSet, RedeliverForm
 from hooks.models import Delivery, DeliveryAttempt, Event, Hook
 from pipelines.models import Project
 
@@ -83,6 +86,32 @@ def http_badge(status: int | None, error: str = "") -> str:
     else:
         colour = "#c0392b"
     return badge(str(status), colour)
+
+
+def rate_limited_page(request: HttpRequest, hook: Hook, action: str, wait: int) -> HttpResponse:
+    """GitLab's 429 for a button pressed too often, as an admin page with a way back."""
+    what = "test events" if action == limits.TEST else "resends"
+    per_minute = (
+        settings.HOOKS_TEST_LIMIT_PER_MINUTE
+        if action == limits.TEST
+        else settings.HOOKS_RESEND_LIMIT_PER_MINUTE
+    )
+    context = {
+        **admin.site.each_context(request),
+        "title": "Too many requests",
+        "message": limits.RATE_LIMITED_MESSAGE,
+        "explanation": f"At most {per_minute} {what} a minute per person and project; "
+        f"try again in {wait} s.",
+        "hook_obj": hook,
+        "back_url": reverse("admin:hooks_hook_change", args=[hook.pk]),
+    }
+    return TemplateResponse(
+        request,
+        "admin/hooks/rate_limited.html",
+        context,
+        status=429,
+        headers={"Retry-After": str(wait)},
+    )
 
 
 def pretty_json(value) -> str:
@@ -227,7 +256,7 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
     list_display = (
         "__str__",
         "project",
-        "url",
+        "shown_url",
         "events",
         "health",
         "recent_failures",
@@ -236,7 +265,8 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
     )
     list_display_links = ("__str__",)
     list_filter = (AlertStatusFilter, "pipeline_events", "project")
-    search_fields = ("name", "url", "description", "project__path", "project__name")
+    # Not the URL: a search would tell, letter by letter, the credentials it hides.
+    search_fields = ("name", "description", "project__path", "project__name")
     list_select_related = ("project",)
     change_form_template = "admin/hooks/hook/change_form.html"
     actions = ["reenable_selected"]
@@ -249,6 +279,10 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return holds_manage_hooks(request) or super().has_delete_permission(request, obj)
+
+    @admin.display(description="url", ordering="url")
+    def shown_url(self, hook: Hook) -> str:
+        return hook.redacted_url
 
     @admin.display(description="events")
     def events(self, hook: Hook) -> str:
@@ -359,6 +393,8 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
         if request.method != "POST":
             return self._back_to(get_object_or_404(Hook, pk=hook_id))
         hook = self._hook_for_action(request, hook_id)
+        if wait := limits.rate_limit_wait(limits.TEST, hook.project_id, request.user, request):
+            return rate_limited_page(request, hook, limits.TEST, wait)
         try:
             attempt = hook_delivery.send_test_event(hook, user=request.user)
         except hook_delivery.NoPipelineError:
@@ -466,6 +502,7 @@ class HookInline(admin.StackedInline):
 
     model = Hook
     form = HookForm
+    formset = HookFormSet
     Media = HooksMedia
     extra = 0
     show_change_link = True
@@ -571,7 +608,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
     )
     list_display_links = ("id", "pipeline_event")
     list_filter = ("status", LastResponseClassFilter, "hook__project", "hook")
-    search_fields = ("hook__url", "hook__name", "idempotency_key", "event__uuid")
+    search_fields = ("hook__name", "idempotency_key", "event__uuid")
     list_select_related = ("hook", "event")
     date_hierarchy = "created_at"
     ordering = ("-id",)
@@ -622,15 +659,19 @@ class DeliveryAdmin(ReadOnlyAdmin):
 
     def resend_view(self, request: HttpRequest, delivery_id: int) -> HttpResponse:
         delivery = get_object_or_404(Delivery.objects.select_related("hook"), pk=delivery_id)
-        back = request.POST.get("next") or reverse(
-            "admin:hooks_delivery_change", args=[delivery.pk]
-        )
-        if not back.startswith("/"):
+        back = request.POST.get("next", "")
+        # Only a page of this site: "//elsewhere.example/" starts with "/" too.
+        if not url_has_allowed_host_and_scheme(
+            back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        ):
             back = reverse("admin:hooks_delivery_change", args=[delivery.pk])
         if request.method != "POST":
             return HttpResponseRedirect(back)
         if not may_manage_hooks(request):
             raise PermissionDenied
+        hook = delivery.hook
+        if wait := limits.rate_limit_wait(limits.RESEND, hook.project_id, request.user, request):
+            return rate_limited_page(request, hook, limits.RESEND, wait)
         try:
             attempt = hook_delivery.resend_delivery(delivery, user=request.user)
         except hook_delivery.DeliveryInProgress as busy:
@@ -643,13 +684,28 @@ class DeliveryAdmin(ReadOnlyAdmin):
     def resend_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
         if not may_manage_hooks(request):
             raise PermissionDenied
+        refused: list[int] = []
+        longest_wait = 0
         for delivery in queryset.select_related("hook").order_by("pk"):
+            project_id = delivery.hook.project_id
+            if wait := limits.rate_limit_wait(limits.RESEND, project_id, request.user, request):
+                refused.append(delivery.pk)
+                longest_wait = max(longest_wait, wait)
+                continue
             try:
                 attempt = hook_delivery.resend_delivery(delivery, user=request.user)
             except hook_delivery.DeliveryInProgress as busy:
                 messages.warning(request, f"Delivery {delivery.pk}: {busy.message}")
                 continue
             report_resend(request, delivery, attempt)
+        if refused:
+            messages.error(
+                request,
+                f"Not resent: deliver{'y' if len(refused) == 1 else 'ies'} "
+                f"{', '.join(map(str, refused))}. {limits.RATE_LIMITED_MESSAGE} "
+                f"(at most {settings.HOOKS_RESEND_LIMIT_PER_MINUTE} resends a minute per person "
+                f"and project; try again in {longest_wait} s)",
+            )
 
 
 def report_resend(request: HttpRequest, delivery: Delivery, attempt: DeliveryAttempt) -> None:
@@ -709,7 +765,8 @@ class DeliveryAttemptAdmin(ReadOnlyAdmin):
         "short_error",
     )
     list_filter = (ResponseClassFilter, "trigger", "succeeded", "hook__project", "hook")
-    search_fields = ("url", "error", "hook__name", "hook__url")
+    # The attempt's own URL is stored redacted; the hook's is not searched (see HookAdmin).
+    search_fields = ("url", "error", "hook__name")
     list_select_related = ("hook",)
     date_hierarchy = "created_at"
     change_form_template = "admin/hooks/deliveryattempt/change_form.html"

@@ -6,7 +6,8 @@ Field names, status codes and error bodies follow GitLab (``lib/api/project_hook
 pipeline hooks only: GitLab's other ``*_events`` flags are accepted and always read false.
 
 Secrets (``token``, ``signing_token``, custom header values) are write-only: responses say
-only whether they are set, and the delivery log masks them again on the way out.
+only whether they are set, and the delivery log masks them again on the way out. The URL is
+shown with its credentials and secret query values masked (``pipelines.redaction``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from hooks import delivery as hook_delivery
+from hooks import limits
 from hooks.models import DeliveryAttempt, Hook
 from hooks.validators import (
     HookSettingError,
@@ -49,8 +51,9 @@ from pipelines.api.gitlab import (
 from pipelines.api.pagination import GitLabPagination
 from pipelines.api.parsing import is_digits, parse_id
 from pipelines.api.serializers import GitLabDateTimeField
-from pipelines.auth import MANAGE_HOOKS, token_has_permission
+from pipelines.auth import MANAGE_HOOKS, grants_of
 from pipelines.models import Project
+from pipelines.redaction import same_origin
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +142,12 @@ class ProjectHookListItemSerializer(serializers.Serializer):
     filters and health. Secrets only say whether they are set."""
 
     id = serializers.IntegerField(read_only=True)
-    url = serializers.CharField(read_only=True)
+    url = serializers.CharField(
+        source="redacted_url",
+        read_only=True,
+        help_text="Credentials and secret query values masked (*****, [FILTERED]); sent back"
+        " unchanged, the stored ones are kept.",
+    )
     name = serializers.CharField(read_only=True)
     description = serializers.CharField(read_only=True)
     created_at = GitLabDateTimeField(read_only=True)
@@ -165,7 +173,9 @@ class ProjectHookListItemSerializer(serializers.Serializer):
     vulnerability_events = NeverSentField()
     enable_ssl_verification = serializers.BooleanField(read_only=True)
     alert_status = serializers.ChoiceField(choices=Hook.AlertStatus.choices, read_only=True)
-    disabled_until = GitLabDateTimeField(read_only=True)
+    disabled_until = GitLabDateTimeField(
+        read_only=True, allow_null=True, help_text="Null unless the hook is resting."
+    )
     push_events_branch_filter = ConstantField(None, help_text="Pipehook has no push events.")
     branch_filter_strategy = ConstantField("all_branches", help_text="See ref_filter_strategy.")
     custom_webhook_template = ConstantField(None, help_text="Payloads are GitLab's, unchanged.")
@@ -201,7 +211,7 @@ class HookEventSerializer(serializers.Serializer):
     """Entities::WebHookLog for one attempt, plus where it sits in Pipehook's outbox."""
 
     id = serializers.IntegerField(read_only=True)
-    url = serializers.CharField(read_only=True)
+    url = serializers.CharField(source="redacted_url", read_only=True)
     trigger = ConstantField("pipeline_hooks")
     request_headers = serializers.SerializerMethodField()
     request_data = serializers.SerializerMethodField()
@@ -323,7 +333,13 @@ class HookCreateSerializer(HookEditSerializer):
 def apply_hook_input(hook: Hook, data: dict) -> None:
     """Copy validated input onto an unsaved hook. Raises HookSettingError; saves nothing."""
     if "url" in data:
-        hook.url = check_url(data["url"])
+        url = check_url(data["url"], stored=hook.url if hook.pk else "")
+        if hook.pk and not same_origin(url, hook.url):
+            # GitLab's reset_token / reset_custom_headers: secrets set for one receiver are
+            # never sent to another one unless given again.
+            hook.token = ""
+            hook.custom_headers = {}
+        hook.url = url
     for plain in ("name", "description", "pipeline_events", "job_events"):
         if plain in data:
             setattr(hook, plain, data[plain])
@@ -357,6 +373,15 @@ def apply_hook_input(hook: Hook, data: dict) -> None:
     hook.ref_filter = check_ref_filter(hook.ref_filter_strategy, hook.ref_filter)
     if "status_filter" in data:
         hook.status_filter = check_status_filter(data["status_filter"])
+
+
+def rate_limited(wait: int) -> Response:
+    """GitLab's 429 (API::Helpers::RateLimiter), with the seconds until the count resets."""
+    return Response(
+        {"message": {"error": limits.RATE_LIMITED_MESSAGE}},
+        status=status.HTTP_429_TOO_MANY_REQUESTS,
+        headers={"Retry-After": str(wait)},
+    )
 
 
 def refused(problem: HookSettingError) -> Response:
@@ -416,7 +441,10 @@ ERROR_TEXT = {
     403: "The token lacks the scope, the manage_hooks permission or the project",
     404: "Unknown project, hook or event",
     409: "A worker is sending this delivery right now",
-    422: "A setting is refused (URL, secret, header, filter), or the request failed",
+    422: "A setting is refused (URL, secret, header, filter), the project has as many "
+    "hooks as it may have, or the request failed",
+    429: "More than the limit of requests a minute by this user on this project; "
+    "Retry-After says when to try again",
 }
 
 
@@ -432,13 +460,11 @@ class HooksView(GitLabView):
 
     def get_project(self) -> Project:
         project = super().get_project()
-        token = self.token
-        # The read check above is about scopes; hooks also need the manage_hooks permission.
-        if token is not None and not token_has_permission(token, MANAGE_HOOKS, project):
-            raise PermissionDenied(
-                "the token's user groups do not grant the 'pipelines.manage_hooks' permission"
-                f" on project {project.path_with_namespace}"
-            )
+        # Reading hooks takes the read_api scope (checked above) and, as changing them does,
+        # the manage_hooks permission (GitLab's read_web_hook is a maintainer's).
+        grants = grants_of(self.token, self.request.user)
+        if not grants.may(MANAGE_HOOKS, project):
+            raise PermissionDenied(grants.refusal(MANAGE_HOOKS, project))
         return project
 
     def get_hook(self) -> Hook:
@@ -464,6 +490,12 @@ class HooksView(GitLabView):
         except HookSettingError as problem:
             return refused(problem)
         with transaction.atomic():
+            if creating:
+                try:
+                    limits.check_room_for_hooks(hook.project_id)
+                except limits.HookLimitReached as full:
+                    # GitLab: render_validation_error!(hook, 422) of Limitable's base error.
+                    return Response({"message": {"base": [full.message]}}, status=422)
             hook.save()
         return None
 
@@ -582,10 +614,13 @@ class HookTestView(HooksView):
         tags=TAGS,
         parameters=[PROJECT_ID, HOOK_ID, TRIGGER],
         request=None,
-        responses={201: TestResultSerializer, **errors(400, 401, 403, 404, 422)},
+        responses={201: TestResultSerializer, **errors(400, 401, 403, 404, 422, 429)},
     )
     def post(self, request: Request, trigger: str, **kwargs) -> Response:
         hook = self.get_hook()
+        # Counted before anything else is checked, as GitLab's check_rate_limit! is.
+        if wait := limits.rate_limit_wait(limits.TEST, hook.project_id, request.user, request):
+            return rate_limited(wait)
         if trigger not in GITLAB_TEST_TRIGGERS:
             raise ParameterError("trigger does not have a valid value")
         if trigger != "pipeline_events":
@@ -643,10 +678,12 @@ class HookEventResendView(HooksView):
         tags=TAGS,
         parameters=[PROJECT_ID, HOOK_ID, EVENT_ID],
         request=None,
-        responses={201: ResendResultSerializer, **errors(400, 401, 403, 404, 409, 422)},
+        responses={201: ResendResultSerializer, **errors(400, 401, 403, 404, 409, 422, 429)},
     )
     def post(self, request: Request, event_id: str, **kwargs) -> Response:
         hook = self.get_hook()
+        if wait := limits.rate_limit_wait(limits.RESEND, hook.project_id, request.user, request):
+            return rate_limited(wait)
         attempt_id = parse_id(event_id)
         if attempt_id is None:
             raise ParameterError("hook_log_id is invalid")

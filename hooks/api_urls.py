@@ -1,14 +1,15 @@
 """Routes of the project hooks API, mounted at /api/v4/ next to the pipelines API.
 
-``:id`` is a numeric id or the URL-encoded ``namespace/path`` (Django decodes ``%2F`` before
-routing, hence the lazy ``.+?``).
+``:id`` is a numeric id or the URL-encoded ``namespace/path``, matched as the pipelines API
+matches it (line breaks included, so an id no project has is a 404, not a 405).
 """
 
 from django.urls import re_path
 
 from hooks import api
+from pipelines.api.urls import PROJECT as PROJECT_ID
 
-PROJECT = r"^projects/(?P<project_id>.+?)/hooks"
+PROJECT = PROJECT_ID + r"/hooks"
 HOOK = PROJECT + r"/(?P<hook_id>[^/]+)"
 
 urlpatterns = [

@@ -43,7 +43,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from functools import partial
@@ -52,6 +52,7 @@ from typing import TypeVar
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ImproperlyConfigured
 from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Exists, F, OuterRef, Q
@@ -287,7 +288,7 @@ def _start_attempt(
         attempt_number=attempt_number,
         trigger=trigger,
         triggered_by=user if user is not None and user.is_authenticated else None,
-        url=transport.redact_url(hook.url),
+        url=hook.redacted_url,
         request_headers=redact_headers(headers, hook),
         request_body=body if delivery is None else "",
     )
@@ -295,7 +296,25 @@ def _start_attempt(
 
 
 def _send(hook: Hook, body: str, headers: dict[str, str]) -> transport.TransportResult:
-    return transport.send(hook.url, body.encode(), headers, verify_ssl=hook.enable_ssl_verification)
+    """One request, isolated: whatever goes wrong in sending it is its own failed result
+    (logged with the reason, retried as any failure), never its batch's crash."""
+    try:
+        return transport.send(
+            hook.url, body.encode(), headers, verify_ssl=hook.enable_ssl_verification
+        )
+    except ImproperlyConfigured:
+        raise  # a bad HOOKS_ALLOWED_NETWORKS fails every request alike: the operator's to fix
+    except Exception as exc:
+        logger.exception("Hook %s: the request could not be sent", hook.pk)
+        return _failed(f"the request could not be sent: {_describe(exc)}")
+
+
+def _failed(error: str) -> transport.TransportResult:
+    return transport.TransportResult(status=None, error=error)
+
+
+def _describe(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 # Threads that carry a batch's extra lanes, shared by every task of the process. Idle
@@ -338,8 +357,9 @@ def _send_all(
 
 
 def _clean_text(value: str) -> str:
-    # PostgreSQL text and jsonb cannot hold NUL characters.
-    return value.replace("\x00", "\ufffd")
+    # PostgreSQL text and jsonb can hold neither NUL characters nor lone surrogates.
+    value = value.replace("\x00", "\ufffd")
+    return value.encode("utf-8", "replace").decode("utf-8") if not value.isascii() else value
 
 
 def _succeeded(result: transport.TransportResult) -> bool:
@@ -401,7 +421,7 @@ def retry_after_seconds(result: transport.TransportResult, now: datetime) -> flo
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # not "²", which isdigit() takes and float() refuses
         return float(value)
     try:
         when = parsedate_to_datetime(value)
@@ -853,7 +873,7 @@ def deliver_batch(delivery_ids: Iterable[int], *, fill_from_backlog: bool = Fals
     while batch is not None:
         attempt_ids.extend(batch.attempt_ids)
         # No transaction is open while the requests are on the network.
-        results = _send_all(batch.requests)
+        results = _send_batch(batch)
         following = time.monotonic() - started < FOLLOW_SECONDS
         batch = _while_database_unavailable(
             partial(_finish_batch, batch, results, following=following)
@@ -904,13 +924,26 @@ class _Batch:
     claimed: list[_Claimed]
     headers: list[dict[str, str]]
     attempt_ids: list[int]
+    # Index in ``claimed`` -> why its request could not even be built (no request goes out).
+    unsendable: dict[int, str] = field(default_factory=dict)
 
-    @property
-    def requests(self) -> list[tuple[Hook, str, dict[str, str]]]:
-        return [
-            (item.hook, item.body, headers)
-            for item, headers in zip(self.claimed, self.headers, strict=True)
-        ]
+
+def _send_batch(batch: _Batch) -> list[transport.TransportResult]:
+    """Every claimed delivery's result, in the batch's order: the answer to its request, or
+    a failure saying why no request went out."""
+    sendable = [index for index in range(len(batch.claimed)) if index not in batch.unsendable]
+    answers = iter(
+        _send_all(
+            [
+                (batch.claimed[index].hook, batch.claimed[index].body, batch.headers[index])
+                for index in sendable
+            ]
+        )
+    )
+    return [
+        _failed(batch.unsendable[index]) if index in batch.unsendable else next(answers)
+        for index in range(len(batch.claimed))
+    ]
 
 
 def _start_batch(delivery_ids: list[int], now: datetime) -> _Batch | None:
@@ -920,16 +953,23 @@ def _start_batch(delivery_ids: list[int], now: datetime) -> _Batch | None:
     if not claimed_ids:
         return None
     claimed = _load_claimed(claimed_ids)
-    headers = [
-        build_headers(
-            item.hook,
-            body=item.body.encode(),
-            idempotency_key=item.idempotency_key,
-            event_uuid=item.event_uuid,
-        )
-        for item in claimed
-    ]
-    return _Batch(claimed, headers, _insert_attempts(claimed, headers, now))
+    headers: list[dict[str, str]] = []
+    unsendable: dict[int, str] = {}
+    for index, item in enumerate(claimed):
+        try:
+            headers.append(
+                build_headers(
+                    item.hook,
+                    body=item.body.encode(),
+                    idempotency_key=item.idempotency_key,
+                    event_uuid=item.event_uuid,
+                )
+            )
+        except Exception as exc:  # a row no form or API would save (a signing secret, say)
+            logger.exception("Delivery %s: its request could not be built", item.delivery_id)
+            headers.append({})
+            unsendable[index] = f"the request could not be built: {_describe(exc)}"
+    return _Batch(claimed, headers, _insert_attempts(claimed, headers, now), unsendable)
 
 
 def deliver(delivery_id: int) -> DeliveryAttempt | None:
@@ -953,7 +993,7 @@ def _insert_attempts(claimed: list[_Claimed], headers: list[dict], now: datetime
             DeliveryAttempt.Trigger.MANUAL.value
             if item.manual_redelivery
             else DeliveryAttempt.Trigger.SCHEDULED.value,
-            transport.redact_url(item.hook.url),
+            item.hook.redacted_url,
             json_field.get_db_prep_save(redact_headers(sent, item.hook), connection),
             at,
         ]
@@ -984,8 +1024,11 @@ def _record_results(batch: _Batch, results: list[transport.TransportResult]) -> 
     """Record a batch's results (in the caller's transaction): every attempt's answer; then,
     for each delivery still held by this batch, its outcome and its hook's health. Returns
     the next due delivery of each (hook, pipeline) that finished one."""
-    finished = list(zip(batch.claimed, batch.attempt_ids, results, strict=True))
     now = timezone.now()
+    results = [
+        _recordable(item, result, now) for item, result in zip(batch.claimed, results, strict=True)
+    ]
+    finished = list(zip(batch.claimed, batch.attempt_ids, results, strict=True))
     ops = connection.ops
     attempt_table = ops.quote_name(DeliveryAttempt._meta.db_table)
     delivery_table = ops.quote_name(Delivery._meta.db_table)
@@ -1070,6 +1113,21 @@ def _record_results(batch: _Batch, results: list[transport.TransportResult]) -> 
         return _next_in_order(
             (item.hook.pk, item.order_key) for item, _, status in ours if status in FINISHED
         )
+
+
+def _recordable(
+    item: _Claimed, result: transport.TransportResult, now: datetime
+) -> transport.TransportResult:
+    """``result`` when the log and the retry rules can read it; else a failed result saying
+    why (logged): one answer nobody foresaw never keeps the batch's others from being
+    recorded, and its delivery is retried as after any failure."""
+    try:
+        _response_values(result)
+        _outcome(item.attempt_number, result, manual=item.manual_redelivery, now=now)
+    except Exception as exc:
+        logger.exception("Delivery %s: its answer could not be recorded", item.delivery_id)
+        return _failed(f"the answer could not be recorded: {_describe(exc)}")
+    return result
 
 
 # --- Entry points for people (admin and API) -------------------------------------------------

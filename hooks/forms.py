@@ -5,6 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.utils import timezone
 
+from hooks import limits
 from hooks.models import Hook
 from hooks.validators import (
     SECRET_MASK,
@@ -18,6 +19,7 @@ from hooks.validators import (
     generate_signing_token,
 )
 from pipelines.models import Status
+from pipelines.redaction import same_origin
 
 KEEP_PLACEHOLDER = "set — leave blank to keep"
 
@@ -98,7 +100,10 @@ class HookForm(forms.ModelForm):
             "signing_token",
             "custom_headers",
         )
-        widgets = {"description": forms.Textarea(attrs={"rows": 2, "cols": 60})}
+        widgets = {
+            "url": forms.URLInput(attrs={"size": 80}),
+            "description": forms.Textarea(attrs={"rows": 2, "cols": 60}),
+        }
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -112,9 +117,13 @@ class HookForm(forms.ModelForm):
             self.initial["custom_headers"] = "\n".join(f"{name}: {SECRET_MASK}" for name in headers)
         if "status_filter" in self.fields:
             self.initial["status_filter"] = list(stored.status_filter or [])
+        if "url" in self.fields and stored.pk:
+            # Credentials are shown masked; saved unchanged, the stored ones are kept.
+            self.initial["url"] = stored.redacted_url
 
     def clean_url(self) -> str:
-        return self._checked(check_url, self.cleaned_data["url"])
+        stored = self.instance.url if self.instance.pk else ""
+        return self._checked(check_url, self.cleaned_data["url"], stored)
 
     def clean_token(self) -> str:
         return self._checked(check_secret_token, self.cleaned_data["token"])
@@ -123,9 +132,23 @@ class HookForm(forms.ModelForm):
         value = self.cleaned_data["signing_token"].strip()
         return self._checked(check_signing_token, value) if value else ""
 
+    def moves_to_another_receiver(self) -> bool:
+        """Whether the edit points the hook at another scheme or host, whose requests then
+        carry none of the stored secrets (GitLab's reset_token / reset_custom_headers)."""
+        url = self.cleaned_data.get("url")
+        return bool(self.instance.pk and url and not same_origin(url, self.instance.url))
+
     def clean_custom_headers(self) -> dict[str, str]:
+        text = self.cleaned_data["custom_headers"]
+        if self.moves_to_another_receiver():
+            if SECRET_MASK in text:
+                raise forms.ValidationError(
+                    "The URL now points to another receiver, which does not get the stored"
+                    " header values: enter them again, or remove their lines."
+                )
+            return self._checked(parse_header_lines, text, {})
         stored = self.instance.custom_headers or {}
-        return self._checked(parse_header_lines, self.cleaned_data["custom_headers"], stored)
+        return self._checked(parse_header_lines, text, stored)
 
     def clean_status_filter(self) -> list[str]:
         return self._checked(check_status_filter, self.cleaned_data["status_filter"])
@@ -138,7 +161,7 @@ class HookForm(forms.ModelForm):
             if data.get("remove_token"):
                 data["token"] = ""
             elif not data["token"]:
-                data["token"] = stored.token
+                data["token"] = "" if self.moves_to_another_receiver() else stored.token
         if "signing_token" in data:
             if data.get("generate_signing_token"):
                 self.generated_signing_token = generate_signing_token()
@@ -152,13 +175,46 @@ class HookForm(forms.ModelForm):
             data["ref_filter"] = check_ref_filter(strategy, data.get("ref_filter") or "")
         except HookSettingError as problem:
             self.add_error("ref_filter", problem.message)
+        # On the hook's own page; the project page counts its whole list (HookFormSet).
+        project = data.get("project")
+        if "project" in self.fields and project and project.pk != stored.project_id:
+            try:
+                limits.check_room_for_hooks(project.pk)
+            except limits.HookLimitReached as full:
+                raise forms.ValidationError(full.message) from None
         return data
+
+    def save(self, commit: bool = True) -> Hook:
+        # Django leaves a field that has a default alone when the browser sent no input for
+        # it at all; the secrets' decided values (kept, removed, or dropped because the hook
+        # now points elsewhere) are what counts.
+        for name in ("token", "signing_token"):
+            if name in self.cleaned_data:
+                setattr(self.instance, name, self.cleaned_data[name])
+        return super().save(commit)
 
     def _checked(self, check, *args):
         try:
             return check(*args)
         except HookSettingError as problem:
             raise forms.ValidationError(problem.message) from None
+
+
+class HookFormSet(forms.BaseInlineFormSet):
+    """A project's hooks on its page: the hooks it keeps and adds must fit its limit."""
+
+    def clean(self) -> None:
+        super().clean()
+        added = sum(
+            1
+            for form in self.extra_forms
+            if form.has_changed() and not self._should_delete_form(form)
+        )
+        removed = sum(1 for form in self.initial_forms if self._should_delete_form(form))
+        try:
+            limits.check_room_for_hooks(self.instance.pk, adding=added - removed)
+        except limits.HookLimitReached as full:
+            raise forms.ValidationError(full.message) from None
 
 
 class RedeliverForm(forms.Form):

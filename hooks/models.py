@@ -14,6 +14,7 @@ from django.db import models
 from django.utils import timezone
 
 from pipelines.models import Pipeline, Project
+from pipelines.redaction import redact_url
 
 
 class Hook(models.Model):
@@ -28,7 +29,11 @@ class Hook(models.Model):
         DISABLED = "disabled"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="hooks")
-    url = models.URLField(max_length=2000)
+    # May hold credentials (user:password@, ?token=): shown only as ``redacted_url``.
+    # Checked by hooks.validators.check_url, which reads it as the sender does; Django's
+    # URLValidator would refuse URLs the sender reaches (a single-label host such as
+    # http://receiver:8080/) and make the admin disagree with the API.
+    url = models.CharField(max_length=2000)
     name = models.CharField(max_length=255, blank=True, default="")
     description = models.TextField(blank=True, default="")
     # Sent verbatim as X-Gitlab-Token; never shown back after it is set, never logged.
@@ -58,7 +63,12 @@ class Hook(models.Model):
         ordering = ["id"]
 
     def __str__(self) -> str:
-        return self.name or self.url
+        return self.name or self.redacted_url
+
+    @property
+    def redacted_url(self) -> str:
+        """The URL as responses, pages and logs show it (``pipelines.redaction``)."""
+        return redact_url(self.url)
 
     @property
     def alert_status(self) -> str:
@@ -155,6 +165,7 @@ class DeliveryAttempt(models.Model):
     triggered_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
+    # Written redacted (``Hook.redacted_url``); shown redacted again, for rows of older rules.
     url = models.URLField(max_length=2000)
     request_headers = models.JSONField(default=dict)
     # The body sent, kept only for test requests: a delivery's body is its event's.
@@ -174,6 +185,10 @@ class DeliveryAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.attempt_number} of delivery {self.delivery_id}"
+
+    @property
+    def redacted_url(self) -> str:
+        return redact_url(self.url)
 
     @classmethod
     def prunable(cls, retention_days: int):

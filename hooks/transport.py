@@ -184,6 +184,52 @@ class InvalidHookURL(ValidationError):
         return self.message
 
 
+@dataclass(frozen=True)
+class HookTarget:
+    """Where a hook URL sends, read once by ``parse_hook_url`` for both the save-time check
+    and the connection, so what was checked is what is reached."""
+
+    scheme: str  # http or https
+    host: str  # a name (IDNA, ASCII) or an IP address, IPv6 without its brackets
+    port: int  # the URL's, or the scheme's default: always given, never guessed from host
+    request_uri: str  # path and query, %-escaped as sent
+    auth: str | None  # the URL's user[:password], still %-escaped; None when absent
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def parse_hook_url(url: str) -> HookTarget:
+    """The one reading of a hook URL; raises ``InvalidHookURL`` saying what is wrong.
+
+    The port is always passed on explicitly: left out, ``http.client`` would look for one
+    after the host's last colon, reading ``2606:4700::abcd`` as a bad port and
+    ``2606:4700::1234`` as host ``2606:4700:`` with port 1234.
+    """
+    try:
+        parsed = parse_url(url)
+    except LocationParseError:
+        raise InvalidHookURL("url is not a valid URL") from None
+    if parsed.scheme not in DEFAULT_PORTS:
+        raise InvalidHookURL("url must start with http:// or https://")
+    if not parsed.host:
+        raise InvalidHookURL("url has no host")
+    if parsed.port == 0:
+        raise InvalidHookURL("url's port must be between 1 and 65535")
+    host = parsed.host
+    if host.startswith("["):
+        host = host[1:-1]  # an IPv6 literal, which urllib3 has checked
+    if not host.isascii():  # urllib3 gives names in IDNA form; anything else cannot be sent
+        raise InvalidHookURL("url's host is not a valid host name")
+    return HookTarget(
+        scheme=parsed.scheme,
+        host=host,
+        port=parsed.port or DEFAULT_PORTS[parsed.scheme],
+        request_uri=parsed.request_uri,
+        auth=parsed.auth,
+    )
+
+
 def validate_hook_url(url: str) -> None:
     """Save-time check of a hook URL, for forms and the API; raises ``InvalidHookURL``.
 
@@ -191,17 +237,9 @@ def validate_hook_url(url: str) -> None:
     only to refused addresses. A host that does not resolve yet is accepted: DNS may follow,
     and the connect-time check in ``send`` is the real guard.
     """
+    target = parse_hook_url(url)
     try:
-        parsed = parse_url(url)
-    except LocationParseError:
-        raise InvalidHookURL("url is not a valid URL") from None
-    if parsed.scheme not in ("http", "https"):
-        raise InvalidHookURL("url must start with http:// or https://")
-    if not parsed.host:
-        raise InvalidHookURL("url has no host")
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    try:
-        resolve_allowed_addresses(parsed.host.strip("[]"), port)
+        resolve_allowed_addresses(target.host, target.port)
     except AddressNotAllowed as exc:
         raise InvalidHookURL(f"url is blocked: {exc}") from None
     except (OSError, UnicodeError):
@@ -314,7 +352,7 @@ class _GuardedHTTPSConnection(_GuardedConnectionMixin, HTTPSConnection):
 
 # (scheme, host, port, verify_ssl): a connection is only reused for the same origin and the
 # same certificate rule it was opened with.
-OriginKey = tuple[str, str, int | None, bool]
+OriginKey = tuple[str, str, int, bool]
 
 # Idle connections are closed after this long unused; servers drop theirs after 5-75 s, and
 # one found closed is replaced anyway.
@@ -400,7 +438,7 @@ def close_idle_connections() -> None:
 
 
 def _open_connection(
-    scheme: str, host: str, port: int | None, *, verify_ssl: bool, connect_timeout: float
+    scheme: str, host: str, port: int, *, verify_ssl: bool, connect_timeout: float
 ) -> HTTPConnection:
     if scheme == "https":
         return _GuardedHTTPSConnection(
@@ -418,18 +456,6 @@ def _open_connection(
 # RemoteDisconnected is a ConnectionResetError): nothing was answered, so the request is
 # sent once more on a new connection, as browsers do.
 _STALE_CONNECTION_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
-
-
-def redact_url(url: str) -> str:
-    """The URL with any password masked, for logs (GitLab masks basic auth the same way)."""
-    try:
-        parsed = parse_url(url)
-    except LocationParseError:
-        return url
-    if not parsed.auth:
-        return url
-    user = parsed.auth.split(":", 1)[0]
-    return parsed._replace(auth=f"{user}:*****" if ":" in parsed.auth else user).url
 
 
 def send(
@@ -451,34 +477,37 @@ def send(
         return TransportResult(status=status, duration_ms=elapsed_ms, **fields)
 
     try:
-        parsed = parse_url(url)
-    except LocationParseError:
-        return result(error="the URL is not valid")
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        return result(error="the URL must be http:// or https:// with a host")
+        target = parse_hook_url(url)
+    except InvalidHookURL as invalid:
+        return result(error=invalid.message)
 
     request_headers = dict(headers)
-    if parsed.auth and not any(name.lower() == "authorization" for name in request_headers):
+    if target.auth and not any(name.lower() == "authorization" for name in request_headers):
         # GitLab sends URL credentials as HTTP Basic auth, never in the request line.
-        user, _, password = parsed.auth.partition(":")
+        user, _, password = target.auth.partition(":")
         credentials = f"{unquote(user)}:{unquote(password)}".encode()
         request_headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()
 
     watch = _Watch(deadline=started + total)
-    host = parsed.host.strip("[]")
-    origin: OriginKey = (parsed.scheme, host, parsed.port, verify_ssl)
-    connection = _keepalive.take(origin)
-    reused = connection is not None
-    if connection is None:
-        connection = _open_connection(
-            parsed.scheme, host, parsed.port, verify_ssl=verify_ssl, connect_timeout=connect_timeout
+    host = target.host
+    origin: OriginKey = (target.scheme, host, target.port, verify_ssl)
+
+    def new_connection() -> HTTPConnection:
+        return _open_connection(
+            target.scheme, host, target.port, verify_ssl=verify_ssl, connect_timeout=connect_timeout
         )
-    watch.connection = connection
-    _watchdog.watch(watch)
+
     phase = "connect"
+    connection = None
     response = None
     keep_alive = False
     try:
+        connection = _keepalive.take(origin)
+        reused = connection is not None
+        if connection is None:
+            connection = new_connection()
+        watch.connection = connection
+        _watchdog.watch(watch)
         while True:
             connection.watch = watch
             try:
@@ -492,7 +521,7 @@ def send(
                 connection.timeout = max(0.001, watch.deadline - time.monotonic())
                 connection.request(
                     "POST",
-                    parsed.request_uri,
+                    target.request_uri,
                     body=body,
                     headers=request_headers,
                     preload_content=False,
@@ -505,13 +534,7 @@ def send(
                     raise
                 connection.close()
                 reused = False
-                connection = _open_connection(
-                    parsed.scheme,
-                    host,
-                    parsed.port,
-                    verify_ssl=verify_ssl,
-                    connect_timeout=connect_timeout,
-                )
+                connection = new_connection()
                 watch.connection = connection
         if watch.fired:
             # A shut socket reads as the end of the headers: what came is not the answer.
@@ -545,10 +568,11 @@ def send(
         watch.done = True
         # Should the watchdog fire in this very instant, it shuts a socket the pool holds;
         # the next taker finds it closed and opens another.
-        if keep_alive and not watch.fired:
-            _keepalive.give_back(origin, connection)
-        else:
-            connection.close()
+        if connection is not None:
+            if keep_alive and not watch.fired:
+                _keepalive.give_back(origin, connection)
+            else:
+                connection.close()
 
 
 def _describe(exc: BaseException, *, phase: str, watch: _Watch, total: float, host: str) -> str:
@@ -583,12 +607,13 @@ def _is_wrapper(exc: BaseException) -> bool:
 
 __all__ = [
     "AddressNotAllowed",
+    "HookTarget",
     "InvalidHookURL",
     "RESPONSE_BODY_LIMIT",
     "TransportResult",
     "allowed_networks",
     "close_idle_connections",
-    "redact_url",
+    "parse_hook_url",
     "refusal_reason",
     "resolve_allowed_addresses",
     "send",

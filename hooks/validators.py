@@ -13,6 +13,12 @@ import secrets
 from collections.abc import Iterable, Mapping
 
 from pipelines.models import Status
+from pipelines.redaction import (
+    QUERY_VALUE_MASK,
+    URL_CREDENTIALS_MASK,
+    is_redacted,
+    restore_masked,
+)
 
 # GitLab's WebHook::SECRET_MASK: what a form shows instead of a stored custom header value.
 SECRET_MASK = "************"
@@ -167,14 +173,26 @@ def check_status_filter(statuses: Iterable[str]) -> list[str]:
     return wanted
 
 
-def check_url(url: str) -> str:
-    """An http(s) URL whose host is allowed by the SSRF rule (HOOKS_ALLOWED_NETWORKS)."""
+def check_url(url: str, stored: str = "") -> str:
+    """An http(s) URL whose host is allowed by the SSRF rule (HOOKS_ALLOWED_NETWORKS).
+
+    The URL may be the stored one as it is shown, masked (``pipelines.redaction``): its
+    hidden parts are then taken back from ``stored``, for the same scheme and host only.
+    """
     # Imported here: transport is the one HTTP seam and pulls in the HTTP client.
     from hooks.transport import InvalidHookURL, validate_hook_url
 
     url = url.strip()
     if not url:
         raise HookSettingError("url", "url is empty")
+    if stored:
+        url = restore_masked(url, stored)
+    if is_redacted(url):
+        raise HookSettingError(
+            "url",
+            f"url holds masked parts ({URL_CREDENTIALS_MASK} or {QUERY_VALUE_MASK}) that can"
+            " be kept only for the same scheme and host: give the credentials or values in full",
+        )
     if len(url) > 2000:
         raise HookSettingError("url", "url is longer than 2000 characters")
     try:

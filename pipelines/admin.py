@@ -6,11 +6,13 @@ Pipelines and jobs are read-only here: their state changes only through the serv
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
 from django.utils import timezone
 from django.utils.html import format_html
 
-from pipelines import services
+from pipelines import auth, services
 from pipelines.api.graphql import definition_id
+from pipelines.errors import ServiceError
 from pipelines.models import (
     AccessToken,
     CicdInstance,
@@ -167,15 +169,42 @@ class AccessTokenForm(forms.ModelForm):
         model = AccessToken
         fields = ("name", "user", "scopes", "projects", "groups", "expires_at", "revoked")
 
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("user") is not None and data.get("groups") is not None:
+            try:
+                services.check_token_groups(data["user"], data["groups"])
+            except ServiceError as refused:
+                self.add_error("groups", refused.message)
+        return data
+
 
 @admin.register(AccessToken)
 class AccessTokenAdmin(admin.ModelAdmin):
+    """Tokens act with their owner's rights, so only a superuser may make or see tokens of
+    other users; everyone else manages their own, scoped to their own groups."""
+
     form = AccessTokenForm
     list_display = ("name", "user", "token_prefix", "scopes", "state", "last_used_at")
     list_filter = ("revoked",)
     search_fields = ("name", "user__username", "token_prefix")
     filter_horizontal = ("projects", "groups")
     readonly_fields = ("token_prefix", "created_at", "last_used_at")
+
+    def get_queryset(self, request):
+        tokens = super().get_queryset(request)
+        return tokens if request.user.is_superuser else tokens.filter(user=request.user)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        if db_field.name == "user" and not request.user.is_superuser:
+            kwargs["queryset"] = get_user_model().objects.filter(pk=request.user.pk)
+            kwargs["initial"] = request.user.pk
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        if db_field.name == "groups" and not request.user.is_superuser:
+            kwargs["queryset"] = request.user.groups.all()
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
 
     @admin.display(description="state")
     def state(self, obj: AccessToken) -> str:
@@ -209,6 +238,8 @@ class AccessTokenAdmin(admin.ModelAdmin):
     def save_related(self, request, form, formsets, change) -> None:
         form.instance = AccessToken.objects.get(pk=form.instance.pk)
         super().save_related(request, form, formsets, change)
+        # Said once its projects and groups are saved, which is what the rights depend on.
+        messages.info(request, auth.describe_rights(form.instance))
 
 
 # --- Pipeline definitions, executions and per-project group permissions ---------------------

@@ -3,20 +3,29 @@
 Tokens arrive the way GitLab's clients send them (``PRIVATE-TOKEN``, ``Authorization:
 Bearer``, ``private_token``/``access_token`` query parameters) and the way the other
 dialects send them (``Authorization: ApiKey``, ``x-api-key``, ``apiToken``). One rule set
-decides what a token may do:
+decides what a token may do, and it never gives a token more than its owner holds:
 
 - scope ``api`` reads and writes, ``read_api`` only reads;
 - a token limited to projects reaches only those;
-- a token scoped to user groups has exactly the Django permissions those groups grant
-  (``pipelines.view_project``, ``pipelines.change_project``, ``pipelines.start_execution``,
-  ``pipelines.manage_hooks``); an unscoped token has its owner's.
+- rights are Django permissions (``pipelines.view_project``, ``pipelines.change_project``,
+  ``pipelines.start_execution``, ``pipelines.manage_hooks``; ``pipelines.add_project`` to
+  create projects). A token acts with exactly its owner's: a superuser holds every one, any
+  other user those granted to it or to its groups, and a user granted nothing may do nothing.
+  A token scoped to user groups holds only what those groups grant, and only groups its
+  owner belongs to count, so scoping narrows a token and never widens it.
 
 A group grants a permission on every project through ``Group.permissions`` (Django's own),
 or on one project through a ``GroupProjectPermission`` row. Checks made without a project
 ask whether the token may do it somewhere; views then check again with the project.
+
+A project on which the caller holds nothing is answered as if it did not exist
+(``ProjectHidden``), as GitLab answers 404 for a project one may not read: a refusal that
+named it would let anyone probe which names exist.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from django.contrib.auth.models import Permission
 from django.utils import timezone
@@ -28,14 +37,20 @@ READ = "read"
 WRITE = "write"
 START = "start_execution"
 MANAGE_HOOKS = "manage_hooks"
+CREATE_PROJECT = "create_project"
 
-# The Django permission each action needs (for group-scoped tokens and for session users).
+# The Django permission each action needs.
 PERMISSION_FOR_ACTION = {
     READ: "pipelines.view_project",
     WRITE: "pipelines.change_project",
     START: "pipelines.start_execution",
     MANAGE_HOOKS: "pipelines.manage_hooks",
+    CREATE_PROJECT: "pipelines.add_project",
 }
+# Actions on an existing project; holding any of them makes the project visible to the caller.
+PROJECT_ACTIONS = (READ, WRITE, START, MANAGE_HOOKS)
+# Query-string names a token may come in; also what pagination links and logs leave out.
+TOKEN_QUERY_PARAMETERS = ("private_token", "access_token", "apiToken")
 
 
 class AccessDenied(Exception):
@@ -44,6 +59,104 @@ class AccessDenied(Exception):
     def __init__(self, message: str):
         super().__init__(message)
         self.message = message
+
+
+class ProjectHidden(AccessDenied):
+    """The caller holds nothing on the project: each API answers as if it did not exist."""
+
+    def __init__(self):
+        super().__init__("not found")
+
+
+@dataclass(frozen=True)
+class Grants:
+    """What one caller (a token, or a signed-in user) holds, read once per check."""
+
+    everything: bool  # a superuser acting without a group scope
+    everywhere: frozenset[str]  # "pipelines.<codename>" held on every project
+    group_ids: tuple[int, ...]  # groups whose per-project grants count
+    project_ids: frozenset[int]  # the token's project limit; empty = no limit
+    holder: str  # who holds the rights, as refusals name it
+    by_groups: bool  # a token scoped to user groups
+
+    def allows_project(self, project: Project) -> bool:
+        return not self.project_ids or project.pk in self.project_ids
+
+    def project_grants(self, *actions: str):
+        """The per-project grant rows for any of ``actions`` that count for this caller."""
+        grants = GroupProjectPermission.objects.filter(
+            group__pk__in=self.group_ids,
+            permission__content_type__app_label="pipelines",
+            permission__codename__in=[PERMISSION_FOR_ACTION[a].split(".", 1)[1] for a in actions],
+        )
+        if self.project_ids:
+            grants = grants.filter(project__pk__in=self.project_ids)
+        return grants
+
+    def holds_everywhere(self, action: str) -> bool:
+        return self.everything or PERMISSION_FOR_ACTION[action] in self.everywhere
+
+    def may(self, action: str, project: Project | None = None) -> bool:
+        """On ``project``; without one, on at least one project (creating: at all)."""
+        if project is not None and not self.allows_project(project):
+            return False
+        if self.holds_everywhere(action):
+            return True
+        if action == CREATE_PROJECT or not self.group_ids:
+            return False  # creating projects is never granted per project
+        grants = self.project_grants(action)
+        if project is not None:
+            grants = grants.filter(project=project)
+        return grants.exists()
+
+    def sees(self, project: Project) -> bool:
+        """Whether the caller holds any right on the project at all."""
+        if not self.allows_project(project):
+            return False
+        if any(self.holds_everywhere(action) for action in PROJECT_ACTIONS):
+            return True
+        return bool(self.group_ids) and (
+            self.project_grants(*PROJECT_ACTIONS).filter(project=project).exists()
+        )
+
+    def refusal(self, action: str, project: Project | None) -> str:
+        where = f" on project {project.path_with_namespace}" if project is not None else ""
+        verb = "do not grant" if self.by_groups else "does not hold"
+        return f"{self.holder} {verb} the '{PERMISSION_FOR_ACTION[action]}' permission{where}"
+
+
+def grants_of(token: AccessToken | None, user=None) -> Grants:
+    """The rights of a token (acting for its owner) or, without one, of a signed-in user."""
+    scoped: list[int] = []
+    project_ids: frozenset[int] = frozenset()
+    if token is not None:
+        user = token.user
+        scoped = list(token.groups.values_list("pk", flat=True))
+        project_ids = frozenset(token.projects.values_list("pk", flat=True))
+    holder = f"user {user.get_username()}"
+    if not user.is_active:
+        return Grants(False, frozenset(), (), project_ids, holder, by_groups=False)
+    if scoped:
+        # Only groups the owner is in count (every one for a superuser, who holds it all).
+        if not user.is_superuser:
+            scoped = list(user.groups.filter(pk__in=scoped).values_list("pk", flat=True))
+        everywhere = frozenset(
+            f"{app_label}.{codename}"
+            for app_label, codename in Permission.objects.filter(group__pk__in=scoped).values_list(
+                "content_type__app_label", "codename"
+            )
+        )
+        return Grants(
+            False, everywhere, tuple(scoped), project_ids, "the token's user groups", by_groups=True
+        )
+    return Grants(
+        everything=user.is_superuser,
+        everywhere=frozenset() if user.is_superuser else frozenset(user.get_all_permissions()),
+        group_ids=tuple(user.groups.values_list("pk", flat=True)),
+        project_ids=project_ids,
+        holder=holder,
+        by_groups=False,
+    )
 
 
 def find_token(raw: str | None) -> AccessToken | None:
@@ -75,90 +188,83 @@ def raw_token_from_request(request) -> str | None:
     if value := meta.get("HTTP_X_API_KEY"):
         return value
     params = request.GET
-    for name in ("private_token", "access_token", "apiToken"):
+    for name in TOKEN_QUERY_PARAMETERS:
         if value := params.get(name):
             return value
     return None
 
 
-def _granting_groups(token: AccessToken, action: str) -> tuple[bool, list[int]]:
-    """(granted on every project, groups whose per-project grants count) for a token."""
-    codename = PERMISSION_FOR_ACTION[action].split(".", 1)[1]
-    group_ids = list(token.groups.values_list("pk", flat=True))
-    if not group_ids:
-        user = token.user
-        # An unscoped token acts as its owner; owners without explicit permissions (the
-        # usual case for people using tokens) may do what the token's scopes allow.
-        if user.is_superuser or not user.user_permissions.exists() and not user.groups.exists():
-            return True, []
-        if user.has_perm(PERMISSION_FOR_ACTION[action]):
-            return True, []
-        return False, list(user.groups.values_list("pk", flat=True))
-    everywhere = Permission.objects.filter(
-        group__pk__in=group_ids, content_type__app_label="pipelines", codename=codename
-    ).exists()
-    return everywhere, group_ids
-
-
-def _project_grants(group_ids: list[int], action: str):
-    codename = PERMISSION_FOR_ACTION[action].split(".", 1)[1]
-    return GroupProjectPermission.objects.filter(
-        group__pk__in=group_ids,
-        permission__content_type__app_label="pipelines",
-        permission__codename=codename,
-    )
-
-
 def token_has_permission(token: AccessToken, action: str, project: Project | None = None) -> bool:
-    """Whether a token's groups (or, unscoped, its owner) grant the action's permission.
-
-    With a project: on that project. Without: on at least one project.
-    """
-    everywhere, group_ids = _granting_groups(token, action)
-    if everywhere:
-        return True
-    grants = _project_grants(group_ids, action)
-    if project is not None:
-        grants = grants.filter(project=project)
-    return grants.exists()
+    """Whether a token may do the action (scopes aside): on ``project``, or somewhere."""
+    return grants_of(token).may(action, project)
 
 
-def permitted_projects(token: AccessToken, action: str):
-    """The projects a token may do ``action`` on (scopes aside), for lists."""
-    everywhere, group_ids = _granting_groups(token, action)
+def permitted_projects(token: AccessToken | None, action: str, user=None):
+    """The projects a token (or a signed-in user) may do ``action`` on, scopes aside."""
+    grants = grants_of(token, user)
     projects = Project.objects.all()
-    if not everywhere:
-        projects = projects.filter(pk__in=_project_grants(group_ids, action).values("project_id"))
-    if token.projects.exists():
-        projects = projects.filter(pk__in=token.projects.values("pk"))
-    return projects
+    if grants.project_ids:
+        projects = projects.filter(pk__in=grants.project_ids)
+    if grants.holds_everywhere(action):
+        return projects
+    return projects.filter(pk__in=grants.project_grants(action).values("project_id"))
+
+
+def describe_rights(token: AccessToken) -> str:
+    """What a token can do, said to the person creating it."""
+    grants = grants_of(token)
+    holder = grants.holder[:1].upper() + grants.holder[1:]
+    reads_only = AccessToken.Scope.API not in token.scopes
+    scopes = ", ".join(token.scopes) + (" (reading only)" if reads_only else "")
+    limit = ""
+    if grants.project_ids:
+        limited = Project.objects.filter(pk__in=grants.project_ids)
+        limit = " (limited to " + ", ".join(p.path_with_namespace for p in limited) + ")"
+    if grants.everything:
+        return (
+            f"Scopes {scopes}. {holder} is a superuser: the token has every right"
+            f" on every project{limit}."
+        )
+    lines = []
+    for action in (READ,) if reads_only else (*PROJECT_ACTIONS, CREATE_PROJECT):
+        permission = PERMISSION_FOR_ACTION[action]
+        if grants.holds_everywhere(action):
+            lines.append(f"  {permission} on every project{limit}")
+        elif action != CREATE_PROJECT and grants.group_ids:
+            projects = permitted_projects(token, action)
+            if projects:
+                names = ", ".join(p.path_with_namespace for p in projects)
+                lines.append(f"  {permission} on {names}")
+    if not lines:
+        return (
+            f"Scopes {scopes}. {holder} holds no permission here{limit}, so the token"
+            " can do nothing yet: grant pipelines permissions (view_project, change_project,"
+            " start_execution, manage_hooks, add_project) to the user or one of its groups in"
+            " the admin."
+        )
+    source = "the token's user groups grant" if grants.by_groups else f"{grants.holder} holds"
+    return f"Scopes {scopes}. The token acts with what {source}:\n" + "\n".join(lines)
 
 
 def check_access(token: AccessToken | None, user, action: str, project: Project | None = None):
-    """Raise ``AccessDenied`` with a message that says which permission is missing."""
+    """Raise ``AccessDenied`` saying which scope or permission is missing, or
+    ``ProjectHidden`` when the caller holds nothing on ``project``."""
     if token is None:
-        if user is not None and user.is_authenticated and user.is_staff:
-            return  # a signed-in admin using the browsable API
-        raise AccessDenied("a valid access token is needed")
-    needed_scope = AccessToken.Scope.READ_API if action == READ else AccessToken.Scope.API
-    scopes = set(token.scopes)
-    if AccessToken.Scope.API not in scopes and needed_scope not in scopes:
-        raise AccessDenied(
-            f"insufficient_scope: this request needs the '{AccessToken.Scope.API}' scope"
-            f" and the token has {', '.join(sorted(scopes)) or 'none'}"
-        )
-    if (
-        project is not None
-        and token.projects.exists()
-        and not token.projects.filter(pk=project.pk).exists()
-    ):
-        raise AccessDenied(f"this token is not allowed to access project {project.pk}")
-    if not token_has_permission(token, action, project):
-        where = f" on project {project.path_with_namespace}" if project is not None else ""
-        raise AccessDenied(
-            f"the token's user groups do not grant the '{PERMISSION_FOR_ACTION[action]}'"
-            f" permission{where}"
-        )
+        if user is None or not user.is_authenticated:
+            raise AccessDenied("a valid access token is needed")
+    else:
+        needed_scope = AccessToken.Scope.READ_API if action == READ else AccessToken.Scope.API
+        scopes = set(token.scopes)
+        if AccessToken.Scope.API not in scopes and needed_scope not in scopes:
+            raise AccessDenied(
+                f"insufficient_scope: this request needs the '{AccessToken.Scope.API}' scope"
+                f" and the token has {', '.join(sorted(scopes)) or 'none'}"
+            )
+    grants = grants_of(token, user)
+    if project is not None and not grants.sees(project):
+        raise ProjectHidden()
+    if not grants.may(action, project):
+        raise AccessDenied(grants.refusal(action, project))
 
 
 class TokenAuthentication(authentication.BaseAuthentication):

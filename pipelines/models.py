@@ -289,9 +289,9 @@ class Job(models.Model):
 class AccessToken(models.Model):
     """An API key: random, shown once, stored as a SHA-256 hash.
 
-    Scopes follow GitLab (``api`` reads and writes, ``read_api`` only reads). A token may be
-    limited to some projects, and scoped to user groups whose Django permissions it then
-    inherits instead of its owner's.
+    Scopes follow GitLab (``api`` reads and writes, ``read_api`` only reads). A token acts
+    with its owner's permissions; it may be limited to some projects, and scoped to user
+    groups of its owner, whose permissions it then holds instead (``pipelines.auth``).
     """
 
     class Scope(models.TextChoices):

@@ -806,6 +806,8 @@ def create_token(
             f"unknown scopes: {', '.join(sorted(unknown))}"
             f" (use {', '.join(AccessToken.Scope.values)})"
         )
+    groups = list(groups)
+    check_token_groups(user, groups)
     raw = AccessToken.generate()
     with transaction.atomic():
         token = AccessToken.objects.create(
@@ -819,6 +821,19 @@ def create_token(
         token.projects.set(projects)
         token.groups.set(groups)
     return token, raw
+
+
+def check_token_groups(user, groups: Iterable) -> None:
+    """A token may be scoped only to groups its owner is in: scoping narrows, never widens."""
+    if user.is_superuser:
+        return
+    member_of = set(user.groups.values_list("pk", flat=True))
+    foreign = sorted(group.name for group in groups if group.pk not in member_of)
+    if foreign:
+        raise InvalidInput(
+            f"user {user.get_username()} is not in the group(s) {', '.join(foreign)}: a token"
+            " can only be scoped to its owner's groups"
+        )
 
 
 # --- Executions of pipeline definitions -----------------------------------------------------

@@ -1,5 +1,6 @@
 import factory
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 
 from pipelines.models import Job, Pipeline, Project
 
@@ -13,6 +14,27 @@ class UserFactory(factory.django.DjangoModelFactory):
     email = factory.LazyAttribute(lambda u: f"{u.username}@example.com")
     first_name = "Ada"
     last_name = factory.Sequence(lambda n: f"Builder{n}")
+
+
+# Every right a token can use: what the API tests' callers hold unless a test says otherwise.
+ALL_PROJECT_PERMISSIONS = (
+    "view_project",
+    "change_project",
+    "add_project",
+    "start_execution",
+    "manage_hooks",
+)
+
+
+def grant_permissions(user, *codenames: str):
+    """Give ``user`` these ``pipelines`` permissions on every project; returns the user."""
+    user.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="pipelines", codename__in=codenames)
+    )
+    # Django caches a user's permissions on the instance.
+    for cache in ("_perm_cache", "_user_perm_cache", "_group_perm_cache"):
+        user.__dict__.pop(cache, None)
+    return user
 
 
 class ProjectFactory(factory.django.DjangoModelFactory):

@@ -69,38 +69,53 @@ def kill_leftovers(proc: subprocess.Popen, children: set[int]) -> None:
         proc.kill()
 
 
-def test_serve_first_start_prints_token_and_stops_cleanly(embedded_env):
-    port = free_port()
-    proc = subprocess.Popen(
+def start_serve(env: dict, port: int, *, stderr=subprocess.DEVNULL) -> subprocess.Popen:
+    """`manage.py serve` as `make run` starts it, its output readable line by line."""
+    return subprocess.Popen(
         [sys.executable, "manage.py", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
         cwd=ROOT,
-        env=embedded_env,
+        env=env,
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=stderr,
         text=True,
     )
+
+
+def read_first_start(proc: subprocess.Popen) -> tuple[str | None, list[str]]:
+    """The API token `serve` prints on first start, and every line up to it."""
+    token = None
+    output = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and token is None:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        output.append(line)
+        if line.startswith("API token: "):
+            token = line.split(": ", 1)[1].strip()
+    return token, output
+
+
+def wait_until_up(base: str) -> None:
+    for _ in range(100):
+        try:
+            if requests.get(f"{base}/healthz", timeout=5).status_code == 200:
+                return
+        except requests.RequestException:
+            time.sleep(0.1)
+
+
+def test_serve_first_start_prints_token_and_stops_cleanly(embedded_env):
+    port = free_port()
+    proc = start_serve(embedded_env, port)
     children: set[int] = set()
     try:
-        token = None
-        output = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and token is None:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            output.append(line)
-            if line.startswith("API token: "):
-                token = line.split(": ", 1)[1].strip()
+        token, output = read_first_start(proc)
         assert token, "".join(output)
         assert any("user root  password" in line for line in output)
 
         base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            try:
-                if requests.get(f"{base}/healthz", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:
-                time.sleep(0.1)
+        wait_until_up(base)
         assert requests.get(f"{base}/admin/login/", timeout=5).status_code == 200
         projects = requests.get(
             f"{base}/api/v4/projects", headers={"PRIVATE-TOKEN": token}, timeout=5
@@ -154,18 +169,12 @@ def test_serve_starts_a_dead_child_again_and_keeps_the_others(embedded_env, tmp_
     base = f"http://127.0.0.1:{port}"
     errors = tmp_path / "serve.err"
     with open(errors, "wb") as stderr:
-        proc = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
-            cwd=ROOT,
-            env=embedded_env,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
+        proc = start_serve(embedded_env, port, stderr=stderr)
     seen: set[int] = set()
     try:
         wait_for(lambda: healthy(base), "the web server")
         worker = wait_for(lambda: child_running(proc.pid, " worker "), "the worker")
-        web = child_running(proc.pid, "gunicorn")
+        web = child_running(proc.pid, "config.webserver")
         redis = child_running(proc.pid, "redis-server")
         beat = child_running(proc.pid, " beat ")
         assert None not in (web, redis, beat), [command_line(p) for p in child_pids(proc.pid)]
@@ -176,9 +185,9 @@ def test_serve_starts_a_dead_child_again_and_keeps_the_others(embedded_env, tmp_
             lambda: (pid := child_running(proc.pid, " worker ")) not in (None, worker) and pid,
             "the worker started again",
         )
-        os.killpg(web, signal.SIGKILL)  # gunicorn's arbiter and its workers
+        os.killpg(web, signal.SIGKILL)  # the web server and anything it started
         new_web = wait_for(
-            lambda: (pid := child_running(proc.pid, "gunicorn")) not in (None, web) and pid,
+            lambda: (pid := child_running(proc.pid, "config.webserver")) not in (None, web) and pid,
             "the web server started again",
         )
         seen |= {new_worker, new_web}

@@ -44,7 +44,7 @@ from pipelines.api.inbound import (
     validated,
 )
 from pipelines.api.parsing import MAX_ID, parse_id
-from pipelines.auth import READ, WRITE, check_access
+from pipelines.auth import READ, WRITE, check_access, grants_of
 from pipelines.models import UNKNOWN_SHA, AccessToken, DistelliEvent, Pipeline, Project, Status
 
 SCHEMA_TAG = "Puppet Pipelines (Distelli) events"
@@ -324,13 +324,13 @@ def resolve_app(token: AccessToken, username: str, app_name: str, action: str) -
             403,
             f"this apiToken belongs to user {owner!r}, not {username!r}: use /{owner}/apps/...",
         )
-    candidates = list(Project.objects.filter(path=app_name))
+    # Projects the token holds nothing on (or is not limited to) are not there for it, so
+    # neither a 404 nor the list of namesakes tells it which names exist.
+    grants = grants_of(token)
+    candidates = [p for p in Project.objects.filter(path=app_name) if grants.sees(p)]
     if len(candidates) > 1:
-        # Paths repeat across namespaces: the user's own namespace, then the token's projects.
+        # Paths repeat across namespaces: the user's own namespace first.
         candidates = [p for p in candidates if p.namespace == username] or candidates
-    if len(candidates) > 1 and token.projects.exists():
-        allowed = set(token.projects.values_list("pk", flat=True))
-        candidates = [p for p in candidates if p.pk in allowed] or candidates
     if not candidates:
         raise Refused(
             404,

@@ -28,7 +28,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, serializers, status
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.utils.serializer_helpers import ReturnDict
@@ -39,7 +39,14 @@ from pipelines.api import serializers as entities
 from pipelines.api.errors import ParameterError
 from pipelines.api.pagination import GitLabPagination, pagination_header_parameters
 from pipelines.api.parsing import MAX_ID as MAX_ID  # re-exported: the hooks API uses it
-from pipelines.api.parsing import JSONParser, is_digits, parse_id
+from pipelines.api.parsing import (
+    FormParser,
+    JSONParser,
+    MalformedInput,
+    check_request_text,
+    is_digits,
+    parse_id,
+)
 from pipelines.models import COMPLETED_STATUSES, AccessToken, Job, Pipeline, Project, Status
 
 # Explicit indexes are ASCII and short: ``int()`` refuses thousands of digits with a crash.
@@ -151,6 +158,13 @@ class GitLabView(APIView):
     # Set per view when a write is more than a change (starting a pipeline).
     write_action = auth.WRITE
 
+    def initial(self, request: Request, *args, **kwargs) -> None:
+        try:
+            check_request_text(request._request)
+        except MalformedInput as refused:
+            raise ParameterError(str(refused)) from None
+        super().initial(request, *args, **kwargs)
+
     @property
     def required_action(self) -> str:
         if self.request.method in ("GET", "HEAD", "OPTIONS"):
@@ -181,11 +195,18 @@ class GitLabView(APIView):
         project = find_project(project_id)
         if project is None:
             raise exceptions.NotFound("404 Project Not Found")
+        self.check_project_access(project, self.required_action)
+        return project
+
+    def check_project_access(self, project: Project, action: str) -> None:
+        """403 saying what is missing; 404, as for a missing project, when the caller holds
+        nothing on it (GitLab's answer to a project one may not read)."""
         try:
-            auth.check_access(self.token, self.request.user, self.required_action, project)
+            auth.check_access(self.token, self.request.user, action, project)
+        except auth.ProjectHidden:
+            raise exceptions.NotFound("404 Project Not Found") from None
         except auth.AccessDenied as denied:
             raise exceptions.PermissionDenied(denied.message) from None
-        return project
 
     def get_pipeline(self, project: Project) -> Pipeline:
         raw = self.kwargs["pipeline_id"]
@@ -262,6 +283,7 @@ LIST_HEADERS = pagination_header_parameters()
 
 class ProjectListView(GitLabView):
     pagination_class = GitLabPagination
+    write_action = auth.CREATE_PROJECT
 
     @extend_schema(
         operation_id="listProjects",
@@ -270,11 +292,10 @@ class ProjectListView(GitLabView):
         responses={200: entities.ProjectSerializer(many=True), **error_responses(400, 401, 403)},
     )
     def get(self, request: Request) -> Response:
-        """List projects (only those a project-limited token may reach)."""
+        """List the projects the caller may read."""
         params = self.query_params(entities.ProjectListParams)
-        # A token sees the projects it is limited to and its groups grant it reading.
-        token = self.token
-        projects = auth.permitted_projects(token, auth.READ) if token else Project.objects.all()
+        # Only the projects the caller may read (and a limited token is limited to).
+        projects = auth.permitted_projects(self.token, auth.READ, self.request.user)
         if search := params.get("search"):
             projects = projects.filter(Q(name__icontains=search) | Q(path__icontains=search))
         if visibility := params.get("visibility"):

@@ -35,7 +35,13 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import Info
 
 from pipelines import auth, services
-from pipelines.api.parsing import InvalidJSON, MalformedInput, load_json, parse_id
+from pipelines.api.parsing import (
+    InvalidJSON,
+    MalformedInput,
+    check_request_text,
+    load_json,
+    parse_id,
+)
 from pipelines.errors import ServiceError
 from pipelines.models import AccessToken, PipelineDefinition, Project, Status
 from pipelines.models import Execution as ExecutionRecord
@@ -140,10 +146,14 @@ class ApiContext:
         return self._token
 
 
-def authorize(info: Info, action: str, project: Project) -> AccessToken:
+def authorize(info: Info, action: str, project: Project, missing: NotFound) -> AccessToken:
+    """The key, if it may do ``action`` on the project. A key that holds nothing on the
+    project gets ``missing``, the very error a project that does not exist gets."""
     token = info.context.token()
     try:
         auth.check_access(token, None, action, project)
+    except auth.ProjectHidden:
+        raise missing from None
     except auth.AccessDenied as denied:
         raise NotAuthorized(f"User not authorized: {denied.message}") from None
     return token
@@ -153,9 +163,10 @@ def _application(info: Info, application_id: str, action: str = auth.READ) -> Pr
     info.context.token()  # unauthenticated callers learn nothing about ids
     pk = _expect_id(application_id, APPLICATION, "applicationId")
     project = Project.objects.filter(pk=pk).first()
+    missing = NotFound(f"No application with id {application_id!r}")
     if project is None:
-        raise NotFound(f"No application with id {application_id!r}")
-    authorize(info, action, project)
+        raise missing
+    authorize(info, action, project, missing)
     return project
 
 
@@ -540,23 +551,26 @@ def _definition_by_name(
 class Query:
     @strawberry.field(description="An application by its name (or its namespace/path).")
     def application_by_name(self, info: Info, name: str) -> Application | None:
-        info.context.token()
-        matches = list(Project.objects.filter(name=name)[:10])
+        # Applications the key holds nothing on are not there for it: neither the "no
+        # application" error nor the list of namesakes may tell it which names exist.
+        grants = auth.grants_of(info.context.token())
+        matches = [p for p in Project.objects.filter(name=name) if grants.sees(p)]
         if not matches and "/" in name:
             namespace, _, path = name.rpartition("/")
-            matches = list(Project.objects.filter(namespace=namespace, path=path))
+            found = Project.objects.filter(namespace=namespace, path=path)
+            matches = [p for p in found if grants.sees(p)]
+        missing = NotFound(f"No application named {name!r}")
         if not matches:
-            raise NotFound(f"No application named {name!r}")
+            raise missing
         if len(matches) > 1:
-            token = info.context.token()
-            readable = [p for p in matches if _may(token, auth.READ, p)]
+            readable = [p for p in matches if grants.may(auth.READ, p)]
             if len(readable) != 1:
                 raise ApiError(
                     f"{len(matches)} applications are named {name!r}: ask by namespace/path,"
                     f" e.g. {matches[0].path_with_namespace!r}"
                 )
             matches = readable
-        authorize(info, auth.READ, matches[0])
+        authorize(info, auth.READ, matches[0], missing)
         return Application(project=matches[0])
 
     @strawberry.field(description="An application by its id.")
@@ -582,18 +596,11 @@ class Query:
         info.context.token()
         pk = _expect_id(execution_id, EXECUTION, "executionId")
         run = PipelineRun.objects.select_related("project").filter(pk=pk).first()
+        missing = NotFound(f"No execution with id {execution_id!r}")
         if run is None:
-            raise NotFound(f"No execution with id {execution_id!r}")
-        authorize(info, auth.READ, run.project)
+            raise missing
+        authorize(info, auth.READ, run.project, missing)
         return execution_for(run)
-
-
-def _may(token: AccessToken, action: str, project: Project) -> bool:
-    try:
-        auth.check_access(token, None, action, project)
-    except auth.AccessDenied:
-        return False
-    return True
 
 
 @strawberry.type
@@ -703,9 +710,13 @@ schema = PipehookSchema(
 )
 
 
-def _check_json_body(request: HttpRequest) -> None:
-    """Refuse, with a 400, the bodies Strawberry would fail on with a 500 (not an object, not
-    UTF-8) and what ``load_json`` refuses for every API."""
+def _check_request(request: HttpRequest) -> None:
+    """Refuse, with a 400, what every API refuses (``check_request_text``, ``load_json``) and
+    the bodies Strawberry would fail on with a 500 (not an object, not UTF-8)."""
+    try:
+        check_request_text(request)
+    except MalformedInput as refused:
+        raise HTTPException(400, str(refused)) from None
     if request.method != "POST" or "application/json" not in (request.content_type or ""):
         return
     try:
@@ -733,7 +744,7 @@ class PipehookGraphQLView(GraphQLView):
         return self.context
 
     def decode_json(self, data: str | bytes) -> object:
-        # GET's variables and extensions parameters; POST bodies passed _check_json_body.
+        # GET's variables and extensions parameters; POST bodies passed _check_request.
         try:
             return load_json(data.decode() if isinstance(data, bytes) else data)
         except InvalidJSON:
@@ -743,7 +754,7 @@ class PipehookGraphQLView(GraphQLView):
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         try:
-            _check_json_body(request)
+            _check_request(request)
             response = self.run(request=request)
         except HTTPException as refused:
             return JsonResponse(

@@ -14,7 +14,13 @@ from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView, set_rollback
 
-from pipelines.api.parsing import JSONParser, MalformedInput, find_nul_parameter, load_json
+from pipelines.api.parsing import (
+    JSONParser,
+    MalformedInput,
+    check_request_text,
+    find_nul_parameter,
+    load_json,
+)
 from pipelines.auth import AccessDenied, find_token, raw_token_from_request
 from pipelines.errors import ServiceError
 from pipelines.models import AccessToken
@@ -115,6 +121,14 @@ def optional_text(max_length: int = 255) -> Text:
     return Text(required=False, allow_null=True, allow_blank=True, max_length=max_length)
 
 
+def optional_list(child: serializers.Field) -> serializers.ListField:
+    """A list the client may leave out or send as null, whose items may not be null.
+
+    (``Serializer(many=True, allow_null=True)`` would let ``[null]`` through: DRF hands
+    ``allow_null`` to the items too.)"""
+    return serializers.ListField(child=child, required=False, allow_null=True)
+
+
 class RefusalSerializer(serializers.Serializer):
     message = serializers.CharField(help_text="What is wrong, in a sentence.")
 
@@ -201,6 +215,10 @@ class DialectView(APIView):
         return dialect_exception_handler
 
     def initial(self, request, *args, **kwargs) -> None:
+        try:
+            check_request_text(request._request)
+        except MalformedInput as refused:
+            raise Refused(400, str(refused)) from None
         super().initial(request, *args, **kwargs)
         query = ((name, value) for name, values in request.query_params.lists() for value in values)
         name = find_nul_parameter([*kwargs.items(), *query])

@@ -22,11 +22,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from pipelines.api.errors import ParameterError
+from pipelines.redaction import is_secret_parameter
 
 DEFAULT_PER_PAGE = 20
 MAX_PER_PAGE = 100
-# Credentials a client put in the query string stay out of the links we hand back.
-_SECRET_PARAMS = frozenset({"private_token", "access_token", "apiToken"})
 
 PAGINATION_HEADERS = {
     "X-Total": "Number of items.",
@@ -103,7 +102,8 @@ class GitLabPagination(BasePagination):
         params = {
             key: self.request.query_params.getlist(key)
             for key in self.request.query_params
-            if key not in _SECRET_PARAMS
+            # Credentials a client put in the query string stay out of the links we hand back.
+            if not is_secret_parameter(key)
         }
         params["page"] = [str(page)]
         params["per_page"] = [str(self.per_page)]

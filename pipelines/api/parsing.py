@@ -1,26 +1,35 @@
-"""Input checks every inbound API shares: ids, and JSON bodies.
+"""Input checks every inbound API shares: ids, text, and JSON bodies.
 
 Each dialect words its own refusals; what is refused is decided here, once:
 
 - an id in a path, query string or body is ASCII digits that fit a database id.
   ``str.isdigit`` also takes ``²`` (which ``int()`` then refuses) and ``٣`` (which it reads
   as 3), so it cannot be the test;
+- a query string or form body is UTF-8 once its %-escapes are decoded, as Rails requires of
+  GitLab's parameters. Django would put U+FFFD in place of what is not, and so store text
+  the client never sent; a lone surrogate arrives this way (``%ED%A0%80``);
 - a JSON body is text in the request's charset holding JSON, nested at most
-  ``MAX_JSON_DEPTH`` deep, with every number finite and no NUL character in any key or
-  string. PostgreSQL stores neither NUL in text nor ``Infinity`` in jsonb: taking them would
-  end in a 500 on PostgreSQL only, after part of the request had run.
+  ``MAX_JSON_DEPTH`` deep, with every number finite and no NUL character or lone surrogate
+  (``"\\ud800"``, half of a UTF-16 pair) in any key or string. PostgreSQL stores neither NUL
+  nor a lone surrogate in text, nor ``Infinity`` in jsonb, and SQLite keeps a surrogate as
+  bytes that are not UTF-8: taking them would end in a 500, on PostgreSQL after part of the
+  request had run.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 import logging
 import math
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from django.conf import settings
+from django.core.handlers.wsgi import get_bytes_from_wsgi
+from django.http import HttpRequest, QueryDict
 from rest_framework import exceptions, parsers
 
 logger = logging.getLogger(__name__)
@@ -31,6 +40,10 @@ _ID = re.compile(r"[0-9]{1,19}")
 
 # Deeper than any real report; shallow enough that nothing reading the body recurses too far.
 MAX_JSON_DEPTH = 64
+
+# What no text column stores: NUL, and lone surrogates (Python keeps a "\ud800" escape that
+# has no other half as such; a whole pair is read as the one character it encodes).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class MalformedInput(ValueError):
@@ -104,32 +117,82 @@ def _syntax_error(error: json.JSONDecodeError) -> InvalidJSON:
 
 
 def check_json_value(data: Any, what: str = "the body") -> None:
-    """Refuse NUL characters and excessive nesting anywhere in parsed JSON."""
+    """Refuse NUL characters, lone surrogates and excessive nesting anywhere in parsed JSON."""
     pending: list[tuple[Any, str, int]] = [(data, "", 1)]
     while pending:
         value, path, depth = pending.pop()
         if depth > MAX_JSON_DEPTH:
             raise MalformedInput(f"{what} nests deeper than {MAX_JSON_DEPTH} levels")
         if isinstance(value, str):
-            if "\x00" in value:
-                raise _nul_error(what, path)
+            _check_storable(value, what, path)
         elif isinstance(value, dict):
             for key, item in value.items():
-                if "\x00" in key:
-                    raise _nul_error(what, f"{path} (in a key)")
+                _check_storable(key, what, f"{path} (in a key)")
                 pending.append((item, f"{path}.{key}" if path else key, depth + 1))
         elif isinstance(value, list):
             pending.extend((item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value))
 
 
-def _nul_error(what: str, path: str) -> MalformedInput:
+def _check_storable(text: str, what: str, path: str) -> None:
+    found = _UNSTORABLE.search(text)
+    if found is None:
+        return
     where = f"{what} at {path}" if path else what
-    return MalformedInput(f"{where} contains a NUL character (\\u0000), which cannot be stored")
+    if found.group() == "\x00":
+        raise MalformedInput(f"{where} contains a NUL character (\\u0000), which cannot be stored")
+    raise MalformedInput(
+        f"{where} contains a lone surrogate (\\u{ord(found.group()):04x}), half of a UTF-16"
+        " pair, which is not text"
+    )
 
 
 def find_nul_parameter(pairs: Iterable[tuple[str, str]]) -> str | None:
     """The name of the first path or query parameter holding a NUL character, if any."""
     return next((name for name, value in pairs if "\x00" in name or "\x00" in value), None)
+
+
+def is_utf8_once_unescaped(raw: bytes) -> bool:
+    """Whether %-escaped ``raw`` (a query string or form body) is UTF-8 once decoded."""
+    try:
+        unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def check_request_text(request: HttpRequest) -> None:
+    """Refuse a query string that is not UTF-8 once unescaped (``MalformedInput``). Each API
+    calls it before reading any parameter.
+
+    A path needs no such check: Django itself escapes again the bytes of a path that are not
+    UTF-8 (``%ED%A0%80`` reaches a view as those nine characters), so a path parameter is
+    always text; NUL characters in it are each API's to refuse.
+    """
+    if not is_utf8_once_unescaped(get_bytes_from_wsgi(request.META, "QUERY_STRING", "")):
+        raise MalformedInput(_NOT_UTF8.format(what="the query string"))
+
+
+_NOT_UTF8 = (
+    "{what} is not UTF-8 text once its %-escapes are decoded (a lone surrogate, such as"
+    " %ED%A0%80, is not text)"
+)
+
+
+class FormParser(parsers.FormParser):
+    """``application/x-www-form-urlencoded``, refused with a 400 unless it is UTF-8 once
+    unescaped (Django would read what is not as U+FFFD)."""
+
+    def parse(self, stream, media_type=None, parser_context=None) -> QueryDict:
+        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
+        try:
+            charset = codecs.lookup(encoding).name
+        except LookupError:
+            unknown = f"the body's charset {encoding[:40]!r} is unknown"
+            raise exceptions.ParseError(unknown) from None
+        raw = stream.read()
+        if charset == "utf-8" and not is_utf8_once_unescaped(raw):
+            raise exceptions.ParseError(_NOT_UTF8.format(what="the form body"))
+        return QueryDict(raw, encoding=encoding)
 
 
 class JSONParser(parsers.JSONParser):

@@ -29,6 +29,7 @@ from pipelines.api.inbound import (
     DialectView,
     Refused,
     Text,
+    optional_list,
     optional_text,
     parse_json_text,
     refusals,
@@ -36,7 +37,7 @@ from pipelines.api.inbound import (
     validated,
 )
 from pipelines.api.parsing import MAX_ID, parse_id
-from pipelines.auth import WRITE, check_access
+from pipelines.auth import WRITE, ProjectHidden, check_access
 from pipelines.models import (
     COMPLETED_STATUSES,
     UNKNOWN_SHA,
@@ -124,11 +125,11 @@ class StepInput(serializers.Serializer):
 
 
 class StageInput(StepInput):
-    steps = StepInput(many=True, required=False, allow_null=True)
+    steps = optional_list(StepInput())
 
 
 class JobRunInput(serializers.Serializer):
-    stages = StageInput(many=True, required=False, allow_null=True)
+    stages = optional_list(StageInput())
 
 
 class JobRunParamInput(serializers.Serializer):
@@ -163,10 +164,8 @@ class RunInput(serializers.Serializer):
     result = Text(max_length=64, error_messages=_missing("result"))
 
     user_id = optional_text()
-    job_run_params = JobRunParamInput(many=True, required=False, allow_null=True)
-    scm_commit_ids = serializers.ListField(
-        child=Text(max_length=64), required=False, allow_null=True
-    )
+    job_run_params = optional_list(JobRunParamInput())
+    scm_commit_ids = optional_list(Text(max_length=64))
     repo_url = optional_text(2000)
     build_number = serializers.IntegerField(
         required=False, allow_null=True, min_value=0, max_value=MAX_ID
@@ -176,17 +175,13 @@ class RunInput(serializers.Serializer):
     module_name = ModuleName(required=False, allow_null=True)
     ci = serializers.BooleanField(required=False, allow_null=True)
     cd = serializers.BooleanField(required=False, allow_null=True)
-    artifacts = serializers.ListField(
-        child=serializers.DictField(), required=False, allow_null=True
-    )
-    trigger_chain = serializers.ListField(
-        child=serializers.DictField(), required=False, allow_null=True
-    )
+    artifacts = optional_list(serializers.DictField())
+    trigger_chain = optional_list(serializers.DictField())
     branch_name = optional_text()
     project_name = optional_text()
     execution_id = optional_text()
     cfr_status = serializers.BooleanField(required=False, allow_null=True)
-    themes = serializers.ListField(child=Text(), required=False, allow_null=True)
+    themes = optional_list(Text())
     web_url = optional_text(2000)
 
 
@@ -375,13 +370,17 @@ class CicdInstancesView(DialectView):
         token = _token(request)
         data = validated(InstanceInput(data=self.json_object(request)))
         project = Project.objects.filter(pk=data["integration_id"]).first()
+        not_a_project = Refused(
+            400,
+            f"integration_id {data['integration_id']} is not a project id: use the id of"
+            " the project this instance's runs belong to",
+        )
         if project is None:
-            raise Refused(
-                400,
-                f"integration_id {data['integration_id']} is not a project id: use the id of"
-                " the project this instance's runs belong to",
-            )
-        check_access(token, token.user, WRITE, project)
+            raise not_a_project
+        try:
+            check_access(token, token.user, WRITE, project)
+        except ProjectHidden:
+            raise not_a_project from None
         guid = data.get("id") or uuid.uuid4()
         try:
             with transaction.atomic():
@@ -415,13 +414,17 @@ class CustomCicdView(DialectView):
         instance = (
             CicdInstance.objects.select_related("project").filter(guid=run["instance_guid"]).first()
         )
+        not_registered = Refused(
+            400,
+            f"instance_guid {run['instance_guid']} is not a registered CI/CD instance:"
+            " mint one with POST /sei/api/v1/cicd/instances",
+        )
         if instance is None:
-            raise Refused(
-                400,
-                f"instance_guid {run['instance_guid']} is not a registered CI/CD instance:"
-                " mint one with POST /sei/api/v1/cicd/instances",
-            )
-        check_access(token, token.user, WRITE, instance.project)
+            raise not_registered
+        try:
+            check_access(token, token.user, WRITE, instance.project)
+        except ProjectHidden:
+            raise not_registered from None
 
         status = status_from_result(run["result"])
         start = time_from_epoch_ms(run["start_time"], "start_time")

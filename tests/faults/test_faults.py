@@ -354,7 +354,8 @@ def test_postgresql_restarted_loses_nothing(deploy, postgres_cluster, broker_url
     assert_recovered_from_database_outage(deployment, traffic)
     # The batch that was out recorded its results once the database was back: nothing was
     # taken back after its lease, nothing was sent twice.
-    assert "Could not record delivery results" in deployment.workers.logs()
+    logs = "".join(path.read_text() for path in deployment.workers.directory.glob("worker*.log"))
+    assert "Could not record delivery results" in logs
     assert not [e for e in deployment.ledger.attempt_errors() if "worker stopped" in e]
     keys = [r.header("Idempotency-Key") for r in deployment.receiver.requests]
     assert len(keys) == len(set(keys))

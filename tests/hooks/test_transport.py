@@ -12,11 +12,11 @@ import pytest
 from hooks import transport
 from hooks.transport import (
     InvalidHookURL,
-    redact_url,
     refusal_reason,
     send,
     validate_hook_url,
 )
+from pipelines.redaction import redact_url
 from tests.hooks.receiver import TLS_DIR, Receiver, Reply
 
 BODY = b'{"object_kind":"pipeline"}'
@@ -113,7 +113,8 @@ def test_send_turns_url_credentials_into_basic_auth(receiver):
     send(url, BODY, {})
     [request] = receiver.requests
     assert request.header("Authorization") == "Basic " + base64.b64encode(b"ci:p@ss").decode()
-    assert redact_url(url) == receiver.url.replace("http://", "http://ci:*****@")
+    # The log shows the URL with its credentials masked, user included (GitLab's rule).
+    assert redact_url(url) == receiver.url.replace("http://", "http://*****:*****@")
 
 
 def test_send_over_tls_verifies_the_certificate_unless_told_not_to():
@@ -382,3 +383,89 @@ def test_a_new_connection_hung_up_on_is_an_error_sent_once():
         server.close()
     assert result.status is None and result.error
     assert (server.connections, server.requests) == (1, 1)
+
+
+# --- One reading of a hook URL ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "port", "request_uri"),
+    [
+        ("http://[2606:4700::abcd]/hook", "2606:4700::abcd", 80, "/hook"),
+        ("https://[2606:4700::abcd]/hook", "2606:4700::abcd", 443, "/hook"),
+        # An all-digit last group is part of the address, not a port.
+        ("http://[2606:4700::1234]/x", "2606:4700::1234", 80, "/x"),
+        ("http://[::ffff:1.2.3.4]:8080/x?a=1", "::ffff:1.2.3.4", 8080, "/x?a=1"),
+        ("http://[::1]:/x", "::1", 80, "/x"),
+        ("http://exämple.com/x", "xn--exmple-cua.com", 80, "/x"),
+        ("http://receiver:8080/hook", "receiver", 8080, "/hook"),
+    ],
+)
+def test_parse_hook_url_reads_host_and_port_once_for_check_and_connection(
+    url, host, port, request_uri
+):
+    target = transport.parse_hook_url(url)
+    assert (target.host, target.port, target.request_uri) == (host, port, request_uri)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("http://[::1]:0/x", "port must be between 1 and 65535"),
+        ("http://[::1]:99999/x", "not a valid URL"),
+        ("http://[zzz]/x", "not a valid URL"),
+        ("http://[1.2.3.4]/x", "not a valid URL"),
+        ("http://[::1/x", "not a valid URL"),
+        ("gopher://[::1]/x", "must start with http:// or https://"),
+        ("http://exa\ud800mple.com/x", "not a valid URL"),
+    ],
+)
+def test_parse_hook_url_refuses_what_cannot_be_sent(url, message):
+    with pytest.raises(InvalidHookURL, match=message):
+        transport.parse_hook_url(url)
+    # The sender refuses it the same way, as a result, not an exception.
+    assert message in send(url, BODY, {}).error
+
+
+def test_an_all_digit_last_group_is_not_read_as_a_port(settings):
+    """``[::1:PORT]`` is the address ::1:PORT (refused: reserved), not ::1 at port PORT,
+    where a receiver listens: what the save-time check looked at is what is connected to."""
+    settings.HOOKS_ALLOWED_NETWORKS = ["::1/128"]
+    receiver = _ipv6_receiver_on_a_port_written_in_digits()
+    try:
+        url = f"http://[::1:{receiver.port}]/hook"
+        with pytest.raises(InvalidHookURL, match=f"::1:{receiver.port} is a reserved address"):
+            validate_hook_url(url)
+        result = send(url, BODY, {})
+        assert result.status is None
+        assert f"::1:{receiver.port} is a reserved address" in result.error
+        assert receiver.requests == []
+        # The same receiver, named as it is, gets the request.
+        assert send(receiver.url, BODY, {}).status == 200
+        assert len(receiver.requests) == 1
+    finally:
+        receiver.stop()
+
+
+def _ipv6_receiver_on_a_port_written_in_digits() -> Receiver:
+    """A receiver on [::1] at a port of four decimal digits (so also an IPv6 group)."""
+    for port in range(8100, 9999, 37):
+        try:
+            return Receiver(host="::1").start(port)
+        except OSError:
+            continue
+    raise AssertionError("no free port between 8100 and 9999 on ::1")
+
+
+def test_send_reaches_an_ipv4_mapped_literal_with_a_port(receiver):
+    result = send(f"http://[::ffff:127.0.0.1]:{receiver.port}/hook", BODY, {})
+    assert (result.status, result.error) == (200, "")
+    assert receiver.requests[0].header("Host") == f"[::ffff:127.0.0.1]:{receiver.port}"
+
+
+def test_send_to_an_ipv6_literal_without_a_port_uses_the_default_port(settings):
+    """It used to raise (``nonnumeric port: '127.0.0.1'``) instead of returning a result."""
+    settings.HOOKS_ALLOWED_NETWORKS = []
+    result = send("http://[::ffff:127.0.0.1]/hook", BODY, {})
+    assert result.status is None
+    assert "resolves to ::ffff:7f00:1, which is a loopback address" in result.error

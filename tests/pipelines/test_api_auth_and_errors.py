@@ -132,13 +132,14 @@ def test_read_api_token_reads_but_cannot_write(make_token, project, existing, un
         }
 
 
-def test_project_limited_token_gets_403_on_other_projects(make_token, project, existing, unchanged):
+def test_project_limited_token_gets_404_on_other_projects(make_token, project, existing, unchanged):
+    # GitLab's answer to a project one may not reach: the same 404 as a project that does
+    # not exist, so ids and paths cannot be probed.
     other = ProjectFactory()
     api = client_with(HTTP_PRIVATE_TOKEN=make_token(projects=[other]))
     unchanged()
-    message = {
-        "message": f"403 Forbidden - this token is not allowed to access project {project.pk}"
-    }
+    message = {"message": "404 Project Not Found"}
+    assert api.get("/api/v4/projects/999999").json() == message
     reads = [
         f"/api/v4/projects/{project.pk}",
         f"/api/v4/projects/{project.namespace}%2F{project.path}/pipelines",
@@ -148,10 +149,10 @@ def test_project_limited_token_gets_403_on_other_projects(make_token, project, e
     ]
     for path in reads:
         response = api.get(path)
-        assert (response.status_code, response.json()) == (403, message), path
+        assert (response.status_code, response.json()) == (404, message), path
     for method, path, data in write_requests(project, existing)[1:]:
         response = send(api, method, path, data)
-        assert (response.status_code, response.json()) == (403, message), (method, path)
+        assert (response.status_code, response.json()) == (404, message), (method, path)
     # The project it is limited to works.
     assert api.get(f"/api/v4/projects/{other.pk}").status_code == 200
 

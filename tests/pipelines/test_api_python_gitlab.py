@@ -12,14 +12,15 @@ from gitlab import exceptions as gitlab_errors
 
 from pipelines import services
 from pipelines.models import Job
-from tests.factories import UserFactory
+from tests.factories import ALL_PROJECT_PERMISSIONS, UserFactory, grant_permissions
 
 SHA = "5b6a36e1e5fb3a2bfe1f8e2ec0a3dc9b8f7a6c11"
 NEXT_SHA = "0c5f2e4a1b9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f"
 
 
 def token(scopes: list[str]) -> str:
-    _, raw = services.create_token(UserFactory(username=f"ci-{scopes[0]}"), scopes=scopes)
+    user = grant_permissions(UserFactory(username=f"ci-{scopes[0]}"), *ALL_PROJECT_PERMISSIONS)
+    _, raw = services.create_token(user, scopes=scopes)
     return raw
 
 

@@ -222,12 +222,15 @@ def test_missing_token_is_401_and_read_only_token_cannot_write(client, project, 
 
 
 def test_group_scoped_keys_get_the_same_per_project_checks_as_graphql(client, make_token):
-    mine, theirs = ProjectFactory(), ProjectFactory()
+    mine, deploy_only, theirs = ProjectFactory(), ProjectFactory(), ProjectFactory()
     group = Group.objects.create(name="web-team")
     for codename in ("view_project", "change_project"):
         GroupProjectPermission.objects.create(
             group=group, project=mine, permission=permission(codename)
         )
+    GroupProjectPermission.objects.create(
+        group=group, project=deploy_only, permission=permission("start_execution")
+    )
     key = make_token(scopes=["api"], groups=[group])
 
     assert client.get(url(mine), **auth_header(key)).status_code == 200
@@ -236,12 +239,16 @@ def test_group_scoped_keys_get_the_same_per_project_checks_as_graphql(client, ma
     )
     assert created.status_code == 201
 
-    refused = client.get(url(theirs), **auth_header(key))
+    # A project the key holds something on says what is missing...
+    refused = client.get(url(deploy_only), **auth_header(key))
     assert refused.status_code == 403
     assert refused.json() == {
         "message": "403 Forbidden - the token's user groups do not grant the "
-        f"'pipelines.view_project' permission on project {theirs.path_with_namespace}"
+        f"'pipelines.view_project' permission on project {deploy_only.path_with_namespace}"
     }
+    # ...one it holds nothing on is answered as if it did not exist.
+    hidden = client.get(url(theirs), **auth_header(key))
+    assert (hidden.status_code, hidden.json()) == (404, {"message": "404 Project Not Found"})
 
 
 # --- The permission model --------------------------------------------------------------------
@@ -253,10 +260,12 @@ def test_project_grant_counts_on_its_project_only(db):
     GroupProjectPermission.objects.create(
         group=group, project=mine, permission=permission("start_execution")
     )
-    token, _ = services.create_token(UserFactory(), scopes=["api"], groups=[group])
+    member = UserFactory()
+    member.groups.add(group)
+    token, _ = services.create_token(member, scopes=["api"], groups=[group])
 
     auth.check_access(token, None, auth.START, mine)
-    with pytest.raises(auth.AccessDenied, match=f"on project {theirs.path_with_namespace}"):
+    with pytest.raises(auth.ProjectHidden):
         auth.check_access(token, None, auth.START, theirs)
     # Without a project the question is "anywhere?", which a view then narrows down.
     assert auth.token_has_permission(token, auth.START)
@@ -284,7 +293,9 @@ def test_global_group_permission_reaches_every_project_but_the_tokens_limit(db):
     mine, _ = ProjectFactory(), ProjectFactory()
     group = Group.objects.create(name="readers")
     group.permissions.add(permission("view_project"))
-    token, _ = services.create_token(UserFactory(), scopes=["api"], groups=[group], projects=[mine])
+    member = UserFactory()
+    member.groups.add(group)
+    token, _ = services.create_token(member, scopes=["api"], groups=[group], projects=[mine])
     assert list(auth.permitted_projects(token, auth.READ)) == [mine]
 
 

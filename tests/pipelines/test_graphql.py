@@ -593,12 +593,41 @@ def test_read_only_key_can_query_but_not_start(client, app_id, pipeline_def, mak
     assert not Pipeline.objects.exists()
 
 
-def test_key_without_read_permission_cannot_look_up(client, app_id, make_token):
-    key = make_token(scopes=["api"], groups=[group_with("nobody")])
+def test_key_without_read_permission_cannot_look_up(client, app, app_id, make_token):
+    group = group_with("starters", on_projects=[(app, "start_execution")])
+    key = make_token(scopes=["api"], groups=[group])
     result = graphql(client, key, fill(PIPELINE_BY_NAME, APPLICATIONID=app_id))
     assert result["data"] == {"pipelineByName": None}
     assert "User not authorized" in error_messages(result)[0]
     assert "pipelines.view_project" in error_messages(result)[0]
+    assert result["errors"][0]["extensions"] == {"code": "FORBIDDEN"}
+
+
+def test_application_the_key_holds_nothing_on_looks_missing(client, app, make_token, changes):
+    # The same error as for an application that does not exist: names and ids can't be probed.
+    key = make_token(scopes=["api"], groups=[group_with("nobody")])
+    twin = ProjectFactory(name=app.name, namespace="other")
+    missing_id = encode_id("Application", 999999)
+    for application_id in (encode_id("Application", app.pk), missing_id):
+        result = graphql(client, key, fill(PIPELINE_BY_NAME, APPLICATIONID=application_id))
+        assert result["errors"] == [
+            {
+                "message": f"No application with id {application_id!r}",
+                "locations": result["errors"][0]["locations"],
+                "path": ["pipelineByName"],
+                "extensions": {"code": "NOT_FOUND"},
+            }
+        ]
+    query = "query($name: String!) { applicationByName(name: $name) { id } }"
+    for name in (app.name, twin.path_with_namespace, "Nope"):
+        result = graphql(client, key, query, {"name": name})
+        assert error_messages(result) == [f"No application named {name!r}"], name
+        assert result["errors"][0]["extensions"] == {"code": "NOT_FOUND"}
+    run = PipelineFactory(project=app)
+    hidden = encode_id("Execution", run.pk)
+    result = graphql(client, key, f'{{ execution(executionId: "{hidden}") {{ id }} }}')
+    assert error_messages(result) == [f"No execution with id {hidden!r}"]
+    assert changes == []
 
 
 def test_rotated_key_stops_working_and_its_executions_stay(client, pipeline_def, deployer_key):
@@ -825,6 +854,15 @@ def test_browser_gets_the_graphiql_explorer(client):
     assert b"graphiql" in response.content.lower()
 
 
-def test_unscoped_key_of_a_user_without_permissions_acts_with_its_scopes(client, pipeline_def):
+def test_unscoped_key_of_a_user_without_permissions_can_do_nothing(client, pipeline_def):
     _, key = services.create_token(UserFactory(), scopes=["api"])
+    refused = start(client, key, pipeline_def)
+    application_id = encode_id("Application", pipeline_def.project_id)
+    assert error_messages(refused) == [f"No application with id {application_id!r}"]
+    assert not Pipeline.objects.exists()
+
+
+def test_unscoped_key_of_a_superuser_may_do_anything(client, pipeline_def):
+    _, key = services.create_token(UserFactory(is_superuser=True), scopes=["api"])
     assert "errors" not in start(client, key, pipeline_def)
+    assert Pipeline.objects.count() == 1

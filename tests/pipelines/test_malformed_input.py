@@ -1,8 +1,9 @@
 """Malformed input on every inbound API: a clear 4xx, never a 500, and nothing written.
 
 Each class of input here once crashed a view (or crashed it on PostgreSQL only): bodies
-nested thousands deep, NUL characters (PostgreSQL stores none), numbers JSON cannot hold,
-non-UTF-8 bytes, bodies that are not objects, digits ``int()`` refuses or reads oddly, and
+nested thousands deep, NUL characters (PostgreSQL stores none), lone surrogates (``"\\ud800"``,
+which neither database stores as text), numbers JSON cannot hold, non-UTF-8 bytes, bodies
+that are not objects, null items in lists, digits ``int()`` refuses or reads oddly, and
 durations that run past year 9999.
 """
 
@@ -11,6 +12,7 @@ import json
 
 import pytest
 
+from hooks.models import Hook
 from pipelines.api.graphql import encode_id
 from pipelines.api.inbound import repair_json_slips
 from pipelines.api.parsing import MAX_JSON_DEPTH, MalformedInput, load_json, parse_id
@@ -68,7 +70,17 @@ def build_event(client, app, key):
 @pytest.fixture
 def unchanged(db):
     """Call it once the scene is set; after the test, no pipelines row may have changed."""
-    models = (Project, Pipeline, Job, CicdInstance, CicdRun, DistelliEvent, Execution)
+    models = (
+        Project,
+        Pipeline,
+        Job,
+        CicdInstance,
+        CicdRun,
+        DistelliEvent,
+        Execution,
+        PipelineDefinition,
+        Hook,
+    )
 
     def snapshot():
         return [list(model.objects.order_by("pk").values()) for model in models]
@@ -108,6 +120,7 @@ def send(client, key, endpoint: str, body, app, instance, definition, build_even
         "sei-instance": ("post", "/sei/api/v1/cicd/instances", {}),
         "distelli-build": ("put", f"{distelli}/buildEvent?apiToken={key}", {}),
         "distelli-update": ("post", f"{distelli}/{build_event.pk}?apiToken={key}", {}),
+        "gitlab-hooks": ("post", f"/api/v4/projects/{app.pk}/hooks", {}),
         "graphql": ("post", "/api/graphql", {"HTTP_X_API_KEY": key}),
     }[endpoint]
     if not endpoint.startswith(("distelli", "graphql")):
@@ -131,6 +144,7 @@ ENDPOINTS = [
     "sei-instance",
     "distelli-build",
     "distelli-update",
+    "gitlab-hooks",
     "graphql",
 ]
 BODIES = {
@@ -138,6 +152,15 @@ BODIES = {
     "NUL in a value": ('{"ref": "main", "note": "a\\u0000b"}', "body at note contains a NUL"),
     "NUL in a key": ('{"x\\u0000": 1}', "contains a NUL character"),
     "NUL deep inside": ('{"a": [{"b": ["\\u0000"]}]}', "body at a[0].b[0] contains a NUL"),
+    "lone surrogate in a value": (
+        '{"ref": "main", "note": "a\\ud800b"}',
+        "body at note contains a lone surrogate (\\ud800)",
+    ),
+    "lone surrogate in a key": ('{"x\\udc00": 1}', "contains a lone surrogate (\\udc00)"),
+    "lone surrogate deep inside": (
+        '{"job_run_params": [{"name": "a", "value": "\\udbff"}]}',
+        "body at job_run_params[0].value contains a lone surrogate",
+    ),
     "number JSON cannot hold": ('{"coverage": 1e999}', "1e999, which is too large"),
     "integer of 5000 digits": ('{"coverage": ' + "9" * 5000 + "}", "not valid JSON"),
 }
@@ -411,3 +434,249 @@ def test_project_id_with_a_line_break_is_404_not_405(client, key, app, method, t
     )
     assert response.status_code == 404
     assert response.json() == {"message": "404 Project Not Found"}
+
+
+# --- Lone surrogates and bytes that are not UTF-8, wherever text arrives -----------------------
+
+NOT_UTF8 = "is not UTF-8 text once its %-escapes are decoded"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "says"),
+    [
+        ("get", "/api/v4/projects?search=%ED%A0%80", "the query string"),
+        ("get", "/api/v4/projects/{app}/pipelines?ref=ma%FFin", "the query string"),
+        ("get", "/api/v4/projects/{app}/hooks?page=%C0%AF", "the query string"),
+        ("post", "/api/v4/projects/{app}/statuses/" + SHA + "?name=%ED%A0%80", "the query string"),
+        ("get", "/distelli/jdoe/apps/web/events?filter_branch=%ED%B0%80", "the query string"),
+        ("post", "/sei/api/v1/custom-cicd?x=%ED%A0%80", "the query string"),
+        ("get", "/api/graphql?query=%7B%20__typename%20%7D&x=%ED%A0%80", "the query string"),
+    ],
+)
+def test_a_query_string_that_is_not_utf8_is_a_400_everywhere(
+    client, key, app, instance, unchanged, method, path, says
+):
+    """``%ED%A0%80`` is a lone surrogate in UTF-8's form; Django would read it as U+FFFD."""
+    unchanged()
+    separator = "&" if "?" in path else "?"
+    url = f"{path.format(app=app.pk)}{separator}apiToken={key}"
+    body = {"data": "{}", "content_type": "application/json"} if method == "post" else {}
+    response = getattr(client, method)(url, HTTP_PRIVATE_TOKEN=key, **body)
+    assert response.status_code == 400
+    assert response["Content-Type"].startswith("application/json")
+    assert f"{says} {NOT_UTF8}" in error_text(response)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v4/projects/{app}/statuses/" + SHA, "state=running&name=%ED%A0%80"),
+        ("/api/v4/projects/{app}/statuses/" + SHA, "state=running&ref=%FF"),
+        ("/api/v4/projects/{app}/hooks", "url=http%3A%2F%2F127.0.0.1%2F&name=%ED%A0%80"),
+        ("/api/v4/projects", "name=we%C3b"),
+    ],
+)
+def test_a_form_body_that_is_not_utf8_is_a_400(client, key, app, unchanged, path, body):
+    unchanged()
+    response = client.post(
+        path.format(app=app.pk),
+        data=body,
+        content_type="application/x-www-form-urlencoded",
+        HTTP_PRIVATE_TOKEN=key,
+    )
+    assert response.status_code == 400
+    assert response.json() == {
+        "error": f"400 Bad request - the form body {NOT_UTF8} (a lone surrogate, such as"
+        " %ED%A0%80, is not text)"
+    }
+
+
+def test_utf8_in_a_query_string_and_a_form_body_is_still_taken(client, key, app):
+    response = client.post(
+        f"/api/v4/projects/{app.pk}/statuses/{SHA}?stage=%C3%A9tape",
+        data="state=running&name=caf%C3%A9&ref=main",
+        content_type="application/x-www-form-urlencoded",
+        HTTP_PRIVATE_TOKEN=key,
+    )
+    assert response.status_code == 201, response.content
+    assert Job.objects.get().name == "café"
+    assert Job.objects.get().stage == "étape"
+
+
+def graphql(client, key, payload: str):
+    return client.post(
+        "/api/graphql", data=payload, content_type="application/json", HTTP_X_API_KEY=key
+    )
+
+
+def test_graphql_lone_surrogates_in_variables_and_literals_are_refused(client, key, app):
+    by_name = "query($n: String!) { applicationByName(name: $n) { id } }"
+    variable = graphql(client, key, json.dumps({"query": by_name, "variables": {"n": "\ud800"}}))
+    assert variable.status_code == 400
+    assert "body at variables.n contains a lone surrogate (\\ud800)" in error_text(variable)
+    # In the query's text, as a character (JSON's escape) or as GraphQL's own escape.
+    literal = '{ applicationByName(name: "web\ud800") { id } }'
+    as_character = graphql(client, key, json.dumps({"query": literal}))
+    assert as_character.status_code == 400
+    assert "body at query contains a lone surrogate" in error_text(as_character)
+    escaped = '{ applicationByName(name: "web\\\\ud800") { id } }'
+    as_escape = graphql(client, key, '{"query": "' + escaped.replace('"', '\\"') + '"}')
+    assert as_escape.status_code == 200
+    assert as_escape.json()["data"] is None
+    assert "Invalid Unicode escape sequence" in error_text(as_escape)
+
+
+# --- Null items and values of the wrong type, in every dialect ---------------------------------
+
+
+def sei_run(client, key, instance, **fields):
+    return client.post(
+        "/sei/api/v1/custom-cicd",
+        data=json.dumps(run_report(instance, **fields)),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"ApiKey {key}",
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"job_run": {"stages": [None]}}, "job_run.stages[0]: This field may not be null."),
+        (
+            {"job_run": {"stages": [{"displayName": "build", "steps": [None]}]}},
+            "job_run.stages[0].steps[0]: This field may not be null.",
+        ),
+        ({"job_run_params": [None]}, "job_run_params[0]: This field may not be null."),
+        ({"scm_commit_ids": [None]}, "scm_commit_ids[0]: This field may not be null."),
+        ({"themes": ["a", None]}, "themes[1]: This field may not be null."),
+        ({"artifacts": [None]}, "artifacts[0]: This field may not be null."),
+        ({"trigger_chain": [None]}, "trigger_chain[0]: This field may not be null."),
+        # Objects and lists where text, lists or numbers belong.
+        ({"pipeline": {"name": "web"}}, "pipeline: must be a string"),
+        ({"job_run": {"stages": [{"displayName": ["a"]}]}}, "displayName: must be a string"),
+        ({"job_run": {"stages": "build"}}, "job_run.stages: Expected a list of items but got"),
+        ({"job_run": {"stages": [[]]}}, "job_run.stages[0]: Invalid data. Expected a dict"),
+        ({"job_run_params": [{"name": "a", "value": {"b": 1}}]}, "must be a string, number"),
+        ({"duration": "soon"}, "duration: A valid integer is required."),
+        ({"start_time": [1]}, "start_time: A valid integer is required."),
+        ({"scm_commit_ids": "abc"}, 'scm_commit_ids: Expected a list of items but got type "str"'),
+    ],
+)
+def test_sei_null_items_and_wrong_types_are_400(client, key, instance, unchanged, fields, message):
+    unchanged()
+    response = sei_run(client, key, instance, **fields)
+    assert response.status_code == 400
+    assert message in response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "answer"),
+    [
+        (
+            "post",
+            "/api/v4/projects/{app}/pipeline",
+            {"ref": "main", "sha": SHA, "variables": [None]},
+            {"error": "variables[0] is missing"},
+        ),
+        (
+            "post",
+            "/api/v4/projects/{app}/pipeline",
+            {"ref": {"name": "main"}, "sha": SHA},
+            {"error": "ref is invalid"},
+        ),
+        (
+            "post",
+            "/api/v4/projects/{app}/statuses/" + SHA,
+            {"state": ["running"]},
+            {"error": "state does not have a valid value (one of: pending, running, success,"},
+        ),
+        (
+            "post",
+            "/api/v4/projects/{app}/pipeline_definitions",
+            {"name": "d", "variables": [None]},
+            {"error": "variables[0] is missing"},
+        ),
+        (
+            "post",
+            "/api/v4/projects/{app}/pipeline_definitions",
+            {"name": ["d"]},
+            {"error": "name is invalid"},
+        ),
+        (
+            "post",
+            "/api/v4/projects/{app}/hooks",
+            {"url": "http://127.0.0.1:9/x", "custom_headers": [None]},
+            {"error": "custom_headers[0] is missing"},
+        ),
+        (
+            "post",
+            "/api/v4/projects/{app}/hooks",
+            {"url": {"href": "http://127.0.0.1:9/x"}},
+            {"error": "url is invalid"},
+        ),
+        (
+            "post",
+            "/api/v4/projects/{app}/hooks",
+            {"url": "http://127.0.0.1:9/x", "status_filter": ["failed", None]},
+            {"error": "status_filter is invalid"},
+        ),
+        (
+            "put",
+            "/distelli/jdoe/apps/web/events/buildEvent?apiToken={key}",
+            {"branch": {"name": "main"}},
+            {"message": "branch: must be a string"},
+        ),
+        (
+            "put",
+            "/distelli/jdoe/apps/web/events/buildEvent?apiToken={key}",
+            {"build_start": ["2016-08-15T22:22:22.111Z"]},
+            {"message": "build_start: Datetime has wrong format."},
+        ),
+        (
+            "put",
+            "/distelli/jdoe/apps/web/events/pushEvent?apiToken={key}",
+            {"commit_msg": None, "author_name": 5},
+            {"message": "author_name: must be a string"},
+        ),
+    ],
+)
+def test_null_items_and_wrong_types_are_4xx_in_the_other_dialects(
+    client, key, app, unchanged, method, path, body, answer
+):
+    unchanged()
+    response = getattr(client, method)(
+        path.format(app=app.pk, key=key),
+        data=json.dumps(body),
+        content_type="application/json",
+        HTTP_PRIVATE_TOKEN=key,
+    )
+    assert response.status_code == 400
+    [(field, text)] = answer.items()
+    assert response.json()[field].startswith(text)
+
+
+def test_graphql_variables_of_the_wrong_type_or_null_items_are_refused(
+    client, key, app, definition, unchanged
+):
+    unchanged()
+    start = (
+        "mutation($input: StartExecutionInput!) { startExecution(input: $input) {"
+        " execution { id } } }"
+    )
+    base = {
+        "applicationId": encode_id("Application", app.pk),
+        "entityId": encode_id("Pipeline", definition.pk),
+        "executionType": "PIPELINE",
+    }
+    for variables, says in [
+        (
+            {"input": {**base, "variableInputs": [None]}},
+            "of non-null type 'VariableInput!' not to be None",
+        ),
+        ({"input": {**base, "notes": {"text": "hi"}}}, "String cannot represent a non string"),
+        ({"input": {**base, "applicationId": ["x"]}}, "String cannot represent a non string"),
+    ]:
+        response = graphql(client, key, json.dumps({"query": start, "variables": variables}))
+        assert response.status_code == 200
+        assert response.json()["data"] is None
+        assert says in error_text(response)

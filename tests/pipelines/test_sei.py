@@ -324,8 +324,12 @@ def test_instances_refuse_bad_input_and_change_nothing(client, project, key, bod
 def test_instances_refuse_token_of_other_project(client, project, make_token, user):
     limited = make_token(user=user, projects=[ProjectFactory()])
     response = post(client, "cicd/instances", {"integration_id": project.pk, "name": "x"}, limited)
-    assert response.status_code == 403
-    assert f"not allowed to access project {project.pk}" in response.json()["message"]
+    # The answer an id that names no project gets: the token cannot tell the two apart.
+    missing = post(client, "cicd/instances", {"integration_id": 999999, "name": "x"}, limited)
+    assert response.status_code == missing.status_code == 400
+    assert response.json()["message"] == missing.json()["message"].replace(
+        "999999", str(project.pk)
+    )
     assert CicdInstance.objects.count() == 0
 
 

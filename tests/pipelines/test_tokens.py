@@ -3,11 +3,12 @@ from io import StringIO
 import pytest
 from django.contrib.auth.models import Group, Permission
 from django.core.management import CommandError, call_command
+from django.urls import reverse
 
 from pipelines import auth, services
 from pipelines.errors import InvalidInput
-from pipelines.models import AccessToken
-from tests.factories import ProjectFactory, UserFactory
+from pipelines.models import AccessToken, GroupProjectPermission
+from tests.factories import ProjectFactory, UserFactory, grant_permissions
 
 
 def test_createtoken_prints_only_a_working_token(db):
@@ -42,7 +43,8 @@ def test_revoked_or_unknown_tokens_are_not_found(db):
 
 
 def test_read_api_token_cannot_write(db):
-    token, _ = services.create_token(UserFactory(), scopes=["read_api"])
+    owner = grant_permissions(UserFactory(), "view_project", "change_project")
+    token, _ = services.create_token(owner, scopes=["read_api"])
     auth.check_access(token, token.user, auth.READ)
     with pytest.raises(auth.AccessDenied, match="insufficient_scope"):
         auth.check_access(token, token.user, auth.WRITE)
@@ -50,16 +52,197 @@ def test_read_api_token_cannot_write(db):
 
 def test_project_limited_token_reaches_only_its_projects(db):
     mine, other = ProjectFactory(), ProjectFactory()
-    token, _ = services.create_token(UserFactory(), scopes=["api"], projects=[mine])
+    owner = grant_permissions(UserFactory(), "view_project", "change_project")
+    token, _ = services.create_token(owner, scopes=["api"], projects=[mine])
     auth.check_access(token, token.user, auth.WRITE, mine)
-    with pytest.raises(auth.AccessDenied, match=f"project {other.pk}"):
+    # Outside its projects it is told what a missing project is told.
+    with pytest.raises(auth.ProjectHidden):
         auth.check_access(token, token.user, auth.READ, other)
 
 
 def test_group_scoped_token_has_only_its_groups_permissions(db):
     readers = Group.objects.create(name="readers")
     readers.permissions.add(Permission.objects.get(codename="view_project"))
-    token, _ = services.create_token(UserFactory(), scopes=["api"], groups=[readers])
+    member = grant_permissions(UserFactory(), "start_execution")
+    member.groups.add(readers)
+    token, _ = services.create_token(member, scopes=["api"], groups=[readers])
     auth.check_access(token, token.user, auth.READ)
     with pytest.raises(auth.AccessDenied, match="pipelines.start_execution"):
         auth.check_access(token, token.user, auth.START)
+
+
+# --- A token acts with exactly its owner's rights ------------------------------------------
+
+
+def test_token_of_a_user_granted_nothing_can_do_nothing(db):
+    project = ProjectFactory()
+    token, _ = services.create_token(UserFactory(username="fresh"), scopes=["api"])
+    for action in (auth.READ, auth.WRITE, auth.START, auth.MANAGE_HOOKS, auth.CREATE_PROJECT):
+        with pytest.raises(auth.AccessDenied, match="user fresh does not hold"):
+            auth.check_access(token, None, action)
+        assert not auth.token_has_permission(token, action, project)
+    with pytest.raises(auth.ProjectHidden):
+        auth.check_access(token, None, auth.READ, project)
+    assert list(auth.permitted_projects(token, auth.READ)) == []
+
+
+def test_token_acts_with_its_owners_permissions_and_no_more(db):
+    project = ProjectFactory()
+    owner = grant_permissions(UserFactory(), "view_project")
+    token, _ = services.create_token(owner, scopes=["api"])
+    auth.check_access(token, None, auth.READ, project)
+    with pytest.raises(auth.AccessDenied, match="'pipelines.change_project' permission on"):
+        auth.check_access(token, None, auth.WRITE, project)
+    # Creating projects is its own right, held on no project in particular.
+    with pytest.raises(auth.AccessDenied, match="pipelines.add_project"):
+        auth.check_access(token, None, auth.CREATE_PROJECT)
+    grant_permissions(owner, "add_project")
+    token.user = owner
+    auth.check_access(token, None, auth.CREATE_PROJECT)
+
+
+def test_superusers_token_may_do_anything_unless_scoped_to_groups(db):
+    project = ProjectFactory()
+    root = UserFactory(is_superuser=True)
+    token, _ = services.create_token(root, scopes=["api"])
+    for action in (auth.READ, auth.WRITE, auth.START, auth.MANAGE_HOOKS):
+        auth.check_access(token, None, action, project)
+    auth.check_access(token, None, auth.CREATE_PROJECT)
+    readers = Group.objects.create(name="readers")  # root need not be in it
+    readers.permissions.add(Permission.objects.get(codename="view_project"))
+    scoped, _ = services.create_token(root, scopes=["api"], groups=[readers])
+    auth.check_access(scoped, None, auth.READ, project)
+    with pytest.raises(auth.AccessDenied, match="user groups do not grant"):
+        auth.check_access(scoped, None, auth.WRITE, project)
+
+
+def test_group_scope_counts_only_groups_the_owner_is_in(db):
+    project = ProjectFactory()
+    writers = Group.objects.create(name="writers")
+    writers.permissions.add(Permission.objects.get(codename="change_project"))
+    owner = UserFactory(username="dev")
+    with pytest.raises(InvalidInput, match="user dev is not in the group"):
+        services.create_token(owner, scopes=["api"], groups=[writers])
+    assert AccessToken.objects.count() == 0
+
+    owner.groups.add(writers)
+    token, _ = services.create_token(owner, scopes=["api"], groups=[writers])
+    auth.check_access(token, None, auth.WRITE, project)
+    owner.groups.remove(writers)  # leaving the group takes the token's rights with it
+    with pytest.raises(auth.ProjectHidden):
+        auth.check_access(token, None, auth.WRITE, project)
+
+
+def test_signed_in_user_acts_with_its_own_permissions(db):
+    project = ProjectFactory()
+    staff = UserFactory(is_staff=True)
+    with pytest.raises(auth.ProjectHidden):
+        auth.check_access(None, staff, auth.READ, project)
+    grant_permissions(staff, "view_project")
+    staff = type(staff).objects.get(pk=staff.pk)
+    auth.check_access(None, staff, auth.READ, project)
+    with pytest.raises(auth.AccessDenied, match="pipelines.manage_hooks"):
+        auth.check_access(None, staff, auth.MANAGE_HOOKS, project)
+
+
+def test_createtoken_says_what_the_token_may_do(db):
+    out, err = StringIO(), StringIO()
+    call_command("createtoken", "--user", "newcomer", stdout=out, stderr=err)
+    assert out.getvalue().strip().startswith(AccessToken.PREFIX)  # the token, alone
+    said = err.getvalue()
+    assert "Created user newcomer." in said
+    assert "holds no permission here, so the token can do nothing yet" in said
+
+    project = ProjectFactory(namespace="acme", path="web")
+    deployers = Group.objects.create(name="deployers")
+    GroupProjectPermission.objects.create(
+        group=deployers,
+        project=project,
+        permission=Permission.objects.get(codename="start_execution"),
+    )
+    deployers.permissions.add(Permission.objects.get(codename="view_project"))
+    user = UserFactory(username="deployer")
+    user.groups.add(deployers)
+    err = StringIO()
+    call_command(
+        "createtoken", "--user", "deployer", "--group", "deployers", stdout=StringIO(), stderr=err
+    )
+    assert err.getvalue().splitlines() == [
+        "Scopes api. The token acts with what the token's user groups grant:",
+        "  pipelines.view_project on every project",
+        "  pipelines.start_execution on acme/web",
+    ]
+
+    UserFactory(username="admin", is_superuser=True)
+    err = StringIO()
+    call_command(
+        "createtoken", "--user", "admin", "--scopes", "read_api", stdout=StringIO(), stderr=err
+    )
+    assert err.getvalue().strip() == (
+        "Scopes read_api (reading only). User admin is a superuser: the token has every right"
+        " on every project."
+    )
+
+
+def test_createtoken_refuses_a_group_the_user_is_not_in(db):
+    Group.objects.create(name="ops")
+    with pytest.raises(CommandError, match="not in the group"):
+        call_command("createtoken", "--user", "x", "--group", "ops", stdout=StringIO())
+    assert AccessToken.objects.count() == 0
+
+
+# --- Tokens in the admin ----------------------------------------------------------------------
+
+
+def token_admin_form(user_pk: int, **fields) -> dict:
+    return {"name": "from admin", "user": str(user_pk), "scopes": ["api"], **fields}
+
+
+def test_admin_shows_a_new_token_once_and_says_what_it_may_do(admin_client, admin_user):
+    response = admin_client.post(
+        reverse("admin:pipelines_accesstoken_add"), token_admin_form(admin_user.pk), follow=True
+    )
+    said = [str(message) for message in response.context["messages"]]
+    token = AccessToken.objects.get()
+    [shown] = [text for text in said if text.startswith("New token")]
+    raw = shown.rsplit(" ", 1)[1]
+    assert auth.find_token(raw) == token
+    assert any("is a superuser: the token has every right" in text for text in said)
+    page = admin_client.get(reverse("admin:pipelines_accesstoken_change", args=[token.pk]))
+    assert raw not in page.content.decode()
+
+
+def test_staff_manage_only_their_own_tokens_within_their_own_groups(client, db):
+    root = UserFactory(username="root", is_superuser=True)
+    services.create_token(root, scopes=["api"])
+    mine, theirs = Group.objects.create(name="mine"), Group.objects.create(name="theirs")
+    staff = UserFactory(username="staff", is_staff=True)
+    staff.groups.add(mine)
+    staff.user_permissions.add(
+        *Permission.objects.filter(codename__in=["add_accesstoken", "view_accesstoken"])
+    )
+    client.force_login(staff)
+
+    listing = client.get(reverse("admin:pipelines_accesstoken_changelist"))
+    assert listing.context["cl"].result_count == 0  # root's token is not its to see
+    form = client.get(reverse("admin:pipelines_accesstoken_add")).context["adminform"].form
+    assert list(form.fields["user"].queryset) == [staff]
+    assert list(form.fields["groups"].queryset) == [mine]
+
+    # A token for root would carry root's rights: refused, nothing made.
+    as_root = client.post(reverse("admin:pipelines_accesstoken_add"), token_admin_form(root.pk))
+    assert as_root.status_code == 200 and as_root.context["adminform"].form.errors["user"]
+    foreign = client.post(
+        reverse("admin:pipelines_accesstoken_add"),
+        token_admin_form(staff.pk, groups=[str(theirs.pk)]),
+    )
+    assert foreign.context["adminform"].form.errors["groups"]
+    assert AccessToken.objects.filter(user=staff).count() == 0
+
+    made = client.post(
+        reverse("admin:pipelines_accesstoken_add"),
+        token_admin_form(staff.pk, groups=[str(mine.pk)]),
+        follow=True,
+    )
+    assert made.status_code == 200
+    assert list(AccessToken.objects.get(user=staff).groups.all()) == [mine]

@@ -1,10 +1,15 @@
-"""``manage.py createtoken --user NAME --scopes api``: print a new access token, nothing else."""
+"""``manage.py createtoken --user NAME --scopes api``: print a new access token.
+
+The token alone goes to standard output, so scripts can capture it; what the token will be
+able to do goes to standard error. A token acts with its owner's permissions, so a user this
+command creates holds none and its token can do nothing until someone grants them.
+"""
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 
-from pipelines import services
+from pipelines import auth, services
 from pipelines.errors import ServiceError
 from pipelines.models import Project
 
@@ -26,7 +31,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:
-        user, _ = get_user_model().objects.get_or_create(username=options["user"])
+        user, created = get_user_model().objects.get_or_create(username=options["user"])
         projects = []
         for project_id in options["project"]:
             project = Project.objects.filter(pk=project_id).first()
@@ -41,9 +46,12 @@ class Command(BaseCommand):
             groups.append(group)
         scopes = [s.strip() for s in options["scopes"].split(",") if s.strip()]
         try:
-            _, raw = services.create_token(
+            token, raw = services.create_token(
                 user, scopes=scopes, name=options["name"], projects=projects, groups=groups
             )
         except ServiceError as error:
             raise CommandError(error.message) from None
+        if created:
+            self.stderr.write(f"Created user {user.get_username()}.")
+        self.stderr.write(auth.describe_rights(token))
         self.stdout.write(raw)

@@ -90,23 +90,8 @@ class Command(BaseCommand):
                 self._start_embedded_redis()
             self._first_start()
             python = sys.executable
-            self._spawn(
-                "web",
-                [
-                    python,
-                    "-m",
-                    "gunicorn",
-                    "config.wsgi",
-                    "--bind",
-                    bind,
-                    "--workers",
-                    "2",
-                    "--threads",
-                    "4",
-                    "--access-logfile",
-                    "-",
-                ],
-            )
+            # Waitress, set up in config/webserver.py so that slow clients cannot stall it.
+            self._spawn("web", [python, "-m", "config.webserver", "--bind", bind])
             celery = [python, "-m", "celery", "-A", "config"]
             self._spawn(
                 "worker",
