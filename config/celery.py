@@ -1,9 +1,58 @@
+import logging
 import os
 
-from celery import Celery
+from celery import Celery, bootsteps, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+logger = logging.getLogger(__name__)
 
 app = Celery("pipehook")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+class ForgetQueuedMessages(bootsteps.StartStopStep):
+    """Each time the worker connects to the broker (at start and after a lost connection),
+    pending deliveries are queued again by the next sweep rather than when their queued lease
+    runs out (HOOKS_CLAIM_LEASE_SECONDS): the broker may have lost their messages."""
+
+    requires = {"celery.worker.consumer.connection:Connection"}
+
+    def start(self, consumer) -> None:
+        from hooks.delivery import forget_queued_messages
+
+        try:
+            count = forget_queued_messages()
+        except Exception as error:  # the database may be down too: the leases still run out
+            logger.warning("Could not make pending deliveries due again: %s", error)
+            return
+        if count:
+            logger.info("Connected to the broker: %s pending deliveries queued again", count)
+
+
+app.steps["consumer"].add(ForgetQueuedMessages)
+
+
+@signals.task_prerun.connect
+@signals.task_postrun.connect
+def drop_unusable_database_connections(**kwargs) -> None:
+    """What Django does around every request, around every task: a connection that failed or
+    no longer answers is closed, and the next query opens a new one.
+
+    Workers keep their connections across tasks (CELERY_DB_REUSE_MAX), which Celery recycles
+    only every so many tasks; after a database restart each broken one failed task after task
+    until then (deliveries stalled for a minute and more). Django's own
+    ``close_old_connections`` would also close every connection older than CONN_MAX_AGE, which
+    is 0 here: a reconnect per task, the cost the kept connections exist to save. So the check
+    is Django's health check (CONN_HEALTH_CHECKS), made at each task's start and after any
+    database error, without the age limit.
+    """
+    from django.db import connections
+
+    starting = kwargs["signal"] is signals.task_prerun
+    for connection in connections.all(initialized_only=True):
+        if connection.connection is None or connection.in_atomic_block:
+            continue
+        if (starting or connection.errors_occurred) and not connection.is_usable():
+            connection.close()

@@ -58,6 +58,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First, so that nothing reads a body that is too large.
     "config.middleware.RequestBodyLimitMiddleware",
+    # Early, so its process_exception runs last: views' own handlers have had their say.
+    "config.errors.DatabaseUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -108,7 +110,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         {
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             "transaction_mode": "IMMEDIATE",
-            "timeout": 30,
+            # How long a write waits for another process's write lock before it fails (a
+            # request then answers 503, a worker's task is tried again shortly).
+            "timeout": env.float("SQLITE_BUSY_TIMEOUT_SECONDS", default=30.0),
         }
     )
     # A file, not memory, so end-to-end tests can share it with a real worker process.
@@ -119,6 +123,12 @@ else:
     # Off by default: persistent connections held by test servers' threads keep a database
     # busy; production deployments may set it (seconds) to save reconnects.
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
+    # An unreachable server (a network partition, not a refused port) fails the request in
+    # seconds instead of holding it; a DATABASE_URL that sets connect_timeout wins.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+# A kept connection (CONN_MAX_AGE, or a worker's across tasks) is checked before its first use
+# in each request or task, so one broken by a database restart is replaced, not failed on.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis / Celery -------------------------------------------------------------------
@@ -132,16 +142,34 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER",
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Workers reconnect to a lost broker for as long as it takes (Celery gives up after 100 tries,
+# about 45 minutes, and the worker exits).
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
 # A message held longer than this is redelivered by Redis; long waits live in the database
 # (next_attempt_at), so an hour is ample.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+PIPEHOOK_BROKER_TIMEOUT_SECONDS = env.float("PIPEHOOK_BROKER_TIMEOUT_SECONDS", default=3.0)
+if CELERY_BROKER_URL.startswith(("redis", "rediss")):
+    # Without a socket timeout a Redis that stops answering without closing the connection
+    # (hung, failed over, behind a dropped NAT entry) holds every publish forever: each
+    # accepted request would hang after its commit. With it a publish fails in seconds (the
+    # rows wait for the sweeper) and a worker drops the dead connection and reconnects. It must
+    # stay above the 1 s a worker's BRPOP blocks for.
+    CELERY_BROKER_TRANSPORT_OPTIONS |= {
+        "socket_timeout": PIPEHOOK_BROKER_TIMEOUT_SECONDS,
+        "socket_connect_timeout": PIPEHOOK_BROKER_TIMEOUT_SECONDS,
+    }
+# A publish that fails is tried once more at once (a broker restarting refuses in
+# milliseconds); then it gives up and the rows wait for the sweeper, so a request never waits
+# on the broker for longer than two timeouts.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0}
 CELERY_TIMEZONE = "UTC"
 # One queue name per deployment (or per test run, so runs sharing a Redis stay apart).
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery")
 # Celery closes a worker's database connections around every task unless told to keep them
-# for this many tasks: connecting costs more than a delivery batch's own statements. After a
-# database restart a kept connection fails until it is replaced (at most this many tasks; their
-# deliveries stay pending for the sweeper).
+# for this many tasks: connecting costs more than a delivery batch's own statements. A kept
+# connection is checked at the start of each task and dropped when unusable (config/celery.py),
+# so a database restart costs one reconnect, not this many failed tasks.
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=100)
 
 # --- Caches ---------------------------------------------------------------------------

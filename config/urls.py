@@ -31,3 +31,4 @@ def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
 
 
 handler404 = not_found
+handler500 = "config.errors.handle_server_error"

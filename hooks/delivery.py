@@ -43,7 +43,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -51,11 +51,12 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from functools import partial
 from importlib import metadata
+from typing import TypeVar
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ImproperlyConfigured
-from django.db import OperationalError, connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
@@ -67,6 +68,8 @@ from pipelines.errors import Conflict, ServiceError
 from pipelines.models import Pipeline
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 def _pipehook_version() -> str:
@@ -146,12 +149,35 @@ def publish_deliveries(delivery_ids: list[int]) -> None:
 
     try:
         deliver_batch.delay(delivery_ids)
-    except Exception:
+    except Exception as error:
         logger.warning(
-            "Could not queue deliveries %s; the sweeper will queue them again",
+            "Could not queue deliveries %s (%s); the sweeper will queue them again",
             delivery_ids,
-            exc_info=True,
+            error,
         )
+        _forget_queued(delivery_ids)
+
+
+def forget_queued_messages() -> int:
+    """A worker has (re)connected to the broker and cannot know which task messages survived
+    (a restarted Redis that saved nothing has lost them all): every pending delivery is made
+    due for the sweeper's next run, instead of waiting for the lease that assumed its message
+    was queued. A message that did survive then finds its delivery taken and stops at a read.
+    Returns how many deliveries it changed."""
+    return Delivery.objects.filter(
+        status=Delivery.Status.PENDING, queued_until__isnull=False
+    ).update(queued_until=None)
+
+
+def _forget_queued(delivery_ids: list[int]) -> None:
+    """No message is out for these deliveries: let the sweeper's next run queue them, instead
+    of waiting for the lease that assumed one was."""
+    try:
+        Delivery.objects.filter(pk__in=delivery_ids, status=Delivery.Status.PENDING).update(
+            queued_until=None
+        )
+    except Exception as error:  # the database may be down too: the lease still runs out
+        logger.warning("Could not mark deliveries %s as unqueued: %s", delivery_ids, error)
 
 
 def enqueue_on_commit(delivery_ids: Iterable[int]) -> None:
@@ -1128,14 +1154,46 @@ def deliver_batch(delivery_ids: Iterable[int], *, fill_from_backlog: bool = Fals
         # No transaction is open while the requests are on the network.
         results = _send_batch(batch)
         following = time.monotonic() - started < FOLLOW_SECONDS
-        with _write_transaction():
-            next_ids = _record_results(batch, results)
-            batch = None
-            if next_ids and following:
-                batch = _start_batch(next_ids, timezone.now())
-            else:
-                enqueue_on_commit(next_ids)
+        batch = _while_database_unavailable(
+            partial(_finish_batch, batch, results, following=following)
+        )
     return attempt_ids
+
+
+def _finish_batch(
+    batch: _Batch, results: list[transport.TransportResult], *, following: bool
+) -> _Batch | None:
+    """Record a sent batch's results; claim the next deliveries of its pipelines when still
+    following them (returned), or queue them."""
+    with _write_transaction():
+        next_ids = _record_results(batch, results)
+        if next_ids and following:
+            return _start_batch(next_ids, timezone.now())
+        enqueue_on_commit(next_ids)
+        return None
+
+
+def _while_database_unavailable(record: Callable[[], T]) -> T:
+    """Run ``record`` (a transaction), again while the database cannot be reached, for up to
+    one claim lease.
+
+    The requests are out by then: giving up would leave the deliveries ``sending`` until their
+    lease runs out, and the sweeper would send them all again. A database restart takes
+    seconds; waiting here records each result once, as soon as it is back. Past the lease the
+    sweeper has taken the deliveries back anyway, and the error is raised.
+    """
+    deadline = time.monotonic() + settings.HOOKS_CLAIM_LEASE_SECONDS
+    pause = 0.1
+    while True:
+        try:
+            return record()
+        except (OperationalError, InterfaceError) as error:
+            if time.monotonic() + pause >= deadline:
+                raise
+            logger.warning("Could not record delivery results (%s); trying again", error)
+            connection.close()  # the next try connects afresh
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
 
 
 @dataclass

@@ -1,5 +1,6 @@
 """`make run`'s last step, `manage.py serve`, on the embedded defaults: first start prints the
-admin password and an API token, the web answers, and SIGINT stops every child process."""
+admin password and an API token, the web answers, a child that dies is started again, and
+SIGINT stops every child process."""
 
 import os
 import signal
@@ -57,6 +58,15 @@ def alive(pid: int) -> bool:
     except (ProcessLookupError, FileNotFoundError):
         return False
     return state != "Z"
+
+
+def kill_leftovers(proc: subprocess.Popen, children: set[int]) -> None:
+    """Children run in their own sessions: if a test failed half-way, stop them too."""
+    for pid in child_pids(proc.pid) | children:
+        if alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    if proc.poll() is None:
+        proc.kill()
 
 
 def start_serve(env: dict, port: int, *, stderr=subprocess.DEVNULL) -> subprocess.Popen:
@@ -120,9 +130,79 @@ def test_serve_first_start_prints_token_and_stops_cleanly(embedded_env):
         assert proc.wait(timeout=30) == 0
         assert not [pid for pid in children if alive(pid)]
     finally:
-        # Children run in their own sessions: if the test failed half-way, stop them too.
-        for pid in child_pids(proc.pid) | children:
-            if alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        if proc.poll() is None:
-            proc.kill()
+        kill_leftovers(proc, children)
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def child_running(parent: int, marker: str) -> int | None:
+    """The pid of the live child of ``parent`` whose command line contains ``marker``."""
+    for pid in child_pids(parent):
+        if marker in command_line(pid) and alive(pid):
+            return pid
+    return None
+
+
+def wait_for(condition, what: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if result := condition():
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def healthy(base: str) -> bool:
+    try:
+        return requests.get(f"{base}/healthz", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def test_serve_starts_a_dead_child_again_and_keeps_the_others(embedded_env, tmp_path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    errors = tmp_path / "serve.err"
+    with open(errors, "wb") as stderr:
+        proc = start_serve(embedded_env, port, stderr=stderr)
+    seen: set[int] = set()
+    try:
+        wait_for(lambda: healthy(base), "the web server")
+        worker = wait_for(lambda: child_running(proc.pid, " worker "), "the worker")
+        web = child_running(proc.pid, "config.webserver")
+        redis = child_running(proc.pid, "redis-server")
+        beat = child_running(proc.pid, " beat ")
+        assert None not in (web, redis, beat), [command_line(p) for p in child_pids(proc.pid)]
+        seen |= {worker, web, redis, beat}
+
+        os.kill(worker, signal.SIGKILL)
+        new_worker = wait_for(
+            lambda: (pid := child_running(proc.pid, " worker ")) not in (None, worker) and pid,
+            "the worker started again",
+        )
+        os.killpg(web, signal.SIGKILL)  # the web server and anything it started
+        new_web = wait_for(
+            lambda: (pid := child_running(proc.pid, "config.webserver")) not in (None, web) and pid,
+            "the web server started again",
+        )
+        seen |= {new_worker, new_web}
+        wait_for(lambda: healthy(base), "the web server answering again")
+        assert proc.poll() is None, "serve stopped when a child died"
+        # The children that did not die were left alone.
+        assert child_running(proc.pid, "redis-server") == redis
+        assert child_running(proc.pid, " beat ") == beat
+        log = errors.read_text()
+        assert "The worker process exited with code -9; starting it again in 1 s" in log
+        assert "The web process exited with code -9; starting it again in 1 s" in log
+
+        seen |= child_pids(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        assert not [pid for pid in seen if alive(pid)]
+    finally:
+        kill_leftovers(proc, seen)

@@ -25,6 +25,7 @@ from typing import Any, NewType
 
 import strawberry
 from cross_web import HTTPException
+from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from graphql import GraphQLError, StringValueNode, ValidationRule
@@ -129,6 +130,9 @@ class ApiContext:
     request: HttpRequest
     response: HttpResponse
     _token: AccessToken | None = field(default=None, init=False)
+    # Set when a resolver could not reach the database: the view then answers 503, not 200
+    # with "Unexpected error.".
+    database_error: DatabaseError | None = field(default=None, init=False)
 
     def token(self) -> AccessToken:
         if self._token is None:
@@ -675,7 +679,9 @@ class PipehookSchema(strawberry.Schema):
     def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
         # Callers' mistakes are answered, not logged as failures; bugs are logged with traceback.
         for error in errors:
-            if _is_unexpected(error):
+            if isinstance(error.original_error, (OperationalError, InterfaceError)):
+                execution_context.context.database_error = error.original_error
+            elif _is_unexpected(error):
                 logger.error(
                     "GraphQL resolver failed: %s",
                     error.message,
@@ -730,8 +736,12 @@ def _check_request(request: HttpRequest) -> None:
 class PipehookGraphQLView(GraphQLView):
     """Strawberry's Django view with API-key context and JSON bodies for HTTP-level errors."""
 
+    context: ApiContext | None = None
+
     def get_context(self, request: HttpRequest, response: HttpResponse) -> ApiContext:
-        return ApiContext(request=request, response=response)
+        # Django makes a view instance per request, so this is the request's own context.
+        self.context = ApiContext(request=request, response=response)
+        return self.context
 
     def decode_json(self, data: str | bytes) -> object:
         # GET's variables and extensions parameters; POST bodies passed _check_request.
@@ -745,12 +755,15 @@ class PipehookGraphQLView(GraphQLView):
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         try:
             _check_request(request)
-            return self.run(request=request)
+            response = self.run(request=request)
         except HTTPException as refused:
             return JsonResponse(
                 {"data": None, "errors": [{"message": refused.reason}]},
                 status=refused.status_code,
             )
+        if self.context is not None and self.context.database_error is not None:
+            raise self.context.database_error  # answered 503 like every API's
+        return response
 
 
 # Only API keys authenticate here (never the session cookie), so cross-site requests carry

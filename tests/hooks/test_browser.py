@@ -22,7 +22,6 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as until
 from selenium.webdriver.support.ui import WebDriverWait
 
-from config.celery import app as celery_app
 from hooks.models import Delivery, Hook
 from pipelines import services
 from tests.factories import ProjectFactory
@@ -57,12 +56,10 @@ def start_chromium() -> webdriver.Chrome:
 
 
 @pytest.fixture
-def eager_celery():
-    """Deliver on commit in the committing thread, with no broker."""
-    before = celery_app.conf.task_always_eager
-    celery_app.conf.task_always_eager = True
-    yield
-    celery_app.conf.task_always_eager = before
+def eager_celery(settings):
+    """Deliver on commit in the committing thread, with no broker. Celery reads its settings
+    from Django's, where a CELERY_ name wins over a value set on ``celery_app.conf``."""
+    settings.CELERY_TASK_ALWAYS_EAGER = True
 
 
 @pytest.fixture

@@ -65,21 +65,34 @@ def database_url() -> str:
 
 
 class Workers:
-    """Start Celery workers (each with an embedded beat) and kill them like a crash would."""
+    """Start Celery workers (each with an embedded beat) and kill them like a crash would.
+    They use the test database unless given another one's URL, and ``env`` on top of
+    WORKER_ENV."""
 
-    def __init__(self, broker: str, queue: str, directory: Path):
+    def __init__(
+        self,
+        broker: str,
+        queue: str,
+        directory: Path,
+        *,
+        database: str | None = None,
+        env: dict[str, str] | None = None,
+    ):
         self.broker = broker
         self.queue = queue
         self.directory = directory
+        self.database = database
+        self.env = env or {}
         self.processes: list[subprocess.Popen] = []
 
     def start(self) -> subprocess.Popen:
         number = len(self.processes)
         env = {k: v for k, v in os.environ.items() if k != "PIPEHOOK_TEST_DB"}
         env.update(WORKER_ENV)
+        env.update(self.env)
         env.update(
             {
-                "DATABASE_URL": database_url(),
+                "DATABASE_URL": self.database or database_url(),
                 "REDIS_URL": self.broker,
                 "CELERY_BROKER_URL": self.broker,
                 "CELERY_TASK_DEFAULT_QUEUE": self.queue,
@@ -144,13 +157,13 @@ def workers(transactional_db, broker_url, settings, tmp_path):
     queue = f"pipehook-e2e-{uuid.uuid4().hex}"
     settings.HOOKS_CLAIM_LEASE_SECONDS = LEASE_SECONDS
     settings.PIPEHOOK_EXTERNAL_URL = WORKER_ENV["PIPEHOOK_EXTERNAL_URL"]
-    saved = (celery_app.conf.broker_url, celery_app.conf.task_default_queue)
+    # Celery reads its settings from Django's (a CELERY_ name wins over celery_app.conf).
     celery_app.close()  # drop pooled connections to any other broker
     # close() keeps the producer pool, bound to the broker of whichever test first sent a
     # task: messages would go there (or wait for it) instead of to these workers.
     celery_app.amqp._producer_pool = None
-    celery_app.conf.broker_url = broker_url
-    celery_app.conf.task_default_queue = queue
+    settings.CELERY_BROKER_URL = broker_url
+    settings.CELERY_TASK_DEFAULT_QUEUE = queue
     pool = Workers(broker_url, queue, tmp_path)
     try:
         yield pool
@@ -160,7 +173,6 @@ def workers(transactional_db, broker_url, settings, tmp_path):
             broker.default_channel.queue_delete(queue)  # leave a shared Redis as it was
         celery_app.close()
         celery_app.amqp._producer_pool = None
-        celery_app.conf.broker_url, celery_app.conf.task_default_queue = saved
 
 
 def wait_until(condition, workers: Workers, what: str, timeout: float = 40.0) -> None:

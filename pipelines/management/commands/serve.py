@@ -2,9 +2,12 @@
 
 Starts, as child processes: the embedded Redis (unless REDIS_URL/CELERY_BROKER_URL point at
 one), the web server on http://127.0.0.1:8000, a Celery worker and Celery beat. On first start
-it creates the admin user ``root`` and an API token and prints both. Ctrl-C stops everything.
+it creates the admin user ``root`` and an API token and prints both. A child that exits is
+started again (after 1 s, doubling to 30 s while it keeps failing); the others go on. Ctrl-C
+stops everything.
 """
 
+import logging
 import os
 import secrets
 import signal
@@ -18,6 +21,53 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from pipelines import services
+
+logger = logging.getLogger(__name__)
+
+# A child that exits is started again after this long, doubled while it keeps failing...
+FIRST_RESTART_DELAY = 1.0
+MAX_RESTART_DELAY = 30.0
+# ...and back to the first delay once it has run this long.
+STABLE_SECONDS = 60.0
+
+
+class Child:
+    """One supervised process: started again when it exits, sooner if it had run a while."""
+
+    def __init__(self, name: str, command: list[str]):
+        self.name = name
+        self.command = command
+        self.process: subprocess.Popen | None = None
+        self.started_at = 0.0
+        self.delay = FIRST_RESTART_DELAY
+        self.restart_at: float | None = None
+
+    def start(self) -> None:
+        # Children get their own session so Ctrl-C reaches them only through us and they
+        # stop in reverse start order: the broker goes last, after the worker has finished.
+        self.process = subprocess.Popen(self.command, start_new_session=True)  # noqa: S603
+        self.started_at = time.monotonic()
+        self.restart_at = None
+
+    def supervise(self, now: float) -> None:
+        """Notice an exit and plan the restart; start it when its time has come."""
+        if self.restart_at is not None:
+            if now >= self.restart_at:
+                logger.warning("Starting the %s process again", self.name)
+                self.start()
+            return
+        if self.process is None or self.process.poll() is None:
+            return
+        if now - self.started_at >= STABLE_SECONDS:
+            self.delay = FIRST_RESTART_DELAY
+        logger.warning(
+            "The %s process exited with code %s; starting it again in %g s",
+            self.name,
+            self.process.returncode,
+            self.delay,
+        )
+        self.restart_at = now + self.delay
+        self.delay = min(self.delay * 2, MAX_RESTART_DELAY)
 
 
 class Command(BaseCommand):
@@ -33,7 +83,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, bind: str, workers: int, **options) -> None:
-        self.children: list[tuple[str, subprocess.Popen]] = []
+        self.children: list[Child] = []
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
         try:
             if self._uses_embedded_redis():
@@ -56,12 +106,8 @@ class Command(BaseCommand):
                 self.style.SUCCESS(f"Pipehook is running at http://{bind}/ (Ctrl-C to stop)")
             )
             while True:
-                for name, child in self.children:
-                    if child.poll() is not None:
-                        raise CommandError(
-                            f"The {name} process exited with code {child.returncode}; "
-                            "see its output above. Stopping."
-                        )
+                for child in self.children:
+                    child.supervise(time.monotonic())
                 time.sleep(0.5)
         except KeyboardInterrupt:
             self.stdout.write("Stopping…")
@@ -118,18 +164,18 @@ class Command(BaseCommand):
         )
 
     def _spawn(self, name: str, command: list[str]) -> None:
-        # Children get their own session so Ctrl-C reaches them only through us and they
-        # stop in reverse start order: the broker goes last, after the worker has finished.
-        child = subprocess.Popen(command, start_new_session=True)  # noqa: S603
-        self.children.append((name, child))
+        child = Child(name, command)
+        child.start()
+        self.children.append(child)
 
     def _stop_all(self) -> None:
-        for _name, child in reversed(self.children):
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
+        running = [c.process for c in reversed(self.children) if c.process is not None]
+        for process in running:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 15
-        for _name, child in reversed(self.children):
+        for process in running:
             try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                child.kill()
+                process.kill()

@@ -1,0 +1,76 @@
+"""config/celery.py: what a worker does around each task."""
+
+import pytest
+from celery import signals
+from django.db import connection
+
+
+def backend_pid() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+def test_a_task_starts_on_a_new_connection_when_the_database_dropped_the_kept_one(
+    transactional_db,
+):
+    """A database restart drops every kept connection; the next task must not fail on one."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite connections are open files: there is no server to drop them")
+    kept = backend_pid()
+    server = connection.copy()
+    try:
+        with server.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [kept])
+    finally:
+        server.close()
+
+    signals.task_prerun.send(sender=None, task_id="t", task=None, args=(), kwargs={})
+
+    assert backend_pid() != kept  # no "terminating connection" error: a new connection
+
+
+def test_a_task_keeps_a_connection_that_still_works(transactional_db):
+    """The check replaces broken connections only: a working one is kept across tasks."""
+    connection.ensure_connection()
+    kept = connection.connection
+    signals.task_prerun.send(sender=None, task_id="t", task=None, args=(), kwargs={})
+    signals.task_postrun.send(sender=None, task_id="t", task=None, args=(), kwargs={})
+    assert connection.connection is kept
+
+
+def test_connecting_to_the_broker_makes_deliveries_with_a_message_out_due_again(
+    transactional_db,
+):
+    """The broker may have lost every message: the next sweep queues them, not the lease."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from config.celery import ForgetQueuedMessages
+    from hooks.models import Delivery, Event
+    from tests.factories import HookFactory, PipelineFactory
+
+    pipeline = PipelineFactory()
+    hook = HookFactory(project=pipeline.project)
+    event = Event.objects.create(
+        project=pipeline.project, pipeline=pipeline, change="created", status="created", body="{}"
+    )
+    later = timezone.now() + timedelta(hours=1)
+    queued = Delivery.objects.create(
+        event=event, hook=hook, order_key=pipeline.pk, queued_until=later
+    )
+    sent = Delivery.objects.create(
+        event=event,
+        hook=HookFactory(project=pipeline.project),
+        order_key=pipeline.pk,
+        status="succeeded",
+        queued_until=later,
+    )
+
+    ForgetQueuedMessages.__new__(ForgetQueuedMessages).start(consumer=None)
+
+    queued.refresh_from_db()
+    sent.refresh_from_db()
+    assert queued.queued_until is None
+    assert sent.queued_until == later  # finished deliveries are left as they are
