@@ -12,7 +12,7 @@ from django.utils.html import format_html
 
 from pipelines import auth, services
 from pipelines.api.graphql import definition_id
-from pipelines.errors import ServiceError
+from pipelines.errors import DomainError
 from pipelines.models import (
     AccessToken,
     CicdInstance,
@@ -174,7 +174,7 @@ class AccessTokenForm(forms.ModelForm):
         if data.get("user") is not None and data.get("groups") is not None:
             try:
                 services.check_token_groups(data["user"], data["groups"])
-            except ServiceError as refused:
+            except DomainError as refused:
                 self.add_error("groups", refused.message)
         return data
 

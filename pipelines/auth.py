@@ -31,6 +31,7 @@ from django.contrib.auth.models import Permission
 from django.utils import timezone
 from rest_framework import authentication, exceptions, permissions
 
+from pipelines.errors import Forbidden, ProjectHidden
 from pipelines.models import AccessToken, GroupProjectPermission, Project
 
 READ = "read"
@@ -51,21 +52,6 @@ PERMISSION_FOR_ACTION = {
 PROJECT_ACTIONS = (READ, WRITE, START, MANAGE_HOOKS)
 # Query-string names a token may come in; also what pagination links and logs leave out.
 TOKEN_QUERY_PARAMETERS = ("private_token", "access_token", "apiToken")
-
-
-class AccessDenied(Exception):
-    """The caller is known but may not do this; ``message`` says why."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
-
-
-class ProjectHidden(AccessDenied):
-    """The caller holds nothing on the project: each API answers as if it did not exist."""
-
-    def __init__(self):
-        super().__init__("not found")
 
 
 @dataclass(frozen=True)
@@ -247,16 +233,16 @@ def describe_rights(token: AccessToken) -> str:
 
 
 def check_access(token: AccessToken | None, user, action: str, project: Project | None = None):
-    """Raise ``AccessDenied`` saying which scope or permission is missing, or
+    """Raise ``Forbidden`` saying which scope or permission is missing, or
     ``ProjectHidden`` when the caller holds nothing on ``project``."""
     if token is None:
         if user is None or not user.is_authenticated:
-            raise AccessDenied("a valid access token is needed")
+            raise Forbidden("a valid access token is needed")
     else:
         needed_scope = AccessToken.Scope.READ_API if action == READ else AccessToken.Scope.API
         scopes = set(token.scopes)
         if AccessToken.Scope.API not in scopes and needed_scope not in scopes:
-            raise AccessDenied(
+            raise Forbidden(
                 f"insufficient_scope: this request needs the '{AccessToken.Scope.API}' scope"
                 f" and the token has {', '.join(sorted(scopes)) or 'none'}"
             )
@@ -264,7 +250,7 @@ def check_access(token: AccessToken | None, user, action: str, project: Project 
     if project is not None and not grants.sees(project):
         raise ProjectHidden()
     if not grants.may(action, project):
-        raise AccessDenied(grants.refusal(action, project))
+        raise Forbidden(grants.refusal(action, project))
 
 
 class TokenAuthentication(authentication.BaseAuthentication):
@@ -292,8 +278,5 @@ class HasTokenScope(permissions.BasePermission):
         token = request.auth if isinstance(request.auth, AccessToken) else None
         action = READ if request.method in permissions.SAFE_METHODS else WRITE
         action = getattr(view, "required_action", None) or action
-        try:
-            check_access(token, request.user, action)
-        except AccessDenied as denied:
-            raise exceptions.PermissionDenied(denied.message) from None
+        check_access(token, request.user, action)  # Forbidden: a 403 saying what is missing
         return True

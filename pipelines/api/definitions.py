@@ -14,15 +14,15 @@ from django.core.exceptions import ValidationError as ModelValidationError
 from django.db import IntegrityError, transaction
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import exceptions, serializers, status
+from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from pipelines.api.errors import ParameterError
 from pipelines.api.gitlab import LIST_HEADERS, PROJECT_ID, GitLabView, error_responses
 from pipelines.api.graphql import definition_id
 from pipelines.api.parsing import parse_id
 from pipelines.api.serializers import GitLabDateTimeField
+from pipelines.errors import Conflict, InvalidInput, InvalidParameter, NotFound
 from pipelines.models import PipelineDefinition, Project, VariableType
 
 DEFINITION_ID = OpenApiParameter(
@@ -109,17 +109,17 @@ def _save(definition: PipelineDefinition) -> None:
     try:
         definition.full_clean(exclude=["project"], validate_constraints=False)
     except ModelValidationError as invalid:
-        raise exceptions.ValidationError(invalid.message_dict) from None
+        raise InvalidInput(str(invalid), fields=invalid.message_dict) from None
     taken = PipelineDefinition.objects.filter(
         project=definition.project, kind=definition.kind, name=definition.name
     ).exclude(pk=definition.pk)
     if taken.exists():
-        raise exceptions.ValidationError({"name": ["has already been taken"]})
+        raise Conflict.about("name", "has already been taken")
     try:
         with transaction.atomic():
             definition.save()
     except IntegrityError:  # created by someone else between the check and the save
-        raise exceptions.ValidationError({"name": ["has already been taken"]}) from None
+        raise Conflict.about("name", "has already been taken") from None
 
 
 # --- Views -------------------------------------------------------------------------------
@@ -164,10 +164,10 @@ class DefinitionDetailView(GitLabView):
     def get_definition(self, project: Project) -> PipelineDefinition:
         number = parse_id(self.kwargs["definition_id"])
         if number is None:
-            raise ParameterError("definition_id is invalid")
+            raise InvalidParameter("definition_id is invalid")
         definition = project.definitions.filter(pk=number).first()
         if definition is None:
-            raise exceptions.NotFound("404 Pipeline Definition Not Found")
+            raise NotFound("404 Pipeline Definition Not Found")
         return definition
 
     @extend_schema(

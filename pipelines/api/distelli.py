@@ -36,7 +36,6 @@ from rest_framework.response import Response
 from pipelines import services
 from pipelines.api.inbound import (
     DialectView,
-    Refused,
     Text,
     optional_text,
     refusals,
@@ -45,6 +44,7 @@ from pipelines.api.inbound import (
 )
 from pipelines.api.parsing import MAX_ID, parse_id
 from pipelines.auth import READ, WRITE, check_access, grants_of
+from pipelines.errors import Conflict, Forbidden, InvalidInput, NotFound
 from pipelines.models import UNKNOWN_SHA, AccessToken, DistelliEvent, Pipeline, Project, Status
 
 SCHEMA_TAG = "Puppet Pipelines (Distelli) events"
@@ -184,8 +184,7 @@ def build_status_from(value: str | None, default: BuildStatus | None) -> BuildSt
         return default
     status = _BUILD_STATUS_SPELLINGS.get(value.strip().lower())
     if status is None:
-        raise Refused(
-            400,
+        raise InvalidInput(
             f"build_status {value!r} is not one of {', '.join(BuildStatus.values)}",
         )
     return status
@@ -320,8 +319,7 @@ def resolve_app(token: AccessToken, username: str, app_name: str, action: str) -
     """The project ``app_name`` names, once the URL's user and the token agree."""
     owner = token.user.get_username()
     if username != owner:
-        raise Refused(
-            403,
+        raise Forbidden(
             f"this apiToken belongs to user {owner!r}, not {username!r}: use /{owner}/apps/...",
         )
     # Projects the token holds nothing on (or is not limited to) are not there for it, so
@@ -332,15 +330,13 @@ def resolve_app(token: AccessToken, username: str, app_name: str, action: str) -
         # Paths repeat across namespaces: the user's own namespace first.
         candidates = [p for p in candidates if p.namespace == username] or candidates
     if not candidates:
-        raise Refused(
-            404,
+        raise NotFound(
             f"app {app_name!r} not found: app_name is the path of a project"
             " (example-node for acme/example-node)",
         )
     if len(candidates) > 1:
         names = ", ".join(p.path_with_namespace for p in candidates)
-        raise Refused(
-            409,
+        raise Conflict(
             f"app name {app_name!r} matches several projects ({names}): use a token limited"
             " to one of them",
         )
@@ -370,12 +366,12 @@ class EventsView(DistelliView):
         max_results = _max_results(params.get("max_results"))
         order = (params.get("order") or "desc").strip().lower()
         if order not in ("asc", "desc"):
-            raise Refused(400, f"order {params['order']!r} is not asc or desc")
+            raise InvalidInput(f"order {params['order']!r} is not asc or desc")
         marker = params.get("marker")
         if marker:
             after = parse_id(marker.strip())
             if after is None:
-                raise Refused(400, f"marker {marker!r} is not a marker this API returned")
+                raise InvalidInput(f"marker {marker!r} is not a marker this API returned")
             events = events.filter(pk__gt=after) if order == "asc" else events.filter(pk__lt=after)
         events = events.order_by("id" if order == "asc" else "-id")
         page = list(events[: max_results + 1])
@@ -393,7 +389,7 @@ def _max_results(value: str | None) -> int:
         return DEFAULT_MAX_RESULTS
     number = parse_id(value.strip())
     if number is None or number < 1:
-        raise Refused(400, f"max_results {value!r} is not a positive integer")
+        raise InvalidInput(f"max_results {value!r} is not a positive integer")
     return min(number, MAX_RESULTS_LIMIT)
 
 
@@ -404,11 +400,11 @@ def filter_events(events: QuerySet, params) -> QuerySet:
     known = FILTERS.get(filter_name.strip().lower())
     if known is None:
         names = ", ".join(name for name, _ in FILTERS.values())
-        raise Refused(400, f"filter_name {filter_name!r} is not one of {names}")
+        raise InvalidInput(f"filter_name {filter_name!r} is not one of {names}")
     name, needed = known
     missing = [param for param in needed if not params.get(param)]
     if missing:
-        raise Refused(400, f"filter_name={name} needs {' and '.join(missing)}")
+        raise InvalidInput(f"filter_name={name} needs {' and '.join(missing)}")
     if "filter_branch" in needed:
         events = events.filter(branch=params["filter_branch"])
     if "filter_env" in needed:
@@ -417,8 +413,7 @@ def filter_events(events: QuerySet, params) -> QuerySet:
         wanted = params["filter_event_type"]
         key = wanted.strip().lower().replace("_", "")
         if key not in EVENT_TYPE_FILTERS:
-            raise Refused(
-                400,
+            raise InvalidInput(
                 f"filter_event_type {wanted!r} is not one of Build, Deploy, Dockerimage,"
                 " Pullrequest, Push, Release",
             )
@@ -449,8 +444,7 @@ class EventView(DistelliView):
         token, project = self.app(request, username, app_name, WRITE)
         creator = self.CREATORS.get(name)
         if creator is None:
-            raise Refused(
-                404,
+            raise NotFound(
                 f"events/{name} is not an event kind:"
                 " use buildEvent, pushEvent or pullRequestEvent",
             )
@@ -473,7 +467,7 @@ class EventView(DistelliView):
         _, project = self.app(request, username, app_name, WRITE)
         event_id = parse_id(name)
         if event_id is None:
-            raise Refused(404, f"event {name!r} not found in app {app_name!r}")
+            raise NotFound(f"event {name!r} not found in app {app_name!r}")
         data = validated(BuildUpdateInput(data=self.json_object(request)))
         with transaction.atomic():
             event = update_build_event(project, event_id, data)
@@ -499,8 +493,7 @@ class EventView(DistelliView):
                 pk=parent_id, event_type__in=(EventType.PUSH, EventType.PULL_REQUEST)
             ).first()
             if parent is None:
-                raise Refused(
-                    400,
+                raise InvalidInput(
                     f"parent_event_id {parent_id} is not a push or pull request event of app"
                     f" {project.path!r}",
                 )
@@ -554,7 +547,7 @@ def _pipeline_fields(data: dict, parent: DistelliEvent | None, project: Project)
 
 def _check_times(start: datetime | None, end: datetime | None) -> None:
     if start and end and end < start:
-        raise Refused(400, "build_end is before build_start")
+        raise InvalidInput("build_end is before build_start")
 
 
 def update_build_event(project: Project, event_id: int, data: dict) -> DistelliEvent:
@@ -565,14 +558,13 @@ def update_build_event(project: Project, event_id: int, data: dict) -> DistelliE
         .first()
     )
     if event is None:
-        raise Refused(404, f"event {event_id} not found in app {project.path!r}")
+        raise NotFound(f"event {event_id} not found in app {project.path!r}")
     if event.event_type != EventType.BUILD:
-        raise Refused(
-            400, f"event {event_id} is a {event.event_type} event: only build events are updated"
+        raise InvalidInput(
+            f"event {event_id} is a {event.event_type} event: only build events are updated"
         )
     if event.is_terminal:
-        raise Refused(
-            409,
+        raise Conflict(
             f"event {event_id} is {event.build_status}, a terminal status: it is an immutable"
             " historical object and cannot be updated",
         )

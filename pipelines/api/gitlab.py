@@ -27,7 +27,7 @@ from django.db.models import Max, Q, QuerySet
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import exceptions, serializers, status
+from rest_framework import serializers, status
 from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -36,16 +36,22 @@ from rest_framework.views import APIView
 
 from pipelines import auth, services
 from pipelines.api import serializers as entities
-from pipelines.api.errors import ParameterError
 from pipelines.api.pagination import GitLabPagination, pagination_header_parameters
 from pipelines.api.parsing import MAX_ID as MAX_ID  # re-exported: the hooks API uses it
 from pipelines.api.parsing import (
     FormParser,
     JSONParser,
-    MalformedInput,
     check_request_text,
     is_digits,
     parse_id,
+)
+from pipelines.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    InvalidParameter,
+    NotFound,
+    ProjectHidden,
 )
 from pipelines.models import COMPLETED_STATUSES, AccessToken, Job, Pipeline, Project, Status
 
@@ -121,18 +127,18 @@ def _problems(errors, name: str, field=None) -> list[str]:
 
 
 def validate_params(serializer_class: type[serializers.Serializer], data: dict) -> dict:
-    """Validated parameters, or a ``ParameterError`` naming every bad one."""
+    """Validated parameters, or an ``InvalidParameter`` naming every bad one."""
     serializer = serializer_class(data=data)
     if not serializer.is_valid():
-        raise ParameterError(", ".join(_problems(serializer.errors, "", serializer)))
+        raise InvalidParameter(", ".join(_problems(serializer.errors, "", serializer)))
     return dict(serializer.validated_data)
 
 
 def _check_path_value(name: str, value: str, max_length: int | None = None) -> str:
     if "\x00" in value:
-        raise ParameterError(f"{name} is invalid: it contains a NUL character")
+        raise InvalidParameter(f"{name} is invalid: it contains a NUL character")
     if max_length is not None and len(value) > max_length:
-        raise ParameterError(f"{name} is invalid: at most {max_length} characters")
+        raise InvalidParameter(f"{name} is invalid: at most {max_length} characters")
     return value
 
 
@@ -159,10 +165,7 @@ class GitLabView(APIView):
     write_action = auth.WRITE
 
     def initial(self, request: Request, *args, **kwargs) -> None:
-        try:
-            check_request_text(request._request)
-        except MalformedInput as refused:
-            raise ParameterError(str(refused)) from None
+        check_request_text(request._request)
         super().initial(request, *args, **kwargs)
 
     @property
@@ -187,14 +190,14 @@ class GitLabView(APIView):
         elif isinstance(body, dict):
             params.update(body)
         else:
-            raise ParameterError("the request body must be a JSON object")
+            raise InvalidParameter("the request body must be a JSON object")
         return validate_params(serializer_class, params)
 
     def get_project(self) -> Project:
         project_id = _check_path_value("id", self.kwargs["project_id"])
         project = find_project(project_id)
         if project is None:
-            raise exceptions.NotFound("404 Project Not Found")
+            raise NotFound("404 Project Not Found")
         self.check_project_access(project, self.required_action)
         return project
 
@@ -203,20 +206,18 @@ class GitLabView(APIView):
         nothing on it (GitLab's answer to a project one may not read)."""
         try:
             auth.check_access(self.token, self.request.user, action, project)
-        except auth.ProjectHidden:
-            raise exceptions.NotFound("404 Project Not Found") from None
-        except auth.AccessDenied as denied:
-            raise exceptions.PermissionDenied(denied.message) from None
+        except ProjectHidden:
+            raise NotFound("404 Project Not Found") from None
 
     def get_pipeline(self, project: Project) -> Pipeline:
         raw = self.kwargs["pipeline_id"]
         if not is_digits(raw):
-            raise ParameterError("pipeline_id is invalid")
+            raise InvalidParameter("pipeline_id is invalid")
         number = parse_id(raw)  # None: too large to be any pipeline's id
         pipelines = project.pipelines.select_related("project", "user")
         pipeline = pipelines.filter(pk=number).first() if number is not None else None
         if pipeline is None:
-            raise exceptions.NotFound("404 Not found")
+            raise NotFound("404 Not found")
         return pipeline
 
     def paginated(self, queryset: QuerySet, serializer_class) -> Response:
@@ -314,12 +315,12 @@ class ProjectListView(GitLabView):
     def post(self, request: Request) -> Response:
         """Create a project from `name` and/or `path` (one is needed)."""
         if self.token is not None and self.token.projects.exists():
-            raise exceptions.PermissionDenied(
-                "this token is limited to some projects and cannot create new ones"
-            )
+            raise Forbidden("this token is limited to some projects and cannot create new ones")
         params = self.body_params(entities.ProjectCreateParams)
         if not params.get("name") and not params.get("path"):
-            raise ParameterError("name, path are missing, at least one parameter must be provided")
+            raise InvalidParameter(
+                "name, path are missing, at least one parameter must be provided"
+            )
         fields = {
             key: params[key]
             for key in ("description", "default_branch", "visibility")
@@ -334,7 +335,7 @@ class ProjectListView(GitLabView):
             )
         except IntegrityError:
             # Another request took the same path between the check and the insert.
-            raise exceptions.ValidationError({"path": ["has already been taken"]}) from None
+            raise Conflict.about("path", "has already been taken") from None
         return Response(entities.ProjectSerializer(project).data, status=status.HTTP_201_CREATED)
 
 
@@ -517,7 +518,7 @@ class PipelineCreateView(GitLabView):
         on_ref = project.pipelines.filter(ref=ref).order_by("-id").first()
         sha = params.get("sha") or (on_ref.sha if on_ref else None)
         if not sha:
-            raise exceptions.ValidationError({"base": ["Reference not found"]})
+            raise InvalidInput.about("base", "Reference not found")
         pipeline = services.create_pipeline(
             project,
             ref=ref,
@@ -557,7 +558,7 @@ class PipelineLatestView(GitLabView):
             .first()
         )
         if pipeline is None:
-            raise exceptions.NotFound("404 Not found")
+            raise NotFound("404 Not found")
         return Response(entities.PipelineSerializer(pipeline).data)
 
 

@@ -35,14 +35,18 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import Info
 
 from pipelines import auth, services
-from pipelines.api.parsing import (
+from pipelines.api.parsing import check_request_text, load_json, parse_id
+from pipelines.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    InvalidInput,
     InvalidJSON,
     MalformedInput,
-    check_request_text,
-    load_json,
-    parse_id,
+    NotAuthenticated,
+    NotFound,
+    ProjectHidden,
 )
-from pipelines.errors import ServiceError
 from pipelines.models import AccessToken, PipelineDefinition, Project, Status
 from pipelines.models import Execution as ExecutionRecord
 from pipelines.models import Pipeline as PipelineRun
@@ -50,31 +54,6 @@ from pipelines.models import Pipeline as PipelineRun
 logger = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE = 100
-
-# --- Errors -------------------------------------------------------------------------------
-
-
-class ApiError(Exception):
-    """An error the caller caused; its message is shown as is, with ``extensions.code``."""
-
-    code = "BAD_USER_INPUT"
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.extensions = {"code": self.code}
-
-
-class NotAuthenticated(ApiError):
-    code = "UNAUTHENTICATED"
-
-
-class NotAuthorized(ApiError):
-    code = "FORBIDDEN"
-
-
-class NotFound(ApiError):
-    code = "NOT_FOUND"
-
 
 # --- Ids ----------------------------------------------------------------------------------
 
@@ -110,10 +89,10 @@ def definition_id(definition: PipelineDefinition) -> str:
 def _expect_id(value: str, type_name: str, argument: str) -> int:
     decoded = decode_id(value)
     if decoded is None:
-        raise ApiError(f"{argument} {value!r} is not a valid {type_name.lower()} id")
+        raise InvalidInput(f"{argument} {value!r} is not a valid {type_name.lower()} id")
     found_type, pk = decoded
     if found_type != type_name:
-        raise ApiError(
+        raise InvalidInput(
             f"{argument} {value!r} is the id of a {found_type.lower()}, not of a"
             f" {type_name.lower()}"
         )
@@ -152,10 +131,10 @@ def authorize(info: Info, action: str, project: Project, missing: NotFound) -> A
     token = info.context.token()
     try:
         auth.check_access(token, None, action, project)
-    except auth.ProjectHidden:
+    except ProjectHidden:
         raise missing from None
-    except auth.AccessDenied as denied:
-        raise NotAuthorized(f"User not authorized: {denied.message}") from None
+    except Forbidden as denied:
+        raise Forbidden(f"User not authorized: {denied.message}") from None
     return token
 
 
@@ -172,9 +151,9 @@ def _application(info: Info, application_id: str, action: str = auth.READ) -> Pr
 
 def _page(limit: int, offset: int) -> tuple[int, int]:
     if not 1 <= limit <= MAX_PAGE_SIZE:
-        raise ApiError(f"limit must be between 1 and {MAX_PAGE_SIZE}, not {limit}")
+        raise InvalidInput(f"limit must be between 1 and {MAX_PAGE_SIZE}, not {limit}")
     if offset < 0:
-        raise ApiError(f"offset must be 0 or more, not {offset}")
+        raise InvalidInput(f"offset must be 0 or more, not {offset}")
     return limit, offset
 
 
@@ -521,7 +500,7 @@ def _service_inputs(given: list[ServiceInput] | None) -> list[dict]:
     for service in given or []:
         artifact = service.artifact_value_input
         if artifact is None or artifact.build_number is None:
-            raise ApiError(
+            raise InvalidInput(
                 f"serviceInputs {service.name!r}: artifactValueInput.buildNumber is needed"
             )
         result.append(
@@ -565,7 +544,7 @@ class Query:
         if len(matches) > 1:
             readable = [p for p in matches if grants.may(auth.READ, p)]
             if len(readable) != 1:
-                raise ApiError(
+                raise InvalidInput(
                     f"{len(matches)} applications are named {name!r}: ask by namespace/path,"
                     f" e.g. {matches[0].path_with_namespace!r}"
                 )
@@ -613,9 +592,9 @@ class Mutation:
         expected = PIPELINE if input.execution_type == ExecutionType.PIPELINE else WORKFLOW
         decoded = decode_id(input.entity_id)
         if decoded is None or decoded[0] not in (PIPELINE, WORKFLOW):
-            raise ApiError(f"entityId {input.entity_id!r} is not a pipeline or workflow id")
+            raise InvalidInput(f"entityId {input.entity_id!r} is not a pipeline or workflow id")
         if decoded[0] != expected:
-            raise ApiError(
+            raise InvalidInput(
                 f"entityId {input.entity_id!r} is a {decoded[0].lower()}: use executionType"
                 f" {decoded[0].upper()} or give a {expected.lower()} id"
             )
@@ -630,20 +609,17 @@ class Mutation:
                 f" {input.entity_id!r}"
             )
         token = info.context.token()
-        try:
-            record = services.start_execution(
-                definition,
-                variable_inputs=[
-                    (item.name, item.variable_value.type.value, item.variable_value.value)
-                    for item in input.variable_inputs or []
-                ],
-                service_inputs=_service_inputs(input.service_inputs),
-                notes=input.notes or "",
-                user=token.user,
-                token=token,
-            )
-        except ServiceError as refused:
-            raise ApiError(refused.message) from None
+        record = services.start_execution(
+            definition,
+            variable_inputs=[
+                (item.name, item.variable_value.type.value, item.variable_value.value)
+                for item in input.variable_inputs or []
+            ],
+            service_inputs=_service_inputs(input.service_inputs),
+            notes=input.notes or "",
+            user=token.user,
+            token=token,
+        )
         logger.info(
             "Execution of %s started as pipeline %s by token %s",
             definition,
@@ -658,11 +634,26 @@ class Mutation:
 # --- Schema and view ----------------------------------------------------------------------
 
 
+# ``extensions.code`` of each refusal, by the most specific kind it is.
+ERROR_CODES: dict[type[DomainError], str] = {
+    InvalidInput: "BAD_USER_INPUT",
+    NotAuthenticated: "UNAUTHENTICATED",
+    Forbidden: "FORBIDDEN",
+    NotFound: "NOT_FOUND",
+    Conflict: "CONFLICT",
+}
+
+
+def error_code(refusal: DomainError) -> str:
+    kind = next((kind for kind in type(refusal).__mro__ if kind in ERROR_CODES), InvalidInput)
+    return ERROR_CODES[kind]
+
+
 def _is_unexpected(error: GraphQLError) -> bool:
     # Syntax and validation errors have no original error, input coercion errors wrap a
-    # GraphQLError, and ours are ApiErrors. Anything else is a bug.
+    # GraphQLError, and refusals are DomainErrors. Anything else is a bug.
     original = error.original_error
-    return original is not None and not isinstance(original, (ApiError, GraphQLError))
+    return original is not None and not isinstance(original, (DomainError, GraphQLError))
 
 
 class RefuseNulCharacters(ValidationRule):
@@ -677,9 +668,12 @@ class RefuseNulCharacters(ValidationRule):
 
 class PipehookSchema(strawberry.Schema):
     def process_errors(self, errors: list[GraphQLError], execution_context: Any = None) -> None:
-        # Callers' mistakes are answered, not logged as failures; bugs are logged with traceback.
+        # Callers' mistakes are answered with their code, not logged as failures; bugs are
+        # logged with traceback.
         for error in errors:
-            if isinstance(error.original_error, (OperationalError, InterfaceError)):
+            if isinstance(error.original_error, DomainError):
+                error.extensions = {"code": error_code(error.original_error)}
+            elif isinstance(error.original_error, (OperationalError, InterfaceError)):
                 execution_context.context.database_error = error.original_error
             elif _is_unexpected(error):
                 logger.error(
@@ -711,26 +705,28 @@ schema = PipehookSchema(
 
 
 def _check_request(request: HttpRequest) -> None:
-    """Refuse, with a 400, what every API refuses (``check_request_text``, ``load_json``) and
-    the bodies Strawberry would fail on with a 500 (not an object, not UTF-8)."""
-    try:
-        check_request_text(request)
-    except MalformedInput as refused:
-        raise HTTPException(400, str(refused)) from None
+    """Refuse, with a 400 (``MalformedInput``), what every API refuses
+    (``check_request_text``, ``load_json``) and the bodies Strawberry would fail on with a 500
+    (not an object, not UTF-8)."""
+    check_request_text(request)
     if request.method != "POST" or "application/json" not in (request.content_type or ""):
         return
     try:
-        data = load_json(request.body.decode())
+        data = _load_json(request.body)
     except UnicodeDecodeError:
-        raise HTTPException(400, "the body is not UTF-8 text") from None
-    except InvalidJSON:
-        raise HTTPException(400, "Unable to parse request body as JSON") from None
-    except MalformedInput as refused:
-        raise HTTPException(400, str(refused)) from None
+        raise MalformedInput("the body is not UTF-8 text") from None
     if not isinstance(data, dict):
-        raise HTTPException(
-            400, 'the body must be a JSON object: {"query": "...", "variables": {...}}'
-        )
+        raise MalformedInput('the body must be a JSON object: {"query": "...", "variables": {...}}')
+
+
+def _load_json(data: str | bytes) -> object:
+    try:
+        return load_json(data.decode() if isinstance(data, bytes) else data)
+    except InvalidJSON:
+        raise InvalidJSON(UNPARSABLE) from None  # in Strawberry's own words
+
+
+UNPARSABLE = "Unable to parse request body as JSON"
 
 
 class PipehookGraphQLView(GraphQLView):
@@ -746,24 +742,26 @@ class PipehookGraphQLView(GraphQLView):
     def decode_json(self, data: str | bytes) -> object:
         # GET's variables and extensions parameters; POST bodies passed _check_request.
         try:
-            return load_json(data.decode() if isinstance(data, bytes) else data)
-        except InvalidJSON:
-            raise HTTPException(400, "Unable to parse request body as JSON") from None
-        except (MalformedInput, UnicodeDecodeError) as refused:
-            raise HTTPException(400, str(refused)) from None
+            return _load_json(data)
+        except UnicodeDecodeError as undecodable:
+            raise MalformedInput(str(undecodable)) from None
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         try:
             _check_request(request)
             response = self.run(request=request)
-        except HTTPException as refused:
-            return JsonResponse(
-                {"data": None, "errors": [{"message": refused.reason}]},
-                status=refused.status_code,
-            )
+        except HTTPException as refused:  # Strawberry's own refusals
+            return _refusal(refused.status_code, refused.reason)
+        except MalformedInput as refused:
+            return _refusal(400, refused.message)
         if self.context is not None and self.context.database_error is not None:
             raise self.context.database_error  # answered 503 like every API's
         return response
+
+
+def _refusal(status: int, message: str) -> JsonResponse:
+    """A request refused before any operation ran, in GraphQL's error shape."""
+    return JsonResponse({"data": None, "errors": [{"message": message}]}, status=status)
 
 
 # Only API keys authenticate here (never the session cookie), so cross-site requests carry

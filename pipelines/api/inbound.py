@@ -1,8 +1,9 @@
 """Plumbing shared by the SEI and Distelli dialects: their JSON, their errors, their keys.
 
-Both dialects answer every refusal with ``{"message": "..."}`` and a 4xx, roll back whatever
-the request had written, and take the service's own access tokens in the places their
-documentation shows (``Authorization: ApiKey|Bearer``, ``?apiToken=``).
+Both dialects answer every refusal (a ``pipelines.errors.DomainError``, or DRF's own) with
+``{"message": "..."}`` and its 4xx, having written nothing (each write is one service's
+transaction), and take the service's own access tokens in the places their documentation
+shows (``Authorization: ApiKey|Bearer``, ``?apiToken=``).
 """
 
 from __future__ import annotations
@@ -12,30 +13,15 @@ from typing import Any
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import exceptions, serializers
 from rest_framework.response import Response
-from rest_framework.views import APIView, set_rollback
+from rest_framework.views import APIView
 
-from pipelines.api.parsing import (
-    JSONParser,
-    MalformedInput,
-    check_request_text,
-    find_nul_parameter,
-    load_json,
-)
-from pipelines.auth import AccessDenied, find_token, raw_token_from_request
-from pipelines.errors import ServiceError
+from pipelines.api.parsing import JSONParser, check_request_text, find_nul_parameter, load_json
+from pipelines.auth import find_token, raw_token_from_request
+from pipelines.errors import DomainError, InvalidInput, MalformedInput, NotAuthenticated
 from pipelines.models import AccessToken
 
 # What may end a JSON value, so a string starting right after it lacks a comma.
 _VALUE_END = frozenset('"0123456789el}]')
-
-
-class Refused(Exception):
-    """A request this dialect refuses: HTTP ``status`` and a message saying what is wrong."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def repair_json_slips(text: str) -> str:
@@ -89,10 +75,7 @@ def repair_json_slips(text: str) -> str:
 
 def parse_json_text(text: str) -> Any:
     """Parse JSON, forgiving only what ``repair_json_slips`` mends; else a clear 400."""
-    try:
-        return load_json(text, mend=repair_json_slips)
-    except MalformedInput as refused:
-        raise exceptions.ParseError(str(refused)) from None
+    return load_json(text, mend=repair_json_slips)
 
 
 class LenientJSONParser(JSONParser):
@@ -164,7 +147,7 @@ def describe_errors(detail: Any, where: str = "") -> list[str]:
 
 def validated(serializer: serializers.Serializer) -> dict:
     if not serializer.is_valid():
-        raise Refused(400, "; ".join(describe_errors(serializer.errors)))
+        raise InvalidInput("; ".join(describe_errors(serializer.errors)))
     return serializer.validated_data
 
 
@@ -172,23 +155,17 @@ def token_from_request(request, *, how: str) -> AccessToken:
     """The caller's active access token, or a 401 that says how to send one."""
     raw = raw_token_from_request(request)
     if raw is None:
-        raise Refused(401, f"an access token is needed: {how}")
+        raise NotAuthenticated(f"an access token is needed: {how}")
     token = find_token(raw)
     if token is None:
-        raise Refused(401, "the access token is not valid: it is unknown, revoked or expired")
+        raise NotAuthenticated("the access token is not valid: it is unknown, revoked or expired")
     return token
 
 
 def dialect_exception_handler(exc: Exception, context: dict) -> Response | None:
     """Every refusal as ``{"message": ...}``; anything unforeseen stays a logged 500."""
-    if isinstance(exc, Refused):
-        status, message = exc.status, exc.message
-    elif isinstance(exc, ServiceError):
+    if isinstance(exc, DomainError):
         status, message = exc.status_code, exc.message
-    elif isinstance(exc, AccessDenied):
-        status, message = 403, exc.message
-    elif isinstance(exc, exceptions.ValidationError):
-        status, message = 400, "; ".join(describe_errors(exc.detail))
     elif isinstance(exc, exceptions.UnsupportedMediaType):
         status = 415
         message = "the body must be JSON, sent with Content-Type: application/json"
@@ -200,7 +177,6 @@ def dialect_exception_handler(exc: Exception, context: dict) -> Response | None:
         status, message = exc.status_code, str(exc.detail)
     else:
         return None
-    set_rollback()
     return Response({"message": message}, status=status)
 
 
@@ -215,19 +191,18 @@ class DialectView(APIView):
         return dialect_exception_handler
 
     def initial(self, request, *args, **kwargs) -> None:
-        try:
-            check_request_text(request._request)
-        except MalformedInput as refused:
-            raise Refused(400, str(refused)) from None
+        check_request_text(request._request)
         super().initial(request, *args, **kwargs)
         query = ((name, value) for name, values in request.query_params.lists() for value in values)
         name = find_nul_parameter([*kwargs.items(), *query])
         if name is not None:
-            raise Refused(400, f"{name} contains a NUL character (%00), which no name or value has")
+            raise MalformedInput(
+                f"{name} contains a NUL character (%00), which no name or value has"
+            )
 
     def json_object(self, request) -> dict:
         """The body, which must be a JSON object."""
         data = request.data
         if not isinstance(data, dict):
-            raise Refused(400, "the body must be a JSON object")
+            raise InvalidInput("the body must be a JSON object")
         return data

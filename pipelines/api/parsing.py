@@ -32,6 +32,8 @@ from django.core.handlers.wsgi import get_bytes_from_wsgi
 from django.http import HttpRequest, QueryDict
 from rest_framework import exceptions, parsers
 
+from pipelines.errors import InvalidJSON, MalformedInput
+
 logger = logging.getLogger(__name__)
 
 # The largest id a database column holds; bigger numbers can name nothing.
@@ -44,14 +46,6 @@ MAX_JSON_DEPTH = 64
 # What no text column stores: NUL, and lone surrogates (Python keeps a "\ud800" escape that
 # has no other half as such; a whole pair is read as the one character it encodes).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-class MalformedInput(ValueError):
-    """Input refused before any view reads it; the message says what is wrong."""
-
-
-class InvalidJSON(MalformedInput):
-    """Text that is not JSON at all (as opposed to JSON holding what is refused)."""
 
 
 def is_digits(value: str) -> bool:

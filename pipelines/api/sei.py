@@ -27,7 +27,6 @@ from rest_framework.response import Response
 from pipelines import services
 from pipelines.api.inbound import (
     DialectView,
-    Refused,
     Text,
     optional_list,
     optional_text,
@@ -37,7 +36,8 @@ from pipelines.api.inbound import (
     validated,
 )
 from pipelines.api.parsing import MAX_ID, parse_id
-from pipelines.auth import WRITE, ProjectHidden, check_access
+from pipelines.auth import WRITE, check_access
+from pipelines.errors import Conflict, InvalidInput, ProjectHidden
 from pipelines.models import (
     COMPLETED_STATUSES,
     UNKNOWN_SHA,
@@ -97,8 +97,7 @@ def _squash(value: str) -> str:
 def status_from_result(result: str, *, where: str = "result") -> Status:
     status = RESULTS.get(_squash(result))
     if status is None:
-        raise Refused(
-            400,
+        raise InvalidInput(
             f"{where} {result!r} is not a result this API knows; use one of {ACCEPTED_RESULTS}"
             " (any case; succeeded, failed, cancelled, timed_out and in_progress work too)",
         )
@@ -211,7 +210,7 @@ def unwrap_envelope(data: dict) -> dict:
     if isinstance(payload, str):
         payload = parse_json_text(payload)
     if not isinstance(payload, dict):
-        raise Refused(400, "payload must be the run as a JSON object (or a string of one)")
+        raise InvalidInput("payload must be the run as a JSON object (or a string of one)")
     return payload
 
 
@@ -230,7 +229,7 @@ def time_from_epoch_ms(value: int, field: str) -> datetime:
     try:
         return EPOCH + timedelta(milliseconds=value)
     except OverflowError:
-        raise Refused(400, f"{field}: {value} is not a time in epoch milliseconds") from None
+        raise InvalidInput(f"{field}: {value} is not a time in epoch milliseconds") from None
 
 
 def later_by(moment: datetime, millis: int, field: str) -> datetime:
@@ -238,8 +237,8 @@ def later_by(moment: datetime, millis: int, field: str) -> datetime:
     try:
         return moment + timedelta(milliseconds=millis)
     except OverflowError:
-        raise Refused(
-            400, f"{field}: {millis} milliseconds from {moment:%Y-%m-%d} is past year 9999"
+        raise InvalidInput(
+            f"{field}: {millis} milliseconds from {moment:%Y-%m-%d} is past year 9999"
         ) from None
 
 
@@ -258,8 +257,7 @@ def _step_status(step: dict, run_status: Status, where: str) -> Status:
         status = status_from_result(result, where=f"{where}.result")
     elif state:
         if _squash(state) not in STATES:
-            raise Refused(
-                400,
+            raise InvalidInput(
                 f"{where}.state {state!r} is not a state this API knows; use one of "
                 "QUEUED, RUNNING, PAUSED, SKIPPED, NOT_BUILT, FINISHED",
             )
@@ -370,8 +368,7 @@ class CicdInstancesView(DialectView):
         token = _token(request)
         data = validated(InstanceInput(data=self.json_object(request)))
         project = Project.objects.filter(pk=data["integration_id"]).first()
-        not_a_project = Refused(
-            400,
+        not_a_project = InvalidInput(
             f"integration_id {data['integration_id']} is not a project id: use the id of"
             " the project this instance's runs belong to",
         )
@@ -392,7 +389,7 @@ class CicdInstancesView(DialectView):
                     created_by=token.user,
                 )
         except IntegrityError:  # the GUID is the only unique column
-            raise Refused(409, f"an instance with id {guid} already exists") from None
+            raise Conflict(f"an instance with id {guid} already exists") from None
         return Response({"id": str(instance.guid)})
 
 
@@ -414,8 +411,7 @@ class CustomCicdView(DialectView):
         instance = (
             CicdInstance.objects.select_related("project").filter(guid=run["instance_guid"]).first()
         )
-        not_registered = Refused(
-            400,
+        not_registered = InvalidInput(
             f"instance_guid {run['instance_guid']} is not a registered CI/CD instance:"
             " mint one with POST /sei/api/v1/cicd/instances",
         )

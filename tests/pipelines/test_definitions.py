@@ -5,6 +5,7 @@ from django.contrib.auth.models import Group, Permission
 
 from pipelines import auth, services
 from pipelines.api.graphql import definition_id
+from pipelines.errors import ProjectHidden
 from pipelines.models import GroupProjectPermission, PipelineDefinition
 from tests.factories import ProjectFactory, UserFactory
 
@@ -265,7 +266,7 @@ def test_project_grant_counts_on_its_project_only(db):
     token, _ = services.create_token(member, scopes=["api"], groups=[group])
 
     auth.check_access(token, None, auth.START, mine)
-    with pytest.raises(auth.ProjectHidden):
+    with pytest.raises(ProjectHidden):
         auth.check_access(token, None, auth.START, theirs)
     # Without a project the question is "anywhere?", which a view then narrows down.
     assert auth.token_has_permission(token, auth.START)

@@ -6,7 +6,7 @@ from django.core.management import CommandError, call_command
 from django.urls import reverse
 
 from pipelines import auth, services
-from pipelines.errors import InvalidInput
+from pipelines.errors import Forbidden, InvalidInput, ProjectHidden
 from pipelines.models import AccessToken, GroupProjectPermission
 from tests.factories import ProjectFactory, UserFactory, grant_permissions
 
@@ -46,7 +46,7 @@ def test_read_api_token_cannot_write(db):
     owner = grant_permissions(UserFactory(), "view_project", "change_project")
     token, _ = services.create_token(owner, scopes=["read_api"])
     auth.check_access(token, token.user, auth.READ)
-    with pytest.raises(auth.AccessDenied, match="insufficient_scope"):
+    with pytest.raises(Forbidden, match="insufficient_scope"):
         auth.check_access(token, token.user, auth.WRITE)
 
 
@@ -56,7 +56,7 @@ def test_project_limited_token_reaches_only_its_projects(db):
     token, _ = services.create_token(owner, scopes=["api"], projects=[mine])
     auth.check_access(token, token.user, auth.WRITE, mine)
     # Outside its projects it is told what a missing project is told.
-    with pytest.raises(auth.ProjectHidden):
+    with pytest.raises(ProjectHidden):
         auth.check_access(token, token.user, auth.READ, other)
 
 
@@ -67,7 +67,7 @@ def test_group_scoped_token_has_only_its_groups_permissions(db):
     member.groups.add(readers)
     token, _ = services.create_token(member, scopes=["api"], groups=[readers])
     auth.check_access(token, token.user, auth.READ)
-    with pytest.raises(auth.AccessDenied, match="pipelines.start_execution"):
+    with pytest.raises(Forbidden, match="pipelines.start_execution"):
         auth.check_access(token, token.user, auth.START)
 
 
@@ -78,10 +78,10 @@ def test_token_of_a_user_granted_nothing_can_do_nothing(db):
     project = ProjectFactory()
     token, _ = services.create_token(UserFactory(username="fresh"), scopes=["api"])
     for action in (auth.READ, auth.WRITE, auth.START, auth.MANAGE_HOOKS, auth.CREATE_PROJECT):
-        with pytest.raises(auth.AccessDenied, match="user fresh does not hold"):
+        with pytest.raises(Forbidden, match="user fresh does not hold"):
             auth.check_access(token, None, action)
         assert not auth.token_has_permission(token, action, project)
-    with pytest.raises(auth.ProjectHidden):
+    with pytest.raises(ProjectHidden):
         auth.check_access(token, None, auth.READ, project)
     assert list(auth.permitted_projects(token, auth.READ)) == []
 
@@ -91,10 +91,10 @@ def test_token_acts_with_its_owners_permissions_and_no_more(db):
     owner = grant_permissions(UserFactory(), "view_project")
     token, _ = services.create_token(owner, scopes=["api"])
     auth.check_access(token, None, auth.READ, project)
-    with pytest.raises(auth.AccessDenied, match="'pipelines.change_project' permission on"):
+    with pytest.raises(Forbidden, match="'pipelines.change_project' permission on"):
         auth.check_access(token, None, auth.WRITE, project)
     # Creating projects is its own right, held on no project in particular.
-    with pytest.raises(auth.AccessDenied, match="pipelines.add_project"):
+    with pytest.raises(Forbidden, match="pipelines.add_project"):
         auth.check_access(token, None, auth.CREATE_PROJECT)
     grant_permissions(owner, "add_project")
     token.user = owner
@@ -112,7 +112,7 @@ def test_superusers_token_may_do_anything_unless_scoped_to_groups(db):
     readers.permissions.add(Permission.objects.get(codename="view_project"))
     scoped, _ = services.create_token(root, scopes=["api"], groups=[readers])
     auth.check_access(scoped, None, auth.READ, project)
-    with pytest.raises(auth.AccessDenied, match="user groups do not grant"):
+    with pytest.raises(Forbidden, match="user groups do not grant"):
         auth.check_access(scoped, None, auth.WRITE, project)
 
 
@@ -129,19 +129,19 @@ def test_group_scope_counts_only_groups_the_owner_is_in(db):
     token, _ = services.create_token(owner, scopes=["api"], groups=[writers])
     auth.check_access(token, None, auth.WRITE, project)
     owner.groups.remove(writers)  # leaving the group takes the token's rights with it
-    with pytest.raises(auth.ProjectHidden):
+    with pytest.raises(ProjectHidden):
         auth.check_access(token, None, auth.WRITE, project)
 
 
 def test_signed_in_user_acts_with_its_own_permissions(db):
     project = ProjectFactory()
     staff = UserFactory(is_staff=True)
-    with pytest.raises(auth.ProjectHidden):
+    with pytest.raises(ProjectHidden):
         auth.check_access(None, staff, auth.READ, project)
     grant_permissions(staff, "view_project")
     staff = type(staff).objects.get(pk=staff.pk)
     auth.check_access(None, staff, auth.READ, project)
-    with pytest.raises(auth.AccessDenied, match="pipelines.manage_hooks"):
+    with pytest.raises(Forbidden, match="pipelines.manage_hooks"):
         auth.check_access(None, staff, auth.MANAGE_HOOKS, project)
 
 

@@ -10,7 +10,7 @@ from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 
 from pipelines import auth, services
-from pipelines.errors import ServiceError
+from pipelines.errors import DomainError
 from pipelines.models import Project
 
 
@@ -49,7 +49,7 @@ class Command(BaseCommand):
             token, raw = services.create_token(
                 user, scopes=scopes, name=options["name"], projects=projects, groups=groups
             )
-        except ServiceError as error:
+        except DomainError as error:
             raise CommandError(error.message) from None
         if created:
             self.stderr.write(f"Created user {user.get_username()}.")
