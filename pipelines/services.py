@@ -313,6 +313,57 @@ def create_pipeline(
     return pipeline
 
 
+def start_pipeline(
+    project: Project,
+    *,
+    ref: str,
+    sha: str | None = None,
+    user: AbstractBaseUser | None = None,
+    variables: list[dict] | None = None,
+    commit_required: bool = True,
+    **fields,
+) -> Pipeline:
+    """Start a pipeline by API (source ``api``) on ``ref``, at ``sha`` or at the ref's commit.
+
+    With no repository here, a ref's commit is the newest one a pipeline was reported for on
+    it; with none, the answer is GitLab's ``Reference not found``, or the unknown commit
+    (``UNKNOWN_SHA``) when ``commit_required`` is off. Whether the ref is a tag, and what
+    earlier reports said of the commit (title, message, author, time), carry over.
+    """
+    with transaction.atomic():
+        on_ref = project.pipelines.filter(ref=ref).order_by("-id").first()
+        sha = sha or (on_ref.sha if on_ref else None)
+        if not sha:
+            if commit_required:
+                raise InvalidInput.about("base", "Reference not found")
+            sha = UNKNOWN_SHA
+        return create_pipeline(
+            project,
+            ref=ref,
+            sha=sha,
+            source=Pipeline.Source.API,
+            user=user,
+            variables=variables,
+            tag=on_ref.tag if on_ref else False,
+            **_known_commit_fields(project, sha),
+            **fields,
+        )
+
+
+def _known_commit_fields(project: Project, sha: str) -> dict:
+    """What an earlier report told us about this commit."""
+    known = project.pipelines.filter(sha=sha).order_by("-id").first()
+    if known is None:
+        return {}
+    return {
+        "commit_message": known.commit_message,
+        "commit_title": known.commit_title,
+        "commit_timestamp": known.commit_timestamp,
+        "commit_author_name": known.commit_author_name,
+        "commit_author_email": known.commit_author_email,
+    }
+
+
 def normalize_variables(variables: list[dict]) -> list[dict]:
     """GitLab's pipeline variables: a list of ``{key, value, variable_type}``."""
     result = []
@@ -855,8 +906,8 @@ def start_execution(
 
     ``variable_inputs`` are ``(name, value type, value)`` checked against the definition's
     declarations; ``service_inputs`` are ``{name, artifactSourceName, buildNumber}``. The run
-    is for the definition's ref (the project's default branch when blank) at the newest commit
-    a pipeline was reported for on that ref, or ``UNKNOWN_SHA`` when there is none yet.
+    is for the definition's ref (the project's default branch when blank) at that ref's commit
+    (``start_pipeline``), or ``UNKNOWN_SHA`` when nothing was reported there yet.
     """
     variables = definition.bind_variables(list(variable_inputs))
     services_given = list(service_inputs)
@@ -874,18 +925,13 @@ def start_execution(
             for key, value in zip(SERVICE_VARIABLES, values, strict=True)
         ]
     project = definition.project
-    ref = definition.ref or project.default_branch
     with transaction.atomic():
-        newest_sha = (
-            project.pipelines.filter(ref=ref).order_by("-id").values_list("sha", flat=True).first()
-        )
-        pipeline = create_pipeline(
+        pipeline = start_pipeline(
             project,
-            ref=ref,
-            sha=newest_sha or UNKNOWN_SHA,
-            source=Pipeline.Source.API,
+            ref=definition.ref or project.default_branch,
             user=user,
             variables=variables,
+            commit_required=False,  # a deployment may start before anything was reported
             name=definition.name,
         )
         return Execution.objects.create(

@@ -48,7 +48,6 @@ from pipelines.api.parsing import (
 from pipelines.errors import (
     Conflict,
     Forbidden,
-    InvalidInput,
     InvalidParameter,
     NotFound,
     ProjectHidden,
@@ -486,20 +485,6 @@ class PipelineListView(GitLabView):
         return self.paginated(pipelines, entities.PipelineBasicSerializer)
 
 
-def _commit_fields_for(project: Project, sha: str) -> dict:
-    """What an earlier report told us about this commit, for a pipeline started by API."""
-    known = project.pipelines.filter(sha=sha).order_by("-id").first()
-    if known is None:
-        return {}
-    return {
-        "commit_message": known.commit_message,
-        "commit_title": known.commit_title,
-        "commit_timestamp": known.commit_timestamp,
-        "commit_author_name": known.commit_author_name,
-        "commit_author_email": known.commit_author_email,
-    }
-
-
 class PipelineCreateView(GitLabView):
     write_action = auth.START
 
@@ -514,20 +499,12 @@ class PipelineCreateView(GitLabView):
         """Start a pipeline on `ref` (source `api`) with optional variables."""
         project = self.get_project()
         params = self.body_params(entities.PipelineCreateParams)
-        ref = params["ref"]
-        on_ref = project.pipelines.filter(ref=ref).order_by("-id").first()
-        sha = params.get("sha") or (on_ref.sha if on_ref else None)
-        if not sha:
-            raise InvalidInput.about("base", "Reference not found")
-        pipeline = services.create_pipeline(
+        pipeline = services.start_pipeline(
             project,
-            ref=ref,
-            sha=sha,
-            source=Pipeline.Source.API,
+            ref=params["ref"],
+            sha=params.get("sha"),
             user=request.user,
             variables=[dict(variable) for variable in params.get("variables", [])],
-            tag=on_ref.tag if on_ref else False,
-            **_commit_fields_for(project, sha),
         )
         return Response(render_pipeline(pipeline), status=status.HTTP_201_CREATED)
 

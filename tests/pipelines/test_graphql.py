@@ -5,6 +5,7 @@ run, byte for byte apart from the ids and key filled in.
 """
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 from django.contrib.auth.models import Group, Permission
@@ -503,6 +504,38 @@ def test_run_is_for_the_newest_commit_seen_on_the_definitions_ref(
 
     run = Pipeline.objects.get(source="api")
     assert (run.ref, run.sha) == ("release", "b" * 40)
+
+
+def test_run_carries_what_was_reported_of_its_commit(client, app, pipeline_def, deployer_key):
+    """As a pipeline started on the REST API does: whether the ref is a tag, and what an
+    earlier report said of the commit, reach the run and its hook payload."""
+    committed = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+    services.create_pipeline(
+        app,
+        ref="v1.2",
+        sha="d" * 40,
+        source=Pipeline.Source.PUSH,
+        tag=True,
+        commit_title="Release 1.2",
+        commit_message="Release 1.2\n\nNotes",
+        commit_author_name="Ada",
+        commit_author_email="ada@example.com",
+        commit_timestamp=committed,
+    )
+    pipeline_def.ref = "v1.2"
+    pipeline_def.save()
+
+    start(client, deployer_key, pipeline_def)
+
+    run = Pipeline.objects.get(source="api")
+    assert (run.sha, run.tag) == ("d" * 40, True)
+    assert (
+        run.commit_title,
+        run.commit_message,
+        run.commit_author_name,
+        run.commit_author_email,
+        run.commit_timestamp,
+    ) == ("Release 1.2", "Release 1.2\n\nNotes", "Ada", "ada@example.com", committed)
 
 
 def test_application_pipelines_page_through(client, app, app_id, deployer_key):
