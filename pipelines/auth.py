@@ -25,13 +25,16 @@ named it would let anyone probe which names exist.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.contrib.auth.models import Permission
+from django.db import transaction
 from django.utils import timezone
 from rest_framework import authentication, exceptions, permissions
 
-from pipelines.errors import Forbidden, ProjectHidden
+from pipelines.errors import Forbidden, InvalidInput, ProjectHidden
 from pipelines.models import AccessToken, GroupProjectPermission, Project
 
 READ = "read"
@@ -160,6 +163,58 @@ def find_token(raw: str | None) -> AccessToken | None:
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
         AccessToken.objects.filter(pk=token.pk).update(last_used_at=now)
     return token
+
+
+# --- Tokens ----------------------------------------------------------------------------------
+
+
+def create_token(
+    user,
+    *,
+    scopes: list[str],
+    name: str = "token",
+    projects: Iterable[Project] = (),
+    groups: Iterable = (),
+    expires_at: datetime | None = None,
+) -> tuple[AccessToken, str]:
+    """Create an access token; returns the row and the raw token, which is shown only once."""
+    scopes = list(dict.fromkeys(scopes))
+    if not scopes:
+        raise InvalidInput("at least one scope is needed")
+    unknown = set(scopes) - set(AccessToken.Scope.values)
+    if unknown:
+        raise InvalidInput(
+            f"unknown scopes: {', '.join(sorted(unknown))}"
+            f" (use {', '.join(AccessToken.Scope.values)})"
+        )
+    groups = list(groups)
+    check_token_groups(user, groups)
+    raw = AccessToken.generate()
+    with transaction.atomic():
+        token = AccessToken.objects.create(
+            user=user,
+            name=name,
+            token_hash=AccessToken.hash_token(raw),
+            token_prefix=raw[:10],
+            scopes=scopes,
+            expires_at=expires_at,
+        )
+        token.projects.set(projects)
+        token.groups.set(groups)
+    return token, raw
+
+
+def check_token_groups(user, groups: Iterable) -> None:
+    """A token may be scoped only to groups its owner is in: scoping narrows, never widens."""
+    if user.is_superuser:
+        return
+    member_of = set(user.groups.values_list("pk", flat=True))
+    foreign = sorted(group.name for group in groups if group.pk not in member_of)
+    if foreign:
+        raise InvalidInput(
+            f"user {user.get_username()} is not in the group(s) {', '.join(foreign)}: a token"
+            " can only be scoped to its owner's groups"
+        )
 
 
 def raw_token_from_request(request) -> str | None:

@@ -23,7 +23,8 @@ from pipelines.api.graphql import definition_id
 from pipelines.api.parsing import parse_id
 from pipelines.api.serializers import GitLabDateTimeField
 from pipelines.errors import Conflict, InvalidInput, InvalidParameter, NotFound
-from pipelines.models import PipelineDefinition, Project, VariableType
+from pipelines.models import PipelineDefinition, Project
+from pipelines.variables import VariableType
 
 DEFINITION_ID = OpenApiParameter(
     "definition_id",

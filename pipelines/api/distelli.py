@@ -33,7 +33,7 @@ from drf_spectacular.utils import (
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from pipelines import services
+from pipelines import reports, services
 from pipelines.api.inbound import (
     DialectView,
     Text,
@@ -587,9 +587,9 @@ def _report_build(event: DistelliEvent) -> None:
     if event.pipeline_id is None:
         return  # its pipeline was deleted; the event stays as history
     status = BuildStatus(event.build_status)
-    services.report_pipeline_run(
+    reports.report_pipeline_run(
         event.pipeline,
-        run=services.ReportedJob(
+        run=reports.ReportedJob(
             name=BUILD_JOB,
             stage=BUILD_JOB,
             status=STATUS_FOR_BUILD[status],

@@ -34,7 +34,7 @@ from strawberry.extensions import AddValidationRules, MaskErrors, QueryDepthLimi
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import Info
 
-from pipelines import auth, services
+from pipelines import auth, executions
 from pipelines.api.parsing import check_request_text, load_json, parse_id
 from pipelines.errors import (
     Conflict,
@@ -609,7 +609,7 @@ class Mutation:
                 f" {input.entity_id!r}"
             )
         token = info.context.token()
-        record = services.start_execution(
+        record = executions.start_execution(
             definition,
             variable_inputs=[
                 (item.name, item.variable_value.type.value, item.variable_value.value)

@@ -24,7 +24,7 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from pipelines import services
+from pipelines import reports, services
 from pipelines.api.inbound import (
     DialectView,
     Text,
@@ -275,7 +275,7 @@ def jobs_from_job_run(job_run: dict | None, run_status: Status, start: datetime)
     SEI reports only durations, so jobs are laid end to end from the run's start, in the
     order given; a missing duration counts as zero. Repeated names in a stage are numbered.
     """
-    jobs: list[services.ReportedJob] = []
+    jobs: list[reports.ReportedJob] = []
     cursor = start
     for stage_index, stage in enumerate((job_run or {}).get("stages") or []):
         stage_name = stage["displayName"]
@@ -294,7 +294,7 @@ def jobs_from_job_run(job_run: dict | None, run_status: Status, start: datetime)
                 name = name[: 255 - len(suffix)] + suffix
             finished = later_by(cursor, millis, f"{unit_where}.durationInMillis")
             jobs.append(
-                services.ReportedJob(
+                reports.ReportedJob(
                     name=name,
                     stage=stage_name,
                     status=status,
@@ -426,7 +426,7 @@ class CustomCicdView(DialectView):
         start = time_from_epoch_ms(run["start_time"], "start_time")
         end = later_by(start, run["duration"], "duration")
         jobs = jobs_from_job_run(run.get("job_run"), status, start)
-        whole_run = services.ReportedJob(
+        whole_run = reports.ReportedJob(
             name=run["job_full_name"],
             stage=services.EXTERNAL_STAGE,
             status=status,
@@ -499,7 +499,7 @@ class CustomCicdView(DialectView):
                 record.report = body
                 record.updated_at = timezone.now()
                 record.save(update_fields=["report", "updated_at"])
-            services.report_pipeline_run(record.pipeline, run=whole_run, jobs=jobs)
+            reports.report_pipeline_run(record.pipeline, run=whole_run, jobs=jobs)
             record.pipeline.refresh_from_db()
         return record, created
 

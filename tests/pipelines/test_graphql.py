@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from django.contrib.auth.models import Group, Permission
 
-from pipelines import services
+from pipelines import auth, executions, services
 from pipelines.api.graphql import (
     EXECUTION_STATUS,
     ExecutionStatus,
@@ -668,7 +668,7 @@ def test_rotated_key_stops_working_and_its_executions_stay(client, pipeline_def,
     old = AccessToken.objects.get()
     owner, groups = old.user, list(old.groups.all())
     old.delete()  # rotation: delete the old key...
-    _, new_key = services.create_token(owner, scopes=["api"], groups=groups)  # ...create a new one
+    _, new_key = auth.create_token(owner, scopes=["api"], groups=groups)  # ...create a new one
 
     refused = start(client, deployer_key, pipeline_def)
     assert refused["errors"][0]["extensions"] == {"code": "UNAUTHENTICATED"}
@@ -859,7 +859,7 @@ def test_unexpected_failures_are_masked_not_500(client, pipeline_def, deployer_k
     def broken(*args, **kwargs):
         raise RuntimeError("database exploded at /secret/path")
 
-    monkeypatch.setattr(services, "start_execution", broken)
+    monkeypatch.setattr(executions, "start_execution", broken)
     result = start(client, deployer_key, pipeline_def)
     assert error_messages(result) == ["Unexpected error."]
 
@@ -888,7 +888,7 @@ def test_browser_gets_the_graphiql_explorer(client):
 
 
 def test_unscoped_key_of_a_user_without_permissions_can_do_nothing(client, pipeline_def):
-    _, key = services.create_token(UserFactory(), scopes=["api"])
+    _, key = auth.create_token(UserFactory(), scopes=["api"])
     refused = start(client, key, pipeline_def)
     application_id = encode_id("Application", pipeline_def.project_id)
     assert error_messages(refused) == [f"No application with id {application_id!r}"]
@@ -896,6 +896,6 @@ def test_unscoped_key_of_a_user_without_permissions_can_do_nothing(client, pipel
 
 
 def test_unscoped_key_of_a_superuser_may_do_anything(client, pipeline_def):
-    _, key = services.create_token(UserFactory(is_superuser=True), scopes=["api"])
+    _, key = auth.create_token(UserFactory(is_superuser=True), scopes=["api"])
     assert "errors" not in start(client, key, pipeline_def)
     assert Pipeline.objects.count() == 1

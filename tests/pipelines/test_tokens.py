@@ -5,7 +5,7 @@ from django.contrib.auth.models import Group, Permission
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from pipelines import auth, services
+from pipelines import auth
 from pipelines.errors import Forbidden, InvalidInput, ProjectHidden
 from pipelines.models import AccessToken, GroupProjectPermission
 from tests.factories import ProjectFactory, UserFactory, grant_permissions
@@ -31,11 +31,11 @@ def test_createtoken_refuses_unknown_scope_and_writes_nothing(db):
 
 def test_create_token_needs_a_scope(db):
     with pytest.raises(InvalidInput):
-        services.create_token(UserFactory(), scopes=[])
+        auth.create_token(UserFactory(), scopes=[])
 
 
 def test_revoked_or_unknown_tokens_are_not_found(db):
-    token, raw = services.create_token(UserFactory(), scopes=["api"])
+    token, raw = auth.create_token(UserFactory(), scopes=["api"])
     assert auth.find_token(raw) == token
     assert auth.find_token(raw + "x") is None
     AccessToken.objects.filter(pk=token.pk).update(revoked=True)
@@ -44,7 +44,7 @@ def test_revoked_or_unknown_tokens_are_not_found(db):
 
 def test_read_api_token_cannot_write(db):
     owner = grant_permissions(UserFactory(), "view_project", "change_project")
-    token, _ = services.create_token(owner, scopes=["read_api"])
+    token, _ = auth.create_token(owner, scopes=["read_api"])
     auth.check_access(token, token.user, auth.READ)
     with pytest.raises(Forbidden, match="insufficient_scope"):
         auth.check_access(token, token.user, auth.WRITE)
@@ -53,7 +53,7 @@ def test_read_api_token_cannot_write(db):
 def test_project_limited_token_reaches_only_its_projects(db):
     mine, other = ProjectFactory(), ProjectFactory()
     owner = grant_permissions(UserFactory(), "view_project", "change_project")
-    token, _ = services.create_token(owner, scopes=["api"], projects=[mine])
+    token, _ = auth.create_token(owner, scopes=["api"], projects=[mine])
     auth.check_access(token, token.user, auth.WRITE, mine)
     # Outside its projects it is told what a missing project is told.
     with pytest.raises(ProjectHidden):
@@ -65,7 +65,7 @@ def test_group_scoped_token_has_only_its_groups_permissions(db):
     readers.permissions.add(Permission.objects.get(codename="view_project"))
     member = grant_permissions(UserFactory(), "start_execution")
     member.groups.add(readers)
-    token, _ = services.create_token(member, scopes=["api"], groups=[readers])
+    token, _ = auth.create_token(member, scopes=["api"], groups=[readers])
     auth.check_access(token, token.user, auth.READ)
     with pytest.raises(Forbidden, match="pipelines.start_execution"):
         auth.check_access(token, token.user, auth.START)
@@ -76,7 +76,7 @@ def test_group_scoped_token_has_only_its_groups_permissions(db):
 
 def test_token_of_a_user_granted_nothing_can_do_nothing(db):
     project = ProjectFactory()
-    token, _ = services.create_token(UserFactory(username="fresh"), scopes=["api"])
+    token, _ = auth.create_token(UserFactory(username="fresh"), scopes=["api"])
     for action in (auth.READ, auth.WRITE, auth.START, auth.MANAGE_HOOKS, auth.CREATE_PROJECT):
         with pytest.raises(Forbidden, match="user fresh does not hold"):
             auth.check_access(token, None, action)
@@ -89,7 +89,7 @@ def test_token_of_a_user_granted_nothing_can_do_nothing(db):
 def test_token_acts_with_its_owners_permissions_and_no_more(db):
     project = ProjectFactory()
     owner = grant_permissions(UserFactory(), "view_project")
-    token, _ = services.create_token(owner, scopes=["api"])
+    token, _ = auth.create_token(owner, scopes=["api"])
     auth.check_access(token, None, auth.READ, project)
     with pytest.raises(Forbidden, match="'pipelines.change_project' permission on"):
         auth.check_access(token, None, auth.WRITE, project)
@@ -104,13 +104,13 @@ def test_token_acts_with_its_owners_permissions_and_no_more(db):
 def test_superusers_token_may_do_anything_unless_scoped_to_groups(db):
     project = ProjectFactory()
     root = UserFactory(is_superuser=True)
-    token, _ = services.create_token(root, scopes=["api"])
+    token, _ = auth.create_token(root, scopes=["api"])
     for action in (auth.READ, auth.WRITE, auth.START, auth.MANAGE_HOOKS):
         auth.check_access(token, None, action, project)
     auth.check_access(token, None, auth.CREATE_PROJECT)
     readers = Group.objects.create(name="readers")  # root need not be in it
     readers.permissions.add(Permission.objects.get(codename="view_project"))
-    scoped, _ = services.create_token(root, scopes=["api"], groups=[readers])
+    scoped, _ = auth.create_token(root, scopes=["api"], groups=[readers])
     auth.check_access(scoped, None, auth.READ, project)
     with pytest.raises(Forbidden, match="user groups do not grant"):
         auth.check_access(scoped, None, auth.WRITE, project)
@@ -122,11 +122,11 @@ def test_group_scope_counts_only_groups_the_owner_is_in(db):
     writers.permissions.add(Permission.objects.get(codename="change_project"))
     owner = UserFactory(username="dev")
     with pytest.raises(InvalidInput, match="user dev is not in the group"):
-        services.create_token(owner, scopes=["api"], groups=[writers])
+        auth.create_token(owner, scopes=["api"], groups=[writers])
     assert AccessToken.objects.count() == 0
 
     owner.groups.add(writers)
-    token, _ = services.create_token(owner, scopes=["api"], groups=[writers])
+    token, _ = auth.create_token(owner, scopes=["api"], groups=[writers])
     auth.check_access(token, None, auth.WRITE, project)
     owner.groups.remove(writers)  # leaving the group takes the token's rights with it
     with pytest.raises(ProjectHidden):
@@ -214,7 +214,7 @@ def test_admin_shows_a_new_token_once_and_says_what_it_may_do(admin_client, admi
 
 def test_staff_manage_only_their_own_tokens_within_their_own_groups(client, db):
     root = UserFactory(username="root", is_superuser=True)
-    services.create_token(root, scopes=["api"])
+    auth.create_token(root, scopes=["api"])
     mine, theirs = Group.objects.create(name="mine"), Group.objects.create(name="theirs")
     staff = UserFactory(username="staff", is_staff=True)
     staff.groups.add(mine)

@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 
-from pipelines import auth, services
+from pipelines import auth
 from pipelines.errors import DomainError
 from pipelines.models import Project
 
@@ -46,7 +46,7 @@ class Command(BaseCommand):
             groups.append(group)
         scopes = [s.strip() for s in options["scopes"].split(",") if s.strip()]
         try:
-            token, raw = services.create_token(
+            token, raw = auth.create_token(
                 user, scopes=scopes, name=options["name"], projects=projects, groups=groups
             )
         except DomainError as error:
