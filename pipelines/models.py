@@ -1,7 +1,12 @@
 """The pipeline domain: projects, their pipelines and the jobs those pipelines are made of.
 
-Rows here change only through ``pipelines.services``; these classes hold data and the
-read-only rules GitLab attaches to it (status groups, URLs).
+These classes hold data and the read-only rules GitLab attaches to it (status groups,
+URLs). Rows change only through the commands, each in its own transaction:
+``pipelines.services`` (projects, pipelines, jobs, definitions), ``pipelines.reports`` (runs a
+CI reports whole, and the SEI and Distelli records), ``pipelines.executions`` (runs started
+by API) and ``pipelines.auth`` (tokens). The admin edits configuration with Django's own
+forms (projects, definitions, CI/CD instances, group grants, a token's settings); pipelines,
+jobs, executions and the dialects' records it only shows, or deletes.
 """
 
 import contextlib
@@ -448,7 +453,7 @@ class Execution(models.Model):
 # --- Inbound dialect records
 # What the Harness SEI and Puppet Pipelines (Distelli) dialects need to remember beyond the
 # pipeline itself: which CI instance reports, which pipeline a re-posted run is, and the
-# Distelli events with their links. Pipeline state still changes only through services.
+# Distelli events with their links, written by ``pipelines.reports``.
 
 
 class CicdInstance(models.Model):

@@ -14,18 +14,20 @@ import logging
 from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 from django.utils.text import slugify
 
-from pipelines.errors import InvalidInput, NotFound, TransitionRefused
+from pipelines.errors import Conflict, InvalidInput, NotFound, TransitionRefused
 from pipelines.models import (
     CANCELABLE_STATUSES,
     COMPLETED_STATUSES,
     UNKNOWN_SHA,
     Job,
     Pipeline,
+    PipelineDefinition,
     Project,
     Status,
 )
@@ -496,5 +498,43 @@ def create_project(*, name: str, path: str | None = None, **fields) -> Project:
     namespace = fields.get("namespace") or "root"
     if Project.objects.filter(namespace=namespace, path=path).exists():
         raise InvalidInput(f"path {namespace}/{path} has already been taken")
+    try:
+        with transaction.atomic():
+            return Project.objects.create(name=name.strip(), path=path, **fields)
+    except IntegrityError:  # another request took the path between the check and the insert
+        raise Conflict.about("path", "has already been taken") from None
+
+
+# --- Pipeline definitions --------------------------------------------------------------------
+
+
+def save_definition(definition: PipelineDefinition, **changes) -> PipelineDefinition:
+    """Create or edit a definition with ``changes``: the model's rules, then a name unique
+    among the project's definitions of its kind (else a ``Conflict`` about ``name``)."""
+    for field, value in changes.items():
+        setattr(definition, field, value)
+    try:
+        definition.full_clean(exclude=["project"], validate_constraints=False)
+    except ValidationError as invalid:
+        problems = invalid.message_dict
+        message = "; ".join(
+            f"{field}: {text}" for field, texts in problems.items() for text in texts
+        )
+        raise InvalidInput(message, fields=problems) from None
+    taken = PipelineDefinition.objects.filter(
+        project=definition.project, kind=definition.kind, name=definition.name
+    ).exclude(pk=definition.pk)
+    if taken.exists():
+        raise Conflict.about("name", "has already been taken")
+    try:
+        with transaction.atomic():
+            definition.save()
+    except IntegrityError:  # created by someone else between the check and the save
+        raise Conflict.about("name", "has already been taken") from None
+    return definition
+
+
+def delete_definition(definition: PipelineDefinition) -> None:
+    """Delete a definition; the executions started from it stay, without it."""
     with transaction.atomic():
-        return Project.objects.create(name=name.strip(), path=path, **fields)
+        definition.delete()

@@ -10,19 +10,18 @@ Each definition carries its ``graphql_id``, the ``entityId`` that starts it.
 
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError as ModelValidationError
-from django.db import IntegrityError, transaction
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from pipelines import services
 from pipelines.api.gitlab import LIST_HEADERS, PROJECT_ID, GitLabView, error_responses
 from pipelines.api.graphql import definition_id
 from pipelines.api.parsing import parse_id
 from pipelines.api.serializers import GitLabDateTimeField
-from pipelines.errors import Conflict, InvalidInput, InvalidParameter, NotFound
+from pipelines.errors import InvalidParameter, NotFound
 from pipelines.models import PipelineDefinition, Project
 from pipelines.variables import VariableType
 
@@ -105,24 +104,6 @@ class DefinitionCreateParams(DefinitionUpdateParams):
     name = serializers.CharField(max_length=255)
 
 
-def _save(definition: PipelineDefinition) -> None:
-    """Validate with the model's rules and save; problems answer 400 like GitLab's."""
-    try:
-        definition.full_clean(exclude=["project"], validate_constraints=False)
-    except ModelValidationError as invalid:
-        raise InvalidInput(str(invalid), fields=invalid.message_dict) from None
-    taken = PipelineDefinition.objects.filter(
-        project=definition.project, kind=definition.kind, name=definition.name
-    ).exclude(pk=definition.pk)
-    if taken.exists():
-        raise Conflict.about("name", "has already been taken")
-    try:
-        with transaction.atomic():
-            definition.save()
-    except IntegrityError:  # created by someone else between the check and the save
-        raise Conflict.about("name", "has already been taken") from None
-
-
 # --- Views -------------------------------------------------------------------------------
 
 
@@ -154,8 +135,7 @@ class DefinitionListView(GitLabView):
         project: Project = self.get_project()
         params = self.body_params(DefinitionCreateParams)
         params["variables"] = [dict(item) for item in params.get("variables", [])]
-        definition = PipelineDefinition(project=project, **params)
-        _save(definition)
+        definition = services.save_definition(PipelineDefinition(project=project), **params)
         return Response(
             PipelineDefinitionSerializer(definition).data, status=status.HTTP_201_CREATED
         )
@@ -193,9 +173,7 @@ class DefinitionDetailView(GitLabView):
         params = self.body_params(DefinitionUpdateParams)
         if "variables" in params:
             params["variables"] = [dict(item) for item in params["variables"]]
-        for key, value in params.items():
-            setattr(definition, key, value)
-        _save(definition)
+        definition = services.save_definition(definition, **params)
         return Response(PipelineDefinitionSerializer(definition).data)
 
     @extend_schema(
@@ -216,5 +194,5 @@ class DefinitionDetailView(GitLabView):
     )
     def delete(self, request: Request, project_id: str, definition_id: str) -> Response:
         definition = self.get_definition(self.get_project())
-        definition.delete()
+        services.delete_definition(definition)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -19,10 +19,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import transaction
 from django.db.models import QuerySet
 from django.urls import re_path
-from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -33,7 +31,7 @@ from drf_spectacular.utils import (
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from pipelines import reports, services
+from pipelines import reports
 from pipelines.api.inbound import (
     DialectView,
     Text,
@@ -45,33 +43,13 @@ from pipelines.api.inbound import (
 from pipelines.api.parsing import MAX_ID, parse_id
 from pipelines.auth import READ, WRITE, check_access, grants_of
 from pipelines.errors import Conflict, Forbidden, InvalidInput, NotFound
-from pipelines.models import UNKNOWN_SHA, AccessToken, DistelliEvent, Pipeline, Project, Status
+from pipelines.models import AccessToken, DistelliEvent, Project
 
 SCHEMA_TAG = "Puppet Pipelines (Distelli) events"
 HOW_TO_AUTHENTICATE = "add ?apiToken=<token> to the URL"
-BUILD_JOB = "build"  # the job (and stage) a build event is shown as
 
 BuildStatus = DistelliEvent.BuildStatus
 EventType = DistelliEvent.Type
-
-# Distelli build status -> GitLab status, and the failure reason GitLab would give.
-STATUS_FOR_BUILD = {
-    BuildStatus.WAITING: Status.CREATED,
-    BuildStatus.QUEUED: Status.PENDING,
-    BuildStatus.RUNNING: Status.RUNNING,
-    BuildStatus.SUCCESS: Status.SUCCESS,
-    BuildStatus.FAILED: Status.FAILED,
-    BuildStatus.TIMED_OUT: Status.FAILED,
-    BuildStatus.CANCELLED: Status.CANCELED,
-}
-FAILURE_REASON_FOR_BUILD = {
-    BuildStatus.FAILED: "script_failure",
-    BuildStatus.TIMED_OUT: "job_execution_timeout",
-}
-# Build statuses compared without case; "Canceled" is the American spelling of Cancelled.
-_BUILD_STATUS_SPELLINGS = {s.value.lower(): s for s in BuildStatus} | {
-    "canceled": BuildStatus.CANCELLED
-}
 
 # filter_event_type values as Distelli documents them. Deploy, release and docker image
 # events come from Distelli's own deployments, which this service has none of.
@@ -177,17 +155,6 @@ class BuildUpdateInput(serializers.Serializer):
     build_status = optional_text(32)
     build_end = serializers.DateTimeField(required=False, allow_null=True)
     release_version = optional_text()
-
-
-def build_status_from(value: str | None, default: BuildStatus | None) -> BuildStatus | None:
-    if value is None or value == "":
-        return default
-    status = _BUILD_STATUS_SPELLINGS.get(value.strip().lower())
-    if status is None:
-        raise InvalidInput(
-            f"build_status {value!r} is not one of {', '.join(BuildStatus.values)}",
-        )
-    return status
 
 
 # --- Output -----------------------------------------------------------------------------------
@@ -425,10 +392,10 @@ def filter_events(events: QuerySet, params) -> QuerySet:
 class EventView(DistelliView):
     """``PUT .../events/{buildEvent,pushEvent,pullRequestEvent}`` and ``POST .../events/:id``."""
 
-    CREATORS = {
-        "buildEvent": "create_build_event",
-        "pushEvent": "create_push_event",
-        "pullRequestEvent": "create_pull_request_event",
+    KINDS = {
+        "buildEvent": EventType.BUILD,
+        "pushEvent": EventType.PUSH,
+        "pullRequestEvent": EventType.PULL_REQUEST,
     }
 
     @extend_schema(
@@ -442,14 +409,18 @@ class EventView(DistelliView):
     )
     def put(self, request, username: str, app_name: str, name: str):
         token, project = self.app(request, username, app_name, WRITE)
-        creator = self.CREATORS.get(name)
-        if creator is None:
+        kind = self.KINDS.get(name)
+        if kind is None:
             raise NotFound(
                 f"events/{name} is not an event kind:"
                 " use buildEvent, pushEvent or pullRequestEvent",
             )
-        with transaction.atomic():
-            event = getattr(self, creator)(request, token, project)
+        if kind == EventType.BUILD:
+            data = validated(BuildEventInput(data=self.json_object(request)))
+            event = reports.record_build_event(project, user=token.user, **data)
+        else:
+            data = validated(RepoEventInput(data=self.json_object(request)))
+            event = reports.record_repo_event(project, kind, **data)
         return Response({"event_id": str(event.pk)})
 
     @extend_schema(
@@ -469,136 +440,8 @@ class EventView(DistelliView):
         if event_id is None:
             raise NotFound(f"event {name!r} not found in app {app_name!r}")
         data = validated(BuildUpdateInput(data=self.json_object(request)))
-        with transaction.atomic():
-            event = update_build_event(project, event_id, data)
+        event = reports.update_build_event(project, event_id, **data)
         return Response({"event": render_event(event)})
-
-    def create_push_event(self, request, token, project) -> DistelliEvent:
-        data = validated(RepoEventInput(data=self.json_object(request)))
-        return DistelliEvent.objects.create(project=project, event_type=EventType.PUSH, **data)
-
-    def create_pull_request_event(self, request, token, project) -> DistelliEvent:
-        data = validated(RepoEventInput(data=self.json_object(request)))
-        return DistelliEvent.objects.create(
-            project=project, event_type=EventType.PULL_REQUEST, **data
-        )
-
-    def create_build_event(self, request, token, project) -> DistelliEvent:
-        data = dict(validated(BuildEventInput(data=self.json_object(request))))
-        status = build_status_from(data.pop("build_status", None), BuildStatus.WAITING)
-        parent_id = data.pop("parent_event_id", None)
-        parent = None
-        if parent_id is not None:
-            parent = project.distelli_events.filter(
-                pk=parent_id, event_type__in=(EventType.PUSH, EventType.PULL_REQUEST)
-            ).first()
-            if parent is None:
-                raise InvalidInput(
-                    f"parent_event_id {parent_id} is not a push or pull request event of app"
-                    f" {project.path!r}",
-                )
-        now = timezone.now()
-        if status in DistelliEvent.TERMINAL_BUILD_STATUSES and not data.get("build_end"):
-            data["build_end"] = now  # the documentation asks for it; when it is missing, now
-        _check_times(data.get("build_start"), data.get("build_end"))
-        pipeline = services.create_pipeline(
-            project,
-            **_pipeline_fields(data, parent, project),
-            user=token.user,
-            at=now,
-        )
-        event = DistelliEvent.objects.create(
-            project=project,
-            event_type=EventType.BUILD,
-            parent=parent,
-            pipeline=pipeline,
-            build_status=status,
-            created_at=now,
-            updated_at=now,
-            **data,
-        )
-        _report_build(event)
-        return event
-
-
-def _pipeline_fields(data: dict, parent: DistelliEvent | None, project: Project) -> dict:
-    """What a build event says about its commit, completed by its parent push or PR."""
-
-    def given(field: str) -> str | None:
-        return data.get(field) or (getattr(parent, field) if parent else None)
-
-    message = given("commit_msg") or ""
-    if parent is None:
-        source = Pipeline.Source.EXTERNAL
-    elif parent.event_type == EventType.PUSH:
-        source = Pipeline.Source.PUSH
-    else:
-        source = Pipeline.Source.EXTERNAL_PULL_REQUEST_EVENT
-    return {
-        "ref": given("branch") or project.default_branch,
-        "sha": given("commit_id") or UNKNOWN_SHA,
-        "source": source,
-        "name": f"Build {data['build_id']}"[:255] if data.get("build_id") else None,
-        "commit_message": message,
-        "commit_title": message.split("\n", 1)[0][:255],
-        "commit_author_name": given("author_name") or given("author_username") or "",
-    }
-
-
-def _check_times(start: datetime | None, end: datetime | None) -> None:
-    if start and end and end < start:
-        raise InvalidInput("build_end is before build_start")
-
-
-def update_build_event(project: Project, event_id: int, data: dict) -> DistelliEvent:
-    event = (
-        DistelliEvent.objects.select_for_update()
-        .select_related("project")
-        .filter(project=project, pk=event_id)
-        .first()
-    )
-    if event is None:
-        raise NotFound(f"event {event_id} not found in app {project.path!r}")
-    if event.event_type != EventType.BUILD:
-        raise InvalidInput(
-            f"event {event_id} is a {event.event_type} event: only build events are updated"
-        )
-    if event.is_terminal:
-        raise Conflict(
-            f"event {event_id} is {event.build_status}, a terminal status: it is an immutable"
-            " historical object and cannot be updated",
-        )
-    status = build_status_from(data.get("build_status"), BuildStatus(event.build_status))
-    build_end = data.get("build_end") or event.build_end
-    if status in DistelliEvent.TERMINAL_BUILD_STATUSES and not build_end:
-        build_end = timezone.now()
-    _check_times(event.build_start, build_end)
-    event.build_status = status
-    event.build_end = build_end
-    if data.get("release_version") is not None:
-        event.release_version = data["release_version"]
-    event.updated_at = timezone.now()
-    event.save()
-    _report_build(event)
-    return event
-
-
-def _report_build(event: DistelliEvent) -> None:
-    if event.pipeline_id is None:
-        return  # its pipeline was deleted; the event stays as history
-    status = BuildStatus(event.build_status)
-    reports.report_pipeline_run(
-        event.pipeline,
-        run=reports.ReportedJob(
-            name=BUILD_JOB,
-            stage=BUILD_JOB,
-            status=STATUS_FOR_BUILD[status],
-            started_at=event.build_start,
-            finished_at=event.build_end,
-            failure_reason=FAILURE_REASON_FOR_BUILD.get(status),
-            target_url=event.build_url or "",
-        ),
-    )
 
 
 _APP = r"^(?P<username>[^/]+)/apps/(?P<app_name>[^/]+)/events"

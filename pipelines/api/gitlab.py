@@ -22,7 +22,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from django.db import IntegrityError
 from django.db.models import Max, Q, QuerySet
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
@@ -46,7 +45,6 @@ from pipelines.api.parsing import (
     parse_id,
 )
 from pipelines.errors import (
-    Conflict,
     Forbidden,
     InvalidParameter,
     NotFound,
@@ -328,13 +326,9 @@ class ProjectListView(GitLabView):
         namespace = params.get("namespace") or params.get("namespace_id")
         if namespace:
             fields["namespace"] = namespace
-        try:
-            project = services.create_project(
-                name=params.get("name") or params["path"], path=params.get("path"), **fields
-            )
-        except IntegrityError:
-            # Another request took the same path between the check and the insert.
-            raise Conflict.about("path", "has already been taken") from None
+        project = services.create_project(
+            name=params.get("name") or params["path"], path=params.get("path"), **fields
+        )
         return Response(entities.ProjectSerializer(project).data, status=status.HTTP_201_CREATED)
 
 

@@ -13,12 +13,9 @@ Field by field, and every leniency with its reason: ``docs/dialects.md``.
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
-from django.db import IntegrityError, transaction
 from django.urls import re_path
-from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers
@@ -37,13 +34,11 @@ from pipelines.api.inbound import (
 )
 from pipelines.api.parsing import MAX_ID, parse_id
 from pipelines.auth import WRITE, check_access
-from pipelines.errors import Conflict, InvalidInput, ProjectHidden
+from pipelines.errors import InvalidInput, ProjectHidden
 from pipelines.models import (
     COMPLETED_STATUSES,
     UNKNOWN_SHA,
     CicdInstance,
-    CicdRun,
-    Pipeline,
     Project,
     Status,
 )
@@ -378,18 +373,13 @@ class CicdInstancesView(DialectView):
             check_access(token, token.user, WRITE, project)
         except ProjectHidden:
             raise not_a_project from None
-        guid = data.get("id") or uuid.uuid4()
-        try:
-            with transaction.atomic():
-                instance = CicdInstance.objects.create(
-                    guid=guid,
-                    project=project,
-                    name=data["name"],
-                    type=data.get("type") or "custom",
-                    created_by=token.user,
-                )
-        except IntegrityError:  # the GUID is the only unique column
-            raise Conflict(f"an instance with id {guid} already exists") from None
+        instance = reports.register_cicd_instance(
+            project,
+            guid=data.get("id"),
+            name=data["name"],
+            type=data.get("type") or "custom",
+            user=token.user,
+        )
         return Response({"id": str(instance.guid)})
 
 
@@ -435,11 +425,28 @@ class CustomCicdView(DialectView):
             failure_reason=_failure_reason(run["result"]),
             target_url=run.get("web_url") or "",
         )
-        try:
-            record, created = self._save_run(instance, run, body, token, whole_run, jobs)
-        except IntegrityError:
-            # Another request created the same run first; this report updates it.
-            record, created = self._save_run(instance, run, body, token, whole_run, jobs)
+        record, created = reports.record_cicd_run(
+            instance,
+            run_identity(run),
+            report=body,
+            run=whole_run,
+            jobs=jobs,
+            user=token.user,
+            new_pipeline={
+                "ref": run.get("branch_name") or instance.project.default_branch,
+                "sha": (run.get("scm_commit_ids") or [UNKNOWN_SHA])[0],
+                "name": run["pipeline"],
+                "variables": [
+                    {"key": param["name"], "value": _param_value(param.get("value"))}
+                    for param in run.get("job_run_params") or []
+                ],
+            },
+            new_record={
+                "job_full_name": run["job_full_name"],
+                "execution_id": run.get("execution_id") or None,
+                "build_number": run.get("build_number"),
+            },
+        )
         pipeline = record.pipeline
         return Response(
             {
@@ -453,55 +460,6 @@ class CustomCicdView(DialectView):
             },
             status=202,
         )
-
-    @staticmethod
-    def _save_run(instance, run, body, token, whole_run, jobs) -> tuple[CicdRun, bool]:
-        """Create the run's record and pipeline, or find them; then report the run on it.
-
-        ``body`` is the report as the client sent it (aliases resolved), kept for the fields
-        the pipeline has no column for.
-        """
-        identity = run_identity(run)
-        with transaction.atomic():
-            record = (
-                CicdRun.objects.select_for_update()
-                .select_related("pipeline")
-                .filter(instance=instance, identity=identity)
-                .first()
-            )
-            created = record is None
-            if created:
-                variables = [
-                    {"key": param["name"], "value": _param_value(param.get("value"))}
-                    for param in run.get("job_run_params") or []
-                ]
-                commits = run.get("scm_commit_ids") or [UNKNOWN_SHA]
-                pipeline = services.create_pipeline(
-                    instance.project,
-                    ref=run.get("branch_name") or instance.project.default_branch,
-                    sha=commits[0],
-                    source=Pipeline.Source.EXTERNAL,
-                    user=token.user,
-                    variables=variables,
-                    at=whole_run.started_at,
-                    name=run["pipeline"],
-                )
-                record = CicdRun.objects.create(
-                    instance=instance,
-                    identity=identity,
-                    pipeline=pipeline,
-                    job_full_name=run["job_full_name"],
-                    execution_id=run.get("execution_id") or None,
-                    build_number=run.get("build_number"),
-                    report=body,
-                )
-            else:
-                record.report = body
-                record.updated_at = timezone.now()
-                record.save(update_fields=["report", "updated_at"])
-            reports.report_pipeline_run(record.pipeline, run=whole_run, jobs=jobs)
-            record.pipeline.refresh_from_db()
-        return record, created
 
 
 def _param_value(value) -> str:
