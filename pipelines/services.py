@@ -11,6 +11,7 @@ definitions, ``pipelines.executions``; tokens, ``pipelines.auth``.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -389,19 +390,29 @@ def update_job(job: Job, *, status: str | None = None, at: datetime | None = Non
     return job
 
 
+@dataclass(frozen=True)
+class ReportedCommitStatus:
+    """A commit status as external CI posts it (GitLab's ``POST /projects/:id/statuses/:sha``).
+
+    ``name`` is the job's (``"default"`` when not given); ``ref`` picks the commit's pipeline
+    on that ref, ``pipeline_id`` one pipeline; ``stage`` places a new job (by default in
+    GitLab's stage for external statuses, after every other). Fields left None stay as they
+    are on a job reported before.
+    """
+
+    sha: str
+    state: str
+    name: str | None = None
+    ref: str | None = None
+    stage: str | None = None
+    target_url: str | None = None
+    description: str | None = None
+    coverage: float | None = None
+    pipeline_id: int | None = None
+
+
 def report_commit_status(
-    project: Project,
-    sha: str,
-    *,
-    state: str,
-    name: str | None = None,
-    ref: str | None = None,
-    stage: str | None = None,
-    target_url: str | None = None,
-    description: str | None = None,
-    coverage: float | None = None,
-    pipeline_id: int | None = None,
-    user: AbstractBaseUser | None = None,
+    project: Project, reported: ReportedCommitStatus, *, user: AbstractBaseUser | None = None
 ) -> Job:
     """GitLab's ``POST /projects/:id/statuses/:sha`` (Ci::CreateCommitStatusService).
 
@@ -409,19 +420,26 @@ def report_commit_status(
     one when there is none; finds the pending or running job of that name, or starts a new
     attempt (an older finished attempt becomes "retried"); then moves it to ``state``.
     """
+    sha, state, ref, stage, pipeline_id = (
+        reported.sha,
+        reported.state,
+        reported.ref,
+        reported.stage,
+        reported.pipeline_id,
+    )
     if state not in COMMIT_STATUS_STATES:
         raise InvalidInput(
             f"state does not have a valid value: {state!r} is not one of "
             f"{', '.join(COMMIT_STATUS_STATES)}"
         )
-    name = name or "default"
+    name = reported.name or "default"
     at = timezone.now()
     fields = {
         k: v
         for k, v in {
-            "target_url": target_url,
-            "description": description,
-            "coverage": coverage,
+            "target_url": reported.target_url,
+            "description": reported.description,
+            "coverage": reported.coverage,
         }.items()
         if v is not None
     }

@@ -117,7 +117,9 @@ def scene(db, monkeypatch, settings):
     user = UserFactory(username="fuzz")
     _, token = auth.create_token(user, scopes=["api"])
     project = ProjectFactory(path="web", namespace="fuzz")
-    job = services.report_commit_status(project, SHA, state="running", name="build", ref="main")
+    job = services.report_commit_status(
+        project, services.ReportedCommitStatus(SHA, state="running", name="build", ref="main")
+    )
     definition = PipelineDefinition.objects.create(
         project=project, name="deploy", variables=[{"name": "env", "type": "Text"}]
     )

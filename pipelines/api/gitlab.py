@@ -365,9 +365,8 @@ class CommitStatusCreateView(GitLabView):
         project = self.get_project()
         sha = _check_path_value("sha", sha, max_length=64)
         params = self.body_params(entities.CommitStatusCreateParams)
-        job = services.report_commit_status(
-            project,
-            sha,
+        reported = services.ReportedCommitStatus(
+            sha=sha,
             state=params["state"],
             name=params.get("name") or params.get("context"),
             ref=params.get("ref"),
@@ -376,8 +375,8 @@ class CommitStatusCreateView(GitLabView):
             description=params.get("description"),
             coverage=params.get("coverage"),
             pipeline_id=params.get("pipeline_id"),
-            user=request.user,
         )
+        job = services.report_commit_status(project, reported, user=request.user)
         job = Job.objects.select_related("pipeline__project", "user").get(pk=job.pk)
         return Response(entities.CommitStatusSerializer(job).data, status=status.HTTP_201_CREATED)
 
