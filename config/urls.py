@@ -4,7 +4,7 @@ from django.urls import include, path
 from django.views.defaults import page_not_found
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from pipelines.api.graphql import graphql_view
+from pipelines.api.graphql.view import graphql_view
 
 admin.site.site_header = "Pipehook"
 admin.site.site_title = "Pipehook admin"
@@ -13,7 +13,7 @@ admin.site.index_title = "Projects, pipelines and hooks"
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v4/", include("hooks.api_urls")),
-    path("api/v4/", include("pipelines.api.urls")),
+    path("api/v4/", include("pipelines.api.gitlab.urls")),
     path("api/graphql", graphql_view, name="graphql"),
     path("sei/api/v1/", include("pipelines.api.sei")),
     path("distelli/", include("pipelines.api.distelli")),

@@ -41,15 +41,15 @@ from hooks.validators import (
     check_status_filter,
     check_url,
 )
-from pipelines.api.gitlab import (
+from pipelines.api.gitlab.entities import GitLabDateTimeField
+from pipelines.api.gitlab.pagination import GitLabPagination
+from pipelines.api.gitlab.views import (
     LIST_HEADERS,
     PROJECT_ID,
     GitLabErrorSerializer,
     GitLabView,
 )
-from pipelines.api.pagination import GitLabPagination
 from pipelines.api.parsing import is_digits, parse_id
-from pipelines.api.serializers import GitLabDateTimeField
 from pipelines.auth import MANAGE_HOOKS, grants_of
 from pipelines.errors import InvalidParameter
 from pipelines.models import Project

@@ -7,7 +7,7 @@ matches it (line breaks included, so an id no project has is a 404, not a 405).
 from django.urls import re_path
 
 from hooks import api
-from pipelines.api.urls import PROJECT as PROJECT_ID
+from pipelines.api.gitlab.urls import PROJECT as PROJECT_ID
 
 PROJECT = PROJECT_ID + r"/hooks"
 HOOK = PROJECT + r"/(?P<hook_id>[^/]+)"

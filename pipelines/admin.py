@@ -11,7 +11,7 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from pipelines import auth
-from pipelines.api.graphql import definition_id
+from pipelines.api.graphql.ids import definition_id
 from pipelines.errors import DomainError
 from pipelines.models import (
     AccessToken,

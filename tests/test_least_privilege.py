@@ -20,7 +20,8 @@ from rest_framework.test import APIClient
 
 from hooks.models import Delivery, DeliveryAttempt, Event, Hook
 from pipelines import auth
-from pipelines.api.graphql import definition_id, encode_id, schema
+from pipelines.api.graphql.ids import definition_id, encode_id
+from pipelines.api.graphql.schema import schema
 from pipelines.errors import InvalidInput
 from pipelines.models import (
     CicdInstance,

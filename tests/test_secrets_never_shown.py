@@ -27,7 +27,7 @@ from rest_framework.test import APIClient
 from hooks import delivery as hook_delivery
 from hooks.models import Delivery, Hook
 from pipelines import auth
-from pipelines.api.graphql import encode_id
+from pipelines.api.graphql.ids import encode_id
 from pipelines.models import AccessToken, CicdInstance
 from tests.factories import UserFactory
 from tests.test_serve import (  # noqa: F401 (embedded_env is a fixture)

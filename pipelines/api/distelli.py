@@ -16,7 +16,6 @@ Field by field, and every leniency with its reason: ``docs/dialects.md``.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from django.db.models import QuerySet
@@ -32,7 +31,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 
 from pipelines import reports
-from pipelines.api.inbound import (
+from pipelines.api.dialect import (
     DialectView,
     Text,
     optional_text,
@@ -41,6 +40,7 @@ from pipelines.api.inbound import (
     validated,
 )
 from pipelines.api.parsing import MAX_ID, parse_id
+from pipelines.api.times import gitlab_time
 from pipelines.auth import READ, WRITE, check_access, grants_of
 from pipelines.errors import Conflict, Forbidden, InvalidInput, NotFound
 from pipelines.models import AccessToken, DistelliEvent, Project
@@ -160,25 +160,17 @@ class BuildUpdateInput(serializers.Serializer):
 # --- Output -----------------------------------------------------------------------------------
 
 
-def format_time(value: datetime | None) -> str | None:
-    """Distelli's times: ISO 8601 in UTC with milliseconds, ``2016-08-30T22:31:03.723Z``."""
-    if value is None:
-        return None
-    value = value.astimezone(UTC)
-    return f"{value:%Y-%m-%dT%H:%M:%S}.{value.microsecond // 1000:03d}Z"
-
-
 def render_event(event: DistelliEvent) -> dict[str, Any]:
     rendered: dict[str, Any] = {
         "app_name": event.project.path,
         "event_id": event.pk,
-        "event_time": format_time(event.created_at),
+        "event_time": gitlab_time(event.created_at),
         "event_type": event.event_type,
     }
     fields = BUILD_FIELDS if event.event_type == EventType.BUILD else REPO_FIELDS
     for field in fields:
         if field in ("build_start", "build_end"):
-            rendered[field] = format_time(getattr(event, field))
+            rendered[field] = gitlab_time(getattr(event, field))
         elif field == "parent_event_id":
             rendered[field] = str(event.parent_id) if event.parent_id else None
         else:

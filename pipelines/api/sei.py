@@ -15,14 +15,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from django.urls import re_path
+from django.urls import path
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.response import Response
 
 from pipelines import reports, services
-from pipelines.api.inbound import (
+from pipelines.api.dialect import (
     DialectView,
     Text,
     optional_list,
@@ -475,6 +475,6 @@ def _token(request):
 
 
 urlpatterns = [
-    re_path(r"^cicd/instances$", CicdInstancesView.as_view(), name="sei-cicd-instances"),
-    re_path(r"^custom-cicd$", CustomCicdView.as_view(), name="sei-custom-cicd"),
+    path("cicd/instances", CicdInstancesView.as_view(), name="sei-cicd-instances"),
+    path("custom-cicd", CustomCicdView.as_view(), name="sei-custom-cicd"),
 ]

@@ -4,7 +4,7 @@ import pytest
 from django.contrib.auth.models import Group, Permission
 
 from pipelines import auth
-from pipelines.api.graphql import definition_id
+from pipelines.api.graphql.ids import definition_id
 from pipelines.errors import ProjectHidden
 from pipelines.models import GroupProjectPermission, PipelineDefinition
 from tests.factories import ProjectFactory, UserFactory

@@ -11,13 +11,8 @@ import pytest
 from django.contrib.auth.models import Group, Permission
 
 from pipelines import auth, executions, services
-from pipelines.api.graphql import (
-    EXECUTION_STATUS,
-    ExecutionStatus,
-    decode_id,
-    definition_id,
-    encode_id,
-)
+from pipelines.api.graphql.ids import decode_id, definition_id, encode_id
+from pipelines.api.graphql.types import EXECUTION_STATUS, ExecutionStatus
 from pipelines.models import (
     AccessToken,
     Execution,

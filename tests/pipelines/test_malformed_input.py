@@ -13,8 +13,8 @@ import json
 import pytest
 
 from hooks.models import Hook
-from pipelines.api.graphql import encode_id
-from pipelines.api.inbound import repair_json_slips
+from pipelines.api.dialect import repair_json_slips
+from pipelines.api.graphql.ids import encode_id
 from pipelines.api.parsing import MAX_JSON_DEPTH, load_json, parse_id
 from pipelines.errors import MalformedInput
 from pipelines.models import (

@@ -17,10 +17,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from pipelines import services
-from pipelines.api.gitlab import LIST_HEADERS, PROJECT_ID, GitLabView, error_responses
-from pipelines.api.graphql import definition_id
+from pipelines.api.gitlab.entities import GitLabDateTimeField
+from pipelines.api.gitlab.views import LIST_HEADERS, PROJECT_ID, GitLabView, error_responses
+from pipelines.api.graphql.ids import definition_id
 from pipelines.api.parsing import parse_id
-from pipelines.api.serializers import GitLabDateTimeField
 from pipelines.errors import InvalidParameter, NotFound
 from pipelines.models import PipelineDefinition, Project
 from pipelines.variables import VariableType

@@ -1,19 +1,13 @@
-"""GitLab v4 entities, field for field, and the parameters each endpoint accepts.
+"""GitLab v4 entities, field for field: what each endpoint of the v4 API answers with.
 
 Output serializers reproduce GitLab's Grape entities (``API::Entities::*``): the same keys,
-JSON types and time format (ISO 8601 in UTC with milliseconds, ``2016-08-11T11:28:34.085Z``).
-Fields GitLab exposes that have no meaning here (artifacts, runner managers, yaml errors...)
-are present with GitLab's empty value, so clients that read them keep working.
-
-Input serializers validate query and body parameters; the views turn their errors into
-Grape's wording (``ref is missing``, ``status does not have a valid value``).
+JSON types and time format (``pipelines.api.times``). Fields GitLab exposes that have no
+meaning here (artifacts, runner managers, yaml errors...) are present with GitLab's empty
+value, so clients that read them keep working.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -21,23 +15,8 @@ from django.contrib.auth import get_user_model
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from pipelines.api.times import commit_time, gitlab_time
 from pipelines.models import Job, Pipeline, Project, Status
-from pipelines.services import COMMIT_STATUS_STATES
-
-
-def gitlab_time(value: datetime | None) -> str | None:
-    """GitLab's API time format: UTC, milliseconds, ``Z``."""
-    if value is None:
-        return None
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-
-
-def commit_time(value: datetime | None) -> str | None:
-    """Commit dates keep their offset in GitLab (``2015-12-24T16:51:14.000+01:00``)."""
-    if value is None:
-        return None
-    return value.isoformat(timespec="milliseconds")
 
 
 def blank_to_none(value: str | None) -> str | None:
@@ -604,157 +583,3 @@ class CommitStatusSerializer(serializers.ModelSerializer):
 
     def get_description(self, job: Job) -> str | None:
         return blank_to_none(job.description)
-
-
-# --- Parameters --------------------------------------------------------------------------
-
-PIPELINE_ORDER_FIELDS = ("id", "status", "ref", "updated_at", "user_id")
-PIPELINE_SCOPES = ("running", "pending", "finished", "branches", "tags")
-PROJECT_ORDER_FIELDS = ("id", "name", "path", "created_at", "updated_at", "last_activity_at")
-# GitLab's project paths: letters, digits, '_', '-' and '.', not starting with '-' or '.'.
-PROJECT_PATH_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-
-
-class FiniteFloatField(serializers.FloatField):
-    """A float that is a real number: no NaN or infinity from a query string."""
-
-    def to_internal_value(self, data):
-        value = super().to_internal_value(data)
-        if not math.isfinite(value):
-            self.fail("invalid")
-        return value
-
-
-class ScopeField(serializers.ListField):
-    """``scope`` or ``scope[]``: one value or several, as GitLab accepts it."""
-
-    def to_internal_value(self, data):
-        if isinstance(data, str):
-            data = [data]
-        return super().to_internal_value(data)
-
-
-class ProjectListParams(serializers.Serializer):
-    search = serializers.CharField(required=False, help_text="Part of the name or path.")
-    visibility = serializers.ChoiceField(choices=Project.Visibility.values, required=False)
-    order_by = serializers.ChoiceField(
-        choices=PROJECT_ORDER_FIELDS, required=False, default="created_at"
-    )
-    sort = serializers.ChoiceField(choices=("asc", "desc"), required=False, default="desc")
-
-
-class ProjectCreateParams(serializers.Serializer):
-    name = serializers.CharField(required=False, max_length=255)
-    path = serializers.CharField(required=False, max_length=255)
-    namespace = serializers.CharField(
-        required=False, max_length=255, help_text="Group path (default: root)."
-    )
-    namespace_id = serializers.CharField(
-        required=False, max_length=255, help_text="Same as namespace (a path here)."
-    )
-    description = serializers.CharField(required=False, allow_blank=True)
-    default_branch = serializers.CharField(required=False, max_length=255)
-    visibility = serializers.ChoiceField(choices=Project.Visibility.values, required=False)
-
-    def validate_path(self, value: str) -> str:
-        if not PROJECT_PATH_RE.match(value):
-            raise serializers.ValidationError(
-                "path can contain only letters, digits, '_', '-' and '.', "
-                "and cannot start with '-' or '.'",
-                code="explained",
-            )
-        return value
-
-    def validate_namespace(self, value: str) -> str:
-        return _group_path(value, "namespace")
-
-    def validate_namespace_id(self, value: str) -> str:
-        return _group_path(value, "namespace_id")
-
-
-def _group_path(value: str, name: str) -> str:
-    """A group path (``acme/platform``): project paths joined by '/', which URLs keep as is."""
-    groups = value.strip("/").split("/")
-    if not all(PROJECT_PATH_RE.match(group) for group in groups):
-        raise serializers.ValidationError(
-            f"{name} is a group path: groups of letters, digits, '_', '-' and '.' joined by '/',"
-            " none starting with '-' or '.'",
-            code="explained",
-        )
-    return "/".join(groups)
-
-
-class CommitStatusCreateParams(serializers.Serializer):
-    state = serializers.ChoiceField(choices=COMMIT_STATUS_STATES)
-    ref = serializers.CharField(required=False, max_length=255)
-    name = serializers.CharField(required=False, max_length=255)
-    context = serializers.CharField(required=False, max_length=255, help_text="Alias of name.")
-    stage = serializers.CharField(
-        required=False, max_length=255, help_text="Pipehook extension: the job's stage."
-    )
-    target_url = serializers.URLField(required=False, allow_blank=True, max_length=2000)
-    description = serializers.CharField(required=False, allow_blank=True)
-    coverage = FiniteFloatField(required=False)
-    pipeline_id = serializers.IntegerField(required=False, min_value=1)
-
-
-class CommitStatusListParams(serializers.Serializer):
-    ref = serializers.CharField(required=False)
-    stage = serializers.CharField(required=False)
-    name = serializers.CharField(required=False)
-    all = serializers.BooleanField(
-        required=False, default=False, help_text="Include retried statuses."
-    )
-
-
-class PipelineListParams(serializers.Serializer):
-    scope = serializers.ChoiceField(choices=PIPELINE_SCOPES, required=False)
-    status = serializers.ChoiceField(choices=Status.values, required=False)
-    source = serializers.ChoiceField(choices=Pipeline.Source.values, required=False)
-    ref = serializers.CharField(required=False)
-    sha = serializers.CharField(required=False)
-    name = serializers.CharField(required=False)
-    username = serializers.CharField(required=False)
-    yaml_errors = serializers.BooleanField(required=False, allow_null=True, default=None)
-    updated_after = serializers.DateTimeField(required=False)
-    updated_before = serializers.DateTimeField(required=False)
-    order_by = serializers.ChoiceField(choices=PIPELINE_ORDER_FIELDS, required=False, default="id")
-    sort = serializers.ChoiceField(choices=("asc", "desc"), required=False, default="desc")
-
-
-class PipelineVariableParam(serializers.Serializer):
-    key = serializers.CharField()
-    value = serializers.CharField(allow_blank=True)
-    variable_type = serializers.ChoiceField(
-        choices=("env_var", "file"), required=False, default="env_var"
-    )
-
-
-class PipelineCreateParams(serializers.Serializer):
-    ref = serializers.CharField(max_length=255)
-    sha = serializers.CharField(
-        required=False,
-        max_length=64,
-        help_text=(
-            "Pipehook extension: the commit to run. Without it, the commit of the newest "
-            "pipeline on `ref` is used; with neither, the answer is 400 Reference not found."
-        ),
-    )
-    variables = serializers.ListField(
-        child=PipelineVariableParam(),
-        required=False,
-        help_text='[{"key": "DEPLOY", "value": "true", "variable_type": "env_var"}]',
-    )
-
-
-class PipelineJobsParams(serializers.Serializer):
-    scope = ScopeField(
-        child=serializers.ChoiceField(choices=Status.values),
-        required=False,
-        help_text="One status or several (scope[]=pending&scope[]=running).",
-    )
-    include_retried = serializers.BooleanField(required=False, default=False)
-
-
-class PipelineLatestParams(serializers.Serializer):
-    ref = serializers.CharField(required=False, help_text="Default: the default branch.")

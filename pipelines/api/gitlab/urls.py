@@ -8,44 +8,52 @@ is a 404 from the view, not a 405 from the project route that ``.`` would leave 
 
 from django.urls import re_path
 
-from pipelines.api import definitions, gitlab
+from pipelines.api.gitlab import commit_statuses, definitions, pipelines, projects
 
 PROJECT = r"^projects/(?P<project_id>[\s\S]+?)"
 PIPELINE = PROJECT + r"/pipelines/(?P<pipeline_id>[^/]+)"
 
 urlpatterns = [
-    re_path(r"^projects$", gitlab.ProjectListView.as_view(), name="gitlab-projects"),
+    re_path(r"^projects$", projects.ProjectListView.as_view(), name="gitlab-projects"),
     re_path(
         PROJECT + r"/statuses/(?P<sha>[^/]+)$",
-        gitlab.CommitStatusCreateView.as_view(),
+        commit_statuses.CommitStatusCreateView.as_view(),
         name="gitlab-commit-status-create",
     ),
     re_path(
         PROJECT + r"/repository/commits/(?P<sha>[^/]+)/statuses$",
-        gitlab.CommitStatusListView.as_view(),
+        commit_statuses.CommitStatusListView.as_view(),
         name="gitlab-commit-statuses",
     ),
     re_path(
         PROJECT + r"/pipelines/latest$",
-        gitlab.PipelineLatestView.as_view(),
+        pipelines.PipelineLatestView.as_view(),
         name="gitlab-pipeline-latest",
     ),
-    re_path(PIPELINE + r"/jobs$", gitlab.PipelineJobsView.as_view(), name="gitlab-pipeline-jobs"),
+    re_path(
+        PIPELINE + r"/jobs$", pipelines.PipelineJobsView.as_view(), name="gitlab-pipeline-jobs"
+    ),
     re_path(
         PIPELINE + r"/variables$",
-        gitlab.PipelineVariablesView.as_view(),
+        pipelines.PipelineVariablesView.as_view(),
         name="gitlab-pipeline-variables",
     ),
     re_path(
-        PIPELINE + r"/retry$", gitlab.PipelineRetryView.as_view(), name="gitlab-pipeline-retry"
+        PIPELINE + r"/retry$", pipelines.PipelineRetryView.as_view(), name="gitlab-pipeline-retry"
     ),
     re_path(
-        PIPELINE + r"/cancel$", gitlab.PipelineCancelView.as_view(), name="gitlab-pipeline-cancel"
+        PIPELINE + r"/cancel$",
+        pipelines.PipelineCancelView.as_view(),
+        name="gitlab-pipeline-cancel",
     ),
-    re_path(PIPELINE + r"$", gitlab.PipelineDetailView.as_view(), name="gitlab-pipeline"),
-    re_path(PROJECT + r"/pipelines$", gitlab.PipelineListView.as_view(), name="gitlab-pipelines"),
+    re_path(PIPELINE + r"$", pipelines.PipelineDetailView.as_view(), name="gitlab-pipeline"),
     re_path(
-        PROJECT + r"/pipeline$", gitlab.PipelineCreateView.as_view(), name="gitlab-pipeline-create"
+        PROJECT + r"/pipelines$", pipelines.PipelineListView.as_view(), name="gitlab-pipelines"
+    ),
+    re_path(
+        PROJECT + r"/pipeline$",
+        pipelines.PipelineCreateView.as_view(),
+        name="gitlab-pipeline-create",
     ),
     re_path(
         PROJECT + r"/pipeline_definitions/(?P<definition_id>[^/]+)$",
@@ -59,7 +67,7 @@ urlpatterns = [
     ),
     re_path(
         r"^projects/(?P<project_id>[^/]+(?:/[^/]+)*)$",
-        gitlab.ProjectDetailView.as_view(),
+        projects.ProjectDetailView.as_view(),
         name="gitlab-project",
     ),
 ]
