@@ -1,72 +1,56 @@
-"""Routes of the GitLab v4-compatible API (mounted at /api/v4/).
+"""Routes of the GitLab v4-compatible API (mounted at /api/v4/); the most specific first."""
 
-A project's ``:id`` may be its URL-encoded path (``acme%2Fweb``), which arrives decoded
-(``acme/web``); so the id matches lazily up to the fixed end of each route, and the most
-specific routes come first. It matches any character, line breaks too: an id no project has
-is a 404 from the view, not a 405 from the project route that ``.`` would leave it to.
-"""
-
-from django.urls import re_path
+from django.urls import path
 
 from pipelines.api.gitlab import commit_statuses, definitions, pipelines, projects
+from pipelines.api.gitlab.converters import PROJECT
 
-PROJECT = r"^projects/(?P<project_id>[\s\S]+?)"
-PIPELINE = PROJECT + r"/pipelines/(?P<pipeline_id>[^/]+)"
+PIPELINE = PROJECT + "/pipelines/<str:pipeline_id>"
 
 urlpatterns = [
-    re_path(r"^projects$", projects.ProjectListView.as_view(), name="gitlab-projects"),
-    re_path(
-        PROJECT + r"/statuses/(?P<sha>[^/]+)$",
+    path("projects", projects.ProjectListView.as_view(), name="gitlab-projects"),
+    path(
+        PROJECT + "/statuses/<str:sha>",
         commit_statuses.CommitStatusCreateView.as_view(),
         name="gitlab-commit-status-create",
     ),
-    re_path(
-        PROJECT + r"/repository/commits/(?P<sha>[^/]+)/statuses$",
+    path(
+        PROJECT + "/repository/commits/<str:sha>/statuses",
         commit_statuses.CommitStatusListView.as_view(),
         name="gitlab-commit-statuses",
     ),
-    re_path(
-        PROJECT + r"/pipelines/latest$",
+    path(
+        PROJECT + "/pipelines/latest",
         pipelines.PipelineLatestView.as_view(),
         name="gitlab-pipeline-latest",
     ),
-    re_path(
-        PIPELINE + r"/jobs$", pipelines.PipelineJobsView.as_view(), name="gitlab-pipeline-jobs"
-    ),
-    re_path(
-        PIPELINE + r"/variables$",
+    path(PIPELINE + "/jobs", pipelines.PipelineJobsView.as_view(), name="gitlab-pipeline-jobs"),
+    path(
+        PIPELINE + "/variables",
         pipelines.PipelineVariablesView.as_view(),
         name="gitlab-pipeline-variables",
     ),
-    re_path(
-        PIPELINE + r"/retry$", pipelines.PipelineRetryView.as_view(), name="gitlab-pipeline-retry"
+    path(PIPELINE + "/retry", pipelines.PipelineRetryView.as_view(), name="gitlab-pipeline-retry"),
+    path(
+        PIPELINE + "/cancel", pipelines.PipelineCancelView.as_view(), name="gitlab-pipeline-cancel"
     ),
-    re_path(
-        PIPELINE + r"/cancel$",
-        pipelines.PipelineCancelView.as_view(),
-        name="gitlab-pipeline-cancel",
+    path(PIPELINE, pipelines.PipelineDetailView.as_view(), name="gitlab-pipeline"),
+    path(PROJECT + "/pipelines", pipelines.PipelineListView.as_view(), name="gitlab-pipelines"),
+    path(
+        PROJECT + "/pipeline", pipelines.PipelineCreateView.as_view(), name="gitlab-pipeline-create"
     ),
-    re_path(PIPELINE + r"$", pipelines.PipelineDetailView.as_view(), name="gitlab-pipeline"),
-    re_path(
-        PROJECT + r"/pipelines$", pipelines.PipelineListView.as_view(), name="gitlab-pipelines"
-    ),
-    re_path(
-        PROJECT + r"/pipeline$",
-        pipelines.PipelineCreateView.as_view(),
-        name="gitlab-pipeline-create",
-    ),
-    re_path(
-        PROJECT + r"/pipeline_definitions/(?P<definition_id>[^/]+)$",
+    path(
+        PROJECT + "/pipeline_definitions/<str:definition_id>",
         definitions.DefinitionDetailView.as_view(),
         name="pipeline-definition",
     ),
-    re_path(
-        PROJECT + r"/pipeline_definitions$",
+    path(
+        PROJECT + "/pipeline_definitions",
         definitions.DefinitionListView.as_view(),
         name="pipeline-definitions",
     ),
-    re_path(
-        r"^projects/(?P<project_id>[^/]+(?:/[^/]+)*)$",
+    path(
+        "projects/<bare_project_id:project_id>",
         projects.ProjectDetailView.as_view(),
         name="gitlab-project",
     ),
