@@ -178,6 +178,34 @@ def create_token(
     expires_at: datetime | None = None,
 ) -> tuple[AccessToken, str]:
     """Create an access token; returns the row and the raw token, which is shown only once."""
+    scopes = checked_scopes(scopes)
+    groups = list(groups)
+    check_token_groups(user, groups)
+    token = AccessToken(user=user, name=name, scopes=scopes, expires_at=expires_at)
+    with transaction.atomic():
+        raw = issue_token(token)
+        token.projects.set(projects)
+        token.groups.set(groups)
+    return token, raw
+
+
+def issue_token(token: AccessToken) -> str:
+    """Give a new token its secret and save it; returns the raw value, shown only once.
+
+    The row keeps only the secret's hash and first characters. Its groups, set once it is
+    saved, are to pass ``check_token_groups``.
+    """
+    raw = AccessToken.generate()
+    token.scopes = checked_scopes(token.scopes)
+    token.token_hash = AccessToken.hash_token(raw)
+    token.token_prefix = raw[:10]
+    with transaction.atomic():
+        token.save()
+    return raw
+
+
+def checked_scopes(scopes: Iterable[str]) -> list[str]:
+    """The scopes once each, all known, at least one."""
     scopes = list(dict.fromkeys(scopes))
     if not scopes:
         raise InvalidInput("at least one scope is needed")
@@ -187,21 +215,7 @@ def create_token(
             f"unknown scopes: {', '.join(sorted(unknown))}"
             f" (use {', '.join(AccessToken.Scope.values)})"
         )
-    groups = list(groups)
-    check_token_groups(user, groups)
-    raw = AccessToken.generate()
-    with transaction.atomic():
-        token = AccessToken.objects.create(
-            user=user,
-            name=name,
-            token_hash=AccessToken.hash_token(raw),
-            token_prefix=raw[:10],
-            scopes=scopes,
-            expires_at=expires_at,
-        )
-        token.projects.set(projects)
-        token.groups.set(groups)
-    return token, raw
+    return scopes
 
 
 def check_token_groups(user, groups: Iterable) -> None:

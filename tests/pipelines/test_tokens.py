@@ -212,6 +212,24 @@ def test_admin_shows_a_new_token_once_and_says_what_it_may_do(admin_client, admi
     assert raw not in page.content.decode()
 
 
+def test_admin_saves_a_new_token_as_the_form_says(admin_client, admin_user):
+    project = ProjectFactory()
+    response = admin_client.post(
+        reverse("admin:pipelines_accesstoken_add"),
+        token_admin_form(
+            admin_user.pk, scopes=["read_api"], projects=[str(project.pk)], revoked="on"
+        ),
+        follow=True,
+    )
+    assert response.status_code == 200
+    token = AccessToken.objects.get()
+    assert (token.name, token.scopes, token.revoked) == ("from admin", ["read_api"], True)
+    assert list(token.projects.all()) == [project]
+    [shown] = [str(m) for m in response.context["messages"] if str(m).startswith("New token")]
+    assert AccessToken.hash_token(shown.rsplit(" ", 1)[1]) == token.token_hash
+    assert auth.find_token(shown.rsplit(" ", 1)[1]) is None  # revoked from the start
+
+
 def test_staff_manage_only_their_own_tokens_within_their_own_groups(client, db):
     root = UserFactory(username="root", is_superuser=True)
     auth.create_token(root, scopes=["api"])
