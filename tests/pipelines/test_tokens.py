@@ -1,6 +1,7 @@
 from io import StringIO
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.core.management import CommandError, call_command
 from django.urls import reverse
@@ -27,6 +28,7 @@ def test_createtoken_refuses_unknown_scope_and_writes_nothing(db):
     with pytest.raises(CommandError, match="unknown scopes: write_everything"):
         call_command("createtoken", "--user", "x", "--scopes", "write_everything")
     assert AccessToken.objects.count() == 0
+    assert not get_user_model().objects.filter(username="x").exists()
 
 
 def test_create_token_needs_a_scope(db):
@@ -189,6 +191,13 @@ def test_createtoken_refuses_a_group_the_user_is_not_in(db):
     with pytest.raises(CommandError, match="not in the group"):
         call_command("createtoken", "--user", "x", "--group", "ops", stdout=StringIO())
     assert AccessToken.objects.count() == 0
+    assert not get_user_model().objects.filter(username="x").exists()
+
+
+def test_createtoken_refuses_an_unknown_project_and_creates_no_user(db):
+    with pytest.raises(CommandError, match="No project with id 999"):
+        call_command("createtoken", "--user", "x", "--project", "999", stdout=StringIO())
+    assert not get_user_model().objects.filter(username="x").exists()
 
 
 # --- Tokens in the admin ----------------------------------------------------------------------

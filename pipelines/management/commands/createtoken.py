@@ -8,6 +8,7 @@ command creates holds none and its token can do nothing until someone grants the
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 
 from pipelines import auth
 from pipelines.errors import DomainError
@@ -31,7 +32,16 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:
-        user, created = get_user_model().objects.get_or_create(username=options["user"])
+        # One transaction: a refused project, group or scope leaves no new user behind.
+        with transaction.atomic():
+            user, created = get_user_model().objects.get_or_create(username=options["user"])
+            token, raw = self.create_token(user, options)
+        if created:
+            self.stderr.write(f"Created user {user.get_username()}.")
+        self.stderr.write(auth.describe_rights(token))
+        self.stdout.write(raw)
+
+    def create_token(self, user, options) -> tuple:
         projects = []
         for project_id in options["project"]:
             project = Project.objects.filter(pk=project_id).first()
@@ -46,12 +56,8 @@ class Command(BaseCommand):
             groups.append(group)
         scopes = [s.strip() for s in options["scopes"].split(",") if s.strip()]
         try:
-            token, raw = auth.create_token(
+            return auth.create_token(
                 user, scopes=scopes, name=options["name"], projects=projects, groups=groups
             )
         except DomainError as error:
             raise CommandError(error.message) from None
-        if created:
-            self.stderr.write(f"Created user {user.get_username()}.")
-        self.stderr.write(auth.describe_rights(token))
-        self.stdout.write(raw)
