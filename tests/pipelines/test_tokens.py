@@ -194,9 +194,10 @@ def test_createtoken_refuses_a_group_the_user_is_not_in(db):
     assert not get_user_model().objects.filter(username="x").exists()
 
 
-def test_createtoken_refuses_an_unknown_project_and_creates_no_user(db):
-    with pytest.raises(CommandError, match="No project with id 999"):
-        call_command("createtoken", "--user", "x", "--project", "999", stdout=StringIO())
+@pytest.mark.parametrize("project_id", ["999", "web", "99999999999999999999"])
+def test_createtoken_refuses_an_unknown_project_and_creates_no_user(db, project_id):
+    with pytest.raises(CommandError, match=f"No project with id {project_id}"):
+        call_command("createtoken", "--user", "x", "--project", project_id, stdout=StringIO())
     assert not get_user_model().objects.filter(username="x").exists()
 
 

@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from pipelines import auth
+from pipelines.api.parsing import parse_id
 from pipelines.errors import DomainError
 from pipelines.models import Project
 
@@ -44,7 +45,8 @@ class Command(BaseCommand):
     def create_token(self, user, options) -> tuple:
         projects = []
         for project_id in options["project"]:
-            project = Project.objects.filter(pk=project_id).first()
+            number = parse_id(project_id)
+            project = Project.objects.filter(pk=number).first() if number is not None else None
             if project is None:
                 raise CommandError(f"No project with id {project_id}.")
             projects.append(project)
