@@ -1,7 +1,5 @@
 from django.contrib import admin
-from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import include, path
-from django.views.defaults import page_not_found
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from pipelines.api.graphql.view import graphql_view
@@ -23,12 +21,5 @@ urlpatterns = [
 ]
 
 
-def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
-    """API clients get GitLab's JSON 404 for unknown routes; people get the HTML page."""
-    if request.path.startswith(("/api/", "/sei/", "/distelli/")):
-        return JsonResponse({"message": "404 Not Found"}, status=404)
-    return page_not_found(request, exception)
-
-
-handler404 = not_found
+handler404 = "config.errors.handle_not_found"
 handler500 = "config.errors.handle_server_error"
