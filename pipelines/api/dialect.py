@@ -15,7 +15,13 @@ from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from pipelines.api.parsing import JSONParser, check_request_text, find_nul_parameter, load_json
+from pipelines.api.parsing import (
+    JSONParser,
+    check_request_text,
+    find_nul_parameter,
+    load_json,
+    validation_problems,
+)
 from pipelines.auth import find_token, raw_token_from_request
 from pipelines.errors import DomainError, InvalidInput, MalformedInput, NotAuthenticated
 from pipelines.models import AccessToken
@@ -121,28 +127,19 @@ def refusals(texts: dict[int, str]) -> dict[int, OpenApiResponse]:
     return {code: OpenApiResponse(RefusalSerializer, text) for code, text in texts.items()}
 
 
-def describe_errors(detail: Any, where: str = "") -> list[str]:
-    """Flatten DRF validation errors into ``field: problem`` lines with paths into lists."""
-    if isinstance(detail, dict):
-        lines = []
-        for key, value in detail.items():
-            if isinstance(key, int):
-                path = f"{where}[{key}]"
-            elif key == "non_field_errors":
-                path = where
-            else:
-                path = f"{where}.{key}" if where else str(key)
-            lines += describe_errors(value, path)
-        return lines
-    if isinstance(detail, list):
-        if all(isinstance(item, str) for item in detail):
-            return [f"{where}: {detail[0]}" if where else str(detail[0])] if detail else []
-        lines = []
-        for index, item in enumerate(detail):
-            if item:
-                lines += describe_errors(item, f"{where}[{index}]")
-        return lines
-    return [f"{where}: {detail}" if where else str(detail)]
+def describe_errors(errors: Any) -> list[str]:
+    """DRF validation errors as ``field: problem`` lines, with paths into lists
+    (``job_run.stages[0].displayName: must be a string``)."""
+    lines = []
+    for path, problem, _ in validation_problems(errors):
+        where = ""
+        for part in path:
+            if isinstance(part, int):
+                where += f"[{part}]"
+            elif part != "non_field_errors":
+                where += f".{part}" if where else part
+        lines.append(f"{where}: {problem}" if where else str(problem))
+    return lines
 
 
 def validated(serializer: serializers.Serializer) -> dict:

@@ -15,6 +15,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from pipelines.api.parsing import validation_problems
 from pipelines.errors import InvalidParameter
 from pipelines.models import Pipeline, Project, Status
 from pipelines.services import COMMIT_STATUS_STATES
@@ -48,6 +49,13 @@ def plain_params(data) -> dict[str, Any]:
     return result
 
 
+def _grape_name(path: tuple[str | int, ...]) -> str:
+    """A parameter's name as Grape says it: ``variables[0][key]``."""
+    return "".join(
+        str(part) if position == 0 else f"[{part}]" for position, part in enumerate(path)
+    )
+
+
 def _describe_problem(name: str, detail: serializers.ErrorDetail, field=None) -> str:
     """One parameter problem in Grape's words (``ref is missing``)."""
     code = getattr(detail, "code", None)
@@ -66,32 +74,17 @@ def _describe_problem(name: str, detail: serializers.ErrorDetail, field=None) ->
     return f"{name} is invalid: {detail}"
 
 
-def _problems(errors, name: str, field=None) -> list[str]:
-    if isinstance(errors, dict):
-        found = []
-        for key, nested in errors.items():
-            child = None
-            if isinstance(field, serializers.Serializer):
-                child = field.fields.get(key)
-            elif isinstance(field, serializers.ListField):
-                child = field.child
-            found += _problems(nested, f"{name}[{key}]" if name else str(key), child)
-        return found
-    if isinstance(errors, list):
-        if errors and all(isinstance(item, serializers.ErrorDetail) for item in errors):
-            return [_describe_problem(name, errors[0], field)]
-        found = []
-        for index, nested in enumerate(errors):
-            found += _problems(nested, f"{name}[{index}]", getattr(field, "child", None))
-        return found
-    return [_describe_problem(name, errors, field)]
-
-
 def validate_params(serializer_class: type[serializers.Serializer], data: dict) -> dict:
     """Validated parameters, or an ``InvalidParameter`` naming every bad one."""
     serializer = serializer_class(data=data)
     if not serializer.is_valid():
-        raise InvalidParameter(", ".join(_problems(serializer.errors, "", serializer)))
+        problems = validation_problems(serializer.errors, serializer)
+        raise InvalidParameter(
+            ", ".join(
+                _describe_problem(_grape_name(path), detail, field)
+                for path, detail, field in problems
+            )
+        )
     return dict(serializer.validated_data)
 
 
