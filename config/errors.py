@@ -1,4 +1,4 @@
-"""Answers for when the service itself is at fault: the database unreachable, or a bug.
+"""Answers for when no view answers: an unknown route, the database unreachable, or a bug.
 
 While the database is down (restarting, unreachable, SQLite's write lock held past its busy
 timeout) every request answers 503 with ``Retry-After`` at once, in the shape its API speaks:
@@ -14,7 +14,7 @@ import sys
 
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.views.defaults import server_error
+from django.views.defaults import page_not_found, server_error
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,14 @@ class DatabaseUnavailableMiddleware:
             return None
         logger.warning("%s %s: database unavailable: %s", request.method, request.path, exception)
         return service_unavailable(request)
+
+
+def handle_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """``handler404``: API clients get GitLab's JSON 404 for unknown routes; people get the
+    HTML page."""
+    if request.path.startswith(API_PREFIXES):
+        return JsonResponse({"message": "404 Not Found"}, status=404)
+    return page_not_found(request, exception)
 
 
 def handle_server_error(request: HttpRequest) -> HttpResponse:

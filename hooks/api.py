@@ -41,17 +41,17 @@ from hooks.validators import (
     check_status_filter,
     check_url,
 )
-from pipelines.api.errors import ParameterError
-from pipelines.api.gitlab import (
+from pipelines.api.gitlab.entities import GitLabDateTimeField
+from pipelines.api.gitlab.pagination import GitLabPagination
+from pipelines.api.gitlab.views import (
     LIST_HEADERS,
     PROJECT_ID,
     GitLabErrorSerializer,
     GitLabView,
 )
-from pipelines.api.pagination import GitLabPagination
 from pipelines.api.parsing import is_digits, parse_id
-from pipelines.api.serializers import GitLabDateTimeField
 from pipelines.auth import MANAGE_HOOKS, grants_of
+from pipelines.errors import InvalidParameter
 from pipelines.models import Project
 from pipelines.redaction import same_origin
 
@@ -402,7 +402,7 @@ def parse_status_filter(request: Request) -> Q | None:
         elif is_digits(value) and len(value) == 3 and 100 <= int(value) <= 599:
             condition |= Q(response_status=int(value))
         else:
-            raise ParameterError("status does not have a valid value")
+            raise InvalidParameter("status does not have a valid value")
     return condition
 
 
@@ -472,7 +472,7 @@ class HooksView(GitLabView):
         raw = self.kwargs["hook_id"]
         hook_id = parse_id(raw)
         if hook_id is None:
-            raise ParameterError("hook_id is invalid")
+            raise InvalidParameter("hook_id is invalid")
         hook = Hook.objects.filter(project=project, pk=hook_id).first()
         if hook is None:
             raise NotFound("404 Hook Not Found")
@@ -484,7 +484,7 @@ class HooksView(GitLabView):
         for flag in UNSUPPORTED_EVENT_FLAGS:
             data.pop(flag, None)
         if not creating and not data:
-            raise ParameterError("No parameters provided")
+            raise InvalidParameter("No parameters provided")
         try:
             apply_hook_input(hook, data)
         except HookSettingError as problem:
@@ -622,13 +622,13 @@ class HookTestView(HooksView):
         if wait := limits.rate_limit_wait(limits.TEST, hook.project_id, request.user, request):
             return rate_limited(wait)
         if trigger not in GITLAB_TEST_TRIGGERS:
-            raise ParameterError("trigger does not have a valid value")
+            raise InvalidParameter("trigger does not have a valid value")
         if trigger != "pipeline_events":
             return Response(
                 {"message": f"Pipehook sends pipeline events only; {trigger} cannot be tested."},
                 status=422,
             )
-        # NoPipelineError is a ServiceError: GitLab's 422 "Ensure the project has CI pipelines."
+        # NoPipelineError is a DomainError: GitLab's 422 "Ensure the project has CI pipelines."
         attempt = hook_delivery.send_test_event(hook, user=request.user)
         if attempt.succeeded:
             return Response({"message": "201 Created"}, status=status.HTTP_201_CREATED)
@@ -661,7 +661,7 @@ class HookEventListView(HooksView):
             or len(per_page) > 3
             or not 1 <= int(per_page) <= EVENTS_MAX_PER_PAGE
         ):
-            raise ParameterError("per_page does not have a valid value")
+            raise InvalidParameter("per_page does not have a valid value")
         attempts = hook.attempts.select_related("hook", "delivery__event").order_by("-id")
         if condition := parse_status_filter(request):
             attempts = attempts.filter(condition)
@@ -686,7 +686,7 @@ class HookEventResendView(HooksView):
             return rate_limited(wait)
         attempt_id = parse_id(event_id)
         if attempt_id is None:
-            raise ParameterError("hook_log_id is invalid")
+            raise InvalidParameter("hook_log_id is invalid")
         attempt = hook.attempts.select_related("delivery").filter(pk=attempt_id).first()
         if attempt is None:
             raise NotFound("404 Hook event Not Found")

@@ -64,7 +64,7 @@ from django.utils import timezone
 from hooks import signing, transport
 from hooks.models import Delivery, DeliveryAttempt, Event, Hook
 from hooks.payloads import build_pipeline_payload, dump_payload
-from pipelines.errors import Conflict, ServiceError
+from pipelines.errors import Conflict, DomainError
 from pipelines.models import Pipeline
 
 logger = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ RESERVED_HEADERS = frozenset(
 SECRET_HEADERS = frozenset({"x-gitlab-token", "webhook-signature", "authorization"})
 
 
-class NoPipelineError(ServiceError):
+class NoPipelineError(DomainError):
     """A test event needs a pipeline to describe."""
 
     status_code = 422

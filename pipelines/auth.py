@@ -25,12 +25,16 @@ named it would let anyone probe which names exist.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.contrib.auth.models import Permission
+from django.db import transaction
 from django.utils import timezone
 from rest_framework import authentication, exceptions, permissions
 
+from pipelines.errors import Forbidden, InvalidInput, ProjectHidden
 from pipelines.models import AccessToken, GroupProjectPermission, Project
 
 READ = "read"
@@ -51,21 +55,6 @@ PERMISSION_FOR_ACTION = {
 PROJECT_ACTIONS = (READ, WRITE, START, MANAGE_HOOKS)
 # Query-string names a token may come in; also what pagination links and logs leave out.
 TOKEN_QUERY_PARAMETERS = ("private_token", "access_token", "apiToken")
-
-
-class AccessDenied(Exception):
-    """The caller is known but may not do this; ``message`` says why."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
-
-
-class ProjectHidden(AccessDenied):
-    """The caller holds nothing on the project: each API answers as if it did not exist."""
-
-    def __init__(self):
-        super().__init__("not found")
 
 
 @dataclass(frozen=True)
@@ -176,6 +165,72 @@ def find_token(raw: str | None) -> AccessToken | None:
     return token
 
 
+# --- Tokens ----------------------------------------------------------------------------------
+
+
+def create_token(
+    user,
+    *,
+    scopes: list[str],
+    name: str = "token",
+    projects: Iterable[Project] = (),
+    groups: Iterable = (),
+    expires_at: datetime | None = None,
+) -> tuple[AccessToken, str]:
+    """Create an access token; returns the row and the raw token, which is shown only once."""
+    scopes = checked_scopes(scopes)
+    groups = list(groups)
+    check_token_groups(user, groups)
+    token = AccessToken(user=user, name=name, scopes=scopes, expires_at=expires_at)
+    with transaction.atomic():
+        raw = issue_token(token)
+        token.projects.set(projects)
+        token.groups.set(groups)
+    return token, raw
+
+
+def issue_token(token: AccessToken) -> str:
+    """Give a new token its secret and save it; returns the raw value, shown only once.
+
+    The row keeps only the secret's hash and first characters. Its groups, set once it is
+    saved, are to pass ``check_token_groups``.
+    """
+    raw = AccessToken.generate()
+    token.scopes = checked_scopes(token.scopes)
+    token.token_hash = AccessToken.hash_token(raw)
+    token.token_prefix = raw[:10]
+    with transaction.atomic():
+        token.save()
+    return raw
+
+
+def checked_scopes(scopes: Iterable[str]) -> list[str]:
+    """The scopes once each, all known, at least one."""
+    scopes = list(dict.fromkeys(scopes))
+    if not scopes:
+        raise InvalidInput("at least one scope is needed")
+    unknown = set(scopes) - set(AccessToken.Scope.values)
+    if unknown:
+        raise InvalidInput(
+            f"unknown scopes: {', '.join(sorted(unknown))}"
+            f" (use {', '.join(AccessToken.Scope.values)})"
+        )
+    return scopes
+
+
+def check_token_groups(user, groups: Iterable) -> None:
+    """A token may be scoped only to groups its owner is in: scoping narrows, never widens."""
+    if user.is_superuser:
+        return
+    member_of = set(user.groups.values_list("pk", flat=True))
+    foreign = sorted(group.name for group in groups if group.pk not in member_of)
+    if foreign:
+        raise InvalidInput(
+            f"user {user.get_username()} is not in the group(s) {', '.join(foreign)}: a token"
+            " can only be scoped to its owner's groups"
+        )
+
+
 def raw_token_from_request(request) -> str | None:
     """The token in whichever of the supported places the client put it."""
     meta = request.META
@@ -247,16 +302,16 @@ def describe_rights(token: AccessToken) -> str:
 
 
 def check_access(token: AccessToken | None, user, action: str, project: Project | None = None):
-    """Raise ``AccessDenied`` saying which scope or permission is missing, or
+    """Raise ``Forbidden`` saying which scope or permission is missing, or
     ``ProjectHidden`` when the caller holds nothing on ``project``."""
     if token is None:
         if user is None or not user.is_authenticated:
-            raise AccessDenied("a valid access token is needed")
+            raise Forbidden("a valid access token is needed")
     else:
         needed_scope = AccessToken.Scope.READ_API if action == READ else AccessToken.Scope.API
         scopes = set(token.scopes)
         if AccessToken.Scope.API not in scopes and needed_scope not in scopes:
-            raise AccessDenied(
+            raise Forbidden(
                 f"insufficient_scope: this request needs the '{AccessToken.Scope.API}' scope"
                 f" and the token has {', '.join(sorted(scopes)) or 'none'}"
             )
@@ -264,7 +319,7 @@ def check_access(token: AccessToken | None, user, action: str, project: Project 
     if project is not None and not grants.sees(project):
         raise ProjectHidden()
     if not grants.may(action, project):
-        raise AccessDenied(grants.refusal(action, project))
+        raise Forbidden(grants.refusal(action, project))
 
 
 class TokenAuthentication(authentication.BaseAuthentication):
@@ -292,8 +347,5 @@ class HasTokenScope(permissions.BasePermission):
         token = request.auth if isinstance(request.auth, AccessToken) else None
         action = READ if request.method in permissions.SAFE_METHODS else WRITE
         action = getattr(view, "required_action", None) or action
-        try:
-            check_access(token, request.user, action)
-        except AccessDenied as denied:
-            raise exceptions.PermissionDenied(denied.message) from None
+        check_access(token, request.user, action)  # Forbidden: a 403 saying what is missing
         return True

@@ -1,23 +1,26 @@
 """The pipeline domain: projects, their pipelines and the jobs those pipelines are made of.
 
-Rows here change only through ``pipelines.services``; these classes hold data and the
-read-only rules GitLab attaches to it (status groups, URLs).
+These classes hold data and the read-only rules GitLab attaches to it (status groups,
+URLs). Rows change only through the commands, each in its own transaction:
+``pipelines.services`` (projects, pipelines, jobs, definitions), ``pipelines.reports`` (runs a
+CI reports whole, and the SEI and Distelli records), ``pipelines.executions`` (runs started
+by API) and ``pipelines.auth`` (tokens). The admin edits configuration with Django's own
+forms (projects, definitions, CI/CD instances, group grants, a token's settings); pipelines,
+jobs, executions and the dialects' records it only shows, or deletes.
 """
 
 import contextlib
 import hashlib
-import re
 import secrets
 import uuid
 
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
-from django.core.validators import validate_email
 from django.db import models
 from django.utils import timezone
 
-from pipelines.errors import InvalidInput
+from pipelines.variables import normalize_variable_declarations, validate_variable_declarations
 
 
 class Status(models.TextChoices):
@@ -346,71 +349,6 @@ class AccessToken(models.Model):
 # they declare, the executions started from them, and the per-project permissions of groups
 # that decide which API keys may start them.
 
-# Pipeline variables become GitLab variables, whose keys GitLab limits to these characters.
-VARIABLE_NAME_PATTERN = re.compile(r"[A-Za-z0-9_]{1,255}")
-
-
-class VariableType(models.TextChoices):
-    """Declared variable types, named as release tooling names them."""
-
-    TEXT = "Text"
-    NUMBER = "Number"
-    EMAIL = "Email"
-    ENVIRONMENT = "Environment"
-    SERVICE = "Service"
-    INFRASTRUCTURE_DEFINITION = "Infrastructure definition"
-
-
-# Variables that name an entity of the deployment target; they may be given by name or by id.
-ENTITY_VARIABLE_TYPES = frozenset(
-    {VariableType.ENVIRONMENT, VariableType.SERVICE, VariableType.INFRASTRUCTURE_DEFINITION}
-)
-
-
-class VariableValueType(models.TextChoices):
-    """How a caller gives a variable's value: as a name, or as the id of an entity."""
-
-    NAME = "NAME"
-    ID = "ID"
-
-
-def normalize_variable_declarations(value: object) -> list[dict]:
-    """``[{name, type, required}]`` with defaults filled in; ValidationError says what is wrong."""
-    if not isinstance(value, list):
-        raise ValidationError("variables must be a list of {name, type, required} objects")
-    result: list[dict] = []
-    seen: set[str] = set()
-    for position, item in enumerate(value, start=1):
-        if not isinstance(item, dict):
-            raise ValidationError(f"variable {position} must be an object with name and type")
-        unknown = set(item) - {"name", "type", "required"}
-        if unknown:
-            raise ValidationError(
-                f"variable {position} has unknown fields: {', '.join(sorted(unknown))}"
-            )
-        name = item.get("name")
-        if not isinstance(name, str) or not VARIABLE_NAME_PATTERN.fullmatch(name):
-            raise ValidationError(
-                f"variable {position}: name must be 1-255 letters, digits or underscores"
-            )
-        if name in seen:
-            raise ValidationError(f"variable {name!r} is declared more than once")
-        seen.add(name)
-        kind = item.get("type", VariableType.TEXT)
-        if kind not in VariableType.values:
-            raise ValidationError(
-                f"variable {name!r}: type {kind!r} is not one of: {', '.join(VariableType.values)}"
-            )
-        required = item.get("required", False)
-        if not isinstance(required, bool):
-            raise ValidationError(f"variable {name!r}: required must be true or false")
-        result.append({"name": name, "type": kind, "required": required})
-    return result
-
-
-def validate_variable_declarations(value: object) -> None:
-    normalize_variable_declarations(value)
-
 
 class PipelineDefinition(models.Model):
     """A named pipeline or workflow of a project that the API can start, with its variables."""
@@ -454,64 +392,6 @@ class PipelineDefinition(models.Model):
         self.name = self.name.strip()
         if not self.name:
             raise ValidationError({"name": "name is missing"})
-
-    def bind_variables(self, inputs: list[tuple[str, str, str]]) -> list[dict]:
-        """Check ``(name, value type, value)`` inputs against the declarations.
-
-        Returns GitLab pipeline variables; raises ``InvalidInput`` naming every unknown,
-        repeated, missing or mistyped variable at once, so a caller fixes them in one go.
-        """
-        declared = {item["name"]: item for item in normalize_variable_declarations(self.variables)}
-        problems: list[str] = []
-        values: dict[str, str] = {}
-        for name, value_type, value in inputs:
-            declaration = declared.get(name)
-            if name in values:
-                problems.append(f"variable {name!r} is given more than once")
-            elif declaration is None:
-                problems.append(
-                    f"unknown variable {name!r}: {self.name!r} declares "
-                    + (", ".join(repr(n) for n in declared) or "no variables")
-                )
-            elif problem := _variable_value_problem(declaration, value_type, value):
-                problems.append(problem)
-            values[name] = value
-        missing = [
-            name
-            for name, declaration in declared.items()
-            if declaration["required"] and not values.get(name)
-        ]
-        if missing:
-            problems.append(
-                "required variables missing: " + ", ".join(repr(name) for name in missing)
-            )
-        if problems:
-            raise InvalidInput("; ".join(problems))
-        return [
-            {"key": name, "value": value, "variable_type": "env_var"}
-            for name, value in values.items()
-        ]
-
-
-def _variable_value_problem(declaration: dict, value_type: str, value: str) -> str | None:
-    name, kind = declaration["name"], declaration["type"]
-    if value_type not in VariableValueType.values:
-        return f"variable {name!r}: value type {value_type!r} is not NAME or ID"
-    if value_type == VariableValueType.ID and kind not in ENTITY_VARIABLE_TYPES:
-        return f"variable {name!r} is {kind}: give its value with type NAME, not ID"
-    if not value:
-        return None  # emptiness matters only for required variables, reported together
-    if kind == VariableType.NUMBER and not NUMBER_PATTERN.fullmatch(value):
-        return f"variable {name!r} is a Number: {value!r} is not a number"
-    if kind == VariableType.EMAIL:
-        try:
-            validate_email(value)
-        except ValidationError:
-            return f"variable {name!r} is an Email: {value!r} is not an email address"
-    return None
-
-
-NUMBER_PATTERN = re.compile(r"[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?")
 
 
 class GroupProjectPermission(models.Model):
@@ -573,7 +453,7 @@ class Execution(models.Model):
 # --- Inbound dialect records
 # What the Harness SEI and Puppet Pipelines (Distelli) dialects need to remember beyond the
 # pipeline itself: which CI instance reports, which pipeline a re-posted run is, and the
-# Distelli events with their links. Pipeline state still changes only through services.
+# Distelli events with their links, written by ``pipelines.reports``.
 
 
 class CicdInstance(models.Model):

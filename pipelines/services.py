@@ -1,31 +1,31 @@
-"""Every state change of the pipeline domain goes through here.
+"""The commands of the pipeline domain: every change to a project, pipeline or job.
 
-Each public function owns its transaction, follows GitLab's state machines and sends
-``pipeline_changed`` inside that transaction for the creation and for each real status
-change of a pipeline, so whatever listens (the hooks app) commits its rows with the change.
-Refused moves raise ``pipelines.errors.ServiceError`` subclasses and change nothing.
+Each public function owns its transaction, follows GitLab's state machines
+(``pipelines.status``) and sends ``pipeline_changed`` inside that transaction for the
+creation and for each real status change of a pipeline, so whatever listens (the hooks app)
+commits its rows with the change. Refusals raise ``pipelines.errors`` and change nothing.
+Runs a CI reports whole, with the dialects' own records, are ``pipelines.reports``; runs of
+definitions, ``pipelines.executions``; tokens, ``pipelines.auth``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 from django.utils.text import slugify
 
-from pipelines.errors import InvalidInput, NotFound, TransitionRefused
+from pipelines.errors import Conflict, InvalidInput, NotFound, TransitionRefused
 from pipelines.models import (
     CANCELABLE_STATUSES,
     COMPLETED_STATUSES,
     UNKNOWN_SHA,
-    AccessToken,
-    Execution,
     Job,
     Pipeline,
     PipelineDefinition,
@@ -33,48 +33,17 @@ from pipelines.models import (
     Status,
 )
 from pipelines.signals import PipelineChange, pipeline_changed
-
-logger = logging.getLogger(__name__)
-
-UNSTARTED_STATUSES = frozenset(
-    {Status.CREATED, Status.WAITING_FOR_RESOURCE, Status.PREPARING, Status.PENDING}
+from pipelines.status import (
+    apply_job_status,
+    apply_pipeline_status,
+    apply_reported_times,
+    check_job_move,
+    compose_status,
+    pipeline_target,
+    validate_status,
 )
 
-# GitLab's job (CommitStatus) state machine: for each target status, where it may come from.
-_QUEUED = frozenset({Status.WAITING_FOR_RESOURCE, Status.PREPARING, Status.PENDING})
-_NOT_STARTED = _QUEUED | {Status.CREATED}
-_BLOCKED = frozenset({Status.MANUAL, Status.SCHEDULED})
-_ENQUEUEABLE = frozenset({Status.CREATED, Status.SKIPPED}) | _BLOCKED
-_JOB_SOURCES: dict[str, frozenset[str]] = {
-    Status.CREATED: frozenset({Status.SKIPPED, Status.MANUAL}),
-    Status.WAITING_FOR_RESOURCE: _ENQUEUEABLE,
-    Status.PREPARING: _ENQUEUEABLE | {Status.WAITING_FOR_RESOURCE},
-    Status.PENDING: _ENQUEUEABLE | {Status.WAITING_FOR_RESOURCE, Status.PREPARING},
-    Status.RUNNING: frozenset({Status.PENDING}),
-    Status.SUCCESS: _NOT_STARTED | {Status.RUNNING},
-    Status.FAILED: _NOT_STARTED | _BLOCKED | {Status.RUNNING, Status.CANCELING},
-    Status.CANCELING: _NOT_STARTED | {Status.RUNNING},
-    Status.CANCELED: _NOT_STARTED | _BLOCKED | {Status.RUNNING, Status.CANCELING},
-    Status.SKIPPED: _NOT_STARTED,
-    Status.MANUAL: frozenset({Status.CREATED}),
-    Status.SCHEDULED: frozenset({Status.CREATED}),
-}
-
-# GitLab's event names, for refusal messages that read like GitLab's own.
-_EVENT_FOR_STATUS = {
-    Status.CREATED: "process",
-    Status.WAITING_FOR_RESOURCE: "request_resource",
-    Status.PREPARING: "prepare",
-    Status.PENDING: "enqueue",
-    Status.RUNNING: "run",
-    Status.SUCCESS: "success",
-    Status.FAILED: "drop",
-    Status.CANCELING: "start_cancel",
-    Status.CANCELED: "cancel",
-    Status.SKIPPED: "skip",
-    Status.MANUAL: "block",
-    Status.SCHEDULED: "delay",
-}
+logger = logging.getLogger(__name__)
 
 # What external CI may report through the commit status API, as GitLab accepts it.
 COMMIT_STATUS_STATES = ("pending", "running", "success", "failed", "canceled", "skipped")
@@ -84,117 +53,7 @@ EXTERNAL_STAGE = "external"
 EXTERNAL_STAGE_IDX = 1_000_000
 
 
-def validate_status(value: str) -> Status:
-    try:
-        return Status(value)
-    except ValueError:
-        raise InvalidInput(f"status {value!r} is not one of: {', '.join(Status.values)}") from None
-
-
-# --- Composition: a pipeline's status from its jobs -----------------------------------------
-
-
-# How ``compose_status`` counts jobs that may fail: a failed or canceled one passes "with
-# warnings" (the pipeline still succeeds, as "passed with warnings"); a manual one is ignored.
-WARNING = "success_with_warnings"
-IGNORED = "ignored"
-
-
-def _composite_key(job: Job) -> str:
-    if job.allow_failure and job.status in (Status.FAILED, Status.CANCELED):
-        return WARNING
-    if job.allow_failure and job.status == Status.MANUAL:
-        return IGNORED
-    return job.status
-
-
-def compose_status(jobs: Iterable[Job]) -> Status | None:
-    """GitLab's ``Gitlab::Ci::Status::Composite``: one status for a set of latest jobs.
-
-    Jobs that may fail neither fail the pipeline nor keep it from succeeding; only skipped
-    and ignored jobs make a pipeline skipped, so one whose only job failed but may fail
-    passed (with warnings).
-    """
-    statuses = {_composite_key(job) for job in jobs}
-    if not statuses:
-        return None
-
-    def only_of(*allowed: str) -> bool:
-        return statuses <= set(allowed)
-
-    def any_of(*wanted: str) -> bool:
-        return bool(statuses & set(wanted))
-
-    if only_of(Status.SKIPPED, IGNORED):
-        return Status.SKIPPED
-    if only_of(Status.SUCCESS, Status.SKIPPED, WARNING, IGNORED):
-        return Status.SUCCESS
-    if only_of(Status.CREATED, WARNING, IGNORED):
-        return Status.CREATED
-    if only_of(Status.PREPARING, WARNING, IGNORED):
-        return Status.PREPARING
-    if only_of(Status.CANCELED, Status.SUCCESS, Status.SKIPPED, WARNING, IGNORED):
-        return Status.CANCELED
-    if only_of(Status.PENDING, Status.CREATED, Status.SKIPPED, WARNING, IGNORED):
-        return Status.PENDING
-    if any_of(Status.RUNNING, Status.PENDING):
-        return Status.RUNNING
-    if any_of(Status.WAITING_FOR_RESOURCE):
-        return Status.WAITING_FOR_RESOURCE
-    if any_of(Status.MANUAL):
-        return Status.MANUAL
-    if any_of(Status.SCHEDULED):
-        return Status.SCHEDULED
-    if any_of(Status.PREPARING):
-        return Status.PREPARING
-    if any_of(Status.CREATED):
-        return Status.RUNNING
-    if any_of(Status.CANCELING):
-        return Status.CANCELING
-    return Status.FAILED
-
-
-# GitLab's pipeline ``enqueue`` leads from these to running, not pending: a finished
-# pipeline runs again, and a running one stays running while jobs queue.
-_ENQUEUED_TO_RUNNING = frozenset(
-    {Status.SUCCESS, Status.FAILED, Status.CANCELED, Status.CANCELING, Status.RUNNING}
-)
-
-
-def _pipeline_target(current: str, composite: Status | None) -> str:
-    """Map a composite status onto the pipeline the way GitLab's ``set_status`` does."""
-    if composite is None or composite == Status.CREATED:
-        return current  # GitLab has no event that moves a pipeline back to created
-    if composite == Status.PENDING and current in _ENQUEUED_TO_RUNNING:
-        return Status.RUNNING
-    return composite
-
-
-def _union_seconds(periods: list[tuple[datetime, datetime]]) -> int:
-    """Seconds covered by the union of periods (GitLab's pipeline duration)."""
-    total = 0.0
-    end_so_far: datetime | None = None
-    for start, end in sorted(periods):
-        if end_so_far is None or start > end_so_far:
-            total += (end - start).total_seconds()
-            end_so_far = end
-        elif end > end_so_far:
-            total += (end - end_so_far).total_seconds()
-            end_so_far = end
-    return int(total)
-
-
-# --- Pipelines ---------------------------------------------------------------------------
-
-
-def _whole_seconds(start: datetime, end: datetime) -> int:
-    """Whole seconds from ``start`` to ``end``, never negative: GitLab's pipeline durations."""
-    return max(0, int((end - start).total_seconds()))
-
-
-def _set_queued_duration(pipeline: Pipeline) -> None:
-    if pipeline.started_at:
-        pipeline.queued_duration = _whole_seconds(pipeline.created_at, pipeline.started_at)
+# --- Pipelines -------------------------------------------------------------------------------
 
 
 def _signed_in(user: AbstractBaseUser | None) -> AbstractBaseUser | None:
@@ -202,30 +61,7 @@ def _signed_in(user: AbstractBaseUser | None) -> AbstractBaseUser | None:
     return user if user is not None and user.is_authenticated else None
 
 
-def _apply_pipeline_status(pipeline: Pipeline, new_status: str, at: datetime) -> None:
-    """Set status and GitLab's times on the instance; the caller saves and signals."""
-    previous = pipeline.status
-    pipeline.status = new_status
-    pipeline.updated_at = at
-    if new_status == Status.RUNNING and (previous in UNSTARTED_STATUSES or not pipeline.started_at):
-        pipeline.started_at = at
-    if new_status in COMPLETED_STATUSES:
-        pipeline.finished_at = at
-        jobs = list(pipeline.latest_jobs())
-        periods = [(j.started_at, j.finished_at) for j in jobs if j.started_at and j.finished_at]
-        if periods:
-            pipeline.duration = _union_seconds(periods)
-        elif pipeline.started_at:
-            pipeline.duration = _whole_seconds(pipeline.started_at, at)
-        else:
-            pipeline.duration = None
-    elif previous in COMPLETED_STATUSES:
-        pipeline.finished_at = None
-        pipeline.duration = None
-    _set_queued_duration(pipeline)
-
-
-def _change_pipeline_status(
+def change_pipeline_status(
     pipeline: Pipeline,
     new_status: str,
     at: datetime,
@@ -239,9 +75,9 @@ def _change_pipeline_status(
     if new_status == pipeline.status:
         return False
     previous = pipeline.status
-    _apply_pipeline_status(pipeline, new_status, at)
+    apply_pipeline_status(pipeline, new_status, at, pipeline.latest_jobs())
     if reported_times:
-        _apply_reported_times(pipeline, *reported_times)
+        apply_reported_times(pipeline, *reported_times)
     pipeline.save()
     change = (
         PipelineChange.FINISHED
@@ -255,14 +91,14 @@ def _change_pipeline_status(
     return True
 
 
-def _lock(pipeline: Pipeline) -> Pipeline:
+def lock_pipeline(pipeline: Pipeline) -> Pipeline:
     """Re-read the pipeline under a row lock so concurrent job reports compose in turn."""
     return Pipeline.objects.select_for_update().select_related("project").get(pk=pipeline.pk)
 
 
 def _recompose(pipeline: Pipeline, at: datetime) -> bool:
-    target = _pipeline_target(pipeline.status, compose_status(pipeline.latest_jobs()))
-    return _change_pipeline_status(pipeline, target, at)
+    target = pipeline_target(pipeline.status, compose_status(pipeline.latest_jobs()))
+    return change_pipeline_status(pipeline, target, at)
 
 
 def _next_iid(project: Project) -> int:
@@ -313,6 +149,57 @@ def create_pipeline(
     return pipeline
 
 
+def start_pipeline(
+    project: Project,
+    *,
+    ref: str,
+    sha: str | None = None,
+    user: AbstractBaseUser | None = None,
+    variables: list[dict] | None = None,
+    commit_required: bool = True,
+    **fields,
+) -> Pipeline:
+    """Start a pipeline by API (source ``api``) on ``ref``, at ``sha`` or at the ref's commit.
+
+    With no repository here, a ref's commit is the newest one a pipeline was reported for on
+    it; with none, the answer is GitLab's ``Reference not found``, or the unknown commit
+    (``UNKNOWN_SHA``) when ``commit_required`` is off. Whether the ref is a tag, and what
+    earlier reports said of the commit (title, message, author, time), carry over.
+    """
+    with transaction.atomic():
+        on_ref = project.pipelines.filter(ref=ref).order_by("-id").first()
+        sha = sha or (on_ref.sha if on_ref else None)
+        if not sha:
+            if commit_required:
+                raise InvalidInput.about("base", "Reference not found")
+            sha = UNKNOWN_SHA
+        return create_pipeline(
+            project,
+            ref=ref,
+            sha=sha,
+            source=Pipeline.Source.API,
+            user=user,
+            variables=variables,
+            tag=on_ref.tag if on_ref else False,
+            **_known_commit_fields(project, sha),
+            **fields,
+        )
+
+
+def _known_commit_fields(project: Project, sha: str) -> dict:
+    """What an earlier report told us about this commit."""
+    known = project.pipelines.filter(sha=sha).order_by("-id").first()
+    if known is None:
+        return {}
+    return {
+        "commit_message": known.commit_message,
+        "commit_title": known.commit_title,
+        "commit_timestamp": known.commit_timestamp,
+        "commit_author_name": known.commit_author_name,
+        "commit_author_email": known.commit_author_email,
+    }
+
+
 def normalize_variables(variables: list[dict]) -> list[dict]:
     """GitLab's pipeline variables: a list of ``{key, value, variable_type}``."""
     result = []
@@ -338,7 +225,7 @@ def transition_pipeline(pipeline: Pipeline, status: str, *, at: datetime | None 
     target = validate_status(status)
     at = at or timezone.now()
     with transaction.atomic():
-        pipeline = _lock(pipeline)
+        pipeline = lock_pipeline(pipeline)
         if pipeline.jobs.exists():
             raise TransitionRefused(
                 "this pipeline's status is composed from its jobs: update a job instead"
@@ -349,14 +236,14 @@ def transition_pipeline(pipeline: Pipeline, status: str, *, at: datetime | None 
             raise TransitionRefused(
                 f"Cannot transition pipeline from {pipeline.status} back to created"
             )
-        return _change_pipeline_status(pipeline, _pipeline_target(pipeline.status, target), at)
+        return change_pipeline_status(pipeline, pipeline_target(pipeline.status, target), at)
 
 
 def retry_pipeline(pipeline: Pipeline, *, user: AbstractBaseUser | None = None) -> Pipeline:
     """Retry the failed and canceled jobs; a finished pipeline goes back to running."""
     at = timezone.now()
     with transaction.atomic():
-        pipeline = _lock(pipeline)
+        pipeline = lock_pipeline(pipeline)
         jobs = list(pipeline.latest_jobs())
         retryable = [j for j in jobs if j.status in (Status.FAILED, Status.CANCELED)]
         if jobs and not retryable:
@@ -369,7 +256,7 @@ def retry_pipeline(pipeline: Pipeline, *, user: AbstractBaseUser | None = None) 
         if jobs:
             _recompose(pipeline, at)
         else:
-            _change_pipeline_status(pipeline, Status.RUNNING, at)
+            change_pipeline_status(pipeline, Status.RUNNING, at)
     pipeline.refresh_from_db()
     return pipeline
 
@@ -402,19 +289,19 @@ def cancel_pipeline(pipeline: Pipeline) -> Pipeline:
     """
     at = timezone.now()
     with transaction.atomic():
-        pipeline = _lock(pipeline)
+        pipeline = lock_pipeline(pipeline)
         jobs = list(pipeline.latest_jobs())
         cancelable = [job for job in jobs if job.status in CANCELABLE_STATUSES]
         nothing_to_cancel = not cancelable if jobs else pipeline.status not in CANCELABLE_STATUSES
         if nothing_to_cancel:
             raise TransitionRefused(f"Pipeline is not cancelable: it is {pipeline.status}")
         for job in cancelable:
-            _apply_job_status(job, Status.CANCELED, at)
+            apply_job_status(job, Status.CANCELED, at)
             job.save()
         if jobs:
             _recompose(pipeline, at)
         else:
-            _change_pipeline_status(pipeline, Status.CANCELED, at)
+            change_pipeline_status(pipeline, Status.CANCELED, at)
     pipeline.refresh_from_db()
     return pipeline
 
@@ -425,39 +312,6 @@ def delete_pipeline(pipeline: Pipeline) -> None:
 
 
 # --- Jobs ----------------------------------------------------------------------------------
-
-
-def _apply_job_status(job: Job, status: str, at: datetime) -> None:
-    """Set a job's status and GitLab's times on the instance (unsaved)."""
-    job.status = status
-    job.updated_at = at
-    if status in (Status.PENDING, Status.WAITING_FOR_RESOURCE, Status.PREPARING):
-        job.queued_at = job.queued_at or at
-    if status == Status.RUNNING:
-        job.started_at = job.started_at or at
-        job.queued_at = job.queued_at or job.created_at
-        job.queued_duration = max(0.0, (job.started_at - job.queued_at).total_seconds())
-    if status in COMPLETED_STATUSES:
-        job.finished_at = job.finished_at or at
-        if job.started_at:
-            job.duration = max(0.0, (job.finished_at - job.started_at).total_seconds())
-    if status != Status.FAILED:
-        job.failure_reason = None
-    if status == Status.MANUAL:
-        job.manual = True
-
-
-def _check_job_move(job: Job, target: str) -> None:
-    if target == job.status:
-        raise TransitionRefused(
-            f"Cannot transition status via :{_EVENT_FOR_STATUS[target]} from :{job.status}"
-        )
-    # Running is also reached through pending (GitLab's "enqueue, then run").
-    via_pending = target == Status.RUNNING and job.status in _JOB_SOURCES[Status.PENDING]
-    if job.status not in _JOB_SOURCES[target] and not via_pending:
-        raise TransitionRefused(
-            f"Cannot transition status via :{_EVENT_FOR_STATUS[target]} from :{job.status}"
-        )
 
 
 _JOB_FIELDS = {
@@ -504,11 +358,11 @@ def create_job(
     _check_job_fields(fields)
     at = at or timezone.now()
     with transaction.atomic():
-        pipeline = _lock(pipeline)
+        pipeline = lock_pipeline(pipeline)
         job = Job(pipeline=pipeline, name=name, created_at=at, updated_at=at, **fields)
         if target != Status.CREATED:
-            _check_job_move(job, target)
-            _apply_job_status(job, target, at)
+            check_job_move(job, target)
+            apply_job_status(job, target, at)
         job.save()
         _recompose(pipeline, at)
     return job
@@ -523,32 +377,42 @@ def update_job(job: Job, *, status: str | None = None, at: datetime | None = Non
     _check_job_fields(fields)
     at = at or timezone.now()
     with transaction.atomic():
-        pipeline = _lock(job.pipeline)
+        pipeline = lock_pipeline(job.pipeline)
         job = Job.objects.select_for_update().get(pk=job.pk)
         for key, value in fields.items():
             setattr(job, key, value)
         if status is not None and status != job.status:
             target = validate_status(status)
-            _check_job_move(job, target)
-            _apply_job_status(job, target, at)
+            check_job_move(job, target)
+            apply_job_status(job, target, at)
         job.save()
         _recompose(pipeline, at)
     return job
 
 
+@dataclass(frozen=True)
+class ReportedCommitStatus:
+    """A commit status as external CI posts it (GitLab's ``POST /projects/:id/statuses/:sha``).
+
+    ``name`` is the job's (``"default"`` when not given); ``ref`` picks the commit's pipeline
+    on that ref, ``pipeline_id`` one pipeline; ``stage`` places a new job (by default in
+    GitLab's stage for external statuses, after every other). Fields left None stay as they
+    are on a job reported before.
+    """
+
+    sha: str
+    state: str
+    name: str | None = None
+    ref: str | None = None
+    stage: str | None = None
+    target_url: str | None = None
+    description: str | None = None
+    coverage: float | None = None
+    pipeline_id: int | None = None
+
+
 def report_commit_status(
-    project: Project,
-    sha: str,
-    *,
-    state: str,
-    name: str | None = None,
-    ref: str | None = None,
-    stage: str | None = None,
-    target_url: str | None = None,
-    description: str | None = None,
-    coverage: float | None = None,
-    pipeline_id: int | None = None,
-    user: AbstractBaseUser | None = None,
+    project: Project, reported: ReportedCommitStatus, *, user: AbstractBaseUser | None = None
 ) -> Job:
     """GitLab's ``POST /projects/:id/statuses/:sha`` (Ci::CreateCommitStatusService).
 
@@ -556,19 +420,26 @@ def report_commit_status(
     one when there is none; finds the pending or running job of that name, or starts a new
     attempt (an older finished attempt becomes "retried"); then moves it to ``state``.
     """
+    sha, state, ref, stage, pipeline_id = (
+        reported.sha,
+        reported.state,
+        reported.ref,
+        reported.stage,
+        reported.pipeline_id,
+    )
     if state not in COMMIT_STATUS_STATES:
         raise InvalidInput(
             f"state does not have a valid value: {state!r} is not one of "
             f"{', '.join(COMMIT_STATUS_STATES)}"
         )
-    name = name or "default"
+    name = reported.name or "default"
     at = timezone.now()
     fields = {
         k: v
         for k, v in {
-            "target_url": target_url,
-            "description": description,
-            "coverage": coverage,
+            "target_url": reported.target_url,
+            "description": reported.description,
+            "coverage": reported.coverage,
         }.items()
         if v is not None
     }
@@ -593,7 +464,7 @@ def report_commit_status(
                     user=user,
                     at=at,
                 )
-        pipeline = _lock(pipeline)
+        pipeline = lock_pipeline(pipeline)
         job = (
             pipeline.jobs.filter(
                 name=name, retried=False, status__in=(Status.PENDING, Status.RUNNING)
@@ -607,7 +478,7 @@ def report_commit_status(
                 pipeline=pipeline,
                 name=name,
                 stage=stage or EXTERNAL_STAGE,
-                stage_idx=EXTERNAL_STAGE_IDX if not stage else _stage_idx(pipeline, stage),
+                stage_idx=EXTERNAL_STAGE_IDX if not stage else stage_index(pipeline, stage),
                 user=_signed_in(user),
                 created_at=at,
                 updated_at=at,
@@ -615,8 +486,8 @@ def report_commit_status(
         for key, value in fields.items():
             setattr(job, key, value)
         target = Status(state)
-        _check_job_move(job, target)
-        _apply_job_status(job, target, at)
+        check_job_move(job, target)
+        apply_job_status(job, target, at)
         if target == Status.FAILED:
             job.failure_reason = "api_failure"
         job.save()
@@ -624,7 +495,7 @@ def report_commit_status(
     return job
 
 
-def _stage_idx(pipeline: Pipeline, stage: str) -> int:
+def stage_index(pipeline: Pipeline, stage: str) -> int:
     """Keep stages in the order they were first reported."""
     known = pipeline.jobs.filter(stage=stage).values_list("stage_idx", flat=True).first()
     if known is not None:
@@ -633,145 +504,7 @@ def _stage_idx(pipeline: Pipeline, stage: str) -> int:
     return 0 if highest is None else highest + 1
 
 
-# --- Runs reported whole by an external CI ----------------------------------------------------
-
-# GitLab's failure reason for a job whose cause nobody reported.
-UNKNOWN_FAILURE = "unknown_failure"
-
-
-@dataclass(frozen=True)
-class ReportedJob:
-    """A job, or a whole run, as an external CI reports it: its status and when it ran.
-
-    Times are the CI's own; None means it did not say, and the moment of the report is used.
-    """
-
-    name: str
-    stage: str
-    status: str
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    # Only used when the status is failed; GitLab's vocabulary (job_execution_timeout...).
-    failure_reason: str | None = None
-    target_url: str = ""
-
-
-def report_pipeline_run(
-    pipeline: Pipeline, *, run: ReportedJob, jobs: Sequence[ReportedJob] = ()
-) -> bool:
-    """Bring a pipeline in line with a CI's report of a run; returns whether its status changed.
-
-    For CI systems that report a run as a whole, and may report it again as it goes on:
-
-    - each reported job is matched by stage and name to its latest attempt: a new one is
-      created, a changed one moves by GitLab's job state machine, and one that cannot move
-      there (it finished, or went back to an earlier state) gets a new attempt while the old
-      one stays as retried, as GitLab's retry does;
-    - the pipeline's status stays composed from its jobs. Where they do not explain the run's
-      own status, the CI's verdict wins: in a successful run, failed jobs were allowed to
-      fail; any other gap is carried by a job for the run itself (``run.name`` in
-      ``run.stage``), the way GitLab shows an external CI's status;
-    - the run's reported start and finish become the pipeline's times;
-    - a report that changes no status sends no signal.
-    """
-    run_status = validate_status(run.status)
-    for reported in (run, *jobs):
-        validate_status(reported.status)
-        if not reported.name or not reported.stage:
-            raise InvalidInput("every reported job needs a name and a stage")
-    at = timezone.now()
-    with transaction.atomic():
-        pipeline = _lock(pipeline)
-        for reported in jobs:
-            _sync_reported_job(pipeline, reported, at)
-        latest = list(pipeline.latest_jobs())
-        run_job_exists = any(j.stage == run.stage and j.name == run.name for j in latest)
-        if not run_job_exists and run_status == Status.SUCCESS:
-            for job in latest:
-                if job.status in (Status.FAILED, Status.CANCELED) and not job.allow_failure:
-                    job.allow_failure = True
-                    job.updated_at = at
-                    job.save(update_fields=["allow_failure", "updated_at"])
-        # Once the run has its own job, that job follows every later verdict.
-        if run_job_exists or compose_status(pipeline.latest_jobs()) != run_status:
-            _sync_reported_job(pipeline, replace(run, status=run_status), at)
-        target = _pipeline_target(pipeline.status, compose_status(pipeline.latest_jobs()))
-        times = (run.started_at, run.finished_at)
-        if _change_pipeline_status(pipeline, target, at, reported_times=times):
-            return True
-        if _apply_reported_times(pipeline, *times):
-            pipeline.save()  # a corrected time is no status change: no signal
-        return False
-
-
-def _sync_reported_job(pipeline: Pipeline, reported: ReportedJob, at: datetime) -> Job:
-    target = Status(reported.status)
-    job = (
-        pipeline.jobs.filter(stage=reported.stage, name=reported.name, retried=False)
-        .order_by("-id")
-        .first()
-    )
-    if job is not None and job.status != target:
-        try:
-            _check_job_move(job, target)
-        except TransitionRefused:
-            Job.objects.filter(pk=job.pk).update(retried=True, updated_at=at)
-            job = None
-    if job is None:
-        job = Job(
-            pipeline=pipeline,
-            name=reported.name,
-            stage=reported.stage,
-            stage_idx=(
-                EXTERNAL_STAGE_IDX
-                if reported.stage == EXTERNAL_STAGE
-                else _stage_idx(pipeline, reported.stage)
-            ),
-            created_at=at,
-            updated_at=at,
-        )
-    if reported.target_url:
-        job.target_url = reported.target_url
-    ran = target not in UNSTARTED_STATUSES and target not in (
-        Status.SKIPPED,
-        Status.MANUAL,
-        Status.SCHEDULED,
-    )
-    if ran and reported.started_at:
-        job.started_at = reported.started_at
-    if target in COMPLETED_STATUSES and reported.finished_at:
-        job.finished_at = reported.finished_at
-    if job.status != target:
-        _apply_job_status(job, target, at)
-    if target in COMPLETED_STATUSES and job.started_at and job.finished_at:
-        job.duration = max(0.0, (job.finished_at - job.started_at).total_seconds())
-    if target == Status.FAILED:
-        job.failure_reason = reported.failure_reason or job.failure_reason or UNKNOWN_FAILURE
-    job.save()
-    return job
-
-
-def _apply_reported_times(
-    pipeline: Pipeline, started_at: datetime | None, finished_at: datetime | None
-) -> bool:
-    """Put a CI's own start and finish on the pipeline; returns whether anything changed."""
-    before = (pipeline.started_at, pipeline.finished_at, pipeline.duration)
-    ran = pipeline.status in COMPLETED_STATUSES - {Status.SKIPPED} or pipeline.status in (
-        Status.RUNNING,
-        Status.CANCELING,
-    )
-    if ran and started_at:
-        pipeline.started_at = started_at
-    if pipeline.status in COMPLETED_STATUSES:
-        if finished_at:
-            pipeline.finished_at = finished_at
-        if (started_at or finished_at) and pipeline.started_at and pipeline.finished_at:
-            pipeline.duration = _whole_seconds(pipeline.started_at, pipeline.finished_at)
-    _set_queued_duration(pipeline)
-    return before != (pipeline.started_at, pipeline.finished_at, pipeline.duration)
-
-
-# --- Projects and tokens ---------------------------------------------------------------------
+# --- Projects --------------------------------------------------------------------------------
 
 
 def create_project(*, name: str, path: str | None = None, **fields) -> Project:
@@ -783,116 +516,43 @@ def create_project(*, name: str, path: str | None = None, **fields) -> Project:
     namespace = fields.get("namespace") or "root"
     if Project.objects.filter(namespace=namespace, path=path).exists():
         raise InvalidInput(f"path {namespace}/{path} has already been taken")
+    try:
+        with transaction.atomic():
+            return Project.objects.create(name=name.strip(), path=path, **fields)
+    except IntegrityError:  # another request took the path between the check and the insert
+        raise Conflict.about("path", "has already been taken") from None
+
+
+# --- Pipeline definitions --------------------------------------------------------------------
+
+
+def save_definition(definition: PipelineDefinition, **changes) -> PipelineDefinition:
+    """Create or edit a definition with ``changes``: the model's rules, then a name unique
+    among the project's definitions of its kind (else a ``Conflict`` about ``name``)."""
+    for field, value in changes.items():
+        setattr(definition, field, value)
+    try:
+        definition.full_clean(exclude=["project"], validate_constraints=False)
+    except ValidationError as invalid:
+        problems = invalid.message_dict
+        message = "; ".join(
+            f"{field}: {text}" for field, texts in problems.items() for text in texts
+        )
+        raise InvalidInput(message, fields=problems) from None
+    taken = PipelineDefinition.objects.filter(
+        project=definition.project, kind=definition.kind, name=definition.name
+    ).exclude(pk=definition.pk)
+    if taken.exists():
+        raise Conflict.about("name", "has already been taken")
+    try:
+        with transaction.atomic():
+            definition.save()
+    except IntegrityError:  # created by someone else between the check and the save
+        raise Conflict.about("name", "has already been taken") from None
+    return definition
+
+
+def delete_definition(definition: PipelineDefinition) -> None:
+    """Delete a definition; the executions started from it stay, without it."""
     with transaction.atomic():
-        return Project.objects.create(name=name.strip(), path=path, **fields)
-
-
-def create_token(
-    user,
-    *,
-    scopes: list[str],
-    name: str = "token",
-    projects: Iterable[Project] = (),
-    groups: Iterable = (),
-    expires_at: datetime | None = None,
-) -> tuple[AccessToken, str]:
-    """Create an access token; returns the row and the raw token, which is shown only once."""
-    scopes = list(dict.fromkeys(scopes))
-    if not scopes:
-        raise InvalidInput("at least one scope is needed")
-    unknown = set(scopes) - set(AccessToken.Scope.values)
-    if unknown:
-        raise InvalidInput(
-            f"unknown scopes: {', '.join(sorted(unknown))}"
-            f" (use {', '.join(AccessToken.Scope.values)})"
-        )
-    groups = list(groups)
-    check_token_groups(user, groups)
-    raw = AccessToken.generate()
-    with transaction.atomic():
-        token = AccessToken.objects.create(
-            user=user,
-            name=name,
-            token_hash=AccessToken.hash_token(raw),
-            token_prefix=raw[:10],
-            scopes=scopes,
-            expires_at=expires_at,
-        )
-        token.projects.set(projects)
-        token.groups.set(groups)
-    return token, raw
-
-
-def check_token_groups(user, groups: Iterable) -> None:
-    """A token may be scoped only to groups its owner is in: scoping narrows, never widens."""
-    if user.is_superuser:
-        return
-    member_of = set(user.groups.values_list("pk", flat=True))
-    foreign = sorted(group.name for group in groups if group.pk not in member_of)
-    if foreign:
-        raise InvalidInput(
-            f"user {user.get_username()} is not in the group(s) {', '.join(foreign)}: a token"
-            " can only be scoped to its owner's groups"
-        )
-
-
-# --- Executions of pipeline definitions -----------------------------------------------------
-
-# Pipeline variables a service input sets, so the run knows which build to deploy.
-SERVICE_VARIABLES = ("SERVICE_NAME", "ARTIFACT_SOURCE_NAME", "ARTIFACT_BUILD_NUMBER")
-
-
-def start_execution(
-    definition: PipelineDefinition,
-    *,
-    variable_inputs: Iterable[tuple[str, str, str]] = (),
-    service_inputs: Iterable[dict] = (),
-    notes: str = "",
-    user: AbstractBaseUser | None = None,
-    token: AccessToken | None = None,
-) -> Execution:
-    """Start a run of a pipeline or workflow definition: a new pipeline with source ``api``.
-
-    ``variable_inputs`` are ``(name, value type, value)`` checked against the definition's
-    declarations; ``service_inputs`` are ``{name, artifactSourceName, buildNumber}``. The run
-    is for the definition's ref (the project's default branch when blank) at the newest commit
-    a pipeline was reported for on that ref, or ``UNKNOWN_SHA`` when there is none yet.
-    """
-    variables = definition.bind_variables(list(variable_inputs))
-    services_given = list(service_inputs)
-    if len(services_given) > 1:
-        raise InvalidInput("serviceInputs: one service per execution is supported")
-    for service in services_given:
-        taken = {v["key"] for v in variables} & set(SERVICE_VARIABLES)
-        if taken:
-            raise InvalidInput(
-                f"variable {sorted(taken)[0]!r} is also set by serviceInputs: give it once"
-            )
-        values = (service["name"], service.get("artifactSourceName") or "", service["buildNumber"])
-        variables += [
-            {"key": key, "value": value, "variable_type": "env_var"}
-            for key, value in zip(SERVICE_VARIABLES, values, strict=True)
-        ]
-    project = definition.project
-    ref = definition.ref or project.default_branch
-    with transaction.atomic():
-        newest_sha = (
-            project.pipelines.filter(ref=ref).order_by("-id").values_list("sha", flat=True).first()
-        )
-        pipeline = create_pipeline(
-            project,
-            ref=ref,
-            sha=newest_sha or UNKNOWN_SHA,
-            source=Pipeline.Source.API,
-            user=user,
-            variables=variables,
-            name=definition.name,
-        )
-        return Execution.objects.create(
-            pipeline=pipeline,
-            definition=definition,
-            kind=definition.kind,
-            notes=notes,
-            service_inputs=services_given,
-            token=token,
-        )
+        definition.delete()

@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from pipelines import services
+from pipelines import auth
 from tests.factories import ALL_PROJECT_PERMISSIONS, ProjectFactory, UserFactory, grant_permissions
 from tests.hooks.receiver import Receiver
 
@@ -87,7 +87,7 @@ def make_token(db):
     ):
         user = grant_permissions(user or UserFactory(), *permissions)
         user.groups.add(*groups)
-        _, raw = services.create_token(user, scopes=list(scopes), projects=projects, groups=groups)
+        _, raw = auth.create_token(user, scopes=list(scopes), projects=projects, groups=groups)
         return raw
 
     return make

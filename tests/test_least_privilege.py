@@ -19,8 +19,9 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from rest_framework.test import APIClient
 
 from hooks.models import Delivery, DeliveryAttempt, Event, Hook
-from pipelines import services
-from pipelines.api.graphql import definition_id, encode_id, schema
+from pipelines import auth
+from pipelines.api.graphql.ids import definition_id, encode_id
+from pipelines.api.graphql.schema import schema
 from pipelines.errors import InvalidInput
 from pipelines.models import (
     CicdInstance,
@@ -92,12 +93,12 @@ def world(db, receiver, settings):
 
     world = World(project, pipeline, definition, hook, attempt, instance, build)
     for user in (root, nobody, outsider):
-        world.keys[user.username] = services.create_token(user, scopes=["api"])[1]
+        world.keys[user.username] = auth.create_token(user, scopes=["api"])[1]
     # A group scope cannot widen a token: scoping one to a group its owner is not in is
     # refused, and done behind the rule's back the group does not count.
     with pytest.raises(InvalidInput, match="not in the group"):
-        services.create_token(nobody, scopes=["api"], groups=[elsewhere])
-    token, world.keys["nobody-scoped"] = services.create_token(nobody, scopes=["api"])
+        auth.create_token(nobody, scopes=["api"], groups=[elsewhere])
+    token, world.keys["nobody-scoped"] = auth.create_token(nobody, scopes=["api"])
     token.groups.add(elsewhere)
     world.users = {"root": root, "nobody": nobody, "outsider": outsider, "staff": staff}
     return world

@@ -40,7 +40,7 @@ from schemathesis.specs.openapi.checks import (
 
 from config.wsgi import application
 from hooks.models import Delivery, DeliveryAttempt, Event, Hook
-from pipelines import services
+from pipelines import auth, services
 from pipelines.models import CicdInstance, DistelliEvent, PipelineDefinition
 from tests.factories import ProjectFactory, UserFactory
 
@@ -115,9 +115,11 @@ def scene(db, monkeypatch, settings):
     settings.HOOKS_ALLOWED_NETWORKS = []
     monkeypatch.setattr(socket, "getaddrinfo", _loopback_only_getaddrinfo)
     user = UserFactory(username="fuzz")
-    _, token = services.create_token(user, scopes=["api"])
+    _, token = auth.create_token(user, scopes=["api"])
     project = ProjectFactory(path="web", namespace="fuzz")
-    job = services.report_commit_status(project, SHA, state="running", name="build", ref="main")
+    job = services.report_commit_status(
+        project, services.ReportedCommitStatus(SHA, state="running", name="build", ref="main")
+    )
     definition = PipelineDefinition.objects.create(
         project=project, name="deploy", variables=[{"name": "env", "type": "Text"}]
     )

@@ -26,8 +26,8 @@ from rest_framework.test import APIClient
 
 from hooks import delivery as hook_delivery
 from hooks.models import Delivery, Hook
-from pipelines import services
-from pipelines.api.graphql import encode_id
+from pipelines import auth
+from pipelines.api.graphql.ids import encode_id
 from pipelines.models import AccessToken, CicdInstance
 from tests.factories import UserFactory
 from tests.test_serve import (  # noqa: F401 (embedded_env is a fixture)
@@ -71,7 +71,7 @@ def secrets(db, receiver, settings):
     root = UserFactory(username="root", is_superuser=True, is_staff=True)
     root.set_password(ADMIN_PASSWORD)
     root.save()
-    _, api_token = services.create_token(root, scopes=["api"], name="ci")
+    _, api_token = auth.create_token(root, scopes=["api"], name="ci")
     hook_url = receiver.url.replace("http://", f"http://{URL_USER}:{URL_PASSWORD}@")
     return {
         "api token": api_token,

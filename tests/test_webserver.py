@@ -77,9 +77,9 @@ def server(tmp_path_factory):
 
 TOKEN_SCRIPT = """
 from django.contrib.auth import get_user_model
-from pipelines import services
+from pipelines import auth
 user = get_user_model().objects.create_superuser("root", "root@localhost", "pw")
-print(services.create_token(user, scopes=["api"], name="test")[1])
+print(auth.create_token(user, scopes=["api"], name="test")[1])
 """
 
 

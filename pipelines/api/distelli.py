@@ -16,13 +16,10 @@ Field by field, and every leniency with its reason: ``docs/dialects.md``.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
-from django.db import transaction
 from django.db.models import QuerySet
 from django.urls import re_path
-from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -33,10 +30,9 @@ from drf_spectacular.utils import (
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from pipelines import services
-from pipelines.api.inbound import (
+from pipelines import reports
+from pipelines.api.dialect import (
     DialectView,
-    Refused,
     Text,
     optional_text,
     refusals,
@@ -44,34 +40,16 @@ from pipelines.api.inbound import (
     validated,
 )
 from pipelines.api.parsing import MAX_ID, parse_id
+from pipelines.api.times import gitlab_time
 from pipelines.auth import READ, WRITE, check_access, grants_of
-from pipelines.models import UNKNOWN_SHA, AccessToken, DistelliEvent, Pipeline, Project, Status
+from pipelines.errors import Conflict, Forbidden, InvalidInput, NotFound
+from pipelines.models import AccessToken, DistelliEvent, Project
 
 SCHEMA_TAG = "Puppet Pipelines (Distelli) events"
 HOW_TO_AUTHENTICATE = "add ?apiToken=<token> to the URL"
-BUILD_JOB = "build"  # the job (and stage) a build event is shown as
 
 BuildStatus = DistelliEvent.BuildStatus
 EventType = DistelliEvent.Type
-
-# Distelli build status -> GitLab status, and the failure reason GitLab would give.
-STATUS_FOR_BUILD = {
-    BuildStatus.WAITING: Status.CREATED,
-    BuildStatus.QUEUED: Status.PENDING,
-    BuildStatus.RUNNING: Status.RUNNING,
-    BuildStatus.SUCCESS: Status.SUCCESS,
-    BuildStatus.FAILED: Status.FAILED,
-    BuildStatus.TIMED_OUT: Status.FAILED,
-    BuildStatus.CANCELLED: Status.CANCELED,
-}
-FAILURE_REASON_FOR_BUILD = {
-    BuildStatus.FAILED: "script_failure",
-    BuildStatus.TIMED_OUT: "job_execution_timeout",
-}
-# Build statuses compared without case; "Canceled" is the American spelling of Cancelled.
-_BUILD_STATUS_SPELLINGS = {s.value.lower(): s for s in BuildStatus} | {
-    "canceled": BuildStatus.CANCELLED
-}
 
 # filter_event_type values as Distelli documents them. Deploy, release and docker image
 # events come from Distelli's own deployments, which this service has none of.
@@ -179,40 +157,20 @@ class BuildUpdateInput(serializers.Serializer):
     release_version = optional_text()
 
 
-def build_status_from(value: str | None, default: BuildStatus | None) -> BuildStatus | None:
-    if value is None or value == "":
-        return default
-    status = _BUILD_STATUS_SPELLINGS.get(value.strip().lower())
-    if status is None:
-        raise Refused(
-            400,
-            f"build_status {value!r} is not one of {', '.join(BuildStatus.values)}",
-        )
-    return status
-
-
 # --- Output -----------------------------------------------------------------------------------
-
-
-def format_time(value: datetime | None) -> str | None:
-    """Distelli's times: ISO 8601 in UTC with milliseconds, ``2016-08-30T22:31:03.723Z``."""
-    if value is None:
-        return None
-    value = value.astimezone(UTC)
-    return f"{value:%Y-%m-%dT%H:%M:%S}.{value.microsecond // 1000:03d}Z"
 
 
 def render_event(event: DistelliEvent) -> dict[str, Any]:
     rendered: dict[str, Any] = {
         "app_name": event.project.path,
         "event_id": event.pk,
-        "event_time": format_time(event.created_at),
+        "event_time": gitlab_time(event.created_at),
         "event_type": event.event_type,
     }
     fields = BUILD_FIELDS if event.event_type == EventType.BUILD else REPO_FIELDS
     for field in fields:
         if field in ("build_start", "build_end"):
-            rendered[field] = format_time(getattr(event, field))
+            rendered[field] = gitlab_time(getattr(event, field))
         elif field == "parent_event_id":
             rendered[field] = str(event.parent_id) if event.parent_id else None
         else:
@@ -320,8 +278,7 @@ def resolve_app(token: AccessToken, username: str, app_name: str, action: str) -
     """The project ``app_name`` names, once the URL's user and the token agree."""
     owner = token.user.get_username()
     if username != owner:
-        raise Refused(
-            403,
+        raise Forbidden(
             f"this apiToken belongs to user {owner!r}, not {username!r}: use /{owner}/apps/...",
         )
     # Projects the token holds nothing on (or is not limited to) are not there for it, so
@@ -332,15 +289,13 @@ def resolve_app(token: AccessToken, username: str, app_name: str, action: str) -
         # Paths repeat across namespaces: the user's own namespace first.
         candidates = [p for p in candidates if p.namespace == username] or candidates
     if not candidates:
-        raise Refused(
-            404,
+        raise NotFound(
             f"app {app_name!r} not found: app_name is the path of a project"
             " (example-node for acme/example-node)",
         )
     if len(candidates) > 1:
         names = ", ".join(p.path_with_namespace for p in candidates)
-        raise Refused(
-            409,
+        raise Conflict(
             f"app name {app_name!r} matches several projects ({names}): use a token limited"
             " to one of them",
         )
@@ -370,12 +325,12 @@ class EventsView(DistelliView):
         max_results = _max_results(params.get("max_results"))
         order = (params.get("order") or "desc").strip().lower()
         if order not in ("asc", "desc"):
-            raise Refused(400, f"order {params['order']!r} is not asc or desc")
+            raise InvalidInput(f"order {params['order']!r} is not asc or desc")
         marker = params.get("marker")
         if marker:
             after = parse_id(marker.strip())
             if after is None:
-                raise Refused(400, f"marker {marker!r} is not a marker this API returned")
+                raise InvalidInput(f"marker {marker!r} is not a marker this API returned")
             events = events.filter(pk__gt=after) if order == "asc" else events.filter(pk__lt=after)
         events = events.order_by("id" if order == "asc" else "-id")
         page = list(events[: max_results + 1])
@@ -393,7 +348,7 @@ def _max_results(value: str | None) -> int:
         return DEFAULT_MAX_RESULTS
     number = parse_id(value.strip())
     if number is None or number < 1:
-        raise Refused(400, f"max_results {value!r} is not a positive integer")
+        raise InvalidInput(f"max_results {value!r} is not a positive integer")
     return min(number, MAX_RESULTS_LIMIT)
 
 
@@ -404,11 +359,11 @@ def filter_events(events: QuerySet, params) -> QuerySet:
     known = FILTERS.get(filter_name.strip().lower())
     if known is None:
         names = ", ".join(name for name, _ in FILTERS.values())
-        raise Refused(400, f"filter_name {filter_name!r} is not one of {names}")
+        raise InvalidInput(f"filter_name {filter_name!r} is not one of {names}")
     name, needed = known
     missing = [param for param in needed if not params.get(param)]
     if missing:
-        raise Refused(400, f"filter_name={name} needs {' and '.join(missing)}")
+        raise InvalidInput(f"filter_name={name} needs {' and '.join(missing)}")
     if "filter_branch" in needed:
         events = events.filter(branch=params["filter_branch"])
     if "filter_env" in needed:
@@ -417,8 +372,7 @@ def filter_events(events: QuerySet, params) -> QuerySet:
         wanted = params["filter_event_type"]
         key = wanted.strip().lower().replace("_", "")
         if key not in EVENT_TYPE_FILTERS:
-            raise Refused(
-                400,
+            raise InvalidInput(
                 f"filter_event_type {wanted!r} is not one of Build, Deploy, Dockerimage,"
                 " Pullrequest, Push, Release",
             )
@@ -430,10 +384,10 @@ def filter_events(events: QuerySet, params) -> QuerySet:
 class EventView(DistelliView):
     """``PUT .../events/{buildEvent,pushEvent,pullRequestEvent}`` and ``POST .../events/:id``."""
 
-    CREATORS = {
-        "buildEvent": "create_build_event",
-        "pushEvent": "create_push_event",
-        "pullRequestEvent": "create_pull_request_event",
+    KINDS = {
+        "buildEvent": EventType.BUILD,
+        "pushEvent": EventType.PUSH,
+        "pullRequestEvent": EventType.PULL_REQUEST,
     }
 
     @extend_schema(
@@ -447,15 +401,18 @@ class EventView(DistelliView):
     )
     def put(self, request, username: str, app_name: str, name: str):
         token, project = self.app(request, username, app_name, WRITE)
-        creator = self.CREATORS.get(name)
-        if creator is None:
-            raise Refused(
-                404,
+        kind = self.KINDS.get(name)
+        if kind is None:
+            raise NotFound(
                 f"events/{name} is not an event kind:"
                 " use buildEvent, pushEvent or pullRequestEvent",
             )
-        with transaction.atomic():
-            event = getattr(self, creator)(request, token, project)
+        if kind == EventType.BUILD:
+            data = validated(BuildEventInput(data=self.json_object(request)))
+            event = reports.record_build_event(project, user=token.user, **data)
+        else:
+            data = validated(RepoEventInput(data=self.json_object(request)))
+            event = reports.record_repo_event(project, kind, **data)
         return Response({"event_id": str(event.pk)})
 
     @extend_schema(
@@ -473,140 +430,10 @@ class EventView(DistelliView):
         _, project = self.app(request, username, app_name, WRITE)
         event_id = parse_id(name)
         if event_id is None:
-            raise Refused(404, f"event {name!r} not found in app {app_name!r}")
+            raise NotFound(f"event {name!r} not found in app {app_name!r}")
         data = validated(BuildUpdateInput(data=self.json_object(request)))
-        with transaction.atomic():
-            event = update_build_event(project, event_id, data)
+        event = reports.update_build_event(project, event_id, **data)
         return Response({"event": render_event(event)})
-
-    def create_push_event(self, request, token, project) -> DistelliEvent:
-        data = validated(RepoEventInput(data=self.json_object(request)))
-        return DistelliEvent.objects.create(project=project, event_type=EventType.PUSH, **data)
-
-    def create_pull_request_event(self, request, token, project) -> DistelliEvent:
-        data = validated(RepoEventInput(data=self.json_object(request)))
-        return DistelliEvent.objects.create(
-            project=project, event_type=EventType.PULL_REQUEST, **data
-        )
-
-    def create_build_event(self, request, token, project) -> DistelliEvent:
-        data = dict(validated(BuildEventInput(data=self.json_object(request))))
-        status = build_status_from(data.pop("build_status", None), BuildStatus.WAITING)
-        parent_id = data.pop("parent_event_id", None)
-        parent = None
-        if parent_id is not None:
-            parent = project.distelli_events.filter(
-                pk=parent_id, event_type__in=(EventType.PUSH, EventType.PULL_REQUEST)
-            ).first()
-            if parent is None:
-                raise Refused(
-                    400,
-                    f"parent_event_id {parent_id} is not a push or pull request event of app"
-                    f" {project.path!r}",
-                )
-        now = timezone.now()
-        if status in DistelliEvent.TERMINAL_BUILD_STATUSES and not data.get("build_end"):
-            data["build_end"] = now  # the documentation asks for it; when it is missing, now
-        _check_times(data.get("build_start"), data.get("build_end"))
-        pipeline = services.create_pipeline(
-            project,
-            **_pipeline_fields(data, parent, project),
-            user=token.user,
-            at=now,
-        )
-        event = DistelliEvent.objects.create(
-            project=project,
-            event_type=EventType.BUILD,
-            parent=parent,
-            pipeline=pipeline,
-            build_status=status,
-            created_at=now,
-            updated_at=now,
-            **data,
-        )
-        _report_build(event)
-        return event
-
-
-def _pipeline_fields(data: dict, parent: DistelliEvent | None, project: Project) -> dict:
-    """What a build event says about its commit, completed by its parent push or PR."""
-
-    def given(field: str) -> str | None:
-        return data.get(field) or (getattr(parent, field) if parent else None)
-
-    message = given("commit_msg") or ""
-    if parent is None:
-        source = Pipeline.Source.EXTERNAL
-    elif parent.event_type == EventType.PUSH:
-        source = Pipeline.Source.PUSH
-    else:
-        source = Pipeline.Source.EXTERNAL_PULL_REQUEST_EVENT
-    return {
-        "ref": given("branch") or project.default_branch,
-        "sha": given("commit_id") or UNKNOWN_SHA,
-        "source": source,
-        "name": f"Build {data['build_id']}"[:255] if data.get("build_id") else None,
-        "commit_message": message,
-        "commit_title": message.split("\n", 1)[0][:255],
-        "commit_author_name": given("author_name") or given("author_username") or "",
-    }
-
-
-def _check_times(start: datetime | None, end: datetime | None) -> None:
-    if start and end and end < start:
-        raise Refused(400, "build_end is before build_start")
-
-
-def update_build_event(project: Project, event_id: int, data: dict) -> DistelliEvent:
-    event = (
-        DistelliEvent.objects.select_for_update()
-        .select_related("project")
-        .filter(project=project, pk=event_id)
-        .first()
-    )
-    if event is None:
-        raise Refused(404, f"event {event_id} not found in app {project.path!r}")
-    if event.event_type != EventType.BUILD:
-        raise Refused(
-            400, f"event {event_id} is a {event.event_type} event: only build events are updated"
-        )
-    if event.is_terminal:
-        raise Refused(
-            409,
-            f"event {event_id} is {event.build_status}, a terminal status: it is an immutable"
-            " historical object and cannot be updated",
-        )
-    status = build_status_from(data.get("build_status"), BuildStatus(event.build_status))
-    build_end = data.get("build_end") or event.build_end
-    if status in DistelliEvent.TERMINAL_BUILD_STATUSES and not build_end:
-        build_end = timezone.now()
-    _check_times(event.build_start, build_end)
-    event.build_status = status
-    event.build_end = build_end
-    if data.get("release_version") is not None:
-        event.release_version = data["release_version"]
-    event.updated_at = timezone.now()
-    event.save()
-    _report_build(event)
-    return event
-
-
-def _report_build(event: DistelliEvent) -> None:
-    if event.pipeline_id is None:
-        return  # its pipeline was deleted; the event stays as history
-    status = BuildStatus(event.build_status)
-    services.report_pipeline_run(
-        event.pipeline,
-        run=services.ReportedJob(
-            name=BUILD_JOB,
-            stage=BUILD_JOB,
-            status=STATUS_FOR_BUILD[status],
-            started_at=event.build_start,
-            finished_at=event.build_end,
-            failure_reason=FAILURE_REASON_FOR_BUILD.get(status),
-            target_url=event.build_url or "",
-        ),
-    )
 
 
 _APP = r"^(?P<username>[^/]+)/apps/(?P<app_name>[^/]+)/events"

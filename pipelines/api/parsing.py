@@ -23,14 +23,16 @@ import json
 import logging
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from django.conf import settings
 from django.core.handlers.wsgi import get_bytes_from_wsgi
 from django.http import HttpRequest, QueryDict
-from rest_framework import exceptions, parsers
+from rest_framework import exceptions, parsers, serializers
+
+from pipelines.errors import InvalidJSON, MalformedInput
 
 logger = logging.getLogger(__name__)
 
@@ -44,14 +46,6 @@ MAX_JSON_DEPTH = 64
 # What no text column stores: NUL, and lone surrogates (Python keeps a "\ud800" escape that
 # has no other half as such; a whole pair is read as the one character it encodes).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-class MalformedInput(ValueError):
-    """Input refused before any view reads it; the message says what is wrong."""
-
-
-class InvalidJSON(MalformedInput):
-    """Text that is not JSON at all (as opposed to JSON holding what is refused)."""
 
 
 def is_digits(value: str) -> bool:
@@ -215,3 +209,30 @@ class JSONParser(parsers.JSONParser):
     def describe(self, refused: MalformedInput) -> str:
         # DRF's own wording, which GitLab clients of this API have seen from the start.
         return f"JSON parse error - {refused}"
+
+
+def validation_problems(
+    errors: Any, field: serializers.Field | None = None, path: tuple[str | int, ...] = ()
+) -> Iterator[tuple[tuple[str | int, ...], serializers.ErrorDetail, serializers.Field | None]]:
+    """Each field's first problem in DRF's validation ``errors``, for each API to word.
+
+    Yields ``(path, problem, field)``: the keys and list positions that lead to the problem,
+    the problem (an ``ErrorDetail`` with its ``code``) and, when ``field`` (the serializer)
+    is given, the serializer field it is about.
+    """
+    if isinstance(errors, dict):
+        for key, nested in errors.items():
+            child = None
+            if isinstance(field, serializers.Serializer):
+                child = field.fields.get(key)
+            elif isinstance(field, serializers.ListField):
+                child = field.child
+            yield from validation_problems(nested, child, (*path, key))
+    elif isinstance(errors, list):
+        if errors and all(isinstance(item, str) for item in errors):
+            yield path, errors[0], field
+            return
+        for index, nested in enumerate(errors):
+            yield from validation_problems(nested, getattr(field, "child", None), (*path, index))
+    else:
+        yield path, errors, field

@@ -13,21 +13,17 @@ Field by field, and every leniency with its reason: ``docs/dialects.md``.
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
-from django.db import IntegrityError, transaction
-from django.urls import re_path
-from django.utils import timezone
+from django.urls import path
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.response import Response
 
-from pipelines import services
-from pipelines.api.inbound import (
+from pipelines import reports, services
+from pipelines.api.dialect import (
     DialectView,
-    Refused,
     Text,
     optional_list,
     optional_text,
@@ -37,13 +33,12 @@ from pipelines.api.inbound import (
     validated,
 )
 from pipelines.api.parsing import MAX_ID, parse_id
-from pipelines.auth import WRITE, ProjectHidden, check_access
+from pipelines.auth import WRITE, check_access
+from pipelines.errors import InvalidInput, ProjectHidden
 from pipelines.models import (
     COMPLETED_STATUSES,
     UNKNOWN_SHA,
     CicdInstance,
-    CicdRun,
-    Pipeline,
     Project,
     Status,
 )
@@ -97,8 +92,7 @@ def _squash(value: str) -> str:
 def status_from_result(result: str, *, where: str = "result") -> Status:
     status = RESULTS.get(_squash(result))
     if status is None:
-        raise Refused(
-            400,
+        raise InvalidInput(
             f"{where} {result!r} is not a result this API knows; use one of {ACCEPTED_RESULTS}"
             " (any case; succeeded, failed, cancelled, timed_out and in_progress work too)",
         )
@@ -211,7 +205,7 @@ def unwrap_envelope(data: dict) -> dict:
     if isinstance(payload, str):
         payload = parse_json_text(payload)
     if not isinstance(payload, dict):
-        raise Refused(400, "payload must be the run as a JSON object (or a string of one)")
+        raise InvalidInput("payload must be the run as a JSON object (or a string of one)")
     return payload
 
 
@@ -230,7 +224,7 @@ def time_from_epoch_ms(value: int, field: str) -> datetime:
     try:
         return EPOCH + timedelta(milliseconds=value)
     except OverflowError:
-        raise Refused(400, f"{field}: {value} is not a time in epoch milliseconds") from None
+        raise InvalidInput(f"{field}: {value} is not a time in epoch milliseconds") from None
 
 
 def later_by(moment: datetime, millis: int, field: str) -> datetime:
@@ -238,8 +232,8 @@ def later_by(moment: datetime, millis: int, field: str) -> datetime:
     try:
         return moment + timedelta(milliseconds=millis)
     except OverflowError:
-        raise Refused(
-            400, f"{field}: {millis} milliseconds from {moment:%Y-%m-%d} is past year 9999"
+        raise InvalidInput(
+            f"{field}: {millis} milliseconds from {moment:%Y-%m-%d} is past year 9999"
         ) from None
 
 
@@ -258,8 +252,7 @@ def _step_status(step: dict, run_status: Status, where: str) -> Status:
         status = status_from_result(result, where=f"{where}.result")
     elif state:
         if _squash(state) not in STATES:
-            raise Refused(
-                400,
+            raise InvalidInput(
                 f"{where}.state {state!r} is not a state this API knows; use one of "
                 "QUEUED, RUNNING, PAUSED, SKIPPED, NOT_BUILT, FINISHED",
             )
@@ -277,7 +270,7 @@ def jobs_from_job_run(job_run: dict | None, run_status: Status, start: datetime)
     SEI reports only durations, so jobs are laid end to end from the run's start, in the
     order given; a missing duration counts as zero. Repeated names in a stage are numbered.
     """
-    jobs: list[services.ReportedJob] = []
+    jobs: list[reports.ReportedJob] = []
     cursor = start
     for stage_index, stage in enumerate((job_run or {}).get("stages") or []):
         stage_name = stage["displayName"]
@@ -296,7 +289,7 @@ def jobs_from_job_run(job_run: dict | None, run_status: Status, start: datetime)
                 name = name[: 255 - len(suffix)] + suffix
             finished = later_by(cursor, millis, f"{unit_where}.durationInMillis")
             jobs.append(
-                services.ReportedJob(
+                reports.ReportedJob(
                     name=name,
                     stage=stage_name,
                     status=status,
@@ -370,8 +363,7 @@ class CicdInstancesView(DialectView):
         token = _token(request)
         data = validated(InstanceInput(data=self.json_object(request)))
         project = Project.objects.filter(pk=data["integration_id"]).first()
-        not_a_project = Refused(
-            400,
+        not_a_project = InvalidInput(
             f"integration_id {data['integration_id']} is not a project id: use the id of"
             " the project this instance's runs belong to",
         )
@@ -381,18 +373,13 @@ class CicdInstancesView(DialectView):
             check_access(token, token.user, WRITE, project)
         except ProjectHidden:
             raise not_a_project from None
-        guid = data.get("id") or uuid.uuid4()
-        try:
-            with transaction.atomic():
-                instance = CicdInstance.objects.create(
-                    guid=guid,
-                    project=project,
-                    name=data["name"],
-                    type=data.get("type") or "custom",
-                    created_by=token.user,
-                )
-        except IntegrityError:  # the GUID is the only unique column
-            raise Refused(409, f"an instance with id {guid} already exists") from None
+        instance = reports.register_cicd_instance(
+            project,
+            guid=data.get("id"),
+            name=data["name"],
+            type=data.get("type") or "custom",
+            user=token.user,
+        )
         return Response({"id": str(instance.guid)})
 
 
@@ -414,8 +401,7 @@ class CustomCicdView(DialectView):
         instance = (
             CicdInstance.objects.select_related("project").filter(guid=run["instance_guid"]).first()
         )
-        not_registered = Refused(
-            400,
+        not_registered = InvalidInput(
             f"instance_guid {run['instance_guid']} is not a registered CI/CD instance:"
             " mint one with POST /sei/api/v1/cicd/instances",
         )
@@ -430,7 +416,7 @@ class CustomCicdView(DialectView):
         start = time_from_epoch_ms(run["start_time"], "start_time")
         end = later_by(start, run["duration"], "duration")
         jobs = jobs_from_job_run(run.get("job_run"), status, start)
-        whole_run = services.ReportedJob(
+        whole_run = reports.ReportedJob(
             name=run["job_full_name"],
             stage=services.EXTERNAL_STAGE,
             status=status,
@@ -439,11 +425,28 @@ class CustomCicdView(DialectView):
             failure_reason=_failure_reason(run["result"]),
             target_url=run.get("web_url") or "",
         )
-        try:
-            record, created = self._save_run(instance, run, body, token, whole_run, jobs)
-        except IntegrityError:
-            # Another request created the same run first; this report updates it.
-            record, created = self._save_run(instance, run, body, token, whole_run, jobs)
+        record, created = reports.record_cicd_run(
+            instance,
+            run_identity(run),
+            report=body,
+            run=whole_run,
+            jobs=jobs,
+            user=token.user,
+            new_pipeline={
+                "ref": run.get("branch_name") or instance.project.default_branch,
+                "sha": (run.get("scm_commit_ids") or [UNKNOWN_SHA])[0],
+                "name": run["pipeline"],
+                "variables": [
+                    {"key": param["name"], "value": _param_value(param.get("value"))}
+                    for param in run.get("job_run_params") or []
+                ],
+            },
+            new_record={
+                "job_full_name": run["job_full_name"],
+                "execution_id": run.get("execution_id") or None,
+                "build_number": run.get("build_number"),
+            },
+        )
         pipeline = record.pipeline
         return Response(
             {
@@ -457,55 +460,6 @@ class CustomCicdView(DialectView):
             },
             status=202,
         )
-
-    @staticmethod
-    def _save_run(instance, run, body, token, whole_run, jobs) -> tuple[CicdRun, bool]:
-        """Create the run's record and pipeline, or find them; then report the run on it.
-
-        ``body`` is the report as the client sent it (aliases resolved), kept for the fields
-        the pipeline has no column for.
-        """
-        identity = run_identity(run)
-        with transaction.atomic():
-            record = (
-                CicdRun.objects.select_for_update()
-                .select_related("pipeline")
-                .filter(instance=instance, identity=identity)
-                .first()
-            )
-            created = record is None
-            if created:
-                variables = [
-                    {"key": param["name"], "value": _param_value(param.get("value"))}
-                    for param in run.get("job_run_params") or []
-                ]
-                commits = run.get("scm_commit_ids") or [UNKNOWN_SHA]
-                pipeline = services.create_pipeline(
-                    instance.project,
-                    ref=run.get("branch_name") or instance.project.default_branch,
-                    sha=commits[0],
-                    source=Pipeline.Source.EXTERNAL,
-                    user=token.user,
-                    variables=variables,
-                    at=whole_run.started_at,
-                    name=run["pipeline"],
-                )
-                record = CicdRun.objects.create(
-                    instance=instance,
-                    identity=identity,
-                    pipeline=pipeline,
-                    job_full_name=run["job_full_name"],
-                    execution_id=run.get("execution_id") or None,
-                    build_number=run.get("build_number"),
-                    report=body,
-                )
-            else:
-                record.report = body
-                record.updated_at = timezone.now()
-                record.save(update_fields=["report", "updated_at"])
-            services.report_pipeline_run(record.pipeline, run=whole_run, jobs=jobs)
-            record.pipeline.refresh_from_db()
-        return record, created
 
 
 def _param_value(value) -> str:
@@ -521,6 +475,6 @@ def _token(request):
 
 
 urlpatterns = [
-    re_path(r"^cicd/instances$", CicdInstancesView.as_view(), name="sei-cicd-instances"),
-    re_path(r"^custom-cicd$", CustomCicdView.as_view(), name="sei-custom-cicd"),
+    path("cicd/instances", CicdInstancesView.as_view(), name="sei-cicd-instances"),
+    path("custom-cicd", CustomCicdView.as_view(), name="sei-custom-cicd"),
 ]

@@ -45,9 +45,9 @@ SERVICE_ENV = WORKER_ENV | {
 REQUEST_TIMEOUT = 30  # a request that takes longer than this is a hang
 ADMIN_TOKEN_SCRIPT = """
 from django.contrib.auth import get_user_model
-from pipelines import services
+from pipelines import auth
 user = get_user_model().objects.create_superuser("faults", "faults@example.com", None)
-print(services.create_token(user, scopes=["api"], name="faults")[1])
+print(auth.create_token(user, scopes=["api"], name="faults")[1])
 """
 
 

@@ -4,7 +4,7 @@ import json
 
 from hooks import delivery
 from hooks.models import Delivery
-from pipelines.api.graphql import definition_id, encode_id
+from pipelines.api.graphql.ids import definition_id, encode_id
 from pipelines.models import PipelineDefinition
 from tests.factories import HookFactory, ProjectFactory
 from tests.pipelines.test_graphql import START_WITH_STATUS, group_with

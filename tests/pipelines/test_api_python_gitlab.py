@@ -10,7 +10,7 @@ import pytest
 from django.db import DEFAULT_DB_ALIAS, connections
 from gitlab import exceptions as gitlab_errors
 
-from pipelines import services
+from pipelines import auth
 from pipelines.models import Job
 from tests.factories import ALL_PROJECT_PERMISSIONS, UserFactory, grant_permissions
 
@@ -20,7 +20,7 @@ NEXT_SHA = "0c5f2e4a1b9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f"
 
 def token(scopes: list[str]) -> str:
     user = grant_permissions(UserFactory(username=f"ci-{scopes[0]}"), *ALL_PROJECT_PERMISSIONS)
-    _, raw = services.create_token(user, scopes=scopes)
+    _, raw = auth.create_token(user, scopes=scopes)
     return raw
 
 

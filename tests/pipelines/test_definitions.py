@@ -3,8 +3,9 @@
 import pytest
 from django.contrib.auth.models import Group, Permission
 
-from pipelines import auth, services
-from pipelines.api.graphql import definition_id
+from pipelines import auth
+from pipelines.api.graphql.ids import definition_id
+from pipelines.errors import ProjectHidden
 from pipelines.models import GroupProjectPermission, PipelineDefinition
 from tests.factories import ProjectFactory, UserFactory
 
@@ -262,10 +263,10 @@ def test_project_grant_counts_on_its_project_only(db):
     )
     member = UserFactory()
     member.groups.add(group)
-    token, _ = services.create_token(member, scopes=["api"], groups=[group])
+    token, _ = auth.create_token(member, scopes=["api"], groups=[group])
 
     auth.check_access(token, None, auth.START, mine)
-    with pytest.raises(auth.ProjectHidden):
+    with pytest.raises(ProjectHidden):
         auth.check_access(token, None, auth.START, theirs)
     # Without a project the question is "anywhere?", which a view then narrows down.
     assert auth.token_has_permission(token, auth.START)
@@ -282,7 +283,7 @@ def test_unscoped_key_uses_its_owners_group_grants(db):
     )
     owner = UserFactory()
     owner.groups.add(group)
-    token, _ = services.create_token(owner, scopes=["api"])
+    token, _ = auth.create_token(owner, scopes=["api"])
 
     assert auth.token_has_permission(token, auth.READ, mine)
     assert not auth.token_has_permission(token, auth.READ, theirs)
@@ -295,7 +296,7 @@ def test_global_group_permission_reaches_every_project_but_the_tokens_limit(db):
     group.permissions.add(permission("view_project"))
     member = UserFactory()
     member.groups.add(group)
-    token, _ = services.create_token(member, scopes=["api"], groups=[group], projects=[mine])
+    token, _ = auth.create_token(member, scopes=["api"], groups=[group], projects=[mine])
     assert list(auth.permitted_projects(token, auth.READ)) == [mine]
 
 

@@ -5,18 +5,14 @@ run, byte for byte apart from the ids and key filled in.
 """
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 from django.contrib.auth.models import Group, Permission
 
-from pipelines import services
-from pipelines.api.graphql import (
-    EXECUTION_STATUS,
-    ExecutionStatus,
-    decode_id,
-    definition_id,
-    encode_id,
-)
+from pipelines import auth, executions, services
+from pipelines.api.graphql.ids import decode_id, definition_id, encode_id
+from pipelines.api.graphql.types import EXECUTION_STATUS, ExecutionStatus
 from pipelines.models import (
     AccessToken,
     Execution,
@@ -505,6 +501,38 @@ def test_run_is_for_the_newest_commit_seen_on_the_definitions_ref(
     assert (run.ref, run.sha) == ("release", "b" * 40)
 
 
+def test_run_carries_what_was_reported_of_its_commit(client, app, pipeline_def, deployer_key):
+    """As a pipeline started on the REST API does: whether the ref is a tag, and what an
+    earlier report said of the commit, reach the run and its hook payload."""
+    committed = datetime(2026, 3, 1, 9, 30, tzinfo=UTC)
+    services.create_pipeline(
+        app,
+        ref="v1.2",
+        sha="d" * 40,
+        source=Pipeline.Source.PUSH,
+        tag=True,
+        commit_title="Release 1.2",
+        commit_message="Release 1.2\n\nNotes",
+        commit_author_name="Ada",
+        commit_author_email="ada@example.com",
+        commit_timestamp=committed,
+    )
+    pipeline_def.ref = "v1.2"
+    pipeline_def.save()
+
+    start(client, deployer_key, pipeline_def)
+
+    run = Pipeline.objects.get(source="api")
+    assert (run.sha, run.tag) == ("d" * 40, True)
+    assert (
+        run.commit_title,
+        run.commit_message,
+        run.commit_author_name,
+        run.commit_author_email,
+        run.commit_timestamp,
+    ) == ("Release 1.2", "Release 1.2\n\nNotes", "Ada", "ada@example.com", committed)
+
+
 def test_application_pipelines_page_through(client, app, app_id, deployer_key):
     for number in range(3):
         PipelineDefinition.objects.create(project=app, name=f"Extra {number}")
@@ -635,7 +663,7 @@ def test_rotated_key_stops_working_and_its_executions_stay(client, pipeline_def,
     old = AccessToken.objects.get()
     owner, groups = old.user, list(old.groups.all())
     old.delete()  # rotation: delete the old key...
-    _, new_key = services.create_token(owner, scopes=["api"], groups=groups)  # ...create a new one
+    _, new_key = auth.create_token(owner, scopes=["api"], groups=groups)  # ...create a new one
 
     refused = start(client, deployer_key, pipeline_def)
     assert refused["errors"][0]["extensions"] == {"code": "UNAUTHENTICATED"}
@@ -826,7 +854,7 @@ def test_unexpected_failures_are_masked_not_500(client, pipeline_def, deployer_k
     def broken(*args, **kwargs):
         raise RuntimeError("database exploded at /secret/path")
 
-    monkeypatch.setattr(services, "start_execution", broken)
+    monkeypatch.setattr(executions, "start_execution", broken)
     result = start(client, deployer_key, pipeline_def)
     assert error_messages(result) == ["Unexpected error."]
 
@@ -855,7 +883,7 @@ def test_browser_gets_the_graphiql_explorer(client):
 
 
 def test_unscoped_key_of_a_user_without_permissions_can_do_nothing(client, pipeline_def):
-    _, key = services.create_token(UserFactory(), scopes=["api"])
+    _, key = auth.create_token(UserFactory(), scopes=["api"])
     refused = start(client, key, pipeline_def)
     application_id = encode_id("Application", pipeline_def.project_id)
     assert error_messages(refused) == [f"No application with id {application_id!r}"]
@@ -863,6 +891,6 @@ def test_unscoped_key_of_a_user_without_permissions_can_do_nothing(client, pipel
 
 
 def test_unscoped_key_of_a_superuser_may_do_anything(client, pipeline_def):
-    _, key = services.create_token(UserFactory(is_superuser=True), scopes=["api"])
+    _, key = auth.create_token(UserFactory(is_superuser=True), scopes=["api"])
     assert "errors" not in start(client, key, pipeline_def)
     assert Pipeline.objects.count() == 1

@@ -13,9 +13,10 @@ import json
 import pytest
 
 from hooks.models import Hook
-from pipelines.api.graphql import encode_id
-from pipelines.api.inbound import repair_json_slips
-from pipelines.api.parsing import MAX_JSON_DEPTH, MalformedInput, load_json, parse_id
+from pipelines.api.dialect import repair_json_slips
+from pipelines.api.graphql.ids import encode_id
+from pipelines.api.parsing import MAX_JSON_DEPTH, load_json, parse_id
+from pipelines.errors import MalformedInput
 from pipelines.models import (
     CicdInstance,
     CicdRun,
@@ -426,6 +427,9 @@ def test_load_json_mends_only_what_is_invalid_and_still_checks_the_mended_body()
         ("post", "/pipelines/1/cancel"),
         ("get", "/pipelines"),
         ("delete", "/pipeline_definitions/1"),
+        # The hooks API reads the id with the same converter.
+        ("post", "/hooks"),
+        ("put", "/hooks/1/custom_headers/X-Env"),
     ],
 )
 def test_project_id_with_a_line_break_is_404_not_405(client, key, app, method, tail):

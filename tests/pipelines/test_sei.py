@@ -8,7 +8,7 @@ import pytest
 
 from hooks.models import Delivery
 from pipelines import services
-from pipelines.api.inbound import repair_json_slips
+from pipelines.api.dialect import repair_json_slips
 from pipelines.models import CicdInstance, CicdRun, Job, Pipeline, Status
 from pipelines.signals import pipeline_changed
 from tests.factories import HookFactory, ProjectFactory

@@ -6,6 +6,10 @@ from pipelines.models import Status
 from pipelines.signals import pipeline_changed
 
 
+def report_status(project, sha: str, **fields):
+    return services.report_commit_status(project, services.ReportedCommitStatus(sha, **fields))
+
+
 @pytest.fixture
 def changes():
     seen = []
@@ -26,13 +30,13 @@ def test_create_pipeline_sends_created_signal(project, changes):
 
 def test_commit_statuses_compose_pipeline_through_stages(project, changes):
     sha = "b" * 40
-    services.report_commit_status(project, sha, state="pending", name="build", stage="build")
-    services.report_commit_status(project, sha, state="running", name="build")
-    services.report_commit_status(project, sha, state="success", name="build")
-    services.report_commit_status(project, sha, state="running", name="test", stage="test")
+    report_status(project, sha, state="pending", name="build", stage="build")
+    report_status(project, sha, state="running", name="build")
+    report_status(project, sha, state="success", name="build")
+    report_status(project, sha, state="running", name="test", stage="test")
     pipeline = project.pipelines.get()
     assert pipeline.status == Status.RUNNING
-    services.report_commit_status(project, sha, state="success", name="test")
+    report_status(project, sha, state="success", name="test")
     pipeline.refresh_from_db()
     assert pipeline.status == Status.SUCCESS
     assert pipeline.finished_at is not None and pipeline.duration is not None
@@ -51,10 +55,10 @@ def test_commit_statuses_compose_pipeline_through_stages(project, changes):
 
 def test_same_job_state_twice_is_refused_and_sends_nothing(project, changes):
     sha = "c" * 40
-    services.report_commit_status(project, sha, state="running", name="build")
+    report_status(project, sha, state="running", name="build")
     before = len(changes)
     with pytest.raises(TransitionRefused, match="Cannot transition status via :run from :running"):
-        services.report_commit_status(project, sha, state="running", name="build")
+        report_status(project, sha, state="running", name="build")
     assert len(changes) == before
 
 
@@ -125,8 +129,8 @@ def test_transition_refused_when_pipeline_has_jobs(project):
 
 def test_finished_job_reported_again_starts_new_attempt(project):
     sha = "5" * 40
-    first = services.report_commit_status(project, sha, state="failed", name="build")
-    second = services.report_commit_status(project, sha, state="running", name="build")
+    first = report_status(project, sha, state="failed", name="build")
+    second = report_status(project, sha, state="running", name="build")
     first.refresh_from_db()
     assert first.retried and first.failure_reason == "api_failure"
     assert second.pk != first.pk

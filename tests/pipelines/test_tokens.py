@@ -1,12 +1,13 @@
 from io import StringIO
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from pipelines import auth, services
-from pipelines.errors import InvalidInput
+from pipelines import auth
+from pipelines.errors import Forbidden, InvalidInput, ProjectHidden
 from pipelines.models import AccessToken, GroupProjectPermission
 from tests.factories import ProjectFactory, UserFactory, grant_permissions
 
@@ -27,15 +28,16 @@ def test_createtoken_refuses_unknown_scope_and_writes_nothing(db):
     with pytest.raises(CommandError, match="unknown scopes: write_everything"):
         call_command("createtoken", "--user", "x", "--scopes", "write_everything")
     assert AccessToken.objects.count() == 0
+    assert not get_user_model().objects.filter(username="x").exists()
 
 
 def test_create_token_needs_a_scope(db):
     with pytest.raises(InvalidInput):
-        services.create_token(UserFactory(), scopes=[])
+        auth.create_token(UserFactory(), scopes=[])
 
 
 def test_revoked_or_unknown_tokens_are_not_found(db):
-    token, raw = services.create_token(UserFactory(), scopes=["api"])
+    token, raw = auth.create_token(UserFactory(), scopes=["api"])
     assert auth.find_token(raw) == token
     assert auth.find_token(raw + "x") is None
     AccessToken.objects.filter(pk=token.pk).update(revoked=True)
@@ -44,19 +46,19 @@ def test_revoked_or_unknown_tokens_are_not_found(db):
 
 def test_read_api_token_cannot_write(db):
     owner = grant_permissions(UserFactory(), "view_project", "change_project")
-    token, _ = services.create_token(owner, scopes=["read_api"])
+    token, _ = auth.create_token(owner, scopes=["read_api"])
     auth.check_access(token, token.user, auth.READ)
-    with pytest.raises(auth.AccessDenied, match="insufficient_scope"):
+    with pytest.raises(Forbidden, match="insufficient_scope"):
         auth.check_access(token, token.user, auth.WRITE)
 
 
 def test_project_limited_token_reaches_only_its_projects(db):
     mine, other = ProjectFactory(), ProjectFactory()
     owner = grant_permissions(UserFactory(), "view_project", "change_project")
-    token, _ = services.create_token(owner, scopes=["api"], projects=[mine])
+    token, _ = auth.create_token(owner, scopes=["api"], projects=[mine])
     auth.check_access(token, token.user, auth.WRITE, mine)
     # Outside its projects it is told what a missing project is told.
-    with pytest.raises(auth.ProjectHidden):
+    with pytest.raises(ProjectHidden):
         auth.check_access(token, token.user, auth.READ, other)
 
 
@@ -65,9 +67,9 @@ def test_group_scoped_token_has_only_its_groups_permissions(db):
     readers.permissions.add(Permission.objects.get(codename="view_project"))
     member = grant_permissions(UserFactory(), "start_execution")
     member.groups.add(readers)
-    token, _ = services.create_token(member, scopes=["api"], groups=[readers])
+    token, _ = auth.create_token(member, scopes=["api"], groups=[readers])
     auth.check_access(token, token.user, auth.READ)
-    with pytest.raises(auth.AccessDenied, match="pipelines.start_execution"):
+    with pytest.raises(Forbidden, match="pipelines.start_execution"):
         auth.check_access(token, token.user, auth.START)
 
 
@@ -76,12 +78,12 @@ def test_group_scoped_token_has_only_its_groups_permissions(db):
 
 def test_token_of_a_user_granted_nothing_can_do_nothing(db):
     project = ProjectFactory()
-    token, _ = services.create_token(UserFactory(username="fresh"), scopes=["api"])
+    token, _ = auth.create_token(UserFactory(username="fresh"), scopes=["api"])
     for action in (auth.READ, auth.WRITE, auth.START, auth.MANAGE_HOOKS, auth.CREATE_PROJECT):
-        with pytest.raises(auth.AccessDenied, match="user fresh does not hold"):
+        with pytest.raises(Forbidden, match="user fresh does not hold"):
             auth.check_access(token, None, action)
         assert not auth.token_has_permission(token, action, project)
-    with pytest.raises(auth.ProjectHidden):
+    with pytest.raises(ProjectHidden):
         auth.check_access(token, None, auth.READ, project)
     assert list(auth.permitted_projects(token, auth.READ)) == []
 
@@ -89,12 +91,12 @@ def test_token_of_a_user_granted_nothing_can_do_nothing(db):
 def test_token_acts_with_its_owners_permissions_and_no_more(db):
     project = ProjectFactory()
     owner = grant_permissions(UserFactory(), "view_project")
-    token, _ = services.create_token(owner, scopes=["api"])
+    token, _ = auth.create_token(owner, scopes=["api"])
     auth.check_access(token, None, auth.READ, project)
-    with pytest.raises(auth.AccessDenied, match="'pipelines.change_project' permission on"):
+    with pytest.raises(Forbidden, match="'pipelines.change_project' permission on"):
         auth.check_access(token, None, auth.WRITE, project)
     # Creating projects is its own right, held on no project in particular.
-    with pytest.raises(auth.AccessDenied, match="pipelines.add_project"):
+    with pytest.raises(Forbidden, match="pipelines.add_project"):
         auth.check_access(token, None, auth.CREATE_PROJECT)
     grant_permissions(owner, "add_project")
     token.user = owner
@@ -104,15 +106,15 @@ def test_token_acts_with_its_owners_permissions_and_no_more(db):
 def test_superusers_token_may_do_anything_unless_scoped_to_groups(db):
     project = ProjectFactory()
     root = UserFactory(is_superuser=True)
-    token, _ = services.create_token(root, scopes=["api"])
+    token, _ = auth.create_token(root, scopes=["api"])
     for action in (auth.READ, auth.WRITE, auth.START, auth.MANAGE_HOOKS):
         auth.check_access(token, None, action, project)
     auth.check_access(token, None, auth.CREATE_PROJECT)
     readers = Group.objects.create(name="readers")  # root need not be in it
     readers.permissions.add(Permission.objects.get(codename="view_project"))
-    scoped, _ = services.create_token(root, scopes=["api"], groups=[readers])
+    scoped, _ = auth.create_token(root, scopes=["api"], groups=[readers])
     auth.check_access(scoped, None, auth.READ, project)
-    with pytest.raises(auth.AccessDenied, match="user groups do not grant"):
+    with pytest.raises(Forbidden, match="user groups do not grant"):
         auth.check_access(scoped, None, auth.WRITE, project)
 
 
@@ -122,26 +124,26 @@ def test_group_scope_counts_only_groups_the_owner_is_in(db):
     writers.permissions.add(Permission.objects.get(codename="change_project"))
     owner = UserFactory(username="dev")
     with pytest.raises(InvalidInput, match="user dev is not in the group"):
-        services.create_token(owner, scopes=["api"], groups=[writers])
+        auth.create_token(owner, scopes=["api"], groups=[writers])
     assert AccessToken.objects.count() == 0
 
     owner.groups.add(writers)
-    token, _ = services.create_token(owner, scopes=["api"], groups=[writers])
+    token, _ = auth.create_token(owner, scopes=["api"], groups=[writers])
     auth.check_access(token, None, auth.WRITE, project)
     owner.groups.remove(writers)  # leaving the group takes the token's rights with it
-    with pytest.raises(auth.ProjectHidden):
+    with pytest.raises(ProjectHidden):
         auth.check_access(token, None, auth.WRITE, project)
 
 
 def test_signed_in_user_acts_with_its_own_permissions(db):
     project = ProjectFactory()
     staff = UserFactory(is_staff=True)
-    with pytest.raises(auth.ProjectHidden):
+    with pytest.raises(ProjectHidden):
         auth.check_access(None, staff, auth.READ, project)
     grant_permissions(staff, "view_project")
     staff = type(staff).objects.get(pk=staff.pk)
     auth.check_access(None, staff, auth.READ, project)
-    with pytest.raises(auth.AccessDenied, match="pipelines.manage_hooks"):
+    with pytest.raises(Forbidden, match="pipelines.manage_hooks"):
         auth.check_access(None, staff, auth.MANAGE_HOOKS, project)
 
 
@@ -189,6 +191,14 @@ def test_createtoken_refuses_a_group_the_user_is_not_in(db):
     with pytest.raises(CommandError, match="not in the group"):
         call_command("createtoken", "--user", "x", "--group", "ops", stdout=StringIO())
     assert AccessToken.objects.count() == 0
+    assert not get_user_model().objects.filter(username="x").exists()
+
+
+@pytest.mark.parametrize("project_id", ["999", "web", "99999999999999999999"])
+def test_createtoken_refuses_an_unknown_project_and_creates_no_user(db, project_id):
+    with pytest.raises(CommandError, match=f"No project with id {project_id}"):
+        call_command("createtoken", "--user", "x", "--project", project_id, stdout=StringIO())
+    assert not get_user_model().objects.filter(username="x").exists()
 
 
 # --- Tokens in the admin ----------------------------------------------------------------------
@@ -212,9 +222,27 @@ def test_admin_shows_a_new_token_once_and_says_what_it_may_do(admin_client, admi
     assert raw not in page.content.decode()
 
 
+def test_admin_saves_a_new_token_as_the_form_says(admin_client, admin_user):
+    project = ProjectFactory()
+    response = admin_client.post(
+        reverse("admin:pipelines_accesstoken_add"),
+        token_admin_form(
+            admin_user.pk, scopes=["read_api"], projects=[str(project.pk)], revoked="on"
+        ),
+        follow=True,
+    )
+    assert response.status_code == 200
+    token = AccessToken.objects.get()
+    assert (token.name, token.scopes, token.revoked) == ("from admin", ["read_api"], True)
+    assert list(token.projects.all()) == [project]
+    [shown] = [str(m) for m in response.context["messages"] if str(m).startswith("New token")]
+    assert AccessToken.hash_token(shown.rsplit(" ", 1)[1]) == token.token_hash
+    assert auth.find_token(shown.rsplit(" ", 1)[1]) is None  # revoked from the start
+
+
 def test_staff_manage_only_their_own_tokens_within_their_own_groups(client, db):
     root = UserFactory(username="root", is_superuser=True)
-    services.create_token(root, scopes=["api"])
+    auth.create_token(root, scopes=["api"])
     mine, theirs = Group.objects.create(name="mine"), Group.objects.create(name="theirs")
     staff = UserFactory(username="staff", is_staff=True)
     staff.groups.add(mine)

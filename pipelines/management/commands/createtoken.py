@@ -8,9 +8,11 @@ command creates holds none and its token can do nothing until someone grants the
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
+from django.db import transaction
 
-from pipelines import auth, services
-from pipelines.errors import ServiceError
+from pipelines import auth
+from pipelines.api.parsing import parse_id
+from pipelines.errors import DomainError
 from pipelines.models import Project
 
 
@@ -31,10 +33,20 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:
-        user, created = get_user_model().objects.get_or_create(username=options["user"])
+        # One transaction: a refused project, group or scope leaves no new user behind.
+        with transaction.atomic():
+            user, created = get_user_model().objects.get_or_create(username=options["user"])
+            token, raw = self.create_token(user, options)
+        if created:
+            self.stderr.write(f"Created user {user.get_username()}.")
+        self.stderr.write(auth.describe_rights(token))
+        self.stdout.write(raw)
+
+    def create_token(self, user, options) -> tuple:
         projects = []
         for project_id in options["project"]:
-            project = Project.objects.filter(pk=project_id).first()
+            number = parse_id(project_id)
+            project = Project.objects.filter(pk=number).first() if number is not None else None
             if project is None:
                 raise CommandError(f"No project with id {project_id}.")
             projects.append(project)
@@ -46,12 +58,8 @@ class Command(BaseCommand):
             groups.append(group)
         scopes = [s.strip() for s in options["scopes"].split(",") if s.strip()]
         try:
-            token, raw = services.create_token(
+            return auth.create_token(
                 user, scopes=scopes, name=options["name"], projects=projects, groups=groups
             )
-        except ServiceError as error:
+        except DomainError as error:
             raise CommandError(error.message) from None
-        if created:
-            self.stderr.write(f"Created user {user.get_username()}.")
-        self.stderr.write(auth.describe_rights(token))
-        self.stdout.write(raw)

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from pipelines import services
+from pipelines import auth
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class Command(BaseCommand):
             return
         password = secrets.token_urlsafe(12)
         root = users.create_superuser("root", email="root@localhost", password=password)
-        _, token = services.create_token(root, scopes=["api"], name="first start")
+        _, token = auth.create_token(root, scopes=["api"], name="first start")
         self.stdout.write(
             "\nFirst start: created the admin user.\n"
             f"  Admin:     http://127.0.0.1:8000/admin/  user root  password {password}\n"

@@ -1,8 +1,9 @@
 """Plumbing shared by the SEI and Distelli dialects: their JSON, their errors, their keys.
 
-Both dialects answer every refusal with ``{"message": "..."}`` and a 4xx, roll back whatever
-the request had written, and take the service's own access tokens in the places their
-documentation shows (``Authorization: ApiKey|Bearer``, ``?apiToken=``).
+Both dialects answer every refusal (a ``pipelines.errors.DomainError``, or DRF's own) with
+``{"message": "..."}`` and its 4xx, having written nothing (each write is one service's
+transaction), and take the service's own access tokens in the places their documentation
+shows (``Authorization: ApiKey|Bearer``, ``?apiToken=``).
 """
 
 from __future__ import annotations
@@ -12,30 +13,21 @@ from typing import Any
 from drf_spectacular.utils import OpenApiResponse
 from rest_framework import exceptions, serializers
 from rest_framework.response import Response
-from rest_framework.views import APIView, set_rollback
+from rest_framework.views import APIView
 
 from pipelines.api.parsing import (
     JSONParser,
-    MalformedInput,
     check_request_text,
     find_nul_parameter,
     load_json,
+    validation_problems,
 )
-from pipelines.auth import AccessDenied, find_token, raw_token_from_request
-from pipelines.errors import ServiceError
+from pipelines.auth import find_token, raw_token_from_request
+from pipelines.errors import DomainError, InvalidInput, MalformedInput, NotAuthenticated
 from pipelines.models import AccessToken
 
 # What may end a JSON value, so a string starting right after it lacks a comma.
 _VALUE_END = frozenset('"0123456789el}]')
-
-
-class Refused(Exception):
-    """A request this dialect refuses: HTTP ``status`` and a message saying what is wrong."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def repair_json_slips(text: str) -> str:
@@ -89,10 +81,7 @@ def repair_json_slips(text: str) -> str:
 
 def parse_json_text(text: str) -> Any:
     """Parse JSON, forgiving only what ``repair_json_slips`` mends; else a clear 400."""
-    try:
-        return load_json(text, mend=repair_json_slips)
-    except MalformedInput as refused:
-        raise exceptions.ParseError(str(refused)) from None
+    return load_json(text, mend=repair_json_slips)
 
 
 class LenientJSONParser(JSONParser):
@@ -138,33 +127,24 @@ def refusals(texts: dict[int, str]) -> dict[int, OpenApiResponse]:
     return {code: OpenApiResponse(RefusalSerializer, text) for code, text in texts.items()}
 
 
-def describe_errors(detail: Any, where: str = "") -> list[str]:
-    """Flatten DRF validation errors into ``field: problem`` lines with paths into lists."""
-    if isinstance(detail, dict):
-        lines = []
-        for key, value in detail.items():
-            if isinstance(key, int):
-                path = f"{where}[{key}]"
-            elif key == "non_field_errors":
-                path = where
-            else:
-                path = f"{where}.{key}" if where else str(key)
-            lines += describe_errors(value, path)
-        return lines
-    if isinstance(detail, list):
-        if all(isinstance(item, str) for item in detail):
-            return [f"{where}: {detail[0]}" if where else str(detail[0])] if detail else []
-        lines = []
-        for index, item in enumerate(detail):
-            if item:
-                lines += describe_errors(item, f"{where}[{index}]")
-        return lines
-    return [f"{where}: {detail}" if where else str(detail)]
+def describe_errors(errors: Any) -> list[str]:
+    """DRF validation errors as ``field: problem`` lines, with paths into lists
+    (``job_run.stages[0].displayName: must be a string``)."""
+    lines = []
+    for path, problem, _ in validation_problems(errors):
+        where = ""
+        for part in path:
+            if isinstance(part, int):
+                where += f"[{part}]"
+            elif part != "non_field_errors":
+                where += f".{part}" if where else part
+        lines.append(f"{where}: {problem}" if where else str(problem))
+    return lines
 
 
 def validated(serializer: serializers.Serializer) -> dict:
     if not serializer.is_valid():
-        raise Refused(400, "; ".join(describe_errors(serializer.errors)))
+        raise InvalidInput("; ".join(describe_errors(serializer.errors)))
     return serializer.validated_data
 
 
@@ -172,23 +152,17 @@ def token_from_request(request, *, how: str) -> AccessToken:
     """The caller's active access token, or a 401 that says how to send one."""
     raw = raw_token_from_request(request)
     if raw is None:
-        raise Refused(401, f"an access token is needed: {how}")
+        raise NotAuthenticated(f"an access token is needed: {how}")
     token = find_token(raw)
     if token is None:
-        raise Refused(401, "the access token is not valid: it is unknown, revoked or expired")
+        raise NotAuthenticated("the access token is not valid: it is unknown, revoked or expired")
     return token
 
 
 def dialect_exception_handler(exc: Exception, context: dict) -> Response | None:
     """Every refusal as ``{"message": ...}``; anything unforeseen stays a logged 500."""
-    if isinstance(exc, Refused):
-        status, message = exc.status, exc.message
-    elif isinstance(exc, ServiceError):
+    if isinstance(exc, DomainError):
         status, message = exc.status_code, exc.message
-    elif isinstance(exc, AccessDenied):
-        status, message = 403, exc.message
-    elif isinstance(exc, exceptions.ValidationError):
-        status, message = 400, "; ".join(describe_errors(exc.detail))
     elif isinstance(exc, exceptions.UnsupportedMediaType):
         status = 415
         message = "the body must be JSON, sent with Content-Type: application/json"
@@ -200,7 +174,6 @@ def dialect_exception_handler(exc: Exception, context: dict) -> Response | None:
         status, message = exc.status_code, str(exc.detail)
     else:
         return None
-    set_rollback()
     return Response({"message": message}, status=status)
 
 
@@ -215,19 +188,18 @@ class DialectView(APIView):
         return dialect_exception_handler
 
     def initial(self, request, *args, **kwargs) -> None:
-        try:
-            check_request_text(request._request)
-        except MalformedInput as refused:
-            raise Refused(400, str(refused)) from None
+        check_request_text(request._request)
         super().initial(request, *args, **kwargs)
         query = ((name, value) for name, values in request.query_params.lists() for value in values)
         name = find_nul_parameter([*kwargs.items(), *query])
         if name is not None:
-            raise Refused(400, f"{name} contains a NUL character (%00), which no name or value has")
+            raise MalformedInput(
+                f"{name} contains a NUL character (%00), which no name or value has"
+            )
 
     def json_object(self, request) -> dict:
         """The body, which must be a JSON object."""
         data = request.data
         if not isinstance(data, dict):
-            raise Refused(400, "the body must be a JSON object")
+            raise InvalidInput("the body must be a JSON object")
         return data

@@ -1,56 +1,76 @@
-"""GitLab v4 entities, field for field, and the parameters each endpoint accepts.
+"""GitLab v4 entities, field for field: what each endpoint of the v4 API answers with.
 
 Output serializers reproduce GitLab's Grape entities (``API::Entities::*``): the same keys,
-JSON types and time format (ISO 8601 in UTC with milliseconds, ``2016-08-11T11:28:34.085Z``).
-Fields GitLab exposes that have no meaning here (artifacts, runner managers, yaml errors...)
-are present with GitLab's empty value, so clients that read them keep working.
-
-Input serializers validate query and body parameters; the views turn their errors into
-Grape's wording (``ref is missing``, ``status does not have a valid value``).
+JSON types and time format (``pipelines.api.times``). Fields GitLab exposes that have no
+meaning here (artifacts, runner managers, yaml errors...) are ``ConstantField``s with
+GitLab's empty value, so clients that read them keep working.
 """
 
 from __future__ import annotations
 
-import math
-import re
-from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from rest_framework import serializers
 
+from pipelines.api.times import commit_time, gitlab_time
 from pipelines.models import Job, Pipeline, Project, Status
-from pipelines.services import COMMIT_STATUS_STATES
-
-
-def gitlab_time(value: datetime | None) -> str | None:
-    """GitLab's API time format: UTC, milliseconds, ``Z``."""
-    if value is None:
-        return None
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
-
-
-def commit_time(value: datetime | None) -> str | None:
-    """Commit dates keep their offset in GitLab (``2015-12-24T16:51:14.000+01:00``)."""
-    if value is None:
-        return None
-    return value.isoformat(timespec="milliseconds")
 
 
 def blank_to_none(value: str | None) -> str | None:
     return value or None
 
 
-# Links GitLab shows as null when there is none (avatars, readmes).
-NULLABLE_URI = {"type": "string", "format": "uri", "nullable": True}
-
-
 class GitLabDateTimeField(serializers.DateTimeField):
     def to_representation(self, value):
         return gitlab_time(value)
+
+
+# Schemas of constants that are null (a link GitLab shows as null when there is none...).
+NULLABLE_STRING = {"type": "string", "nullable": True}
+NULLABLE_INTEGER = {"type": "integer", "nullable": True}
+NULLABLE_OBJECT = {"type": "object", "nullable": True}
+NULLABLE_URI = {"type": "string", "format": "uri", "nullable": True}
+
+
+class ConstantField(serializers.Field):
+    """A field GitLab exposes that means nothing here, always with GitLab's empty value.
+
+    Its schema follows the value (a boolean, an integer, a string, a list of strings); a
+    null constant names its own (``NULLABLE_STRING``...).
+    """
+
+    def __init__(self, value: Any, schema: dict | None = None, **kwargs):
+        super().__init__(source="*", read_only=True, **kwargs)
+        self.value = value
+        self.schema = schema or _schema_of(value)
+
+    def to_representation(self, instance) -> Any:
+        return self.value
+
+
+def _schema_of(value: Any) -> dict:
+    if isinstance(value, bool):
+        return {"type": "boolean"}
+    if isinstance(value, int):
+        return {"type": "integer"}
+    if isinstance(value, str):
+        return {"type": "string"}
+    if isinstance(value, list):
+        return {"type": "array", "items": {"type": "string"}}
+    raise TypeError(f"a constant {value!r} needs its schema")
+
+
+class ConstantFieldSchema(OpenApiSerializerFieldExtension):
+    """How the OpenAPI schema shows a ``ConstantField``: the schema of its value."""
+
+    target_class = ConstantField
+
+    def map_serializer_field(self, auto_schema, direction) -> dict:
+        return dict(self.target.schema)
 
 
 # --- Users -------------------------------------------------------------------------------
@@ -61,8 +81,8 @@ class UserBasicSerializer(serializers.ModelSerializer):
 
     name = serializers.SerializerMethodField()
     state = serializers.SerializerMethodField()
-    locked = serializers.SerializerMethodField()
-    avatar_url = serializers.SerializerMethodField()
+    locked = ConstantField(False)
+    avatar_url = ConstantField(None, NULLABLE_URI)
     web_url = serializers.SerializerMethodField()
 
     class Meta:
@@ -75,13 +95,6 @@ class UserBasicSerializer(serializers.ModelSerializer):
     def get_state(self, user) -> str:
         return "active" if user.is_active else "blocked"
 
-    def get_locked(self, user) -> bool:
-        return False
-
-    @extend_schema_field(NULLABLE_URI)
-    def get_avatar_url(self, user) -> str | None:
-        return None
-
     def get_web_url(self, user) -> str:
         return f"{settings.PIPEHOOK_EXTERNAL_URL}/{user.get_username()}"
 
@@ -90,13 +103,13 @@ class UserSerializer(UserBasicSerializer):
     """``API::Entities::User``, as jobs show their user."""
 
     created_at = GitLabDateTimeField(source="date_joined")
-    bio = serializers.SerializerMethodField()
-    location = serializers.SerializerMethodField()
-    public_email = serializers.SerializerMethodField()
-    linkedin = serializers.SerializerMethodField()
-    twitter = serializers.SerializerMethodField()
-    website_url = serializers.SerializerMethodField()
-    organization = serializers.SerializerMethodField()
+    bio = ConstantField(None, NULLABLE_STRING)
+    location = ConstantField(None, NULLABLE_STRING)
+    public_email = ConstantField("")
+    linkedin = ConstantField("")
+    twitter = ConstantField("")
+    website_url = ConstantField("")
+    organization = ConstantField("")
 
     class Meta(UserBasicSerializer.Meta):
         fields = [
@@ -111,27 +124,6 @@ class UserSerializer(UserBasicSerializer):
             "organization",
         ]
 
-    def get_bio(self, user) -> str | None:
-        return None
-
-    def get_location(self, user) -> str | None:
-        return None
-
-    def get_public_email(self, user) -> str:
-        return ""
-
-    def get_linkedin(self, user) -> str:
-        return ""
-
-    def get_twitter(self, user) -> str:
-        return ""
-
-    def get_website_url(self, user) -> str:
-        return ""
-
-    def get_organization(self, user) -> str:
-        return ""
-
 
 # --- Projects ----------------------------------------------------------------------------
 
@@ -139,17 +131,14 @@ class UserSerializer(UserBasicSerializer):
 class NamespaceSerializer(serializers.Serializer):
     """``API::Entities::NamespaceBasic``. Namespaces are plain paths here, so no numeric id."""
 
-    id = serializers.SerializerMethodField()
+    id = ConstantField(None, NULLABLE_INTEGER)
     name = serializers.SerializerMethodField()
     path = serializers.SerializerMethodField()
-    kind = serializers.SerializerMethodField()
+    kind = ConstantField("group")
     full_path = serializers.SerializerMethodField()
-    parent_id = serializers.SerializerMethodField()
-    avatar_url = serializers.SerializerMethodField()
+    parent_id = ConstantField(None, NULLABLE_INTEGER)
+    avatar_url = ConstantField(None, NULLABLE_URI)
     web_url = serializers.SerializerMethodField()
-
-    def get_id(self, project: Project) -> int | None:
-        return None
 
     def get_name(self, project: Project) -> str:
         return project.namespace.rsplit("/", 1)[-1]
@@ -157,18 +146,8 @@ class NamespaceSerializer(serializers.Serializer):
     def get_path(self, project: Project) -> str:
         return project.namespace.rsplit("/", 1)[-1]
 
-    def get_kind(self, project: Project) -> str:
-        return "group"
-
     def get_full_path(self, project: Project) -> str:
         return project.namespace
-
-    def get_parent_id(self, project: Project) -> int | None:
-        return None
-
-    @extend_schema_field(NULLABLE_URI)
-    def get_avatar_url(self, project: Project) -> str | None:
-        return None
 
     def get_web_url(self, project: Project) -> str:
         return f"{settings.PIPEHOOK_EXTERNAL_URL}/groups/{project.namespace}"
@@ -189,21 +168,22 @@ class ProjectSerializer(serializers.ModelSerializer):
     created_at = GitLabDateTimeField()
     updated_at = GitLabDateTimeField()
     last_activity_at = GitLabDateTimeField(source="updated_at")
-    tag_list = serializers.SerializerMethodField()
-    topics = serializers.SerializerMethodField()
+    tag_list = ConstantField([])
+    topics = ConstantField([])
     ssh_url_to_repo = serializers.SerializerMethodField()
     http_url_to_repo = serializers.SerializerMethodField()
     web_url = serializers.CharField(source="resolved_web_url")
-    readme_url = serializers.SerializerMethodField()
-    avatar_url = serializers.SerializerMethodField()
-    forks_count = serializers.SerializerMethodField()
-    star_count = serializers.SerializerMethodField()
+    readme_url = ConstantField(None, NULLABLE_URI)
+    avatar_url = ConstantField(None, NULLABLE_URI)
+    forks_count = ConstantField(0)
+    star_count = ConstantField(0)
     namespace = NamespaceSerializer(source="*")
     _links = ProjectLinksSerializer(source="*")
-    empty_repo = serializers.SerializerMethodField()
-    archived = serializers.SerializerMethodField()
-    jobs_enabled = serializers.SerializerMethodField()
-    creator_id = serializers.SerializerMethodField()
+    # The repository lives in the CI system that reports here; it is not empty there.
+    empty_repo = ConstantField(False)
+    archived = ConstantField(False)
+    jobs_enabled = ConstantField(True)
+    creator_id = ConstantField(None, NULLABLE_INTEGER)
     public_jobs = serializers.SerializerMethodField()
 
     class Meta:
@@ -241,45 +221,12 @@ class ProjectSerializer(serializers.ModelSerializer):
     def get_name_with_namespace(self, project: Project) -> str:
         return " / ".join([*project.namespace.split("/"), project.name])
 
-    def get_tag_list(self, project: Project) -> list[str]:
-        return []
-
-    def get_topics(self, project: Project) -> list[str]:
-        return []
-
     def get_ssh_url_to_repo(self, project: Project) -> str:
         host = urlsplit(project.resolved_web_url).hostname or "localhost"
         return f"git@{host}:{project.path_with_namespace}.git"
 
     def get_http_url_to_repo(self, project: Project) -> str:
         return f"{project.resolved_web_url}.git"
-
-    @extend_schema_field(NULLABLE_URI)
-    def get_readme_url(self, project: Project) -> str | None:
-        return None
-
-    @extend_schema_field(NULLABLE_URI)
-    def get_avatar_url(self, project: Project) -> str | None:
-        return None
-
-    def get_forks_count(self, project: Project) -> int:
-        return 0
-
-    def get_star_count(self, project: Project) -> int:
-        return 0
-
-    def get_empty_repo(self, project: Project) -> bool:
-        # The repository lives in the CI system that reports here; it is not empty there.
-        return False
-
-    def get_archived(self, project: Project) -> bool:
-        return False
-
-    def get_jobs_enabled(self, project: Project) -> bool:
-        return True
-
-    def get_creator_id(self, project: Project) -> int | None:
-        return None
 
     def get_public_jobs(self, project: Project) -> bool:
         return project.visibility == Project.Visibility.PUBLIC
@@ -343,14 +290,14 @@ class PipelineBasicSerializer(serializers.ModelSerializer):
 class PipelineSerializer(PipelineBasicSerializer):
     """``API::Entities::Ci::Pipeline``: one pipeline with its user, times and status."""
 
-    yaml_errors = serializers.SerializerMethodField()
+    yaml_errors = ConstantField(None, NULLABLE_STRING)
     user = UserBasicSerializer(allow_null=True)
     started_at = GitLabDateTimeField(allow_null=True)
     finished_at = GitLabDateTimeField(allow_null=True)
     committed_at = GitLabDateTimeField(source="commit_timestamp", allow_null=True)
     coverage = serializers.SerializerMethodField()
     detailed_status = DetailedStatusSerializer(source="*")
-    archived = serializers.SerializerMethodField()
+    archived = ConstantField(False)
 
     class Meta(PipelineBasicSerializer.Meta):
         fields = [
@@ -369,17 +316,11 @@ class PipelineSerializer(PipelineBasicSerializer):
             "archived",
         ]
 
-    def get_yaml_errors(self, pipeline: Pipeline) -> str | None:
-        return None
-
     def get_coverage(self, pipeline: Pipeline) -> float | None:
         """The mean coverage of the latest jobs that report one, as GitLab computes it."""
         jobs = pipeline.latest_jobs().exclude(coverage=None)
         values = list(jobs.values_list("coverage", flat=True))
         return sum(values) / len(values) if values else None
-
-    def get_archived(self, pipeline: Pipeline) -> bool:
-        return False
 
 
 class PipelineVariableSerializer(serializers.Serializer):
@@ -430,10 +371,7 @@ class CommitSerializer(serializers.Serializer):
 
 
 class JobProjectSerializer(serializers.Serializer):
-    ci_job_token_scope_enabled = serializers.SerializerMethodField()
-
-    def get_ci_job_token_scope_enabled(self, job: Job) -> bool:
-        return False
+    ci_job_token_scope_enabled = ConstantField(False)
 
 
 class ArtifactsFileSerializer(serializers.Serializer):
@@ -480,7 +418,7 @@ class JobSerializer(serializers.ModelSerializer):
     created_at = GitLabDateTimeField()
     started_at = GitLabDateTimeField(allow_null=True)
     finished_at = GitLabDateTimeField(allow_null=True)
-    erased_at = serializers.SerializerMethodField()
+    erased_at = ConstantField(None, NULLABLE_STRING)
     user = UserSerializer(allow_null=True)
     commit = CommitSerializer(source="pipeline")
     pipeline = PipelineBasicSerializer()
@@ -492,9 +430,9 @@ class JobSerializer(serializers.ModelSerializer):
     )
     artifacts = serializers.SerializerMethodField()
     runner = RunnerSerializer(allow_null=True)
-    runner_manager = serializers.SerializerMethodField()
-    artifacts_expire_at = serializers.SerializerMethodField()
-    archived = serializers.SerializerMethodField()
+    runner_manager = ConstantField(None, NULLABLE_OBJECT)
+    artifacts_expire_at = ConstantField(None, NULLABLE_STRING)
+    archived = ConstantField(False)
     tag_list = serializers.SerializerMethodField()
 
     class Meta:
@@ -539,9 +477,6 @@ class JobSerializer(serializers.ModelSerializer):
             data.pop("artifacts_file")
         return data
 
-    def get_erased_at(self, job: Job) -> str | None:
-        return None
-
     def get_artifacts(self, job: Job) -> list[dict]:
         if not job.artifacts_filename:
             return []
@@ -553,16 +488,6 @@ class JobSerializer(serializers.ModelSerializer):
                 "file_format": "zip",
             }
         ]
-
-    @extend_schema_field({"type": "object", "nullable": True})
-    def get_runner_manager(self, job: Job) -> dict | None:
-        return None
-
-    def get_artifacts_expire_at(self, job: Job) -> str | None:
-        return None
-
-    def get_archived(self, job: Job) -> bool:
-        return False
 
     def get_tag_list(self, job: Job) -> list[str]:
         return list((job.runner or {}).get("tags") or [])
@@ -604,157 +529,3 @@ class CommitStatusSerializer(serializers.ModelSerializer):
 
     def get_description(self, job: Job) -> str | None:
         return blank_to_none(job.description)
-
-
-# --- Parameters --------------------------------------------------------------------------
-
-PIPELINE_ORDER_FIELDS = ("id", "status", "ref", "updated_at", "user_id")
-PIPELINE_SCOPES = ("running", "pending", "finished", "branches", "tags")
-PROJECT_ORDER_FIELDS = ("id", "name", "path", "created_at", "updated_at", "last_activity_at")
-# GitLab's project paths: letters, digits, '_', '-' and '.', not starting with '-' or '.'.
-PROJECT_PATH_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-
-
-class FiniteFloatField(serializers.FloatField):
-    """A float that is a real number: no NaN or infinity from a query string."""
-
-    def to_internal_value(self, data):
-        value = super().to_internal_value(data)
-        if not math.isfinite(value):
-            self.fail("invalid")
-        return value
-
-
-class ScopeField(serializers.ListField):
-    """``scope`` or ``scope[]``: one value or several, as GitLab accepts it."""
-
-    def to_internal_value(self, data):
-        if isinstance(data, str):
-            data = [data]
-        return super().to_internal_value(data)
-
-
-class ProjectListParams(serializers.Serializer):
-    search = serializers.CharField(required=False, help_text="Part of the name or path.")
-    visibility = serializers.ChoiceField(choices=Project.Visibility.values, required=False)
-    order_by = serializers.ChoiceField(
-        choices=PROJECT_ORDER_FIELDS, required=False, default="created_at"
-    )
-    sort = serializers.ChoiceField(choices=("asc", "desc"), required=False, default="desc")
-
-
-class ProjectCreateParams(serializers.Serializer):
-    name = serializers.CharField(required=False, max_length=255)
-    path = serializers.CharField(required=False, max_length=255)
-    namespace = serializers.CharField(
-        required=False, max_length=255, help_text="Group path (default: root)."
-    )
-    namespace_id = serializers.CharField(
-        required=False, max_length=255, help_text="Same as namespace (a path here)."
-    )
-    description = serializers.CharField(required=False, allow_blank=True)
-    default_branch = serializers.CharField(required=False, max_length=255)
-    visibility = serializers.ChoiceField(choices=Project.Visibility.values, required=False)
-
-    def validate_path(self, value: str) -> str:
-        if not PROJECT_PATH_RE.match(value):
-            raise serializers.ValidationError(
-                "path can contain only letters, digits, '_', '-' and '.', "
-                "and cannot start with '-' or '.'",
-                code="explained",
-            )
-        return value
-
-    def validate_namespace(self, value: str) -> str:
-        return _group_path(value, "namespace")
-
-    def validate_namespace_id(self, value: str) -> str:
-        return _group_path(value, "namespace_id")
-
-
-def _group_path(value: str, name: str) -> str:
-    """A group path (``acme/platform``): project paths joined by '/', which URLs keep as is."""
-    groups = value.strip("/").split("/")
-    if not all(PROJECT_PATH_RE.match(group) for group in groups):
-        raise serializers.ValidationError(
-            f"{name} is a group path: groups of letters, digits, '_', '-' and '.' joined by '/',"
-            " none starting with '-' or '.'",
-            code="explained",
-        )
-    return "/".join(groups)
-
-
-class CommitStatusCreateParams(serializers.Serializer):
-    state = serializers.ChoiceField(choices=COMMIT_STATUS_STATES)
-    ref = serializers.CharField(required=False, max_length=255)
-    name = serializers.CharField(required=False, max_length=255)
-    context = serializers.CharField(required=False, max_length=255, help_text="Alias of name.")
-    stage = serializers.CharField(
-        required=False, max_length=255, help_text="Pipehook extension: the job's stage."
-    )
-    target_url = serializers.URLField(required=False, allow_blank=True, max_length=2000)
-    description = serializers.CharField(required=False, allow_blank=True)
-    coverage = FiniteFloatField(required=False)
-    pipeline_id = serializers.IntegerField(required=False, min_value=1)
-
-
-class CommitStatusListParams(serializers.Serializer):
-    ref = serializers.CharField(required=False)
-    stage = serializers.CharField(required=False)
-    name = serializers.CharField(required=False)
-    all = serializers.BooleanField(
-        required=False, default=False, help_text="Include retried statuses."
-    )
-
-
-class PipelineListParams(serializers.Serializer):
-    scope = serializers.ChoiceField(choices=PIPELINE_SCOPES, required=False)
-    status = serializers.ChoiceField(choices=Status.values, required=False)
-    source = serializers.ChoiceField(choices=Pipeline.Source.values, required=False)
-    ref = serializers.CharField(required=False)
-    sha = serializers.CharField(required=False)
-    name = serializers.CharField(required=False)
-    username = serializers.CharField(required=False)
-    yaml_errors = serializers.BooleanField(required=False, allow_null=True, default=None)
-    updated_after = serializers.DateTimeField(required=False)
-    updated_before = serializers.DateTimeField(required=False)
-    order_by = serializers.ChoiceField(choices=PIPELINE_ORDER_FIELDS, required=False, default="id")
-    sort = serializers.ChoiceField(choices=("asc", "desc"), required=False, default="desc")
-
-
-class PipelineVariableParam(serializers.Serializer):
-    key = serializers.CharField()
-    value = serializers.CharField(allow_blank=True)
-    variable_type = serializers.ChoiceField(
-        choices=("env_var", "file"), required=False, default="env_var"
-    )
-
-
-class PipelineCreateParams(serializers.Serializer):
-    ref = serializers.CharField(max_length=255)
-    sha = serializers.CharField(
-        required=False,
-        max_length=64,
-        help_text=(
-            "Pipehook extension: the commit to run. Without it, the commit of the newest "
-            "pipeline on `ref` is used; with neither, the answer is 400 Reference not found."
-        ),
-    )
-    variables = serializers.ListField(
-        child=PipelineVariableParam(),
-        required=False,
-        help_text='[{"key": "DEPLOY", "value": "true", "variable_type": "env_var"}]',
-    )
-
-
-class PipelineJobsParams(serializers.Serializer):
-    scope = ScopeField(
-        child=serializers.ChoiceField(choices=Status.values),
-        required=False,
-        help_text="One status or several (scope[]=pending&scope[]=running).",
-    )
-    include_retried = serializers.BooleanField(required=False, default=False)
-
-
-class PipelineLatestParams(serializers.Serializer):
-    ref = serializers.CharField(required=False, help_text="Default: the default branch.")

@@ -10,20 +10,20 @@ Each definition carries its ``graphql_id``, the ``entityId`` that starts it.
 
 from __future__ import annotations
 
-from django.core.exceptions import ValidationError as ModelValidationError
-from django.db import IntegrityError, transaction
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import exceptions, serializers, status
+from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from pipelines.api.errors import ParameterError
-from pipelines.api.gitlab import LIST_HEADERS, PROJECT_ID, GitLabView, error_responses
-from pipelines.api.graphql import definition_id
+from pipelines import services
+from pipelines.api.gitlab.entities import GitLabDateTimeField
+from pipelines.api.gitlab.views import LIST_HEADERS, PROJECT_ID, GitLabView, error_responses
+from pipelines.api.graphql.ids import definition_id
 from pipelines.api.parsing import parse_id
-from pipelines.api.serializers import GitLabDateTimeField
-from pipelines.models import PipelineDefinition, Project, VariableType
+from pipelines.errors import InvalidParameter, NotFound
+from pipelines.models import PipelineDefinition, Project
+from pipelines.variables import VariableType
 
 DEFINITION_ID = OpenApiParameter(
     "definition_id",
@@ -104,24 +104,6 @@ class DefinitionCreateParams(DefinitionUpdateParams):
     name = serializers.CharField(max_length=255)
 
 
-def _save(definition: PipelineDefinition) -> None:
-    """Validate with the model's rules and save; problems answer 400 like GitLab's."""
-    try:
-        definition.full_clean(exclude=["project"], validate_constraints=False)
-    except ModelValidationError as invalid:
-        raise exceptions.ValidationError(invalid.message_dict) from None
-    taken = PipelineDefinition.objects.filter(
-        project=definition.project, kind=definition.kind, name=definition.name
-    ).exclude(pk=definition.pk)
-    if taken.exists():
-        raise exceptions.ValidationError({"name": ["has already been taken"]})
-    try:
-        with transaction.atomic():
-            definition.save()
-    except IntegrityError:  # created by someone else between the check and the save
-        raise exceptions.ValidationError({"name": ["has already been taken"]}) from None
-
-
 # --- Views -------------------------------------------------------------------------------
 
 
@@ -153,8 +135,7 @@ class DefinitionListView(GitLabView):
         project: Project = self.get_project()
         params = self.body_params(DefinitionCreateParams)
         params["variables"] = [dict(item) for item in params.get("variables", [])]
-        definition = PipelineDefinition(project=project, **params)
-        _save(definition)
+        definition = services.save_definition(PipelineDefinition(project=project), **params)
         return Response(
             PipelineDefinitionSerializer(definition).data, status=status.HTTP_201_CREATED
         )
@@ -164,10 +145,10 @@ class DefinitionDetailView(GitLabView):
     def get_definition(self, project: Project) -> PipelineDefinition:
         number = parse_id(self.kwargs["definition_id"])
         if number is None:
-            raise ParameterError("definition_id is invalid")
+            raise InvalidParameter("definition_id is invalid")
         definition = project.definitions.filter(pk=number).first()
         if definition is None:
-            raise exceptions.NotFound("404 Pipeline Definition Not Found")
+            raise NotFound("404 Pipeline Definition Not Found")
         return definition
 
     @extend_schema(
@@ -192,9 +173,7 @@ class DefinitionDetailView(GitLabView):
         params = self.body_params(DefinitionUpdateParams)
         if "variables" in params:
             params["variables"] = [dict(item) for item in params["variables"]]
-        for key, value in params.items():
-            setattr(definition, key, value)
-        _save(definition)
+        definition = services.save_definition(definition, **params)
         return Response(PipelineDefinitionSerializer(definition).data)
 
     @extend_schema(
@@ -215,5 +194,5 @@ class DefinitionDetailView(GitLabView):
     )
     def delete(self, request: Request, project_id: str, definition_id: str) -> Response:
         definition = self.get_definition(self.get_project())
-        definition.delete()
+        services.delete_definition(definition)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -21,7 +21,7 @@ from rest_framework.pagination import BasePagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from pipelines.api.errors import ParameterError
+from pipelines.errors import InvalidParameter
 from pipelines.redaction import is_secret_parameter
 
 DEFAULT_PER_PAGE = 20
@@ -45,7 +45,7 @@ def _read_int(request: Request, name: str) -> int | None:
     try:
         return int(raw)
     except ValueError:
-        raise ParameterError(f"{name} is invalid") from None
+        raise InvalidParameter(f"{name} is invalid") from None
 
 
 def read_page_params(request: Request) -> tuple[int, int]:
