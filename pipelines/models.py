@@ -42,6 +42,8 @@ class Status(models.TextChoices):
 
 # GitLab's groups (Ci::HasStatus): "completed" statuses are final until a retry.
 COMPLETED_STATUSES = frozenset({Status.SUCCESS, Status.FAILED, Status.CANCELED, Status.SKIPPED})
+# GitLab's ``finished`` (scope and the statuses that set ``finished_at``): skipped is not one.
+FINISHED_STATUSES = frozenset({Status.SUCCESS, Status.FAILED, Status.CANCELED})
 ACTIVE_STATUSES = frozenset(
     {
         Status.WAITING_FOR_RESOURCE,

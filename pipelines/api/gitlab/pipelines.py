@@ -34,7 +34,7 @@ from pipelines.api.gitlab.views import (
     error_responses,
 )
 from pipelines.errors import NotFound
-from pipelines.models import COMPLETED_STATUSES, Pipeline, Status
+from pipelines.models import FINISHED_STATUSES, Pipeline, Status
 
 
 def filter_pipelines(pipelines: QuerySet, params: dict) -> QuerySet:
@@ -45,7 +45,7 @@ def filter_pipelines(pipelines: QuerySet, params: dict) -> QuerySet:
     elif scope == "pending":
         pipelines = pipelines.filter(status=Status.PENDING)
     elif scope == "finished":
-        pipelines = pipelines.filter(status__in=COMPLETED_STATUSES)
+        pipelines = pipelines.filter(status__in=FINISHED_STATUSES)
     elif scope in ("branches", "tags"):
         # The newest pipeline of each branch (or tag).
         newest = (
@@ -76,6 +76,10 @@ def filter_pipelines(pipelines: QuerySet, params: dict) -> QuerySet:
         pipelines = pipelines.filter(updated_at__gt=value)
     if value := params.get("updated_before"):
         pipelines = pipelines.filter(updated_at__lt=value)
+    if value := params.get("created_after"):
+        pipelines = pipelines.filter(created_at__gt=value)
+    if value := params.get("created_before"):
+        pipelines = pipelines.filter(created_at__lt=value)
     prefix = "-" if params.get("sort", "desc") == "desc" else ""
     order_by = params.get("order_by", "id")
     return pipelines.order_by(f"{prefix}{order_by}", f"{prefix}id")

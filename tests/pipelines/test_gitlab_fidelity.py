@@ -1,0 +1,154 @@
+"""Rows of the GitLab fidelity table (D1, D2, ...), each with what GitLab's source does.
+
+Each test names its row; the references are GitLab's files (``lib/api/ci/pipelines.rb``,
+``lib/api/commit_statuses.rb``, ``app/finders/ci/pipelines_finder.rb``, ...).
+"""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from rest_framework.test import APIClient
+
+from pipelines import services
+from pipelines.models import Job, Pipeline
+from tests.factories import UserFactory
+
+SHA = "5b6a36e1e5fb3a2bfe1f8e2ec0a3dc9b8f7a6c11"
+
+
+@pytest.fixture
+def owner(db):
+    return UserFactory(username="ada")
+
+
+@pytest.fixture
+def client(make_token, owner):
+    api = APIClient()
+    api.credentials(HTTP_PRIVATE_TOKEN=make_token(user=owner))
+    return api
+
+
+def url(project, rest=""):
+    return f"/api/v4/projects/{project.pk}{rest}"
+
+
+def at(minutes: int) -> datetime:
+    return datetime(2024, 5, 1, 12, 0, tzinfo=UTC) + timedelta(minutes=minutes)
+
+
+def ids(response) -> list[int]:
+    assert response.status_code == 200, response.content
+    return [item["id"] for item in response.json()]
+
+
+# --- D1: every documented filter, and no filter silently dropped ---------------------------
+
+
+@pytest.fixture
+def three_days(project):
+    """One pipeline a day, created at noon on May 1st, 2nd and 3rd."""
+    return [
+        services.create_pipeline(project, ref="main", sha=f"{day}" * 40, at=at(day * 24 * 60))
+        for day in range(3)
+    ]
+
+
+def test_d1_pipelines_created_before_and_after_filter_the_list(client, project, three_days):
+    first, second, third = three_days
+    cutoff = "2024-05-02T00:00:00Z"
+    assert ids(client.get(url(project, "/pipelines"), {"created_before": cutoff})) == [first.pk]
+    assert ids(client.get(url(project, "/pipelines"), {"created_after": cutoff})) == [
+        third.pk,
+        second.pk,
+    ]
+    between = {"created_after": "2024-05-01T13:00:00Z", "created_before": "2024-05-03T11:00:00Z"}
+    assert ids(client.get(url(project, "/pipelines"), between)) == [second.pk]
+
+
+def test_d1_an_unknown_list_filter_is_a_400_naming_it_not_the_whole_list(
+    client, project, three_days
+):
+    response = client.get(url(project, "/pipelines"), {"created_befor": "2024-05-02T00:00:00Z"})
+    assert response.status_code == 400
+    assert response.json() == {"error": "created_befor is not a parameter of this endpoint"}
+    # Paging and a token in the query string are read on every endpoint.
+    assert ids(client.get(url(project, "/pipelines"), {"page": 1, "per_page": 2})) == [
+        three_days[2].pk,
+        three_days[1].pk,
+    ]
+
+
+@pytest.mark.parametrize(
+    "path, params",
+    [
+        ("/pipelines", {"order": "asc"}),
+        ("/pipelines/latest", {"branch": "main"}),
+        (f"/repository/commits/{SHA}/statuses", {"pipeline": 1}),
+        ("/pipelines/{pipeline}/jobs", {"status": "failed"}),
+    ],
+)
+def test_d1_unknown_parameters_of_pipelines_and_statuses_reads_are_400(
+    client, project, three_days, path, params
+):
+    response = client.get(url(project, path.format(pipeline=three_days[0].pk)), params)
+    assert response.status_code == 400
+    assert "is not a parameter of this endpoint" in response.json()["error"]
+
+
+def test_d1_a_write_with_an_unknown_parameter_is_refused_and_writes_nothing(client, project):
+    # GitLab 17.10's `inputs` configure the pipeline; started without them it would differ.
+    response = client.post(
+        url(project, "/pipeline"), {"ref": "main", "sha": SHA, "inputs": {"env": "prod"}}, "json"
+    )
+    assert response.status_code == 400
+    assert response.json() == {"error": "inputs is not a parameter of this endpoint"}
+    response = client.post(url(project, f"/statuses/{SHA}"), {"state": "running", "colour": "red"})
+    assert response.status_code == 400
+    assert not Pipeline.objects.exists()
+
+
+def test_d9_scope_finished_leaves_skipped_pipelines_out(client, project, three_days):
+    services.transition_pipeline(three_days[0], "success")
+    services.transition_pipeline(three_days[1], "skipped")
+    services.transition_pipeline(three_days[2], "canceled")
+    finished = ids(client.get(url(project, "/pipelines"), {"scope": "finished"}))
+    assert finished == [three_days[2].pk, three_days[0].pk]
+
+
+def test_d14_statuses_and_sources_of_gitlab_filter_to_an_empty_list(client, project, three_days):
+    for params in ({"status": "waiting_for_callback"}, {"source": "webide"}):
+        assert ids(client.get(url(project, "/pipelines"), params)) == []
+
+
+# --- D6: the commit status list's pipeline_id, order_by and sort -----------------------------
+
+
+@pytest.fixture
+def statuses_on_two_pipelines(client, project):
+    """The commit reported on two refs (two pipelines); on each, jobs "lint" and "unit"."""
+    for ref in ("main", "dev"):
+        for name in ("lint", "unit"):
+            response = client.post(
+                url(project, f"/statuses/{SHA}"), {"state": "running", "name": name, "ref": ref}
+            )
+            assert response.status_code == 201
+    return list(Pipeline.objects.order_by("id"))
+
+
+def test_d6_statuses_filter_by_pipeline_id(client, project, statuses_on_two_pipelines):
+    main, dev = statuses_on_two_pipelines
+    path = url(project, f"/repository/commits/{SHA}/statuses")
+    listed = client.get(path, {"pipeline_id": dev.pk})
+    assert ids(listed) == list(dev.jobs.order_by("id").values_list("id", flat=True))
+
+
+def test_d6_statuses_order_and_sort(client, project, statuses_on_two_pipelines):
+    path = url(project, f"/repository/commits/{SHA}/statuses")
+    every = list(Job.objects.order_by("id").values_list("id", flat=True))
+    assert ids(client.get(path)) == every  # GitLab's default: id, ascending
+    assert ids(client.get(path, {"sort": "desc"})) == every[::-1]
+    by_pipeline = ids(client.get(path, {"order_by": "pipeline_id", "sort": "desc"}))
+    assert by_pipeline == every[2:][::-1] + every[:2][::-1]
+    response = client.get(path, {"order_by": "name"})
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("order_by does not have a valid value")
