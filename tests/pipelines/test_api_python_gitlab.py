@@ -99,25 +99,30 @@ def test_python_gitlab_runs_a_pipeline_through_two_stages(gl):
     statuses = commit.statuses.list(get_all=True)
     assert sorted(s.name for s in statuses) == ["compile", "lint", "unit"]
 
-    # Retry: the failed job gets a new pending attempt and the pipeline runs again.
+    # Retry (D3, D5): an external pipeline's commit statuses are retried by their CI, so
+    # GitLab answers 201 with the pipeline unchanged, and python-gitlab does not raise.
     pipeline.retry()
+    pipeline.refresh()
+    assert pipeline.status == "failed"
+    report(commit, "lint", "pending")  # the CI's next attempt
+    report(commit, "lint", "running")
     pipeline.refresh()
     assert pipeline.status == "running" and pipeline.finished_at is None
     assert len(pipeline.jobs.list(include_retried=True)) == 4
-    assert [j.status for j in pipeline.jobs.list(scope=["pending"])] == ["pending"]
-    report(commit, "lint", "running")
+    assert [j.status for j in pipeline.jobs.list(scope=["running"])] == ["running"]
     report(commit, "lint", "success")
     pipeline.refresh()
     assert pipeline.status == "success"
 
-    # Cancel: a pipeline for the next commit, stopped while a job runs.
+    # Cancel: a pipeline started by API for the next commit, stopped while a job runs.
+    running = project.pipelines.create({"ref": "main", "sha": NEXT_SHA})
     next_commit = project.commits.get(NEXT_SHA, lazy=True)
     report(next_commit, "compile", "running", stage="build")
-    (running,) = project.pipelines.list(sha=NEXT_SHA)
     running.cancel()
     running = project.pipelines.get(running.id)
     assert running.status == "canceled"
     assert Job.objects.get(pipeline_id=running.id).status == "canceled"
+    running.cancel()  # nothing left to cancel: the pipeline comes back, no error (D3)
 
     # Lists: filters, and every page followed through the Link header.
     assert [p.id for p in project.pipelines.list(status="success")] == [pipeline.id]

@@ -152,3 +152,53 @@ def test_d6_statuses_order_and_sort(client, project, statuses_on_two_pipelines):
     response = client.get(path, {"order_by": "name"})
     assert response.status_code == 400
     assert response.json()["error"].startswith("order_by does not have a valid value")
+
+
+# --- D2: a pipeline's coverage is a string -------------------------------------------------
+
+
+def test_d2_pipeline_coverage_is_gitlabs_two_decimal_string(client, project):
+    for name, coverage in (("unit", "81.5"), ("lint", "90")):
+        data = {"state": "success", "name": name, "coverage": coverage}
+        assert client.post(url(project, f"/statuses/{SHA}"), data).status_code == 201
+    pipeline = Pipeline.objects.get()
+    got = client.get(url(project, f"/pipelines/{pipeline.pk}")).json()
+    assert got["coverage"] == "85.75"
+    jobs = client.get(url(project, f"/pipelines/{pipeline.pk}/jobs")).json()
+    assert sorted(job["coverage"] for job in jobs) == [81.5, 90.0]  # a job's stays a number
+
+
+# --- D3, D4, D5: retry and cancel as GitLab's API answers them -------------------------------
+
+
+def test_d3_retry_and_cancel_with_nothing_to_do_answer_the_unchanged_pipeline(client, project):
+    pipeline = services.create_pipeline(project, ref="main", sha=SHA)
+    services.create_job(pipeline, name="build", status="success")
+    retried = client.post(url(project, f"/pipelines/{pipeline.pk}/retry"))
+    assert (retried.status_code, retried.json()["status"]) == (201, "success")
+    canceled = client.post(url(project, f"/pipelines/{pipeline.pk}/cancel"))
+    assert (canceled.status_code, canceled.json()["status"]) == (200, "success")
+    assert list(pipeline.jobs.values_list("status", "retried")) == [("success", False)]
+
+
+def test_d4_an_external_pipeline_is_not_canceled(client, project):
+    client.post(url(project, f"/statuses/{SHA}"), {"state": "running", "name": "build"})
+    pipeline = Pipeline.objects.get()
+    assert pipeline.source == "external"
+    response = client.post(url(project, f"/pipelines/{pipeline.pk}/cancel"))
+    assert (response.status_code, response.json()["status"]) == (200, "running")
+    assert Job.objects.get().status == "running"
+
+
+def test_d5_the_commit_statuses_of_an_external_pipeline_are_not_retried(client, project):
+    client.post(url(project, f"/statuses/{SHA}"), {"state": "failed", "name": "build"})
+    pipeline = Pipeline.objects.get()
+    response = client.post(url(project, f"/pipelines/{pipeline.pk}/retry"))
+    assert (response.status_code, response.json()["status"]) == (201, "failed")
+    assert list(Job.objects.values_list("status", "retried")) == [("failed", False)]
+    # The reporting CI retries by reporting the next attempt.
+    client.post(url(project, f"/statuses/{SHA}"), {"state": "pending", "name": "build"})
+    assert list(Job.objects.order_by("id").values_list("status", "retried")) == [
+        ("failed", True),
+        ("pending", False),
+    ]

@@ -316,11 +316,13 @@ class PipelineSerializer(PipelineBasicSerializer):
             "archived",
         ]
 
-    def get_coverage(self, pipeline: Pipeline) -> float | None:
-        """The mean coverage of the latest jobs that report one, as GitLab computes it."""
+    def get_coverage(self, pipeline: Pipeline) -> str | None:
+        """The mean coverage of the latest jobs that report one, as GitLab computes it, and
+        as ``Ci::PipelinePresenter#coverage`` writes it: a string with two decimals
+        (go-gitlab declares ``Coverage string``). A job's coverage stays a number."""
         jobs = pipeline.latest_jobs().exclude(coverage=None)
         values = list(jobs.values_list("coverage", flat=True))
-        return sum(values) / len(values) if values else None
+        return f"{sum(values) / len(values):.2f}" if values else None
 
 
 class PipelineVariableSerializer(serializers.Serializer):

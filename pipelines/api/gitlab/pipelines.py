@@ -4,8 +4,9 @@ their jobs and variables (``lib/api/ci/pipelines.rb``).
 ``POST /projects/:id/pipeline`` takes an optional ``sha``; without it the commit of the
 newest pipeline on ``ref`` is used (``services.start_pipeline``), and with neither the answer
 is GitLab's ``400 {"message": {"base": ["Reference not found"]}}``. Retrying a pipeline with
-nothing to retry, or cancelling a finished one, is refused with a 400 saying why; GitLab
-silently answers with the unchanged pipeline there.
+nothing to retry (201) or cancelling one with nothing to cancel (200) answers with the
+unchanged pipeline, as GitLab does: python-gitlab and go-gitlab then return it rather than
+raise, and a bulk "cancel every running pipeline" does not stop at one that just finished.
 """
 
 from __future__ import annotations
@@ -196,7 +197,11 @@ class PipelineRetryView(GitLabView):
         responses={201: entities.PipelineSerializer, **error_responses(400, 401, 403, 404)},
     )
     def post(self, request: Request, project_id: str, pipeline_id: str) -> Response:
-        """Retry the failed and canceled jobs; a finished pipeline runs again."""
+        """Retry the failed and canceled jobs; a finished pipeline runs again.
+
+        With nothing to retry (or an `external` pipeline, whose CI retries), the answer is
+        the unchanged pipeline, as GitLab's.
+        """
         pipeline = self.get_pipeline(self.get_project())
         pipeline = services.retry_pipeline(pipeline, user=request.user)
         return Response(render_pipeline(pipeline), status=status.HTTP_201_CREATED)
@@ -212,7 +217,11 @@ class PipelineCancelView(GitLabView):
         responses={200: entities.PipelineSerializer, **error_responses(400, 401, 403, 404)},
     )
     def post(self, request: Request, project_id: str, pipeline_id: str) -> Response:
-        """Cancel every job that can still be canceled."""
+        """Cancel every job that can still be canceled.
+
+        With nothing to cancel (or an `external` pipeline, which its CI cancels), the answer
+        is the unchanged pipeline, as GitLab's.
+        """
         pipeline = self.get_pipeline(self.get_project())
         pipeline = services.cancel_pipeline(pipeline)
         return Response(render_pipeline(pipeline), status=status.HTTP_200_OK)
