@@ -9,7 +9,8 @@ that status's snapshot.
 
 Where Pipehook knows less than GitLab, the payload says so the way GitLab does when it lacks
 the data: ``null`` avatars (an instance without Gravatar), ``null`` ``ci_config_path`` (the
-default file), ``commit: null`` when nothing is known about the commit, and ``"[REDACTED]"``
+default file), a commit with an empty message and author when nothing but its sha is known
+(receivers read ``commit.author.name`` without checking for null), and ``"[REDACTED]"``
 for user e-mails (GitLab's value for a user without a public e-mail; Pipehook has no public
 e-mail setting, so none is ever published).
 """
@@ -17,7 +18,6 @@ e-mail setting, so none is ever published).
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
@@ -152,23 +152,14 @@ def project_hook_attrs(project: Project) -> dict[str, Any]:
     }
 
 
-def _commit_attrs(pipeline: Pipeline) -> dict[str, Any] | None:
-    """GitLab's ``Commit#hook_attrs``, or null (as GitLab sends for a commit it cannot find)
-    when the reporting CI told us nothing about the commit beyond its sha."""
-    known = (
-        pipeline.commit_message
-        or pipeline.commit_title
-        or pipeline.commit_timestamp
-        or pipeline.commit_author_name
-        or pipeline.commit_author_email
-    )
-    if not known:
-        return None
-    message = pipeline.commit_message
+def _commit_attrs(pipeline: Pipeline) -> dict[str, Any]:
+    """GitLab's ``Commit#hook_attrs``, always there: what the reporting CI told about the
+    commit, and for what it did not, GitLab's values for a commit without them (an empty
+    message titled "No commit message", empty author, no timestamp)."""
     return {
         "id": pipeline.sha,
-        "message": message,
-        "title": pipeline.commit_title or _commit_title(message),
+        "message": pipeline.commit_message,
+        "title": pipeline.resolved_commit_title,
         "timestamp": commit_timestamp(pipeline.commit_timestamp),
         "url": f"{pipeline.project.resolved_web_url}/-/commit/{pipeline.sha}",
         "author": {
@@ -176,18 +167,6 @@ def _commit_attrs(pipeline: Pipeline) -> dict[str, Any] | None:
             "email": pipeline.commit_author_email,
         },
     }
-
-
-def _commit_title(message: str) -> str:
-    """GitLab's ``Commit#title``: the first line; from 100 characters on, Rails'
-    ``truncate(81, separator: " ", omission: "…")`` of it."""
-    if not message.strip():
-        return "No commit message"
-    first_line = re.split(r"[\r\n]", message, maxsplit=1)[0]
-    if len(first_line) < 100:
-        return first_line
-    space = first_line.rfind(" ", 0, 81)
-    return first_line[: space if space != -1 else 80] + "…"
 
 
 def _merge_request_attrs(merge_request: dict | None) -> dict[str, Any] | None:

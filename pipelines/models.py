@@ -11,6 +11,7 @@ jobs, executions and the dialects' records it only shows, or deletes.
 
 import contextlib
 import hashlib
+import re
 import secrets
 import uuid
 
@@ -136,6 +137,19 @@ class Project(models.Model):
         return self.web_url or f"{settings.PIPEHOOK_EXTERNAL_URL}/{self.path_with_namespace}"
 
 
+def commit_title(message: str) -> str:
+    """GitLab's ``Commit#title``: the first line of the message ("No commit message" when it
+    is blank); from 100 characters on, Rails' ``truncate(81, separator: " ", omission: "…")``
+    of it."""
+    if not message.strip():
+        return "No commit message"
+    first_line = re.split(r"[\r\n]", message, maxsplit=1)[0]
+    if len(first_line) < 100:
+        return first_line
+    space = first_line.rfind(" ", 0, 81)
+    return first_line[: space if space != -1 else 80] + "…"
+
+
 # GitLab's way of showing a commit it does not know (before_sha of a new branch, a run that
 # named no commit).
 UNKNOWN_SHA = "0" * 40
@@ -203,6 +217,11 @@ class Pipeline(models.Model):
     @property
     def web_url(self) -> str:
         return f"{self.project.resolved_web_url}/-/pipelines/{self.pk}"
+
+    @property
+    def resolved_commit_title(self) -> str:
+        """The title a CI reported, else GitLab's title of the message."""
+        return self.commit_title or commit_title(self.commit_message)
 
     @property
     def detailed_status(self) -> str:

@@ -486,6 +486,7 @@ def report_commit_status(
                     source=Pipeline.Source.EXTERNAL,
                     user=user,
                     at=at,
+                    **_known_commit_fields(project, sha),
                 )
         pipeline = lock_pipeline(pipeline)
         job = (

@@ -202,3 +202,41 @@ def test_d5_the_commit_statuses_of_an_external_pipeline_are_not_retried(client, 
         ("failed", True),
         ("pending", False),
     ]
+
+
+# --- A1: the hook payload's commit, whatever reported the pipeline ---------------------------
+
+
+def test_a1_a_commit_status_pipeline_has_a_commit_in_its_payload(client, project):
+    from hooks.payloads import build_pipeline_payload
+
+    client.post(url(project, f"/statuses/{SHA}"), {"state": "running", "name": "build"})
+    commit = build_pipeline_payload(Pipeline.objects.get())["commit"]
+    assert commit == {
+        "id": SHA,
+        "message": "",
+        "title": "No commit message",
+        "timestamp": None,
+        "url": f"{project.resolved_web_url}/-/commit/{SHA}",
+        "author": {"name": "", "email": ""},
+    }
+
+
+def test_a1_a_commit_status_pipeline_keeps_what_was_reported_of_its_commit(client, project):
+    """A later pipeline for a commit another report described carries that description."""
+    from hooks.payloads import build_pipeline_payload
+
+    described = services.create_pipeline(
+        project,
+        ref="main",
+        sha=SHA,
+        commit_message="Fix the build\n\nDetails",
+        commit_author_name="Ada",
+        commit_author_email="ada@example.com",
+        commit_timestamp=at(0),
+    )
+    client.post(url(project, f"/statuses/{SHA}"), {"state": "running", "ref": "dev"})
+    reported = Pipeline.objects.exclude(pk=described.pk).get()
+    commit = build_pipeline_payload(reported)["commit"]
+    assert (commit["title"], commit["timestamp"]) == ("Fix the build", "2024-05-01T12:00:00+00:00")
+    assert commit["author"] == {"name": "Ada", "email": "ada@example.com"}

@@ -343,7 +343,7 @@ class CommitSerializer(serializers.Serializer):
     short_id = serializers.SerializerMethodField()
     created_at = serializers.SerializerMethodField()
     parent_ids = serializers.SerializerMethodField()
-    title = serializers.CharField(source="commit_title")
+    title = serializers.CharField(source="resolved_commit_title")
     message = serializers.CharField(source="commit_message")
     author_name = serializers.CharField(source="commit_author_name")
     author_email = serializers.CharField(source="commit_author_email")
