@@ -11,7 +11,6 @@ jobs, executions and the dialects' records it only shows, or deletes.
 
 import contextlib
 import hashlib
-import re
 import secrets
 import uuid
 
@@ -21,6 +20,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from pipelines.commits import commit_title
 from pipelines.variables import normalize_variable_declarations, validate_variable_declarations
 
 
@@ -41,9 +41,9 @@ class Status(models.TextChoices):
     SCHEDULED = "scheduled"
 
 
-# GitLab's groups (Ci::HasStatus): "completed" statuses are final until a retry.
+# GitLab's groups (Ci::HasStatus): "completed" statuses are final until a retry; "finished"
+# ones (the scope, and what sets ``finished_at``) leave skipped out.
 COMPLETED_STATUSES = frozenset({Status.SUCCESS, Status.FAILED, Status.CANCELED, Status.SKIPPED})
-# GitLab's ``finished`` (scope and the statuses that set ``finished_at``): skipped is not one.
 FINISHED_STATUSES = frozenset({Status.SUCCESS, Status.FAILED, Status.CANCELED})
 ACTIVE_STATUSES = frozenset(
     {
@@ -137,21 +137,7 @@ class Project(models.Model):
         return self.web_url or f"{settings.PIPEHOOK_EXTERNAL_URL}/{self.path_with_namespace}"
 
 
-def commit_title(message: str) -> str:
-    """GitLab's ``Commit#title``: the first line of the message ("No commit message" when it
-    is blank); from 100 characters on, Rails' ``truncate(81, separator: " ", omission: "…")``
-    of it."""
-    if not message.strip():
-        return "No commit message"
-    first_line = re.split(r"[\r\n]", message, maxsplit=1)[0]
-    if len(first_line) < 100:
-        return first_line
-    space = first_line.rfind(" ", 0, 81)
-    return first_line[: space if space != -1 else 80] + "…"
-
-
-# GitLab's way of showing a commit it does not know (before_sha of a new branch, a run that
-# named no commit).
+# GitLab's unknown commit (before_sha of a new branch, a run that named no commit).
 UNKNOWN_SHA = "0" * 40
 
 
@@ -219,8 +205,7 @@ class Pipeline(models.Model):
         return f"{self.project.resolved_web_url}/-/pipelines/{self.pk}"
 
     @property
-    def resolved_commit_title(self) -> str:
-        """The title a CI reported, else GitLab's title of the message."""
+    def resolved_commit_title(self) -> str:  # the CI's title, else GitLab's of the message
         return self.commit_title or commit_title(self.commit_message)
 
     @property

@@ -240,3 +240,18 @@ def test_a1_a_commit_status_pipeline_keeps_what_was_reported_of_its_commit(clien
     commit = build_pipeline_payload(reported)["commit"]
     assert (commit["title"], commit["timestamp"]) == ("Fix the build", "2024-05-01T12:00:00+00:00")
     assert commit["author"] == {"name": "Ada", "email": "ada@example.com"}
+
+
+# --- Endpoints GitLab clients call ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/api/v4/user", "/api/v4/version", "/api/v4/metadata"])
+def test_instance_endpoints_need_a_token_as_gitlabs(db, path):
+    response = APIClient().get(path)
+    assert (response.status_code, response.json()) == (401, {"message": "401 Unauthorized"})
+
+
+def test_get_user_shows_the_tokens_own_user(client, owner):
+    user = client.get("/api/v4/user").json()
+    assert (user["id"], user["username"], user["email"]) == (owner.pk, "ada", owner.email)
+    assert (user["state"], user["is_admin"], user["identities"]) == ("active", False, [])
