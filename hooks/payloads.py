@@ -22,7 +22,11 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from django.utils import timezone
+
+from pipelines.detailed_status import detailed_status_of
 from pipelines.models import Job, Pipeline, Project
+from pipelines.status import job_durations
 
 REDACTED_EMAIL = "[REDACTED]"
 MANUAL_WHENS = frozenset({Job.When.MANUAL, Job.When.DELAYED})  # GitLab's Ci::Build#action?
@@ -58,6 +62,7 @@ def commit_timestamp(value: datetime | None) -> str | None:
 def build_pipeline_payload(pipeline: Pipeline) -> dict[str, Any]:
     """The Pipeline Hook body for ``pipeline`` as it is now (GitLab's key order)."""
     project = pipeline.project
+    now = timezone.now()
     jobs = list(pipeline.latest_jobs().select_related("user"))
     payload: dict[str, Any] = {
         "object_kind": "pipeline",
@@ -66,7 +71,8 @@ def build_pipeline_payload(pipeline: Pipeline) -> dict[str, Any]:
         "user": user_hook_attrs(pipeline.user),
         "project": project_hook_attrs(project),
         "commit": _commit_attrs(pipeline),
-        "builds": [_build_attrs(job) for job in jobs],
+        # Durations of unfinished jobs as of now, GitLab's when it builds the payload.
+        "builds": [_build_attrs(job, now) for job in jobs],
     }
     if pipeline.source_pipeline:
         payload["source_pipeline"] = _source_pipeline_attrs(pipeline.source_pipeline)
@@ -104,7 +110,7 @@ def _pipeline_attrs(pipeline: Pipeline, jobs: list[Job]) -> dict[str, Any]:
         "before_sha": pipeline.before_sha,
         "source": str(pipeline.source),
         "status": str(pipeline.status),
-        "detailed_status": pipeline.detailed_status,
+        "detailed_status": detailed_status_of(pipeline).label,
         "stages": list(stages),
         "created_at": gitlab_hook_time(pipeline.created_at),
         "finished_at": gitlab_hook_time(pipeline.finished_at),
@@ -188,7 +194,8 @@ def _source_pipeline_attrs(source: dict) -> dict[str, Any]:
     }
 
 
-def _build_attrs(job: Job) -> dict[str, Any]:
+def _build_attrs(job: Job, now: datetime) -> dict[str, Any]:
+    duration, queued_duration = job_durations(job, now)
     return {
         "id": job.pk,
         "stage": job.stage,
@@ -197,8 +204,8 @@ def _build_attrs(job: Job) -> dict[str, Any]:
         "created_at": gitlab_hook_time(job.created_at),
         "started_at": gitlab_hook_time(job.started_at),
         "finished_at": gitlab_hook_time(job.finished_at),
-        "duration": _float_seconds(job.duration),
-        "queued_duration": _float_seconds(job.queued_duration),
+        "duration": _float_seconds(duration),
+        "queued_duration": _float_seconds(queued_duration),
         "failure_reason": job.failure_reason if job.status == Job.Status.FAILED else None,
         "when": str(job.when),
         "manual": job.manual or job.when in MANUAL_WHENS,

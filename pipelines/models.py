@@ -57,36 +57,6 @@ ACTIVE_STATUSES = frozenset(
 # What canceling a pipeline cancels (GitLab's ``CANCELABLE_STATUSES``): not manual jobs.
 CANCELABLE_STATUSES = ACTIVE_STATUSES - {Status.CANCELING} | {Status.CREATED, Status.SCHEDULED}
 
-# A pipeline's ``Gitlab::Ci::Status`` as (icon, text, label, group). The label is what hook
-# payloads call ``detailed_status``. Manual and scheduled pipelines wear GitLab's
-# Pipeline::Blocked and Pipeline::Delayed; a success with warnings has its own, below.
-DETAILED_STATUSES = {
-    Status.CREATED: ("status_created", "created", "created", "created"),
-    Status.WAITING_FOR_RESOURCE: (
-        "status_pending",
-        "waiting",
-        "waiting for resource",
-        "waiting-for-resource",
-    ),
-    Status.PREPARING: ("status_preparing", "preparing", "preparing", "preparing"),
-    Status.PENDING: ("status_pending", "pending", "pending", "pending"),
-    Status.RUNNING: ("status_running", "running", "running", "running"),
-    Status.SUCCESS: ("status_success", "passed", "passed", "success"),
-    Status.FAILED: ("status_failed", "failed", "failed", "failed"),
-    Status.CANCELING: ("status_canceled", "canceling", "canceling", "canceling"),
-    Status.CANCELED: ("status_canceled", "canceled", "canceled", "canceled"),
-    Status.SKIPPED: ("status_skipped", "skipped", "skipped", "skipped"),
-    Status.MANUAL: ("status_manual", "blocked", "waiting for manual action", "manual"),
-    Status.SCHEDULED: ("status_scheduled", "delayed", "waiting for delayed job", "scheduled"),
-}
-# GitLab's SuccessWarning: a success in which jobs that may fail failed or were canceled.
-SUCCESS_WITH_WARNINGS = (
-    "status_warning",
-    "passed",
-    "passed with warnings",
-    "success_with_warnings",
-)
-
 
 class Project(models.Model):
     class Visibility(models.TextChoices):
@@ -207,17 +177,6 @@ class Pipeline(models.Model):
     @property
     def resolved_commit_title(self) -> str:  # the CI's title, else GitLab's of the message
         return self.commit_title or commit_title(self.commit_message)
-
-    @property
-    def detailed_status(self) -> str:
-        """GitLab's label for the status, as hook payloads show it."""
-        return self.detailed_status_parts()[2]
-
-    def detailed_status_parts(self) -> tuple[str, str, str, str]:
-        """(icon, text, label, group) of GitLab's detailed status."""
-        if self.status == Status.SUCCESS and self.has_warnings():
-            return SUCCESS_WITH_WARNINGS
-        return DETAILED_STATUSES[self.status]
 
     def has_warnings(self) -> bool:
         """Whether a latest job that may fail failed or was canceled (GitLab's warnings)."""

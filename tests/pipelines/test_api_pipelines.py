@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from rest_framework.test import APIClient
 
+from hooks.payloads import build_pipeline_payload
 from pipelines import services
 from pipelines.models import Job, Pipeline
 from tests.factories import ProjectFactory, UserFactory
@@ -184,7 +185,7 @@ def test_get_pipeline_has_the_full_entity(client, project, owner):
         "coverage": "85.00",
         "detailed_status": {
             "icon": "status_success",
-            "text": "passed",
+            "text": "Passed",
             "label": "passed",
             "group": "success",
             "tooltip": "passed",
@@ -467,15 +468,15 @@ def test_pipeline_jobs_of_unknown_pipeline_is_404(client, project):
     [
         (
             [("build", "success", False), ("lint", "failed", True)],
-            ("status_warning", "passed", "passed with warnings", "success_with_warnings"),
+            ("status_warning", "Warning", "passed with warnings", "success-with-warnings"),
         ),
         (
             [("build", "success", False), ("deploy", "manual", False)],
-            ("status_manual", "blocked", "waiting for manual action", "manual"),
+            ("status_manual", "Blocked", "waiting for manual action", "manual"),
         ),
         (
             [("build", "success", False), ("deploy", "scheduled", False)],
-            ("status_scheduled", "delayed", "waiting for delayed job", "scheduled"),
+            ("status_scheduled", "Delayed", "waiting for delayed job", "scheduled"),
         ),
     ],
 )
@@ -490,6 +491,9 @@ def test_get_pipeline_shows_gitlabs_extended_detailed_status(
     shown = body["detailed_status"]
     assert (shown["icon"], shown["text"], shown["label"], shown["group"]) == detailed_status
     assert shown["tooltip"] == label
-    assert shown["favicon"] == f"/assets/ci_favicons/favicon_{icon}.png"
+    # D11: SuccessWarning keeps Success's favicon, as GitLab's extended statuses do.
+    favicon = "status_success" if icon == "status_warning" else icon
+    assert shown["favicon"] == f"/assets/ci_favicons/favicon_{favicon}.png"
     pipeline.refresh_from_db()
-    assert pipeline.detailed_status == label  # what the Pipeline Hook payload carries
+    # What the Pipeline Hook payload carries.
+    assert build_pipeline_payload(pipeline)["object_attributes"]["detailed_status"] == label

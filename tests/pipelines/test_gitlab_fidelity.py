@@ -255,3 +255,64 @@ def test_get_user_shows_the_tokens_own_user(client, owner):
     user = client.get("/api/v4/user").json()
     assert (user["id"], user["username"], user["email"]) == (owner.pk, "ada", owner.email)
     assert (user["state"], user["is_admin"], user["identities"]) == ("active", False, [])
+
+
+# --- A3/D8, A4, A5, A11: times and flags as GitLab's models compute them ---------------------
+
+
+def test_a3_d8_a_running_jobs_duration_grows_in_the_api_and_the_payload(client, project):
+    from hooks.payloads import build_pipeline_payload
+
+    pipeline = services.create_pipeline(project, ref="main", sha=SHA)
+    started = datetime.now(UTC) - timedelta(seconds=30)
+    services.create_job(pipeline, name="queued", status="pending", at=started)
+    job = services.create_job(pipeline, name="build", status="running", at=started)
+    (listed,) = [
+        j
+        for j in client.get(url(project, f"/pipelines/{pipeline.pk}/jobs")).json()
+        if j["id"] == job.pk
+    ]
+    assert 30 <= listed["duration"] < 60
+    builds = {b["name"]: b for b in build_pipeline_payload(pipeline)["builds"]}
+    assert 30 <= builds["build"]["duration"] < 60
+    assert builds["queued"]["duration"] is None
+    assert 30 <= builds["queued"]["queued_duration"] < 60  # still waiting
+
+
+def test_a4_skipped_jobs_and_pipelines_have_no_finish(project):
+    pipeline = services.create_pipeline(project, ref="main", sha=SHA)
+    services.create_job(pipeline, name="deploy", status="skipped")
+    pipeline.refresh_from_db()
+    assert (pipeline.status, pipeline.finished_at, pipeline.duration) == ("skipped", None, None)
+    assert pipeline.jobs.get().finished_at is None
+
+
+def test_a5_a_pipeline_that_started_at_once_has_no_queued_duration(project):
+    pipeline = services.create_pipeline(project, ref="main", sha=SHA, at=at(0))
+    services.create_job(pipeline, name="build", status="running", at=at(0))
+    pipeline.refresh_from_db()
+    assert (pipeline.status, pipeline.queued_duration) == ("running", None)
+
+
+def test_a11_a_manual_job_says_when_manual(project):
+    from hooks.payloads import build_pipeline_payload
+
+    pipeline = services.create_pipeline(project, ref="main", sha=SHA)
+    services.create_job(pipeline, name="deploy", status="manual")
+    (build,) = build_pipeline_payload(pipeline)["builds"]
+    assert (build["when"], build["manual"]) == ("manual", True)
+
+
+# --- D10, D11 ----------------------------------------------------------------------------------
+
+
+def test_d11_detailed_status_is_current_gitlabs(client, project):
+    pipeline = services.create_pipeline(project, ref="main", sha=SHA)
+    services.create_job(pipeline, name="lock", status="waiting_for_resource")
+    shown = client.get(url(project, f"/pipelines/{pipeline.pk}")).json()["detailed_status"]
+    assert (shown["text"], shown["label"], shown["group"]) == (
+        "Waiting",
+        "waiting for resource",
+        "waiting-for-resource",
+    )
+    assert shown["favicon"] == "/assets/ci_favicons/favicon_pending.png"

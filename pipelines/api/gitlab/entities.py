@@ -11,6 +11,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -26,7 +27,9 @@ from pipelines.api.gitlab.user_entities import (  # noqa: F401 (re-exported)
     UserSerializer,
 )
 from pipelines.api.times import commit_time
+from pipelines.detailed_status import detailed_status_of
 from pipelines.models import Job, Pipeline, Project, Status
+from pipelines.status import job_durations
 
 
 def blank_to_none(value: str | None) -> str | None:
@@ -159,17 +162,18 @@ class DetailedStatusSerializer(serializers.Serializer):
     favicon = serializers.CharField()
 
     def to_representation(self, pipeline: Pipeline) -> dict:
-        icon, text, label, group = pipeline.detailed_status_parts()
+        status = detailed_status_of(pipeline)
         return {
-            "icon": icon,
-            "text": text,
-            "label": label,
-            "group": group,
-            "tooltip": label,
+            "icon": status.icon,
+            "text": status.text,
+            "label": status.label,
+            "group": status.group,
+            "tooltip": status.label,
             "has_details": True,
             "details_path": f"/{pipeline.project.path_with_namespace}/-/pipelines/{pipeline.pk}",
             "illustration": None,
-            "favicon": f"/assets/ci_favicons/favicon_{icon}.png",
+            # GitLab's asset path; its digest suffix is its own build's.
+            "favicon": f"/assets/ci_favicons/{status.favicon}.png",
         }
 
 
@@ -347,6 +351,9 @@ class RunnerSerializer(serializers.Serializer):
 class JobSerializer(serializers.ModelSerializer):
     """``API::Entities::Ci::Job``: the jobs of a pipeline."""
 
+    duration = serializers.SerializerMethodField()
+    queued_duration = serializers.SerializerMethodField()
+
     ref = serializers.CharField(source="pipeline.ref")
     tag = serializers.BooleanField(source="pipeline.tag")
     source = serializers.CharField(source="pipeline.source")
@@ -411,6 +418,13 @@ class JobSerializer(serializers.ModelSerializer):
         if not job.artifacts_filename:
             data.pop("artifacts_file")
         return data
+
+    def get_duration(self, job: Job) -> float | None:
+        """Live for a running job, as GitLab's ``calculate_duration``."""
+        return job_durations(job, timezone.now())[0]
+
+    def get_queued_duration(self, job: Job) -> float | None:
+        return job_durations(job, timezone.now())[1]
 
     def get_artifacts(self, job: Job) -> list[dict]:
         if not job.artifacts_filename:
