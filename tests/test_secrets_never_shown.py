@@ -28,7 +28,7 @@ from hooks import delivery as hook_delivery
 from hooks.models import Delivery, Hook
 from pipelines import auth
 from pipelines.api.graphql.ids import encode_id
-from pipelines.models import AccessToken, CicdInstance
+from pipelines.models import AccessToken, CicdInstance, Job
 from tests.factories import UserFactory
 from tests.test_serve import (  # noqa: F401 (embedded_env is a fixture)
     ROOT,
@@ -237,6 +237,7 @@ def exercise_the_api(secrets: dict) -> list[tuple[str, str]]:
         "definition_id": str(definition["id"]),
         "event_id": str(event["id"]),
         "sha": sha,
+        "job_id": str(Job.objects.filter(pipeline__project_id=project_id).first().pk),
         "username": "root",
         "app_name": "web",
     }

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from rest_framework.test import APIClient
 
+from hooks.payloads import build_pipeline_payload
 from pipelines import services
 from pipelines.models import Job, Pipeline
 from tests.factories import ProjectFactory, UserFactory
@@ -181,10 +182,10 @@ def test_get_pipeline_has_the_full_entity(client, project, owner):
         "committed_at": "2024-05-01T11:55:00.000Z",
         "duration": 120,
         "queued_duration": 120,
-        "coverage": 85.0,
+        "coverage": "85.00",
         "detailed_status": {
             "icon": "status_success",
-            "text": "passed",
+            "text": "Passed",
             "label": "passed",
             "group": "success",
             "tooltip": "passed",
@@ -334,13 +335,14 @@ def test_retry_pipeline_reruns_failed_jobs(client, project, failed_pipeline):
     assert [(j["name"], j["status"]) for j in jobs] == [("unit", "pending"), ("build", "success")]
 
 
-def test_retry_pipeline_without_failed_jobs_is_400_and_changes_nothing(client, project):
+def test_retry_pipeline_without_failed_jobs_answers_it_unchanged(client, project):
+    """D3: GitLab's RetryPipelineService succeeds with nothing to retry (201)."""
     pipeline = services.create_pipeline(project, ref="main", sha="a" * 40)
     services.create_job(pipeline, name="build", status="success")
     before = list(Job.objects.values()), list(Pipeline.objects.values())
     response = client.post(url(project, f"/pipelines/{pipeline.pk}/retry"))
-    assert response.status_code == 400
-    assert "not retryable" in response.json()["message"]
+    assert response.status_code == 201
+    assert (response.json()["id"], response.json()["status"]) == (pipeline.pk, "success")
     assert (list(Job.objects.values()), list(Pipeline.objects.values())) == before
 
 
@@ -355,11 +357,12 @@ def test_cancel_pipeline_cancels_unfinished_jobs(client, project):
     assert statuses == {"build": "success", "unit": "canceled"}
 
 
-def test_cancel_finished_pipeline_is_400_and_changes_nothing(client, project, failed_pipeline):
+def test_cancel_finished_pipeline_answers_it_unchanged(client, project, failed_pipeline):
+    """D3: GitLab's API ignores CancelPipelineService's refusal and answers 200."""
     before = list(Job.objects.values()), list(Pipeline.objects.values())
     response = client.post(url(project, f"/pipelines/{failed_pipeline.pk}/cancel"))
-    assert response.status_code == 400
-    assert response.json() == {"message": "Pipeline is not cancelable: it is failed"}
+    assert response.status_code == 200
+    assert (response.json()["id"], response.json()["status"]) == (failed_pipeline.pk, "failed")
     assert (list(Job.objects.values()), list(Pipeline.objects.values())) == before
 
 
@@ -465,15 +468,15 @@ def test_pipeline_jobs_of_unknown_pipeline_is_404(client, project):
     [
         (
             [("build", "success", False), ("lint", "failed", True)],
-            ("status_warning", "passed", "passed with warnings", "success_with_warnings"),
+            ("status_warning", "Warning", "passed with warnings", "success-with-warnings"),
         ),
         (
             [("build", "success", False), ("deploy", "manual", False)],
-            ("status_manual", "blocked", "waiting for manual action", "manual"),
+            ("status_manual", "Blocked", "waiting for manual action", "manual"),
         ),
         (
             [("build", "success", False), ("deploy", "scheduled", False)],
-            ("status_scheduled", "delayed", "waiting for delayed job", "scheduled"),
+            ("status_scheduled", "Delayed", "waiting for delayed job", "scheduled"),
         ),
     ],
 )
@@ -488,6 +491,9 @@ def test_get_pipeline_shows_gitlabs_extended_detailed_status(
     shown = body["detailed_status"]
     assert (shown["icon"], shown["text"], shown["label"], shown["group"]) == detailed_status
     assert shown["tooltip"] == label
-    assert shown["favicon"] == f"/assets/ci_favicons/favicon_{icon}.png"
+    # D11: SuccessWarning keeps Success's favicon, as GitLab's extended statuses do.
+    favicon = "status_success" if icon == "status_warning" else icon
+    assert shown["favicon"] == f"/assets/ci_favicons/favicon_{favicon}.png"
     pipeline.refresh_from_db()
-    assert pipeline.detailed_status == label  # what the Pipeline Hook payload carries
+    # What the Pipeline Hook payload carries.
+    assert build_pipeline_payload(pipeline)["object_attributes"]["detailed_status"] == label
