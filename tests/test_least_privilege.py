@@ -55,8 +55,7 @@ class World:
 
 
 @pytest.fixture
-def world(db, receiver, settings):
-    settings.HOOKS_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+def world(db, receiver):
     project = ProjectFactory(name="Hidden Treasure", namespace="vault", path="treasure")
     pipeline = PipelineFactory(project=project, sha=SHA, status="running")
     Job.objects.create(pipeline=pipeline, name="build", stage="build", status="failed")

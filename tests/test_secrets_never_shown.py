@@ -67,7 +67,6 @@ class Links(HTMLParser):
 
 @pytest.fixture
 def secrets(db, receiver, settings):
-    settings.HOOKS_ALLOWED_NETWORKS = ["127.0.0.0/8"]
     root = UserFactory(username="root", is_superuser=True, is_staff=True)
     root.set_password(ADMIN_PASSWORD)
     root.save()

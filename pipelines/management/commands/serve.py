@@ -8,7 +8,6 @@ stops everything.
 """
 
 import logging
-import os
 import secrets
 import signal
 import subprocess
@@ -74,11 +73,11 @@ class Command(BaseCommand):
     help = "Run web, Celery worker and beat (and the embedded Redis) until Ctrl-C."
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--bind", default=os.environ.get("PIPEHOOK_BIND", "127.0.0.1:8000"))
+        parser.add_argument("--bind", default=settings.PIPEHOOK_BIND)
         parser.add_argument(
             "--workers",
             type=int,
-            default=int(os.environ.get("PIPEHOOK_WORKER_CONCURRENCY", "4")),
+            default=settings.PIPEHOOK_WORKER_CONCURRENCY,
             help="Celery worker threads.",
         )
 
