@@ -6,6 +6,7 @@ import uuid
 import pytest
 
 from pipelines import auth
+from tests.clients import api_client_with
 from tests.factories import ALL_PROJECT_PERMISSIONS, ProjectFactory, UserFactory, grant_permissions
 from tests.hooks.receiver import Receiver
 
@@ -91,6 +92,27 @@ def make_token(db):
         return raw
 
     return make
+
+
+@pytest.fixture
+def api_user(db):
+    """Whose token ``api_client`` sends. A module whose tests act as someone in particular
+    overrides this fixture."""
+    return UserFactory()
+
+
+@pytest.fixture
+def api_token(make_token, api_user) -> str:
+    """The raw token ``api_client`` sends: scope ``api``, ``api_user`` holding every project
+    right. A module that needs another scope overrides this fixture."""
+    return make_token(user=api_user)
+
+
+@pytest.fixture
+def api_client(api_token):
+    """The API as a CI system calls it, with ``api_token`` (pytest-django's ``client`` is
+    Django's own test client, signed in as nobody)."""
+    return api_client_with(api_token)
 
 
 @pytest.fixture

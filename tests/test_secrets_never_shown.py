@@ -29,6 +29,7 @@ from hooks.models import Delivery, Hook
 from pipelines import auth
 from pipelines.api.graphql.ids import encode_id
 from pipelines.models import AccessToken, CicdInstance
+from tests.clients import api_client_with
 from tests.factories import UserFactory
 from tests.test_serve import (  # noqa: F401 (embedded_env is a fixture)
     ROOT,
@@ -98,8 +99,7 @@ def leaks(text: str, secrets: dict, allowed: tuple[str, ...] = ()) -> list[str]:
 
 def exercise_the_api(secrets: dict) -> list[tuple[str, str]]:
     """Create, report, deliver, read: returns (what, text) of every response, headers too."""
-    api = APIClient()
-    api.credentials(HTTP_PRIVATE_TOKEN=secrets["api token"])
+    api = api_client_with(secrets["api token"])
     seen: list[tuple[str, str]] = []
 
     def keep(what, response):

@@ -10,12 +10,12 @@ import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from hooks.forms import HookForm
 from hooks.models import Delivery, DeliveryAttempt, Event, Hook
 from hooks.validators import SECRET_MASK
 from pipelines import services
+from tests.clients import api_client_with
 from tests.factories import UserFactory
 from tests.hooks.receiver import Reply
 
@@ -587,8 +587,7 @@ def test_the_admin_form_and_the_api_take_the_same_hook_urls(project, make_token,
             "enable_ssl_verification": "on",
         }
     )
-    api = APIClient()
-    api.credentials(HTTP_PRIVATE_TOKEN=make_token())
+    api = api_client_with(make_token())
     response = api.post(f"/api/v4/projects/{project.pk}/hooks", {"url": url}, format="json")
     assert response.status_code in (201, 422), response.content
     assert form.is_valid() == (response.status_code == 201), (form.errors, response.json())
