@@ -13,10 +13,10 @@ from drf_spectacular.validation import validate_schema
 from gitlab import exceptions as gitlab_errors
 from rest_framework.test import APIClient
 
-from hooks.models import Delivery, DeliveryAttempt, Event, Hook
+from hooks.models import Delivery, DeliveryAttempt, Hook
 from pipelines import services
 from tests.clients import api_client_with
-from tests.factories import ProjectFactory, UserFactory
+from tests.factories import DeliveryFactory, ProjectFactory, UserFactory
 from tests.hooks.receiver import Reply
 
 GITLAB_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -648,14 +648,8 @@ def make_attempt(hook: Hook, *, status: int | None, delivery: Delivery | None = 
 
 
 def make_delivery(hook: Hook, body: dict | None = None) -> Delivery:
-    event = Event.objects.create(
-        project=hook.project,
-        change="status",
-        status="success",
-        previous_status="running",
-        body=json.dumps(body or {"object_kind": "pipeline"}),
-    )
-    return Delivery.objects.create(event=event, hook=hook, order_key=1)
+    body = json.dumps(body or {"object_kind": "pipeline"})
+    return DeliveryFactory(hook=hook, event__body=body, order_key=1)
 
 
 def test_events_list_the_log_in_gitlab_shape_newest_first(api_client, project):

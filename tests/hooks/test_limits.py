@@ -2,7 +2,6 @@
 buttons at 5 a minute per user and project (``web_hook_test``, ``web_hook_event_resend``),
 through the hooks API and the admin. Rate limits are counted in a real Redis."""
 
-import json
 import logging
 import uuid
 
@@ -11,10 +10,10 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from hooks.limits import RATE_LIMITED_MESSAGE
-from hooks.models import Delivery, DeliveryAttempt, Event, Hook
+from hooks.models import Delivery, DeliveryAttempt, Hook
 from pipelines import services
 from tests.clients import api_client_with
-from tests.factories import ProjectFactory, UserFactory
+from tests.factories import DeliveryFactory, ProjectFactory, UserFactory
 from tests.hooks.test_admin import form_data
 
 GITLAB_429 = {"message": {"error": RATE_LIMITED_MESSAGE}}
@@ -31,16 +30,7 @@ def fill_with_hooks(project, count: int) -> None:
 
 
 def make_delivery(hook: Hook) -> Delivery:
-    event = Event.objects.create(
-        project=hook.project,
-        change="status",
-        status="failed",
-        previous_status="running",
-        body=json.dumps({"object_kind": "pipeline"}),
-    )
-    return Delivery.objects.create(
-        event=event, hook=hook, order_key=event.pk, status=Delivery.Status.FAILED
-    )
+    return DeliveryFactory(hook=hook, event__status="failed", status=Delivery.Status.FAILED)
 
 
 def assert_sixth_refused(api: APIClient, url: str) -> None:

@@ -82,7 +82,7 @@ def test_token_of_a_user_granted_nothing_can_do_nothing(db):
     for action in (auth.READ, auth.WRITE, auth.START, auth.MANAGE_HOOKS, auth.CREATE_PROJECT):
         with pytest.raises(Forbidden, match="user fresh does not hold"):
             auth.check_access(token, None, action)
-        assert not auth.token_has_permission(token, action, project)
+        assert not auth.grants_of(token).may(action, project)
     with pytest.raises(ProjectHidden):
         auth.check_access(token, None, auth.READ, project)
     assert list(auth.permitted_projects(token, auth.READ)) == []
