@@ -10,6 +10,16 @@ from tests.factories import ALL_PROJECT_PERMISSIONS, ProjectFactory, UserFactory
 from tests.hooks.receiver import Receiver
 
 
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.other_hosts("10.77.0.0/24")``: this test may also connect there (hosts of
+    network namespaces it starts, say). pytest-socket's own allow_hosts marker would replace
+    the loopback allow-list (addopts' --allow-hosts) instead of adding to it."""
+    loopback = (config.getoption("--allow-hosts") or "").split(",")
+    for item in items:
+        if marker := item.get_closest_marker("other_hosts"):
+            item.add_marker(pytest.mark.allow_hosts([*loopback, *marker.args]))
+
+
 @pytest.fixture(autouse=True)
 def rate_limit_counts(settings):
     """Every test counts test and resend clicks from zero, in a cache of its own."""
