@@ -30,7 +30,7 @@ from pipelines.models import (
     Job,
     PipelineDefinition,
 )
-from tests.factories import PipelineFactory, ProjectFactory, UserFactory
+from tests.factories import DeliveryFactory, PipelineFactory, ProjectFactory, UserFactory
 
 SHA = "5b6a36e1e5fb3a2bfe1f8e2ec0a3dc9b8f7a6c11"
 MISSING_ID = "987654"
@@ -57,18 +57,14 @@ class World:
 
 
 @pytest.fixture
-def world(db, receiver, settings):
-    settings.HOOKS_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+def world(db, receiver):
     project = ProjectFactory(name="Hidden Treasure", namespace="vault", path="treasure")
     pipeline = PipelineFactory(project=project, sha=SHA, status="running")
     Job.objects.create(pipeline=pipeline, name="build", stage="build", status="failed")
     Job.objects.create(pipeline=pipeline, name="test", stage="test", status="running")
     definition = PipelineDefinition.objects.create(project=project, name="Deploy")
     hook = Hook.objects.create(project=project, url=receiver.url, custom_headers={"X-Team": "ops"})
-    event = Event.objects.create(
-        project=project, pipeline=pipeline, change="status", status="running", body="{}"
-    )
-    delivery = Delivery.objects.create(event=event, hook=hook, order_key=pipeline.pk)
+    delivery = DeliveryFactory(hook=hook, event__pipeline=pipeline)
     attempt = DeliveryAttempt.objects.create(
         hook=hook, delivery=delivery, url=hook.url, response_status=500
     )

@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from rest_framework.test import APIClient
 
 from hooks.payloads import build_pipeline_payload, dump_payload
 from pipelines import services
@@ -391,15 +390,12 @@ def test_the_checker_takes_null_and_unknown_keys_as_go_does():
 
 
 @pytest.fixture
-def client(make_token, db):
-    user = UserFactory(username="ada")
-    api = APIClient()
-    api.credentials(HTTP_PRIVATE_TOKEN=make_token(user=user))
-    return api
+def api_user(db):
+    return UserFactory(username="ada")
 
 
 @pytest.fixture
-def reported(client, project):
+def reported(api_client, project):
     """A pipeline of commit statuses with coverage, a retried job and a running one."""
     base = f"/api/v4/projects/{project.pk}"
     for data in (
@@ -407,51 +403,51 @@ def reported(client, project):
         {"state": "failed", "name": "unit", "stage": "test"},
         {"state": "running", "name": "unit", "stage": "test", "coverage": "90"},
     ):
-        response = client.post(f"{base}/statuses/{SHA}", data)
+        response = api_client.post(f"{base}/statuses/{SHA}", data)
         assert response.status_code == 201, response.content
     (pipeline,) = project.pipelines.all()
     return base, pipeline
 
 
-def get(client, path):
-    response = client.get(path)
+def get(api_client, path):
+    response = api_client.get(path)
     assert response.status_code == 200, response.content
     return response.json()
 
 
-def test_go_gitlab_decodes_the_pipelines_api(client, reported):
+def test_go_gitlab_decodes_the_pipelines_api(api_client, reported):
     base, pipeline = reported
-    decode(get(client, f"{base}/pipelines"), [PIPELINE_INFO])
-    decode(get(client, f"{base}/pipelines/{pipeline.pk}"), PIPELINE)
-    decode(get(client, f"{base}/pipelines/latest"), PIPELINE)
-    started = client.post(f"{base}/pipeline", {"ref": "main", "sha": SHA}, format="json")
+    decode(get(api_client, f"{base}/pipelines"), [PIPELINE_INFO])
+    decode(get(api_client, f"{base}/pipelines/{pipeline.pk}"), PIPELINE)
+    decode(get(api_client, f"{base}/pipelines/latest"), PIPELINE)
+    started = api_client.post(f"{base}/pipeline", {"ref": "main", "sha": SHA}, format="json")
     decode(started.json(), PIPELINE)
-    retried = client.post(f"{base}/pipelines/{pipeline.pk}/retry")
+    retried = api_client.post(f"{base}/pipelines/{pipeline.pk}/retry")
     decode(retried.json(), PIPELINE)
-    canceled = client.post(f"{base}/pipelines/{started.json()['id']}/cancel")
+    canceled = api_client.post(f"{base}/pipelines/{started.json()['id']}/cancel")
     decode(canceled.json(), PIPELINE)
-    decode(get(client, f"{base}/pipelines/{pipeline.pk}/test_report"), TEST_REPORT)
-    summary = get(client, f"{base}/pipelines/{pipeline.pk}/test_report_summary")
+    decode(get(api_client, f"{base}/pipelines/{pipeline.pk}/test_report"), TEST_REPORT)
+    summary = get(api_client, f"{base}/pipelines/{pipeline.pk}/test_report_summary")
     decode(summary, TEST_REPORT_SUMMARY)
 
 
-def test_go_gitlab_decodes_jobs_bridges_commits_and_statuses(client, reported):
+def test_go_gitlab_decodes_jobs_bridges_commits_and_statuses(api_client, reported):
     base, pipeline = reported
-    jobs = get(client, f"{base}/pipelines/{pipeline.pk}/jobs?include_retried=true")
+    jobs = get(api_client, f"{base}/pipelines/{pipeline.pk}/jobs?include_retried=true")
     assert len(jobs) == 3
     decode(jobs, [JOB])
-    decode(get(client, f"{base}/jobs"), [JOB])
-    decode(get(client, f"{base}/jobs/{jobs[0]['id']}"), JOB)
-    decode(get(client, f"{base}/pipelines/{pipeline.pk}/bridges"), [BRIDGE])
-    decode(get(client, f"{base}/repository/commits/{SHA}"), COMMIT)
-    decode(get(client, f"{base}/repository/commits/{'ab' * 20}"), COMMIT)  # nothing reported
-    decode(get(client, f"{base}/repository/commits/{SHA}/statuses?all=true"), [COMMIT_STATUS])
+    decode(get(api_client, f"{base}/jobs"), [JOB])
+    decode(get(api_client, f"{base}/jobs/{jobs[0]['id']}"), JOB)
+    decode(get(api_client, f"{base}/pipelines/{pipeline.pk}/bridges"), [BRIDGE])
+    decode(get(api_client, f"{base}/repository/commits/{SHA}"), COMMIT)
+    decode(get(api_client, f"{base}/repository/commits/{'ab' * 20}"), COMMIT)  # nothing reported
+    decode(get(api_client, f"{base}/repository/commits/{SHA}/statuses?all=true"), [COMMIT_STATUS])
 
 
-def test_go_gitlab_decodes_the_user_version_and_metadata(client):
-    decode(get(client, "/api/v4/user"), USER)
-    decode(get(client, "/api/v4/version"), VERSION)
-    decode(get(client, "/api/v4/metadata"), METADATA)
+def test_go_gitlab_decodes_the_user_version_and_metadata(api_client):
+    decode(get(api_client, "/api/v4/user"), USER)
+    decode(get(api_client, "/api/v4/version"), VERSION)
+    decode(get(api_client, "/api/v4/metadata"), METADATA)
 
 
 def test_go_gitlab_decodes_pipeline_hook_payloads(project, user):
