@@ -28,9 +28,9 @@ from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 
 import pipelines.admin as pipelines_admin
-from hooks import delivery as hook_delivery
-from hooks import limits
+from hooks import limits, services
 from hooks.forms import HookForm, HookFormSet, RedeliverForm
+from hooks.headers import redact_headers
 from hooks.models import Delivery, DeliveryAttempt, Event, Hook
 from pipelines.models import Project
 
@@ -322,7 +322,7 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
     def reenable_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
         count = 0
         for hook in queryset:
-            hook_delivery.reenable_hook(hook)
+            services.reenable_hook(hook)
             count += 1
         self.message_user(request, f"Re-enabled {count} hook(s).", messages.SUCCESS)
 
@@ -396,8 +396,8 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
         if wait := limits.rate_limit_wait(limits.TEST, hook.project_id, request.user, request):
             return rate_limited_page(request, hook, limits.TEST, wait)
         try:
-            attempt = hook_delivery.send_test_event(hook, user=request.user)
-        except hook_delivery.NoPipelineError:
+            attempt = services.send_test_event(hook, user=request.user)
+        except services.NoPipelineError:
             messages.error(
                 request,
                 "No test event sent: this project has no pipeline yet. A test sends the "
@@ -435,7 +435,7 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
         if request.method != "POST":
             return self._back_to(get_object_or_404(Hook, pk=hook_id))
         hook = self._hook_for_action(request, hook_id)
-        hook_delivery.reenable_hook(hook)
+        services.reenable_hook(hook)
         messages.success(request, f"Hook “{hook}” is enabled again; waiting deliveries resume.")
         return self._back_to(hook)
 
@@ -445,7 +445,7 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
             form = RedeliverForm(request.POST)
             if form.is_valid():
                 since = form.cleaned_data["since"]
-                count = hook_delivery.redeliver_failed_since(hook, since)
+                count = services.redeliver_failed_since(hook, since)
                 messages.success(
                     request,
                     f"{count} failed deliver{'y' if count == 1 else 'ies'} since "
@@ -673,8 +673,8 @@ class DeliveryAdmin(ReadOnlyAdmin):
         if wait := limits.rate_limit_wait(limits.RESEND, hook.project_id, request.user, request):
             return rate_limited_page(request, hook, limits.RESEND, wait)
         try:
-            attempt = hook_delivery.resend_delivery(delivery, user=request.user)
-        except hook_delivery.DeliveryInProgress as busy:
+            attempt = services.resend_delivery(delivery, user=request.user)
+        except services.DeliveryInProgress as busy:
             messages.warning(request, busy.message)
             return HttpResponseRedirect(back)
         report_resend(request, delivery, attempt)
@@ -693,8 +693,8 @@ class DeliveryAdmin(ReadOnlyAdmin):
                 longest_wait = max(longest_wait, wait)
                 continue
             try:
-                attempt = hook_delivery.resend_delivery(delivery, user=request.user)
-            except hook_delivery.DeliveryInProgress as busy:
+                attempt = services.resend_delivery(delivery, user=request.user)
+            except services.DeliveryInProgress as busy:
                 messages.warning(request, f"Delivery {delivery.pk}: {busy.message}")
                 continue
             report_resend(request, delivery, attempt)
@@ -744,7 +744,7 @@ def attempt_detail(attempt: DeliveryAttempt, hook: Hook) -> dict:
         "obj": attempt,
         "url": reverse("admin:hooks_deliveryattempt_change", args=[attempt.pk]),
         "http": http_badge(attempt.response_status, attempt.error),
-        "request_headers": hook_delivery.redact_headers(attempt.request_headers or {}, hook),
+        "request_headers": redact_headers(attempt.request_headers or {}, hook),
         "response_headers": attempt.response_headers or {},
         "response_body": pretty_json(attempt.response_body) if attempt.response_body else "",
     }

@@ -29,8 +29,8 @@ from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from hooks import delivery as hook_delivery
-from hooks import limits
+from hooks import limits, services
+from hooks.headers import redact_headers
 from hooks.models import DeliveryAttempt, Hook
 from hooks.validators import (
     HookSettingError,
@@ -234,7 +234,7 @@ class HookEventSerializer(serializers.Serializer):
     @extend_schema_field(serializers.DictField(child=serializers.CharField()))
     def get_request_headers(self, attempt: DeliveryAttempt) -> dict[str, str]:
         # Masked again on the way out (the delivery code's rule), whatever the row holds.
-        return hook_delivery.redact_headers(attempt.request_headers or {}, attempt.hook)
+        return redact_headers(attempt.request_headers or {}, attempt.hook)
 
     @extend_schema_field(OpenApiTypes.OBJECT)
     def get_request_data(self, attempt: DeliveryAttempt):
@@ -629,7 +629,7 @@ class HookTestView(HooksView):
                 status=422,
             )
         # NoPipelineError is a DomainError: GitLab's 422 "Ensure the project has CI pipelines."
-        attempt = hook_delivery.send_test_event(hook, user=request.user)
+        attempt = services.send_test_event(hook, user=request.user)
         if attempt.succeeded:
             return Response({"message": "201 Created"}, status=status.HTTP_201_CREATED)
         return Response({"message": describe_failure(attempt)}, status=422)
@@ -696,7 +696,7 @@ class HookEventResendView(HooksView):
                 status=422,
             )
         # Sent now, synchronously; DeliveryInProgress (a worker holds it) is a 409.
-        resent = hook_delivery.resend_delivery(attempt.delivery, user=request.user)
+        resent = services.resend_delivery(attempt.delivery, user=request.user)
         if resent.response_status is None:
             # GitLab: any HTTP answer is a completed resend; no answer at all is a 422.
             return Response({"message": resent.error or "the request got no response"}, status=422)

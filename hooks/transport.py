@@ -38,6 +38,7 @@ import os
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from urllib.parse import unquote
@@ -85,6 +86,22 @@ class TransportResult:
     truncated: bool = False  # the body was longer than the limit and was cut
     duration_ms: int = 0
     error: str = ""  # empty when a response came back whole
+
+    @classmethod
+    def failed(cls, error: str) -> TransportResult:
+        """No answer, for the reason ``error`` gives."""
+        return cls(status=None, error=error)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One request for ``send_many``: where, what, and the hook it is for (in logs only)."""
+
+    url: str
+    body: bytes
+    headers: dict[str, str]
+    verify_ssl: bool = True
+    hook_id: int | None = None
 
 
 # --- Which addresses are allowed ---------------------------------------------------------
@@ -575,6 +592,62 @@ def send(
                 connection.close()
 
 
+# --- Many requests at once -----------------------------------------------------------------
+
+# Threads that carry a batch's extra lanes, shared by every task of the process. Idle
+# threads are reused; the cap is only a backstop, so a batch never waits for another's lanes.
+_LANE_THREADS_MAX = 256
+_lane_executor: tuple[int, ThreadPoolExecutor] | None = None
+_lane_executor_lock = threading.Lock()
+
+
+def _lanes() -> ThreadPoolExecutor:
+    global _lane_executor
+    with _lane_executor_lock:
+        # Made in the process that uses it: a forked worker child must not inherit it.
+        if _lane_executor is None or _lane_executor[0] != os.getpid():
+            _lane_executor = (
+                os.getpid(),
+                ThreadPoolExecutor(_LANE_THREADS_MAX, thread_name_prefix="hook-send"),
+            )
+        return _lane_executor[1]
+
+
+def send_many(requests: list[Outgoing]) -> list[TransportResult]:
+    """Send the requests over up to HOOKS_SEND_CONCURRENCY lanes at once, each lane one
+    request after the other; results in the order of ``requests``. The caller's thread
+    runs the first lane. Lanes only do HTTP: no database connection is used in them."""
+    lanes = min(len(requests), max(1, settings.HOOKS_SEND_CONCURRENCY))
+    results: list[TransportResult | None] = [None] * len(requests)
+
+    def run_lane(lane: int) -> None:
+        for index in range(lane, len(requests), lanes):
+            results[index] = _send_alone(requests[index])
+
+    others = [_lanes().submit(run_lane, lane) for lane in range(1, lanes)]
+    run_lane(0)
+    for future in others:
+        future.result()
+    return results  # type: ignore[return-value]  (every slot is filled)
+
+
+def _send_alone(request: Outgoing) -> TransportResult:
+    """One request, isolated: whatever goes wrong in sending it is its own failed result
+    (logged with the reason, retried as any failure), never its batch's crash."""
+    try:
+        return send(request.url, request.body, request.headers, verify_ssl=request.verify_ssl)
+    except ImproperlyConfigured:
+        raise  # a bad HOOKS_ALLOWED_NETWORKS fails every request alike: the operator's to fix
+    except Exception as exc:
+        logger.exception("Hook %s: the request could not be sent", request.hook_id)
+        return TransportResult.failed(f"the request could not be sent: {exception_summary(exc)}")
+
+
+def exception_summary(exc: BaseException) -> str:
+    """``Type: message`` of an exception nobody foresaw, for the delivery log."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 def _describe(exc: BaseException, *, phase: str, watch: _Watch, total: float, host: str) -> str:
     if watch.fired:
         return f"timed out after {total:g} s (the whole request may take at most that)"
@@ -609,6 +682,7 @@ __all__ = [
     "AddressNotAllowed",
     "HookTarget",
     "InvalidHookURL",
+    "Outgoing",
     "RESPONSE_BODY_LIMIT",
     "TransportResult",
     "allowed_networks",
@@ -616,6 +690,8 @@ __all__ = [
     "parse_hook_url",
     "refusal_reason",
     "resolve_allowed_addresses",
+    "exception_summary",
     "send",
+    "send_many",
     "validate_hook_url",
 ]
