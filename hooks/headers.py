@@ -29,8 +29,9 @@ USER_AGENT = f"GitLab/{GITLAB_COMPATIBLE_VERSION} Pipehook/{_pipehook_version()}
 EVENT_HEADER = "Pipeline Hook"
 REDACTED = "[REDACTED]"
 
-# Headers every request sets itself (and hop-by-hop ones a custom header would break): a
-# custom header with one of these names is left out.
+# Headers every request sets itself (and hop-by-hop ones a custom header would break): the
+# API and the admin refuse a custom header with one of these names (hooks.validators), and
+# one in a row edited by hand is left out when sending.
 RESERVED_HEADERS = frozenset(
     {
         "content-type",

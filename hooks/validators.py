@@ -12,6 +12,7 @@ import re
 import secrets
 from collections.abc import Iterable, Mapping
 
+from hooks.headers import RESERVED_HEADERS
 from pipelines.models import Status
 from pipelines.redaction import (
     QUERY_VALUE_MASK,
@@ -27,27 +28,6 @@ MAX_CUSTOM_HEADERS = 20  # GitLab's limit per hook
 MAX_HEADER_NAME_LENGTH = 255
 MAX_HEADER_VALUE_LENGTH = 2000
 HEADER_NAME = re.compile(r"^[A-Za-z0-9._-]+$")  # GitLab: letters, digits, '.', '-', '_'
-
-# Headers every delivery sets itself; a custom header may not replace them (GitLab merges
-# the standard headers over the custom ones, so they would be dropped silently anyway).
-RESERVED_HEADERS = frozenset(
-    name.lower()
-    for name in (
-        "Content-Type",
-        "Content-Length",
-        "Host",
-        "User-Agent",
-        "Idempotency-Key",
-        "X-Gitlab-Event",
-        "X-Gitlab-Token",
-        "X-Gitlab-Instance",
-        "X-Gitlab-Webhook-UUID",
-        "X-Gitlab-Event-UUID",
-        "webhook-id",
-        "webhook-timestamp",
-        "webhook-signature",
-    )
-)
 
 SIGNING_TOKEN_PREFIX = "whsec_"
 # Standard Webhooks secrets are 24 to 64 random bytes; GitLab generates 32.

@@ -208,6 +208,15 @@ def test_add_hook_on_private_addresses_is_refused(client, project, settings, url
             {"custom_headers": [{"key": "X-Gitlab-Token", "value": "x"}]},
             "Custom headers validation failed: X-Gitlab-Token is set by every delivery",
         ),
+        # Hop-by-hop headers the sender would drop: refused when saved, not dropped later.
+        (
+            {"custom_headers": [{"key": "Connection", "value": "close"}]},
+            "Custom headers validation failed: Connection is set by every delivery",
+        ),
+        (
+            {"custom_headers": [{"key": "transfer-encoding", "value": "chunked"}]},
+            "Custom headers validation failed: transfer-encoding is set by every delivery",
+        ),
         (
             {"custom_headers": [{"key": "Bad Header", "value": "x"}]},
             "Custom headers validation failed: header name 'Bad Header' may contain only",
