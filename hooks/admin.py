@@ -199,15 +199,8 @@ class AlertStatusFilter(admin.SimpleListFilter):
         return [(value, BADGE_LABELS[value]) for value in Hook.AlertStatus.values]
 
     def queryset(self, request, queryset: QuerySet) -> QuerySet:
-        now = timezone.now()
-        if self.value() == Hook.AlertStatus.DISABLED:
-            return queryset.filter(permanently_disabled=True)
-        if self.value() == Hook.AlertStatus.TEMPORARILY_DISABLED:
-            return queryset.filter(permanently_disabled=False, disabled_until__gt=now)
-        if self.value() == Hook.AlertStatus.EXECUTABLE:
-            return queryset.filter(permanently_disabled=False).filter(
-                Q(disabled_until__isnull=True) | Q(disabled_until__lte=now)
-            )
+        if self.value() in Hook.AlertStatus.values:
+            return queryset.with_alert_status(self.value(), timezone.now())
         return queryset
 
 

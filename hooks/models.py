@@ -6,8 +6,10 @@ Delivery    one Event for one Hook: its state, next attempt time and idempotency
 DeliveryAttempt   one HTTP request of a delivery (or of a test), as the log shows it.
 """
 
+from __future__ import annotations
+
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import models
@@ -15,6 +17,41 @@ from django.utils import timezone
 
 from pipelines.models import Pipeline, Project
 from pipelines.redaction import redact_url
+
+
+class HookQuerySet(models.QuerySet):
+    """Hooks by health. The rule "the hook may be sent to now" is ``executable``; the claim's
+    raw SQL (``hooks.claims``) states it once more, and a test holds the two together."""
+
+    def executable(self, now: datetime) -> HookQuerySet:
+        """GitLab's ``executable?``: neither disabled nor resting. With HOOKS_AUTO_DISABLE
+        off the health is kept but not acted on: every hook."""
+        if not settings.HOOKS_AUTO_DISABLE:
+            return self.all()
+        return self.filter(_executable(now))
+
+    def without_probe_out(self, now: datetime) -> HookQuerySet:
+        """No probe of the hook is out (one goes out alone after a rest); with
+        HOOKS_AUTO_DISABLE off there are no probes."""
+        if not settings.HOOKS_AUTO_DISABLE:
+            return self.all()
+        return self.filter(models.Q(probe_until__isnull=True) | models.Q(probe_until__lte=now))
+
+    def with_alert_status(self, alert_status: str, now: datetime) -> HookQuerySet:
+        """The hooks whose ``alert_status`` is this one."""
+        if alert_status == Hook.AlertStatus.EXECUTABLE:
+            return self.executable(now)
+        if not settings.HOOKS_AUTO_DISABLE:
+            return self.none()
+        if alert_status == Hook.AlertStatus.DISABLED:
+            return self.filter(permanently_disabled=True)
+        return self.exclude(_executable(now)).filter(permanently_disabled=False)
+
+
+def _executable(now: datetime) -> models.Q:
+    return models.Q(permanently_disabled=False) & (
+        models.Q(disabled_until__isnull=True) | models.Q(disabled_until__lte=now)
+    )
 
 
 class Hook(models.Model):
@@ -64,6 +101,8 @@ class Hook(models.Model):
     probe_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
+
+    objects = HookQuerySet.as_manager()
 
     class Meta:
         ordering = ["id"]

@@ -488,6 +488,32 @@ def test_delivery_list_filters_by_status_and_response(admin_client, project):
     assert [d.pk for d in by_response.context["cl"].result_list] == [ok.pk]
 
 
+@pytest.mark.parametrize("auto_disable", [True, False])
+def test_hook_list_filters_by_the_health_its_badges_show(
+    admin_client, project, settings, auto_disable
+):
+    settings.HOOKS_AUTO_DISABLE = auto_disable
+    healthy = make_hook(project)
+    resting = make_hook(project, disabled_until=timezone.now() + timedelta(hours=1))
+    disabled = make_hook(project, permanently_disabled=True, recent_failures=40)
+    changelist = reverse("admin:hooks_hook_changelist")
+
+    hooks = (healthy, resting, disabled)
+    listed = {
+        health: {
+            h.pk for h in admin_client.get(changelist, {"health": health}).context["cl"].result_list
+        }
+        for health in Hook.AlertStatus.values
+    }
+
+    assert listed == {
+        health: {hook.pk for hook in hooks if hook.alert_status == health}
+        for health in Hook.AlertStatus.values
+    }
+    if not auto_disable:  # nothing is held back: every hook is active, as its badge says
+        assert listed[Hook.AlertStatus.EXECUTABLE] == {hook.pk for hook in hooks}
+
+
 def test_attempt_page_shows_a_test_requests_body(admin_client, project):
     hook = make_hook(project)
     attempt = DeliveryAttempt.objects.create(
