@@ -18,7 +18,7 @@ import logging
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -32,6 +32,7 @@ from hooks import limits, services
 from hooks.forms import HookForm, HookFormSet, RedeliverForm
 from hooks.headers import redact_headers
 from hooks.models import Delivery, DeliveryAttempt, Event, Hook
+from hooks.policy import NO_RESPONSE, RESPONSE_CLASSES, response_class
 from pipelines.models import Project
 
 logger = logging.getLogger(__name__)
@@ -79,7 +80,7 @@ def http_badge(status: int | None, error: str = "") -> str:
     """A response status as a badge; no status means no response came back."""
     if status is None:
         return badge("no response", "#7b341e", title=error[:200])
-    if 200 <= status < 300:
+    if status in RESPONSE_CLASSES["successful"]:
         colour = "#1f7a3d"
     elif 300 <= status < 500:
         colour = "#b7791f"
@@ -168,15 +169,8 @@ class ResponseClassFilter(admin.SimpleListFilter):
         ]
 
     def queryset(self, request, queryset: QuerySet) -> QuerySet:
-        field = self.field
-        conditions = {
-            "successful": Q(**{f"{field}__gte": 200, f"{field}__lt": 300}),
-            "client_failure": Q(**{f"{field}__gte": 400, f"{field}__lt": 500}),
-            "server_failure": Q(**{f"{field}__gte": 500, f"{field}__lt": 600}),
-            "no_response": Q(**{f"{field}__isnull": True}),
-        }
-        if self.value() in conditions:
-            return queryset.filter(conditions[self.value()])
+        if self.value() in (*RESPONSE_CLASSES, NO_RESPONSE):
+            return queryset.filter(response_class(self.value(), self.field))
         return queryset
 
 
@@ -573,14 +567,10 @@ class ProjectAdmin(pipelines_admin.ProjectAdmin):
 # --- Deliveries and their attempts --------------------------------------------------------
 
 
-class ReadOnlyAdmin(ManageHooksPermissions, admin.ModelAdmin):
+class ReadOnlyAdmin(ManageHooksPermissions, pipelines_admin.ReadOnlyAdmin):
+    """Rows only the delivery code writes: shown, never added, changed or deleted here."""
+
     Media = HooksMedia
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False

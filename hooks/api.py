@@ -32,6 +32,7 @@ from rest_framework.response import Response
 from hooks import limits, services
 from hooks.headers import redact_headers
 from hooks.models import DeliveryAttempt, Hook
+from hooks.policy import NO_RESPONSE, response_class
 from hooks.validators import (
     HookSettingError,
     check_custom_headers,
@@ -85,11 +86,10 @@ GITLAB_TEST_TRIGGERS = frozenset({"job_events", "pipeline_events", *UNSUPPORTED_
 
 # The delivery log's status filters, as GitLab's WebHookLogsFinder reads them.
 EVENT_STATUS_CLASSES = {
-    "successful": Q(response_status__gte=200, response_status__lt=300),
-    "client_failure": Q(response_status__gte=400, response_status__lt=500),
+    "successful": response_class("successful"),
+    "client_failure": response_class("client_failure"),
     # GitLab counts "internal error" (no response at all) as a server failure.
-    "server_failure": Q(response_status__gte=500, response_status__lt=600)
-    | Q(response_status__isnull=True),
+    "server_failure": response_class("server_failure") | response_class(NO_RESPONSE),
 }
 EVENTS_MAX_PER_PAGE = 20  # GitLab: per_page 1..20 on the events endpoint
 

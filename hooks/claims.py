@@ -9,10 +9,8 @@ condition on each row it locks, so of two claims one wins; whoever changes a row
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,42 +20,17 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import OperationalError, connection, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Min
 from django.utils import timezone
 
 from hooks.headers import build_headers, redact_headers
-from hooks.models import Delivery, DeliveryAttempt, Event, Hook
+from hooks.models import Delivery, DeliveryAttempt, Hook
 from hooks.policy import TEMPORARY_DISABLE_FAILURES
 from hooks.queue import MAX_BATCH_SIZE, enqueue_on_commit
 
 logger = logging.getLogger(__name__)
 
 SWEEP_BATCH_SIZE = 1000
-UNFINISHED = (Delivery.Status.PENDING, Delivery.Status.SENDING)
-FINISHED = (Delivery.Status.SUCCEEDED, Delivery.Status.FAILED)
-
-
-def hook_is_executable(now: datetime) -> Exists:
-    """The sweeper's twin of the claim's hook condition (``_hook_condition``): the hook is
-    neither disabled nor resting, and no probe of it is out."""
-    hooks = Hook.objects.filter(pk=OuterRef("hook_id"))
-    if settings.HOOKS_AUTO_DISABLE:
-        hooks = hooks.filter(permanently_disabled=False).filter(
-            Q(disabled_until__isnull=True) | Q(disabled_until__lte=now),
-            Q(probe_until__isnull=True) | Q(probe_until__lte=now),
-        )
-    return Exists(hooks)
-
-
-def has_earlier_unfinished() -> Exists:
-    return Exists(
-        Delivery.objects.filter(
-            hook_id=OuterRef("hook_id"),
-            order_key=OuterRef("order_key"),
-            pk__lt=OuterRef("pk"),
-            status__in=UNFINISHED,
-        )
-    )
 
 
 def lease(now: datetime) -> datetime:
@@ -116,54 +89,61 @@ def next_in_order(chains: Iterable[tuple[int, int]]) -> list[int]:
     chains = set(chains)
     if not chains:
         return []
-    hook_ids = sorted({hook_id for hook_id, _ in chains})
-    order_keys = sorted({order_key for _, order_key in chains})
-    table = connection.ops.quote_name(Delivery._meta.db_table)
-    with connection.cursor() as cursor:
-        # Both id lists together may also match other chains (a cross product): only the
-        # chains that finished are kept.
-        cursor.execute(
-            f"""
-            SELECT hook_id, order_key, MIN(id) FROM {table}
-            WHERE hook_id IN ({", ".join(["%s"] * len(hook_ids))})
-              AND order_key IN ({", ".join(["%s"] * len(order_keys))})
-              AND status = %s AND next_attempt_at <= %s
-            GROUP BY hook_id, order_key
-            """,  # noqa: S608 (the table name comes from the model, values are parameters)
-            [
-                *hook_ids,
-                *order_keys,
-                Delivery.Status.PENDING.value,
-                connection.ops.adapt_datetimefield_value(timezone.now()),
-            ],
+    # Both id lists together may also match other chains (a cross product): only the
+    # chains that finished are kept.
+    heads = (
+        Delivery.objects.filter(
+            hook_id__in={hook_id for hook_id, _ in chains},
+            order_key__in={order_key for _, order_key in chains},
+            status=Delivery.Status.PENDING,
+            next_attempt_at__lte=timezone.now(),
         )
-        heads = [
-            head for hook_id, order_key, head in cursor.fetchall() if (hook_id, order_key) in chains
-        ]
-    return sorted(heads)
+        .order_by()
+        .values_list("hook_id", "order_key")
+        .annotate(head=Min("id"))
+    )
+    return sorted(head for hook_id, order_key, head in heads if (hook_id, order_key) in chains)
 
 
 # --- Deliver -------------------------------------------------------------------------------
 
 
-def _hook_condition(now: datetime, *, probe: str) -> tuple[str, list]:
-    """The claim's condition on a delivery's hook (aliased ``hook``), as SQL and parameters:
-    neither disabled nor resting, and either never rested since its last success or
-    probing with this delivery as its probe. ``probe="held"`` asks for the probe this
-    caller holds (``_assign_probes``); ``probe="free"`` also takes any delivery of a
-    probing hook with no probe out, which could become its probe; ``probe="any"`` asks only
-    that the hook be neither disabled nor resting. With HOOKS_AUTO_DISABLE off, every hook
-    qualifies."""
+def executable_hook_sql(now: datetime) -> tuple[str, list]:
+    """``Hook.objects.executable(now)`` as SQL over the hook table aliased ``hook``: clauses
+    that each start with AND, and their parameters (none with HOOKS_AUTO_DISABLE off)."""
     if not settings.HOOKS_AUTO_DISABLE:
         return "", []
-    delivery_table = connection.ops.quote_name(Delivery._meta.db_table)
-    at = connection.ops.adapt_datetimefield_value(now)
     sql = """
             AND NOT hook.permanently_disabled
             AND (hook.disabled_until IS NULL OR hook.disabled_until <= %s)"""
-    params = [at]
-    if probe == "any":
+    return sql, [connection.ops.adapt_datetimefield_value(now)]
+
+
+def first_in_line_sql() -> tuple[str, list]:
+    """``Delivery.objects.first_in_line()`` as SQL over the delivery table: no earlier
+    unfinished delivery of the same (hook, pipeline)."""
+    table = connection.ops.quote_name(Delivery._meta.db_table)
+    sql = f"""NOT EXISTS (
+          SELECT 1 FROM {table} earlier
+          WHERE earlier.hook_id = {table}.hook_id
+            AND earlier.order_key = {table}.order_key
+            AND earlier.id < {table}.id
+            AND earlier.status IN (%s, %s))"""  # noqa: S608 (the table name is the model's)
+    return sql, [status.value for status in Delivery.UNFINISHED]
+
+
+def _hook_condition(now: datetime, *, probe: str) -> tuple[str, list]:
+    """The claim's condition on a delivery's hook (aliased ``hook``), as SQL and parameters:
+    executable (``executable_hook_sql``), and either never rested since its last success or
+    probing with this delivery as its probe. ``probe="held"`` asks for the probe this
+    caller holds (``_assign_probes``); ``probe="free"`` also takes any delivery of a
+    probing hook with no probe out, which could become its probe; ``probe="any"`` asks only
+    that the hook be executable. With HOOKS_AUTO_DISABLE off, every hook qualifies."""
+    sql, params = executable_hook_sql(now)
+    if not settings.HOOKS_AUTO_DISABLE or probe == "any":
         return sql, params
+    delivery_table = connection.ops.quote_name(Delivery._meta.db_table)
+    at = connection.ops.adapt_datetimefield_value(now)
     probe_sql = f"(hook.probe_delivery_id = {delivery_table}.id AND hook.probe_until > %s)"
     params += [TEMPORARY_DISABLE_FAILURES, at]
     if probe == "free":
@@ -176,34 +156,23 @@ def _claimable_where(
     delivery_ids: list[int], now: datetime, *, probe: str = "held"
 ) -> tuple[str, list]:
     """The claim's conditions, as SQL over the delivery table and its parameters: listed,
-    pending, due, its hook may be sent to (``_hook_condition``), no earlier unfinished
-    delivery of its (hook, pipeline). Every condition is on the delivery row itself or in
-    EXISTS subqueries."""
+    pending, due, its hook may be sent to (``_hook_condition``), first in line of its
+    (hook, pipeline) (``first_in_line_sql``). Every condition is on the delivery row itself
+    or in EXISTS subqueries."""
     ops = connection.ops
     delivery_table = ops.quote_name(Delivery._meta.db_table)
     hook_table = ops.quote_name(Hook._meta.db_table)
     at = ops.adapt_datetimefield_value(now)
     hook_sql, hook_params = _hook_condition(now, probe=probe)
+    in_line_sql, in_line_params = first_in_line_sql()
     sql = f"""
         id IN ({", ".join(["%s"] * len(delivery_ids))}) AND status = %s AND next_attempt_at <= %s
         AND EXISTS (
           SELECT 1 FROM {hook_table} hook
           WHERE hook.id = {delivery_table}.hook_id{hook_sql})
-        AND NOT EXISTS (
-          SELECT 1 FROM {delivery_table} earlier
-          WHERE earlier.hook_id = {delivery_table}.hook_id
-            AND earlier.order_key = {delivery_table}.order_key
-            AND earlier.id < {delivery_table}.id
-            AND earlier.status IN (%s, %s))
+        AND {in_line_sql}
     """  # noqa: S608 (table names come from the models, values are parameters)
-    params = [
-        *delivery_ids,
-        Delivery.Status.PENDING.value,
-        at,
-        *hook_params,
-        Delivery.Status.PENDING.value,
-        Delivery.Status.SENDING.value,
-    ]
+    params = [*delivery_ids, Delivery.Status.PENDING.value, at, *hook_params, *in_line_params]
     return sql, params
 
 
@@ -232,20 +201,14 @@ def backlog(taken: list[int], now: datetime) -> list[int]:
     room = min(settings.HOOKS_BATCH_SIZE, MAX_BATCH_SIZE) - len(taken)
     if room <= 0:
         return []
-    table = connection.ops.quote_name(Delivery._meta.db_table)
-    at = connection.ops.adapt_datetimefield_value(now)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            SELECT id FROM {table}
-            WHERE status = %s AND next_attempt_at <= %s AND queued_until > %s
-              AND id NOT IN ({", ".join(["%s"] * len(taken))})
-            ORDER BY next_attempt_at DESC
-            LIMIT %s
-            """,  # noqa: S608 (the table name comes from the model, values are parameters)
-            [Delivery.Status.PENDING.value, at, at, *taken, room],
+    return list(
+        Delivery.objects.filter(
+            status=Delivery.Status.PENDING, next_attempt_at__lte=now, queued_until__gt=now
         )
-        return [row[0] for row in cursor.fetchall()]
+        .exclude(pk__in=taken)
+        .order_by("-next_attempt_at")
+        .values_list("pk", flat=True)[:room]
+    )
 
 
 def claim_deliveries(delivery_ids: Iterable[int], now: datetime) -> list[int]:
@@ -387,42 +350,41 @@ class Claimed:
 
 def load_claimed(delivery_ids: list[int]) -> list[Claimed]:
     """The claimed deliveries with their event's body and their hook, in one query."""
-    quote = connection.ops.quote_name
-    delivery_table = quote(Delivery._meta.db_table)
-    event_table = quote(Event._meta.db_table)
-    hook_table = quote(Hook._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            SELECT d.id, d.order_key, d.attempt_count, d.manual_redelivery, d.idempotency_key,
-                   e.uuid, e.body, h.id, h.url, h.token, h.signing_token, h.custom_headers,
-                   h.enable_ssl_verification
-            FROM {delivery_table} d
-            JOIN {event_table} e ON e.id = d.event_id
-            JOIN {hook_table} h ON h.id = d.hook_id
-            WHERE d.id IN ({", ".join(["%s"] * len(delivery_ids))})
-            ORDER BY d.id
-            """,  # noqa: S608 (table names come from the models, values are parameters)
-            delivery_ids,
+    rows = (
+        Delivery.objects.filter(pk__in=delivery_ids)
+        .order_by("pk")
+        .values_list(
+            "pk",
+            "order_key",
+            "attempt_count",
+            "manual_redelivery",
+            "idempotency_key",
+            "event__uuid",
+            "event__body",
+            "hook_id",
+            "hook__url",
+            "hook__token",
+            "hook__signing_token",
+            "hook__custom_headers",
+            "hook__enable_ssl_verification",
         )
-        rows = cursor.fetchall()
+    )
     return [
         Claimed(
             delivery_id=delivery_id,
             order_key=order_key,
             attempt_number=attempt_count,
-            manual_redelivery=bool(manual),
-            idempotency_key=_uuid_text(idempotency_key),
-            event_uuid=_uuid_text(event_uuid),
+            manual_redelivery=manual,
+            idempotency_key=str(idempotency_key),
+            event_uuid=str(event_uuid),
             body=body,
             hook=Hook(
                 pk=hook_id,
                 url=url,
                 token=token,
                 signing_token=signing_token,
-                # PostgreSQL's driver and SQLite both hand JSON over as text here.
-                custom_headers=json.loads(custom) if isinstance(custom, str) else custom,
-                enable_ssl_verification=bool(verify),
+                custom_headers=custom,
+                enable_ssl_verification=verify,
             ),
         )
         for (
@@ -441,11 +403,6 @@ def load_claimed(delivery_ids: list[int]) -> list[Claimed]:
             verify,
         ) in rows
     ]
-
-
-def _uuid_text(value: uuid.UUID | str) -> str:
-    # PostgreSQL returns a UUID; SQLite keeps 32 hex digits.
-    return str(value if isinstance(value, uuid.UUID) else uuid.UUID(value))
 
 
 # SQLite's busy handler sleeps 1, 2, 5, 10, … 100 ms between tries for the write lock, so a
@@ -494,39 +451,21 @@ def wait_for_sqlite_write_lock(sqlite: BaseDatabaseWrapper) -> None:
 def insert_attempts(claimed: list[Claimed], headers: list[dict], now: datetime) -> list[int]:
     """Write the attempts' log rows (request headers redacted, no answer yet) in one
     INSERT; returns their ids in the order of ``claimed``."""
-    ops = connection.ops
-    json_field = DeliveryAttempt._meta.get_field("request_headers")
-    at = ops.adapt_datetimefield_value(now)
-    rows = [
+    attempts = DeliveryAttempt.objects.bulk_create(
         [
-            item.hook.pk,
-            item.delivery_id,
-            item.attempt_number,
-            DeliveryAttempt.Trigger.MANUAL.value
-            if item.manual_redelivery
-            else DeliveryAttempt.Trigger.SCHEDULED.value,
-            item.hook.redacted_url,
-            json_field.get_db_prep_save(redact_headers(sent, item.hook), connection),
-            at,
-        ]
-        for item, sent in zip(claimed, headers, strict=True)
-    ]
-    table = ops.quote_name(DeliveryAttempt._meta.db_table)
-    values = "(%s, %s, %s, %s, %s, %s, %s, '', '{}', '', %s, 0, '', %s)"
-    ids: list[int] = []
-    with connection.cursor() as cursor:
-        for start in range(0, len(rows), MAX_BATCH_SIZE):
-            chunk = rows[start : start + MAX_BATCH_SIZE]
-            cursor.execute(
-                f"""
-                INSERT INTO {table} (hook_id, delivery_id, attempt_number, "trigger", url,
-                    request_headers, created_at, request_body, response_headers,
-                    response_body, response_body_truncated, duration_ms, error, succeeded)
-                VALUES {", ".join([values] * len(chunk))}
-                RETURNING id
-                """,  # noqa: S608 (the table name comes from the model, values are parameters)
-                [value for row in chunk for value in (*row, False, False)],
+            DeliveryAttempt(
+                hook_id=item.hook.pk,
+                delivery_id=item.delivery_id,
+                attempt_number=item.attempt_number,
+                trigger=DeliveryAttempt.Trigger.MANUAL
+                if item.manual_redelivery
+                else DeliveryAttempt.Trigger.SCHEDULED,
+                url=item.hook.redacted_url,
+                request_headers=redact_headers(sent, item.hook),
+                created_at=now,
             )
-            # Rows come back in VALUES order (what Django's bulk_create relies on too).
-            ids.extend(row[0] for row in cursor.fetchall())
-    return ids
+            for item, sent in zip(claimed, headers, strict=True)
+        ],
+        batch_size=MAX_BATCH_SIZE,
+    )
+    return [attempt.pk for attempt in attempts]

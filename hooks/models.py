@@ -9,7 +9,7 @@ DeliveryAttempt   one HTTP request of a delivery (or of a test), as the log show
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from django.conf import settings
 from django.db import models
@@ -151,12 +151,29 @@ class Event(models.Model):
         return f"{self.object_kind} {self.status} (pipeline {self.pipeline_id})"
 
 
+class DeliveryQuerySet(models.QuerySet):
+    def first_in_line(self) -> DeliveryQuerySet:
+        """Deliveries that no earlier unfinished delivery of their (hook, pipeline) waits in
+        front of: deliveries of one pipeline to one hook go out in id order. The claim's raw
+        SQL (``hooks.claims``) states this once more, and a test holds the two together."""
+        earlier_unfinished = Delivery.objects.filter(
+            hook_id=models.OuterRef("hook_id"),
+            order_key=models.OuterRef("order_key"),
+            pk__lt=models.OuterRef("pk"),
+            status__in=Delivery.UNFINISHED,
+        )
+        return self.filter(~models.Exists(earlier_unfinished))
+
+
 class Delivery(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending"  # waiting for its next attempt (or for an earlier delivery)
         SENDING = "sending"  # claimed by a worker
         SUCCEEDED = "succeeded"
         FAILED = "failed"  # gave up after the last scheduled attempt; can be resent
+
+    UNFINISHED = (Status.PENDING, Status.SENDING)
+    FINISHED = (Status.SUCCEEDED, Status.FAILED)
 
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries")
     hook = models.ForeignKey(Hook, on_delete=models.CASCADE, related_name="deliveries")
@@ -183,6 +200,8 @@ class Delivery(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     # Null until the delivery succeeded or was given up.
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = DeliveryQuerySet.as_manager()
 
     class Meta:
         ordering = ["id"]
@@ -239,7 +258,3 @@ class DeliveryAttempt(models.Model):
     @property
     def redacted_url(self) -> str:
         return redact_url(self.url)
-
-    @classmethod
-    def prunable(cls, retention_days: int):
-        return cls.objects.filter(created_at__lt=timezone.now() - timedelta(days=retention_days))

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 
 from django.conf import settings
+from django.db.models import Q
 
 from hooks.models import Delivery
 from hooks.transport import TransportResult
@@ -28,9 +29,28 @@ INITIAL_BACKOFF = timedelta(minutes=1)
 MAX_BACKOFF = timedelta(hours=24)
 
 
+# Classes of answers, as GitLab's delivery log filters them (WebHookLogsFinder); a 3xx is in
+# none of them, and success is a 2xx only (GitLab also counts a 3xx).
+RESPONSE_CLASSES = {
+    "successful": range(200, 300),
+    "client_failure": range(400, 500),
+    "server_failure": range(500, 600),
+}
+NO_RESPONSE = "no_response"
+
+
 def succeeded(result: TransportResult) -> bool:
     """Success is a 2xx answer, nothing else."""
-    return result.status is not None and 200 <= result.status < 300
+    return result.status in RESPONSE_CLASSES["successful"]
+
+
+def response_class(name: str, field: str = "response_status") -> Q:
+    """The rows whose ``field`` holds an answer of class ``name`` (a ``RESPONSE_CLASSES`` key,
+    or ``NO_RESPONSE``: no answer came back)."""
+    if name == NO_RESPONSE:
+        return Q(**{f"{field}__isnull": True})
+    statuses = RESPONSE_CLASSES[name]
+    return Q(**{f"{field}__gte": statuses.start, f"{field}__lt": statuses.stop})
 
 
 # --- Retry policy --------------------------------------------------------------------------

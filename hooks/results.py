@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import datetime
 
 from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
-from hooks.claims import FINISHED, SWEEP_BATCH_SIZE, Claimed, has_earlier_unfinished, next_in_order
+from hooks.claims import SWEEP_BATCH_SIZE, Claimed, next_in_order
 from hooks.models import Delivery, DeliveryAttempt, Hook
 from hooks.policy import (
     TEMPORARY_DISABLE_FAILURES,
@@ -79,22 +79,53 @@ def record_batch_results(
     results = [
         _recordable(item, result, now) for item, result in zip(claimed, results, strict=True)
     ]
-    finished = list(zip(claimed, attempt_ids, results, strict=True))
-    ops = connection.ops
-    attempt_table = ops.quote_name(DeliveryAttempt._meta.db_table)
-    delivery_table = ops.quote_name(Delivery._meta.db_table)
-    json_field = DeliveryAttempt._meta.get_field("response_headers")
-    with connection.cursor() as cursor:
-        answers = []
-        for _, attempt_id, result in finished:
-            values = _response_values(result)
-            values["response_headers"] = json_field.get_db_prep_save(
-                values["response_headers"], connection
+    _write_answers(attempt_ids, results)
+    held = _still_held(claimed)
+    ours = [
+        (item, result, outcome(item.attempt_number, result, manual=item.manual_redelivery, now=now))
+        for item, result in zip(claimed, results, strict=True)
+        if _holds(held, item)
+    ]
+    _write_outcomes([(item, result, *decided) for item, result, decided in ours], now)
+    # A person's redelivery that fails does not count against the hook.
+    record_health(
+        [
+            (
+                item.hook.pk,
+                HookResult(
+                    item.delivery_id,
+                    succeeded=succeeded(result),
+                    gone=result.status == 410,
+                    counted_before=held[item.delivery_id][1],
+                ),
             )
-            answers.append([*values.values(), attempt_id])
+            for item, result, _ in ours
+            if succeeded(result) or not item.manual_redelivery
+        ],
+        now,
+    )
+    return next_in_order(
+        (item.hook.pk, item.order_key)
+        for item, _, (status, _) in ours
+        if status in Delivery.FINISHED
+    )
+
+
+def _write_answers(attempt_ids: list[int], results: list[TransportResult]) -> None:
+    """Every attempt's answer into its log row: one statement for the batch."""
+    table = connection.ops.quote_name(DeliveryAttempt._meta.db_table)
+    json_field = DeliveryAttempt._meta.get_field("response_headers")
+    answers = []
+    for attempt_id, result in zip(attempt_ids, results, strict=True):
+        values = _response_values(result)
+        values["response_headers"] = json_field.get_db_prep_save(
+            values["response_headers"], connection
+        )
+        answers.append([*values.values(), attempt_id])
+    with connection.cursor() as cursor:
         cursor.executemany(
             f"""
-            UPDATE {attempt_table}
+            UPDATE {table}
             SET response_status = %s, response_headers = %s, response_body = %s,
                 response_body_truncated = %s, duration_ms = %s, error = %s, succeeded = %s
             WHERE id = %s
@@ -102,75 +133,63 @@ def record_batch_results(
             answers,
         )
 
-        # Locked (PostgreSQL) or under the write lock (SQLite) until commit: nobody changes
-        # these rows between this check and the update below.
-        ids = [item.delivery_id for item, _, _ in finished]
-        lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-        cursor.execute(
-            f"SELECT id, attempt_count, failure_counted FROM {delivery_table} "  # noqa: S608
-            f"WHERE id IN ({', '.join(['%s'] * len(ids))}) AND status = %s{lock}",
-            [*ids, Delivery.Status.SENDING.value],
-        )
-        held = {pk: (attempt_count, bool(counted)) for pk, attempt_count, counted in cursor}
-        ours: list[tuple[Claimed, TransportResult, str]] = []
-        outcomes = []
-        for item, _, result in finished:
-            if held.get(item.delivery_id, (None,))[0] != item.attempt_number:
-                # The lease ran out and the sweeper took the delivery back: it will be sent
-                # again; this attempt stays in the log and changes nothing else.
-                logger.warning(
-                    "Delivery %s attempt %s finished after its claim expired; result logged only",
-                    item.delivery_id,
-                    item.attempt_number,
-                )
-                continue
-            status, next_attempt_at = outcome(
-                item.attempt_number, result, manual=item.manual_redelivery, now=now
-            )
-            ours.append((item, result, status))
-            outcomes.append(
-                [
-                    status,
-                    ops.adapt_datetimefield_value(next_attempt_at),
-                    ops.adapt_datetimefield_value(now if status in FINISHED else None),
-                    result.status,
-                    _clean_text(_failure_text(result)),
-                    False,  # manual_redelivery: a person's redelivery is tried once
-                    item.delivery_id,
-                ]
-            )
-        if outcomes:
-            # A finished delivery keeps its last next_attempt_at (the log shows when it was
-            # due); a retried one gets the new time.
-            cursor.executemany(
-                f"""
-                UPDATE {delivery_table}
-                SET status = %s, next_attempt_at = COALESCE(%s, next_attempt_at),
-                    finished_at = %s, last_response_status = %s, last_error = %s,
-                    manual_redelivery = %s, claimed_until = NULL, queued_until = NULL
-                WHERE id = %s
-                """,  # noqa: S608 (the table name comes from the model, values are parameters)
-                outcomes,
-            )
-        # A person's redelivery that fails does not count against the hook.
-        record_health(
-            [
-                (
-                    item.hook.pk,
-                    HookResult(
-                        item.delivery_id,
-                        succeeded=succeeded(result),
-                        gone=result.status == 410,
-                        counted_before=held[item.delivery_id][1],
-                    ),
-                )
-                for item, result, _ in ours
-                if succeeded(result) or not item.manual_redelivery
-            ],
-            now,
-        )
-        return next_in_order(
-            (item.hook.pk, item.order_key) for item, _, status in ours if status in FINISHED
+
+def _still_held(claimed: list[Claimed]) -> dict[int, tuple[int, bool]]:
+    """{delivery id: (attempt count, failure counted)} of the batch's deliveries still
+    ``sending``, locked (PostgreSQL) or under the write lock (SQLite) until commit: nobody
+    changes these rows between this check and the writes that follow."""
+    return {
+        pk: (attempt_count, counted)
+        for pk, attempt_count, counted in Delivery.objects.select_for_update()
+        .filter(pk__in=[item.delivery_id for item in claimed], status=Delivery.Status.SENDING)
+        .values_list("pk", "attempt_count", "failure_counted")
+    }
+
+
+def _holds(held: dict[int, tuple[int, bool]], item: Claimed) -> bool:
+    if held.get(item.delivery_id, (None,))[0] == item.attempt_number:
+        return True
+    # The lease ran out and the sweeper took the delivery back: it will be sent again; this
+    # attempt stays in the log and changes nothing else.
+    logger.warning(
+        "Delivery %s attempt %s finished after its claim expired; result logged only",
+        item.delivery_id,
+        item.attempt_number,
+    )
+    return False
+
+
+def _write_outcomes(
+    decided: list[tuple[Claimed, TransportResult, str, datetime | None]], now: datetime
+) -> None:
+    """Each delivery finished or given its next attempt time: one statement for the batch.
+    A finished delivery keeps its last next_attempt_at (the log shows when it was due)."""
+    if not decided:
+        return
+    ops = connection.ops
+    outcomes = [
+        [
+            status,
+            ops.adapt_datetimefield_value(next_attempt_at),
+            ops.adapt_datetimefield_value(now if status in Delivery.FINISHED else None),
+            result.status,
+            _clean_text(_failure_text(result)),
+            False,  # manual_redelivery: a person's redelivery is tried once
+            item.delivery_id,
+        ]
+        for item, result, status, next_attempt_at in decided
+    ]
+    table = ops.quote_name(Delivery._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"""
+            UPDATE {table}
+            SET status = %s, next_attempt_at = COALESCE(%s, next_attempt_at),
+                finished_at = %s, last_response_status = %s, last_error = %s,
+                manual_redelivery = %s, claimed_until = NULL, queued_until = NULL
+            WHERE id = %s
+            """,  # noqa: S608 (the table name comes from the model, values are parameters)
+            outcomes,
         )
 
 
@@ -202,25 +221,25 @@ def record_health(results: list[tuple[int, HookResult]], now: datetime) -> None:
     rules = HealthRules.from_settings()
     hook_ids = sorted({hook_id for hook_id, _ in results})
     failing = sorted({hook_id for hook_id, result in results if not result.succeeded})
-    table = connection.ops.quote_name(Hook._meta.db_table)
-    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    failing_clause = f"id IN ({', '.join(['%s'] * len(failing))}) OR " if failing else ""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            SELECT id, recent_failures, disabled_until, permanently_disabled, probe_delivery_id
-            FROM {table}
-            WHERE id IN ({", ".join(["%s"] * len(hook_ids))})
-              AND ({failing_clause}recent_failures > 0 OR disabled_until IS NOT NULL
-                   OR probe_until IS NOT NULL)
-            ORDER BY id{lock}
-            """,  # noqa: S608 (the table name comes from the model, values are parameters)
-            [*hook_ids, *failing],
+    # Locked until commit (select_for_update is a no-op on SQLite, whose write lock the
+    # caller holds already).
+    rows = (
+        Hook.objects.select_for_update()
+        .filter(pk__in=hook_ids)
+        .filter(
+            Q(pk__in=failing)
+            | Q(recent_failures__gt=0)
+            | Q(disabled_until__isnull=False)
+            | Q(probe_until__isnull=False)
         )
-        rows = cursor.fetchall()
+        .order_by("pk")
+        .values_list(
+            "pk", "recent_failures", "disabled_until", "permanently_disabled", "probe_delivery_id"
+        )
+    )
     counted: list[int] = []
     for hook_id, failures, disabled_until, permanently_disabled, probe_id in rows:
-        health = HookHealth(failures, _db_datetime(disabled_until), bool(permanently_disabled))
+        health = HookHealth(failures, disabled_until, permanently_disabled)
         own = [result for pk, result in results if pk == hook_id]
         after, hook_counted = fold_hook_results(health, own, now=now, rules=rules, hook_id=hook_id)
         counted.extend(hook_counted)
@@ -234,15 +253,6 @@ def record_health(results: list[tuple[int, HookResult]], now: datetime) -> None:
             wake_hook(hook_id)
     if counted:
         Delivery.objects.filter(pk__in=counted).update(failure_counted=True)
-
-
-def _db_datetime(value: datetime | str | None) -> datetime | None:
-    """A datetime column read with a raw cursor: PostgreSQL gives it aware, SQLite naive
-    in UTC."""
-    if value is None:
-        return None
-    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def reenable_after_success(hook_id: int) -> None:
@@ -286,7 +296,7 @@ def wake_hook(hook_id: int) -> None:
     heads = (
         Delivery.objects.filter(hook_id=hook_id, status=Delivery.Status.PENDING)
         .filter(next_attempt_at__lte=now)
-        .filter(~has_earlier_unfinished())
+        .first_in_line()
         .order_by("pk")
         .values_list("pk", flat=True)[:SWEEP_BATCH_SIZE]
     )

@@ -12,13 +12,10 @@ from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 
 from hooks.claims import (
-    FINISHED,
     SWEEP_BATCH_SIZE,
-    has_earlier_unfinished,
-    hook_is_executable,
     lease,
 )
-from hooks.models import Delivery, DeliveryAttempt, Event
+from hooks.models import Delivery, DeliveryAttempt, Event, Hook
 from hooks.queue import enqueue_on_commit
 
 logger = logging.getLogger(__name__)
@@ -32,12 +29,14 @@ def requeue_due_deliveries(now: datetime | None = None) -> int:
     lost). Returns how many it queued."""
     now = now or timezone.now()
     _take_back_expired_claims(now)
+    # The hook may be sent to, and no probe of it is out (the probe goes out alone).
+    sendable_hooks = Hook.objects.executable(now).without_probe_out(now)
     with transaction.atomic():
         due = list(
             Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=now)
             .filter(Q(queued_until__isnull=True) | Q(queued_until__lte=now))
-            .filter(hook_is_executable(now))
-            .filter(~has_earlier_unfinished())
+            .filter(Exists(sendable_hooks.filter(pk=OuterRef("hook_id"))))
+            .first_in_line()
             .order_by("next_attempt_at", "pk")
             .values_list("pk", flat=True)[:SWEEP_BATCH_SIZE]
         )
@@ -92,9 +91,9 @@ def prune_delivery_logs(now: datetime | None = None) -> int:
     attempts_deleted, _ = DeliveryAttempt.objects.filter(created_at__lt=cutoff).delete()
     while True:
         old = list(
-            Delivery.objects.filter(status__in=FINISHED, finished_at__lt=cutoff).values_list(
-                "pk", flat=True
-            )[:PRUNE_BATCH_SIZE]
+            Delivery.objects.filter(
+                status__in=Delivery.FINISHED, finished_at__lt=cutoff
+            ).values_list("pk", flat=True)[:PRUNE_BATCH_SIZE]
         )
         if not old:
             break
