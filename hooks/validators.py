@@ -11,6 +11,7 @@ import binascii
 import re
 from collections.abc import Iterable, Mapping
 
+from hooks.destinations import InvalidHookURL, validate_hook_url
 from hooks.headers import RESERVED_HEADERS
 from hooks.signing import SECRET_PREFIX
 from pipelines.models import Status
@@ -153,9 +154,6 @@ def check_url(url: str, stored: str = "") -> str:
     The URL may be the stored one as it is shown, masked (``pipelines.redaction``): its
     hidden parts are then taken back from ``stored``, for the same scheme and host only.
     """
-    # Imported here: transport is the one HTTP seam and pulls in the HTTP client.
-    from hooks.transport import InvalidHookURL, validate_hook_url
-
     url = url.strip()
     if not url:
         raise HookSettingError("url", "url is empty")
