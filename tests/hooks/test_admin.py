@@ -620,3 +620,23 @@ def test_the_admin_form_and_the_api_take_the_same_hook_urls(project, make_token,
     assert form.is_valid() == (response.status_code == 201), (form.errors, response.json())
     if not form.is_valid():
         assert response.json()["message"] == f"Invalid url given: {form.errors['url'][0]}"
+
+
+@pytest.mark.parametrize("hooks", [1, 12])
+def test_hook_lists_read_each_hooks_last_delivery_in_the_lists_query(
+    admin_client, project, django_assert_max_num_queries, hooks
+):
+    for _ in range(hooks):
+        make_delivery(make_hook(project))
+    pages = {
+        reverse("admin:hooks_hook_changelist"): 6,
+        reverse("admin:pipelines_project_change", args=[project.pk]): 5,
+    }
+
+    for page, queries in pages.items():
+        admin_client.get(page)  # the session and the permissions, read once
+        # As many queries for twelve hooks as for one: none a row.
+        with django_assert_max_num_queries(queries):
+            response = admin_client.get(page)
+        assert response.status_code == 200
+        assert response.content.decode().count('class="hook-badge"') >= 2 * hooks
