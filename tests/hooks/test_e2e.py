@@ -73,9 +73,9 @@ def database_url() -> str:
 
 
 class Workers:
-    """Start Celery workers (each with an embedded beat) and kill them like a crash would.
-    They use the test database unless given another one's URL, and ``env`` on top of
-    WORKER_ENV."""
+    """Start Celery workers (each with an embedded beat unless ``beat`` is off) and kill them
+    like a crash would. They use the test database unless given another one's URL, and
+    ``env`` on top of WORKER_ENV."""
 
     def __init__(
         self,
@@ -85,7 +85,9 @@ class Workers:
         *,
         database: str | None = None,
         env: dict[str, str] | None = None,
+        beat: bool = True,
     ):
+        self.beat = beat
         self.broker = broker
         self.queue = queue
         self.directory = directory
@@ -93,7 +95,9 @@ class Workers:
         self.env = env or {}
         self.processes: list[subprocess.Popen] = []
 
-    def start(self) -> subprocess.Popen:
+    def start(self, run_in: list[str] = ()) -> subprocess.Popen:
+        """One more worker; ``run_in`` before its command (``ip netns exec <ns>``: on another
+        host)."""
         number = len(self.processes)
         env = {k: v for k, v in os.environ.items() if k != "PIPEHOOK_TEST_DB"}
         env.update(WORKER_ENV)
@@ -108,8 +112,10 @@ class Workers:
             }
         )
         log = open(self.directory / f"worker{number}.log", "wb")  # noqa: SIM115
+        beat = ["--beat", "--schedule", str(self.directory / f"beat{number}")] if self.beat else []
         process = subprocess.Popen(
             [
+                *run_in,
                 sys.executable,
                 "-m",
                 "celery",
@@ -118,9 +124,7 @@ class Workers:
                 "worker",
                 "--pool=threads",
                 "--concurrency=4",
-                "--beat",
-                "--schedule",
-                str(self.directory / f"beat{number}"),
+                *beat,
                 "--queues",
                 self.queue,
                 "--hostname",
