@@ -37,6 +37,28 @@ def broker_env(url: str) -> dict[str, str]:
     return {"CELERY_BROKER_URL": url} | ({} if is_rabbitmq(url) else {"REDIS_URL": url})
 
 
+def publish_to(url: str, settings, monkeypatch) -> None:
+    """Make this process publish to the broker at ``url``, with the transport options the
+    service would use there. Celery takes the CELERY_BROKER_URL environment variable over any
+    setting, so that is changed too; the app's pooled connections and producers, bound to
+    whichever broker sent first, are dropped."""
+    from config import settings as pipehook_settings
+
+    settings.CELERY_BROKER_URL = url
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = pipehook_settings.broker_transport_options(url)
+    monkeypatch.setenv("CELERY_BROKER_URL", url)
+    forget_broker_connections()
+
+
+def forget_broker_connections() -> None:
+    from config.celery import app as celery_app
+
+    celery_app.close()
+    # close() keeps the producer pool, bound to the broker of whichever test first sent a
+    # task: messages would go there (or wait for it) instead.
+    celery_app.amqp._producer_pool = None
+
+
 def rabbitmqctl() -> str | None:
     """The CLI itself, not Debian's wrapper (which switches to the rabbitmq user and reads the
     machine node's settings)."""

@@ -27,7 +27,13 @@ from config.celery import app as celery_app
 from hooks.models import Delivery, DeliveryAttempt, Event
 from hooks.signing import generate_signing_secret, verify_signature
 from pipelines import services
-from tests.brokers import broker_env, is_rabbitmq, session_vhost
+from tests.brokers import (
+    broker_env,
+    forget_broker_connections,
+    is_rabbitmq,
+    publish_to,
+    session_vhost,
+)
 from tests.factories import HookFactory
 from tests.hooks.receiver import Reply
 
@@ -163,17 +169,13 @@ class Workers:
 
 
 @pytest.fixture
-def workers(transactional_db, broker_url, settings, tmp_path):
+def workers(transactional_db, broker_url, settings, monkeypatch, tmp_path):
     """This process publishes to the same broker and queue as the workers it starts."""
     queue = f"pipehook-e2e-{uuid.uuid4().hex}"
     settings.HOOKS_CLAIM_LEASE_SECONDS = LEASE_SECONDS
     settings.PIPEHOOK_EXTERNAL_URL = WORKER_ENV["PIPEHOOK_EXTERNAL_URL"]
     # Celery reads its settings from Django's (a CELERY_ name wins over celery_app.conf).
-    celery_app.close()  # drop pooled connections to any other broker
-    # close() keeps the producer pool, bound to the broker of whichever test first sent a
-    # task: messages would go there (or wait for it) instead of to these workers.
-    celery_app.amqp._producer_pool = None
-    settings.CELERY_BROKER_URL = broker_url
+    publish_to(broker_url, settings, monkeypatch)
     settings.CELERY_TASK_DEFAULT_QUEUE = queue
     pool = Workers(broker_url, queue, tmp_path)
     try:
@@ -181,9 +183,8 @@ def workers(transactional_db, broker_url, settings, tmp_path):
     finally:
         pool.stop_all()
         with celery_app.connection_for_write() as broker:
-            broker.default_channel.queue_delete(queue)  # leave a shared Redis as it was
-        celery_app.close()
-        celery_app.amqp._producer_pool = None
+            broker.default_channel.queue_delete(queue)  # leave a shared broker as it was
+        forget_broker_connections()
 
 
 def wait_until(condition, workers: Workers, what: str, timeout: float = 40.0) -> None:
