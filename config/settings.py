@@ -210,7 +210,8 @@ CELERY_BROKER_HEARTBEAT = env.int("CELERY_BROKER_HEARTBEAT", default=30)
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 # A publish that fails is tried once more at once (a broker restarting refuses in
 # milliseconds); then it gives up and the rows wait for the sweeper, so a request never waits
-# on the broker for longer than two timeouts.
+# on the broker for longer than two timeouts (three on RabbitMQ: the confirm, then the retry's
+# connect and its handshake).
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0}
 CELERY_TIMEZONE = "UTC"
 # One queue name per deployment (or per test run, so runs sharing a Redis stay apart).

@@ -196,14 +196,6 @@ class RabbitMQNode:
             os.killpg(self.process.pid, 9)
             self.process.wait(timeout=10)
 
-    def queue_length(self, queue: str) -> int:
-        done = self.ctl("-q", "list_queues", "name", "messages", "--no-table-headers")
-        for line in done.stdout.splitlines():
-            name, _, count = line.rpartition("\t")
-            if name == queue:
-                return int(count)
-        return 0
-
     def logs(self) -> str:
         out = self.directory / "rabbitmq.out"
         return out.read_text(errors="replace")[-3000:] if out.exists() else ""
