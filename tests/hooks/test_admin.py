@@ -3,20 +3,19 @@ health, deliveries and buttons, and the delivery log. Requests go through Django
 client with a signed-in user; deliveries go to a real receiver on 127.0.0.1."""
 
 import base64
-import json
 from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from hooks.forms import HookForm
-from hooks.models import Delivery, DeliveryAttempt, Event, Hook
+from hooks.models import Delivery, DeliveryAttempt, Hook
 from hooks.validators import SECRET_MASK
 from pipelines import services
-from tests.factories import UserFactory
+from tests.clients import api_client_with
+from tests.factories import DeliveryFactory, UserFactory
 from tests.hooks.receiver import Reply
 
 SECRET_TOKEN = "admin-form-secret"
@@ -56,14 +55,8 @@ def make_hook(project, **fields) -> Hook:
 
 
 def make_delivery(hook: Hook, *, status=Delivery.Status.SUCCEEDED, event_status="success", **kw):
-    event = Event.objects.create(
-        project=hook.project,
-        change="status",
-        status=event_status,
-        previous_status="running",
-        body=json.dumps({"object_kind": "pipeline", "object_attributes": {"status": event_status}}),
-    )
-    return Delivery.objects.create(event=event, hook=hook, order_key=1, status=status, **kw)
+    """A delivery of a finished pipeline's event; all of one hook's in one order."""
+    return DeliveryFactory(hook=hook, event__status=event_status, order_key=1, status=status, **kw)
 
 
 # --- The project page -------------------------------------------------------------------
@@ -587,8 +580,7 @@ def test_the_admin_form_and_the_api_take_the_same_hook_urls(project, make_token,
             "enable_ssl_verification": "on",
         }
     )
-    api = APIClient()
-    api.credentials(HTTP_PRIVATE_TOKEN=make_token())
+    api = api_client_with(make_token())
     response = api.post(f"/api/v4/projects/{project.pk}/hooks", {"url": url}, format="json")
     assert response.status_code in (201, 422), response.content
     assert form.is_valid() == (response.status_code == 201), (form.errors, response.json())

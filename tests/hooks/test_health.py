@@ -23,6 +23,7 @@ from hooks.delivery import (
 from hooks.models import Delivery, Hook
 from pipelines import services
 from tests.factories import HookFactory
+from tests.hooks.deliveries import queued_ids
 from tests.hooks.receiver import Reply
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -173,10 +174,6 @@ def key_of(delivery_id: int) -> str:
     return str(Delivery.objects.get(pk=delivery_id).idempotency_key)
 
 
-def queued(callbacks) -> list[int]:
-    return sorted(pk for callback in callbacks for pk in callback.args[0])
-
-
 def test_a_resting_hooks_backlog_sends_one_probe_not_forty(
     project, receiver, django_capture_on_commit_callbacks
 ):
@@ -221,9 +218,9 @@ def test_a_resting_hooks_backlog_sends_one_probe_not_forty(
     assert len(receiver.requests) == 44
     assert receiver.requests[-1].header("Idempotency-Key") == key_of(ids[7])
     assert (hook.recent_failures, hook.disabled_until) == (0, None)
-    assert queued(callbacks) == [pk for pk in ids if pk != ids[7]]
+    assert sorted(queued_ids(callbacks)) == [pk for pk in ids if pk != ids[7]]
 
-    deliver_batch(queued(callbacks))
+    deliver_batch(sorted(queued_ids(callbacks)))
     assert set(hook.deliveries.values_list("status", flat=True)) == {"succeeded"}
     assert len(receiver.requests) == 83
     hook.refresh_from_db()

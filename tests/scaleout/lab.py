@@ -1,5 +1,5 @@
 """Separate hosts on one machine: a network namespace per host, each with a veth pair to a
-bridge in the root namespace, on a /24 of its own in 10.0.0.0/8.
+bridge in the root namespace, on a /24 of its own in ``NETWORKS`` (10.200.0.0/16).
 
 The root namespace is the lab's gateway (``.1``): the test itself, its HTTP receiver and its
 CI client live there and reach every host through the bridge, as an office reaches a data
@@ -21,6 +21,9 @@ import signal
 import subprocess
 import uuid
 from dataclasses import dataclass
+
+# Every lab's subnet is in here: what the tests' socket guard lets them reach.
+NETWORKS = "10.200.0.0/16"
 
 
 def ip(*args: str) -> subprocess.CompletedProcess:
@@ -58,7 +61,7 @@ class Host:
 class Lab:
     def __init__(self) -> None:
         self.run = uuid.uuid4().hex[:5]
-        prefix = f"10.{random.randint(100, 199)}.{random.randint(0, 255)}"
+        prefix = f"10.200.{random.randint(0, 255)}"
         self.subnet = f"{prefix}.0/24"
         self.gateway = f"{prefix}.1"  # the root namespace: the test, its receiver and client
         self._prefix = prefix

@@ -26,14 +26,16 @@ from collections import Counter, defaultdict
 from datetime import timedelta
 
 import pytest
+import redis
 
-from tests.brokers import RabbitMQNode, is_rabbitmq
+from pipelines.management import embedded_redis
+from pipelines.management.embedded_redis import EmbeddedRedis
+from tests.brokers import RabbitMQNode, free_port, is_rabbitmq
 from tests.faults.harness import (
     SERVICE_ENV,
     Client,
     Ledger,
     PostgresCluster,
-    RedisServer,
     Traffic,
     WebServer,
     create_admin_token,
@@ -53,9 +55,9 @@ from tests.faults.test_faults import (
 )
 from tests.hooks.receiver import Receiver, Reply
 from tests.hooks.test_e2e import ROOT, Workers
-from tests.scaleout.lab import Host, Lab
+from tests.scaleout.lab import NETWORKS, Host, Lab
 
-pytestmark = [pytest.mark.faults, pytest.mark.e2e]
+pytestmark = [pytest.mark.faults, pytest.mark.e2e, pytest.mark.other_hosts(NETWORKS)]
 
 BROKER = "rabbitmq" if is_rabbitmq(os.environ.get("CELERY_BROKER_URL", "")) else "redis"
 LEASE_SECONDS = 5
@@ -91,12 +93,40 @@ def lab():
         network.remove()
 
 
+class HostRedis(EmbeddedRedis):
+    """The embedded Redis on a lab host: started there, listening on the host's address."""
+
+    def __init__(self, directory, host: Host):
+        super().__init__(directory, port=free_port(), log=directory / "redis.log")
+        self.host = host
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host.address}:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host=self.host.address, port=self.port, socket_timeout=1)
+
+    def start(self, timeout: float = 15.0) -> None:
+        argv = embedded_redis.command(self.directory, port=self.port)
+        argv[argv.index("--bind") + 1] = self.host.address
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [*self.host.run_in, *argv, "--protected-mode", "no"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        if not embedded_redis.wait_until_answering(self.client(), self.process, timeout):
+            self.stop()
+            raise RuntimeError(f"the Redis at {self.url} did not start")
+
+
 def start_broker(kind: str, host: Host, directory):
     directory.mkdir()
     if kind == "rabbitmq":
         broker = RabbitMQNode(directory, host=host.address, run_in=host.run_in)
     else:
-        broker = RedisServer(directory, host=host.address, run_in=host.run_in)
+        broker = HostRedis(directory, host)
     broker.start()
     return broker
 
