@@ -66,7 +66,9 @@ class ProjectHookListItemSerializer(serializers.Serializer):
     created_at = GitLabDateTimeField(read_only=True)
     project_id = serializers.IntegerField(read_only=True)
     pipeline_events = serializers.BooleanField(read_only=True)
-    job_events = serializers.BooleanField(read_only=True)
+    job_events = serializers.BooleanField(
+        read_only=True, help_text="Whether Job Hooks (object_kind build) are sent."
+    )
     push_events = NeverSentField()
     tag_push_events = NeverSentField()
     merge_requests_events = NeverSentField()
@@ -101,7 +103,8 @@ class ProjectHookListItemSerializer(serializers.Serializer):
     status_filter = serializers.ListField(
         child=serializers.CharField(),
         read_only=True,
-        help_text="Pipeline statuses delivered; empty means every status.",
+        help_text="Pipeline statuses delivered; empty means every status. Job events are"
+        " never filtered by it.",
     )
     recent_failures = serializers.IntegerField(read_only=True)
 
