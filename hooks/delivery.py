@@ -185,6 +185,8 @@ def _start_batch(delivery_ids: list[int], now: datetime) -> _Batch | None:
                     body=item.body.encode(),
                     idempotency_key=item.idempotency_key,
                     event_uuid=item.event_uuid,
+                    object_kind=item.object_kind,
+                    sequence=item.sequence,
                 )
             )
         except Exception as exc:  # a row no form or API would save (a signing secret, say)

@@ -13,7 +13,7 @@ from importlib import metadata
 from django.conf import settings
 
 from hooks import signing, transport
-from hooks.models import Hook
+from hooks.models import Event, Hook
 
 
 def _pipehook_version() -> str:
@@ -27,6 +27,12 @@ def _pipehook_version() -> str:
 GITLAB_COMPATIBLE_VERSION = "18.10.0"
 USER_AGENT = f"GitLab/{GITLAB_COMPATIBLE_VERSION} Pipehook/{_pipehook_version()}"
 EVENT_HEADER = "Pipeline Hook"
+# X-Gitlab-Event for each kind of event (GitLab's ``hook_to_event``), and the ``trigger`` its
+# delivery log shows (the hook's scope name).
+EVENT_HEADERS = {Event.Kind.PIPELINE: EVENT_HEADER, Event.Kind.BUILD: "Job Hook"}
+LOG_TRIGGERS = {EVENT_HEADER: "pipeline_hooks", "Job Hook": "job_hooks"}
+# A delivery's place in its (hook, pipeline) stream: 1, 2, 3… with no gap, both kinds.
+SEQUENCE_HEADER = "X-Pipehook-Sequence"
 REDACTED = "[REDACTED]"
 
 # Headers every request sets itself (and hop-by-hop ones a custom header would break): the
@@ -49,23 +55,35 @@ RESERVED_HEADERS = frozenset(
         "webhook-id",
         "webhook-timestamp",
         "webhook-signature",
+        SEQUENCE_HEADER.lower(),
     }
 )
 SECRET_HEADERS = frozenset({"x-gitlab-token", "webhook-signature", "authorization"})
 
 
-def build_headers(hook: Hook, *, body: bytes, idempotency_key: str, event_uuid: str) -> dict:
-    """GitLab's delivery headers (plus Standard Webhooks' when the hook has a signing
-    secret) over the hook's custom headers, which can never replace them."""
+def build_headers(
+    hook: Hook,
+    *,
+    body: bytes,
+    idempotency_key: str,
+    event_uuid: str,
+    object_kind: str = Event.Kind.PIPELINE,
+    sequence: int | None = None,
+) -> dict:
+    """GitLab's delivery headers for an event of ``object_kind`` (plus Standard Webhooks'
+    when the hook has a signing secret, and the stream's ``sequence`` for a delivery) over
+    the hook's custom headers, which can never replace them."""
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
-        "X-Gitlab-Event": EVENT_HEADER,
+        "X-Gitlab-Event": EVENT_HEADERS[object_kind],
         "X-Gitlab-Webhook-UUID": str(uuid.uuid4()),
         "X-Gitlab-Instance": settings.PIPEHOOK_EXTERNAL_URL,
         "X-Gitlab-Event-UUID": event_uuid,
         "Idempotency-Key": idempotency_key,
     }
+    if sequence is not None:
+        headers[SEQUENCE_HEADER] = str(sequence)
     if hook.token:
         # GitLab strips line breaks, which would otherwise start a new header.
         headers["X-Gitlab-Token"] = hook.token.replace("\r", "").replace("\n", "")
@@ -80,6 +98,11 @@ def build_headers(hook: Hook, *, body: bytes, idempotency_key: str, event_uuid: 
         and not any(c in name + value for c in "\r\n\0")
     }
     return {**custom, **headers}
+
+
+def log_trigger(request_headers: dict[str, str]) -> str:
+    """The delivery log's ``trigger`` of a request, from the event header it was sent with."""
+    return LOG_TRIGGERS.get(request_headers.get("X-Gitlab-Event", ""), "pipeline_hooks")
 
 
 def _custom_headers(hook: Hook) -> dict:

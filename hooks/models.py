@@ -1,8 +1,9 @@
 """Project hooks and the transactional outbox that feeds them.
 
 Hook        a URL registered on a project, its secrets, filters and health.
-Event       one pipeline change, its payload rendered once (a snapshot of that status).
-Delivery    one Event for one Hook: its state, next attempt time and idempotency key.
+Event       one pipeline or job change, its payload rendered once (a snapshot of that status).
+Delivery    one Event for one Hook: its state, next attempt time, idempotency key and its
+            place in the (hook, pipeline) stream.
 DeliveryAttempt   one HTTP request of a delivery (or of a test), as the log shows it.
 """
 
@@ -127,14 +128,24 @@ class Hook(models.Model):
 
 
 class Event(models.Model):
-    """One pipeline change with its payload, rendered once in the changing transaction."""
+    """One pipeline change (a Pipeline Hook) or job change (a Job Hook) with its payload,
+    rendered once in the changing transaction."""
+
+    class Kind(models.TextChoices):
+        """GitLab's ``object_kind``, and the ``X-Gitlab-Event`` and log trigger it goes with."""
+
+        PIPELINE = "pipeline", "Pipeline Hook"
+        BUILD = "build", "Job Hook"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="hook_events")
     # Null once the pipeline is deleted; the snapshot stays deliverable.
     pipeline = models.ForeignKey(
         Pipeline, null=True, blank=True, on_delete=models.SET_NULL, related_name="hook_events"
     )
-    object_kind = models.CharField(max_length=32, default="pipeline")
+    object_kind = models.CharField(max_length=32, choices=Kind.choices, default=Kind.PIPELINE)
+    # The job of a Job Hook (null for a pipeline's event): a plain number, as the event
+    # outlives the job.
+    job_id = models.BigIntegerField(null=True, blank=True)
     change = models.CharField(max_length=32)  # pipelines.signals.PipelineChange
     status = models.CharField(max_length=32)
     # Null for the creation event.
@@ -149,6 +160,14 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.object_kind} {self.status} (pipeline {self.pipeline_id})"
+
+    @property
+    def subject(self) -> str:
+        """What changed, as the admin lists it: "pipeline #7" or "job #31 of pipeline #7"."""
+        pipeline = f"pipeline #{self.pipeline_id or '(deleted)'}"
+        if self.object_kind == self.Kind.BUILD:
+            return f"job #{self.job_id} of {pipeline}"
+        return pipeline
 
 
 class DeliveryQuerySet(models.QuerySet):
@@ -178,8 +197,12 @@ class Delivery(models.Model):
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries")
     hook = models.ForeignKey(Hook, on_delete=models.CASCADE, related_name="deliveries")
     # The pipeline's id, a plain number so it outlives the pipeline: deliveries sharing
-    # (hook, order_key) go out in id order ("N+1 waits for N").
+    # (hook, order_key) go out in id order ("N+1 waits for N"), job and pipeline events alike.
     order_key = models.BigIntegerField()
+    # Place in the (hook, order_key) stream, 1, 2, 3… with no gap, in id order; fixed when
+    # the outbox row is written, so every retry and resend carries the same number
+    # (X-Pipehook-Sequence).
+    sequence = models.PositiveIntegerField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     # Idempotency-Key and webhook-id: fixed per (event, hook) across retries and resends.
     idempotency_key = models.UUIDField(default=uuid.uuid4, editable=False, unique=True)
@@ -208,6 +231,11 @@ class Delivery(models.Model):
         indexes = [
             models.Index(fields=["status", "next_attempt_at"]),
             models.Index(fields=["hook", "order_key", "status"]),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hook", "order_key", "sequence"], name="delivery_unique_sequence"
+            )
         ]
         verbose_name_plural = "deliveries"
 

@@ -18,8 +18,8 @@ from django.utils import timezone
 from hooks import transport
 from hooks.claims import enqueue_next_in_order, lease, start_attempt
 from hooks.headers import request_for
-from hooks.models import Delivery, DeliveryAttempt, Hook
-from hooks.payloads import build_pipeline_payload, dump_payload
+from hooks.models import Delivery, DeliveryAttempt, Event, Hook
+from hooks.payloads import build_job_payload, build_pipeline_payload, dump_payload
 from hooks.queue import enqueue_on_commit
 from hooks.results import (
     CLEAR_HEALTH,
@@ -28,13 +28,13 @@ from hooks.results import (
     wake_hook,
 )
 from pipelines.errors import Conflict, DomainError
-from pipelines.models import Pipeline
+from pipelines.models import Job, Pipeline, Status
 
 logger = logging.getLogger(__name__)
 
 
 class NoPipelineError(DomainError):
-    """A test event needs a pipeline to describe."""
+    """A test event needs a pipeline (or a job) to describe."""
 
     status_code = 422
 
@@ -70,6 +70,7 @@ def resend_delivery(delivery: Delivery, user: AbstractBaseUser | None = None) ->
             event_uuid=str(delivery.event.uuid),
             attempt_number=delivery.attempt_count + 1,
             trigger=DeliveryAttempt.Trigger.MANUAL,
+            object_kind=delivery.event.object_kind,
             user=user,
         )
     (result,) = transport.send_many([request_for(delivery.hook, delivery.event.body, headers)])
@@ -117,19 +118,14 @@ def redeliver_failed_since(hook: Hook, since: datetime) -> int:
     return count
 
 
-def send_test_event(hook: Hook, user: AbstractBaseUser | None = None) -> DeliveryAttempt:
-    """GitLab's "Test": send the newest pipeline's payload now, synchronously, whatever the
-    hook's health; a 2xx re-enables the hook. Logged with trigger "test" and no delivery.
-    Raises ``NoPipelineError`` when the project has no pipeline yet."""
-    pipeline = (
-        Pipeline.objects.filter(project_id=hook.project_id)
-        .select_related("project", "user")
-        .order_by("-id")
-        .first()
-    )
-    if pipeline is None:
-        raise NoPipelineError("Ensure the project has CI pipelines.")
-    body = dump_payload(build_pipeline_payload(pipeline))
+def send_test_event(
+    hook: Hook, user: AbstractBaseUser | None = None, *, object_kind: str = Event.Kind.PIPELINE
+) -> DeliveryAttempt:
+    """GitLab's "Test": send the newest pipeline's payload (a Pipeline Hook) or the newest
+    job's (a Job Hook) now, synchronously, whatever the hook's health; a 2xx re-enables the
+    hook. Logged with trigger "test" and no delivery. Raises ``NoPipelineError`` when the
+    project has no pipeline, or no job, to describe."""
+    body = dump_payload(_test_payload(hook, object_kind))
     attempt, headers = start_attempt(
         hook,
         delivery=None,
@@ -138,6 +134,7 @@ def send_test_event(hook: Hook, user: AbstractBaseUser | None = None) -> Deliver
         event_uuid=str(uuid.uuid4()),
         attempt_number=1,
         trigger=DeliveryAttempt.Trigger.TEST,
+        object_kind=object_kind,
         user=user,
     )
     (result,) = transport.send_many([request_for(hook, body, headers)])
@@ -146,6 +143,31 @@ def send_test_event(hook: Hook, user: AbstractBaseUser | None = None) -> Deliver
         if attempt.succeeded:
             reenable_after_success(hook.pk)
     return attempt
+
+
+def _test_payload(hook: Hook, object_kind: str) -> dict:
+    if object_kind == Event.Kind.BUILD:
+        # GitLab's job_events_data: the project's newest job by id that is not "created"
+        # (retried attempts count).
+        job = (
+            Job.objects.filter(pipeline__project_id=hook.project_id)
+            .exclude(status=Status.CREATED)
+            .select_related("pipeline__project", "user")
+            .order_by("-id")
+            .first()
+        )
+        if job is None:
+            raise NoPipelineError("Ensure the project has CI jobs.")
+        return build_job_payload(job, job.pipeline)
+    pipeline = (
+        Pipeline.objects.filter(project_id=hook.project_id)
+        .select_related("project", "user")
+        .order_by("-id")
+        .first()
+    )
+    if pipeline is None:
+        raise NoPipelineError("Ensure the project has CI pipelines.")
+    return build_pipeline_payload(pipeline)
 
 
 def reenable_hook(hook: Hook) -> Hook:

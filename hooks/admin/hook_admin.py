@@ -26,7 +26,7 @@ from hooks.admin.common import (
     rate_limited_page,
 )
 from hooks.forms import HookForm, HookFormSet, RedeliverForm
-from hooks.models import Delivery, DeliveryAttempt, Hook
+from hooks.models import Delivery, DeliveryAttempt, Event, Hook
 from pipelines.models import Project
 
 RECENT_DELIVERIES = 20
@@ -241,13 +241,18 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
         hook = self._hook_for_action(request, hook_id)
         if wait := limits.rate_limit_wait(limits.TEST, hook.project_id, request.user, request):
             return rate_limited_page(request, hook, limits.TEST, wait)
+        job_event = request.POST.get("kind") == Event.Kind.BUILD
+        kind = Event.Kind.BUILD if job_event else Event.Kind.PIPELINE
         try:
-            attempt = services.send_test_event(hook, user=request.user)
+            attempt = services.send_test_event(hook, user=request.user, object_kind=kind)
         except services.NoPipelineError:
             messages.error(
                 request,
-                "No test event sent: this project has no pipeline yet. A test sends the "
-                "newest pipeline; report one first.",
+                "No test job event sent: this project has no job past created yet. A test "
+                "sends the newest such job; report one first."
+                if job_event
+                else "No test event sent: this project has no pipeline yet. A test sends "
+                "the newest pipeline; report one first.",
             )
             return self._back_to(hook)
         link = reverse("admin:hooks_deliveryattempt_change", args=[attempt.pk])
@@ -326,7 +331,7 @@ def delivery_row(delivery: Delivery) -> dict:
         "http": http_badge(delivery.last_response_status, delivery.last_error)
         if delivery.attempt_count
         else "—",
-        "event": f"pipeline #{event.pipeline_id or '(deleted)'} → {event.status}",
+        "event": f"{event.subject} → {event.status}",
         "change": event.change,
         "took": took,
     }

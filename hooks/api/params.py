@@ -97,8 +97,14 @@ class HookEditSerializer(serializers.Serializer):
         max_length=255, allow_blank=True, trim_whitespace=False, required=False
     )
     signing_token = serializers.CharField(max_length=255, allow_blank=True, required=False)
-    pipeline_events = serializers.BooleanField(required=False)
-    job_events = serializers.BooleanField(required=False)
+    pipeline_events = serializers.BooleanField(
+        required=False, help_text="Send Pipeline Hooks (object_kind pipeline)."
+    )
+    job_events = serializers.BooleanField(
+        required=False,
+        help_text="Send Job Hooks (object_kind build): a job's creation, pending, running and"
+        " finish, in one order with the pipeline's events.",
+    )
     enable_ssl_verification = serializers.BooleanField(required=False)
     custom_headers = CustomHeaderSerializer(many=True, required=False)
     ref_filter_strategy = serializers.ChoiceField(

@@ -3,6 +3,7 @@ health, deliveries and buttons, and the delivery log. Requests go through Django
 client with a signed-in user; deliveries go to a real receiver on 127.0.0.1."""
 
 import base64
+import json
 from datetime import timedelta
 
 import pytest
@@ -632,3 +633,43 @@ def test_hook_lists_read_each_hooks_last_delivery_in_the_lists_query(
             response = admin_client.get(page)
         assert response.status_code == 200
         assert response.content.decode().count('class="hook-badge"') >= 2 * hooks
+
+
+def test_send_test_job_event_delivers_the_newest_job(admin_client, project, receiver):
+    hook = make_hook(project, url=receiver.url)
+    nothing = admin_client.post(
+        reverse("admin:hooks_hook_test", args=[hook.pk]), {"kind": "build"}, follow=True
+    )
+    assert any("no job past created yet" in m for m in messages_of(nothing))
+    pipeline = services.create_pipeline(project, ref="main", sha="d" * 40)
+    job = services.create_job(pipeline, name="build", status="running")
+
+    response = admin_client.post(
+        reverse("admin:hooks_hook_test", args=[hook.pk]), {"kind": "build"}, follow=True
+    )
+
+    (request,) = receiver.wait_for(1)
+    assert request.header("X-Gitlab-Event") == "Job Hook"
+    assert json.loads(request.body)["build_id"] == job.pk
+    assert any("Test event delivered: HTTP 200" in m for m in messages_of(response))
+
+
+def test_pages_show_job_events_with_their_sequence(admin_client, project):
+    hook = make_hook(project, pipeline_events=True, job_events=True)
+    pipeline = services.create_pipeline(project, ref="main", sha="d" * 40)
+    job = services.create_job(pipeline, name="build", status="pending")
+    job_delivery = hook.deliveries.get(event__object_kind="build")
+
+    page = admin_client.get(hook_page(hook)).content.decode()
+    assert f"job #{job.pk} of pipeline #{pipeline.pk} → pending" in page
+    assert "Send test job event" in page
+    listing = admin_client.get(
+        reverse("admin:hooks_delivery_changelist") + "?event__object_kind__exact=build"
+    ).content.decode()
+    assert f"job #{job.pk} of pipeline #{pipeline.pk}: pending" in listing
+    assert f"pipeline #{pipeline.pk}: created" not in listing  # filtered to job events
+    detail = admin_client.get(
+        reverse("admin:hooks_delivery_change", args=[job_delivery.pk])
+    ).content.decode()
+    assert f'<span id="delivery-sequence">{job_delivery.sequence}</span>' in detail
+    assert "Job Hook" in detail

@@ -872,7 +872,11 @@ def test_test_event_that_the_receiver_refuses_is_a_422_with_its_answer(
 @pytest.mark.parametrize(
     ("trigger", "status", "message"),
     [
-        ("push_events", 422, "Pipehook sends pipeline events only; push_events cannot be tested."),
+        (
+            "push_events",
+            422,
+            "Pipehook sends pipeline and job events only; push_events cannot be tested.",
+        ),
         ("nonsense", 400, None),
     ],
 )

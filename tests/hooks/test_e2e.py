@@ -35,7 +35,7 @@ from tests.brokers import (
     session_vhost,
 )
 from tests.factories import HookFactory
-from tests.hooks.receiver import Reply
+from tests.hooks.receiver import Receiver, Reply
 
 pytestmark = pytest.mark.e2e
 
@@ -304,3 +304,72 @@ def test_lost_messages_and_receiver_faults_end_delivered(project, receiver, work
     assert outcomes[3:] == [(200, True)] * 4
     hook.refresh_from_db()
     assert hook.recent_failures == 0 and not hook.permanently_disabled
+
+
+def test_job_and_pipeline_events_share_one_order_and_one_sequence(project, receiver, workers):
+    """A hook with both kinds on: every job's changes and the pipeline's arrive in causal
+    order, numbered 1, 2, 3…; a failed job event holds back the pipeline event behind it."""
+    secret = generate_signing_secret()
+    hook = HookFactory(project=project, url=receiver.url, signing_token=secret, job_events=True)
+    jobs_receiver = Receiver().start()
+    jobs_only = HookFactory(
+        project=project, url=jobs_receiver.url, pipeline_events=False, job_events=True
+    )
+    # The stream's 7th request (the first job's success) fails once, then is retried.
+    receiver.script(*[Reply(200)] * 6, Reply(500))
+    workers.start()
+
+    pipeline = services.create_pipeline(project, ref="main", sha="e" * 40)
+    build = services.create_job(pipeline, name="compile", stage="build", status="pending")
+    test = services.create_job(pipeline, name="unit", stage="test")
+    services.update_job(build, status="running")
+    services.update_job(build, status="success")
+    services.update_job(test, status="pending")
+    services.update_job(test, status="running")
+    services.update_job(test, status="success")
+
+    try:
+        wait_until(
+            lambda: all_delivered(hook) and all_delivered(jobs_only), workers, "both streams"
+        )
+    finally:
+        jobs_receiver.stop()
+    streams = {
+        "both": first_of_each(receiver.requests),
+        "jobs": first_of_each(jobs_receiver.requests),
+    }
+
+    def described(request):
+        body = json.loads(request.body)
+        if body["object_kind"] == "build":
+            assert request.header("X-Gitlab-Event") == "Job Hook"
+            return ("build", body["build_name"], body["build_status"])
+        assert request.header("X-Gitlab-Event") == "Pipeline Hook"
+        return ("pipeline", None, body["object_attributes"]["status"])
+
+    assert [described(r) for r in streams["both"]] == [
+        ("pipeline", None, "created"),
+        ("build", "compile", "pending"),
+        ("pipeline", None, "pending"),
+        ("build", "unit", "created"),
+        ("build", "compile", "running"),
+        ("pipeline", None, "running"),
+        ("build", "compile", "success"),
+        ("build", "unit", "pending"),
+        ("build", "unit", "running"),
+        ("build", "unit", "success"),
+        ("pipeline", None, "success"),
+    ]
+    assert [described(r) for r in streams["jobs"]] == [
+        d for d in map(described, streams["both"]) if d[0] == "build"
+    ]
+    for stream in streams.values():
+        sequences = [int(r.header("X-Pipehook-Sequence")) for r in stream]
+        assert sequences == list(range(1, len(stream) + 1))
+    assert all(verify_signature(secret, r.headers, r.body) for r in streams["both"])
+    retried = hook.deliveries.get(sequence=7)
+    assert (retried.event.object_kind, retried.event.status, retried.attempt_count) == (
+        "build",
+        "success",
+        2,
+    )

@@ -9,6 +9,7 @@ import pytest
 
 from hooks import delivery, signing
 from hooks.models import Delivery
+from hooks.services import resend_delivery
 from pipelines import services
 from tests.factories import HookFactory, ProjectFactory
 
@@ -26,7 +27,7 @@ def readme_receiver(monkeypatch):
     exec(setup, namespace)  # noqa: S102 - the README's own code is what is under test
     server = namespace["HTTPServer"](("127.0.0.1", 0), namespace["Receiver"])
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield namespace["SECRET"], f"http://127.0.0.1:{server.server_address[1]}/"
+    yield namespace["SECRET"], f"http://127.0.0.1:{server.server_address[1]}/", namespace
     server.shutdown()
 
 
@@ -34,7 +35,7 @@ def readme_receiver(monkeypatch):
 def test_readme_receiver_accepts_only_our_signature(
     db, readme_receiver, matching_secret, expected_status
 ):
-    secret, url = readme_receiver
+    secret, url, _ = readme_receiver
     project = ProjectFactory()
     HookFactory(
         project=project,
@@ -44,3 +45,26 @@ def test_readme_receiver_accepts_only_our_signature(
     services.create_pipeline(project, ref="main", sha="a" * 40)
     attempt = delivery.deliver(Delivery.objects.get().pk)
     assert attempt.response_status == expected_status
+
+
+def test_readme_receiver_handles_both_kinds_in_order_and_skips_repeats(db, readme_receiver):
+    secret, url, namespace = readme_receiver
+    project = ProjectFactory()
+    hook = HookFactory(
+        project=project, url=url, signing_token=secret, pipeline_events=True, job_events=True
+    )
+    pipeline = services.create_pipeline(project, ref="main", sha="a" * 40)
+    job = services.create_job(pipeline, name="build", status="pending")
+    services.update_job(job, status="success")
+    deliveries = list(Delivery.objects.order_by("pk"))
+    kinds = {d.event.object_kind for d in deliveries}
+    assert kinds == {"build", "pipeline"}
+    delivery.deliver(deliveries[0].pk)  # the task follows its pipeline: every one goes out
+    assert not Delivery.objects.exclude(status=Delivery.Status.SUCCEEDED).exists()
+    assert namespace["last"] == {pipeline.pk: len(deliveries)}
+    assert namespace["handled"] == {str(d.idempotency_key) for d in deliveries}
+    # A resend repeats a key: acknowledged, and nothing is handled twice.
+    resent = resend_delivery(deliveries[1])
+    assert resent.response_status == 204
+    assert namespace["last"] == {pipeline.pk: len(deliveries)}
+    assert hook.attempts.filter(response_status=204).count() == len(deliveries) + 1
