@@ -32,6 +32,7 @@ from hooks import delivery as hook_delivery
 from hooks import limits
 from hooks.forms import HookForm, HookFormSet, RedeliverForm
 from hooks.models import Delivery, DeliveryAttempt, Event, Hook
+from hooks.sealing import SecretUnreadable
 from pipelines.models import Project
 
 logger = logging.getLogger(__name__)
@@ -280,7 +281,7 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return holds_manage_hooks(request) or super().has_delete_permission(request, obj)
 
-    @admin.display(description="url", ordering="url")
+    @admin.display(description="url", ordering="masked_url")
     def shown_url(self, hook: Hook) -> str:
         return hook.redacted_url
 
@@ -403,6 +404,9 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
                 "No test event sent: this project has no pipeline yet. A test sends the "
                 "newest pipeline; report one first.",
             )
+            return self._back_to(hook)
+        except SecretUnreadable as unreadable:
+            messages.error(request, f"No test event sent: {unreadable.message}")
             return self._back_to(hook)
         link = reverse("admin:hooks_deliveryattempt_change", args=[attempt.pk])
         if attempt.succeeded:
@@ -674,7 +678,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
             return rate_limited_page(request, hook, limits.RESEND, wait)
         try:
             attempt = hook_delivery.resend_delivery(delivery, user=request.user)
-        except hook_delivery.DeliveryInProgress as busy:
+        except (hook_delivery.DeliveryInProgress, SecretUnreadable) as busy:
             messages.warning(request, busy.message)
             return HttpResponseRedirect(back)
         report_resend(request, delivery, attempt)
@@ -694,7 +698,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
                 continue
             try:
                 attempt = hook_delivery.resend_delivery(delivery, user=request.user)
-            except hook_delivery.DeliveryInProgress as busy:
+            except (hook_delivery.DeliveryInProgress, SecretUnreadable) as busy:
                 messages.warning(request, f"Delivery {delivery.pk}: {busy.message}")
                 continue
             report_resend(request, delivery, attempt)

@@ -64,6 +64,7 @@ from django.utils import timezone
 from hooks import signing, transport
 from hooks.models import Delivery, DeliveryAttempt, Event, Hook
 from hooks.payloads import build_pipeline_payload, dump_payload
+from hooks.sealing import Sealed, from_stored, revealed
 from pipelines.errors import Conflict, DomainError
 from pipelines.models import Pipeline
 
@@ -246,12 +247,14 @@ def build_headers(hook: Hook, *, body: bytes, idempotency_key: str, event_uuid: 
     }
     if hook.token:
         # GitLab strips line breaks, which would otherwise start a new header.
-        headers["X-Gitlab-Token"] = hook.token.replace("\r", "").replace("\n", "")
+        headers["X-Gitlab-Token"] = hook.token.reveal().replace("\r", "").replace("\n", "")
     if hook.signing_token:
-        headers.update(signing.signature_headers(hook.signing_token, idempotency_key, body))
+        headers.update(
+            signing.signature_headers(hook.signing_token.reveal(), idempotency_key, body)
+        )
     custom = {
         name: value
-        for name, value in _custom_headers(hook).items()
+        for name, value in revealed(_custom_headers(hook)).items()
         if isinstance(name, str)
         and isinstance(value, str)
         and name.lower() not in RESERVED_HEADERS
@@ -307,7 +310,7 @@ def _send(hook: Hook, body: str, headers: dict[str, str]) -> transport.Transport
     (logged with the reason, retried as any failure), never its batch's crash."""
     try:
         return transport.send(
-            hook.url, body.encode(), headers, verify_ssl=hook.enable_ssl_verification
+            hook.url.reveal(), body.encode(), headers, verify_ssl=hook.enable_ssl_verification
         )
     except ImproperlyConfigured:
         raise  # a bad HOOKS_ALLOWED_NETWORKS fails every request alike: the operator's to fix
@@ -1022,7 +1025,7 @@ def _load_claimed(delivery_ids: list[int]) -> list[_Claimed]:
             f"""
             SELECT d.id, d.order_key, d.attempt_count, d.manual_redelivery, d.idempotency_key,
                    e.uuid, e.body, h.id, h.url, h.token, h.signing_token, h.custom_headers,
-                   h.enable_ssl_verification
+                   h.enable_ssl_verification, h.masked_url
             FROM {delivery_table} d
             JOIN {event_table} e ON e.id = d.event_id
             JOIN {hook_table} h ON h.id = d.hook_id
@@ -1043,11 +1046,15 @@ def _load_claimed(delivery_ids: list[int]) -> list[_Claimed]:
             body=body,
             hook=Hook(
                 pk=hook_id,
-                url=url,
-                token=token,
-                signing_token=signing_token,
+                # The secrets as stored, still sealed (hooks.sealing).
+                url=Sealed(url),
+                masked_url=masked_url,
+                token=Sealed(token),
+                signing_token=Sealed(signing_token),
                 # PostgreSQL's driver and SQLite both hand JSON over as text here.
-                custom_headers=json.loads(custom) if isinstance(custom, str) else custom,
+                custom_headers=from_stored(
+                    json.loads(custom) if isinstance(custom, str) else custom
+                ),
                 enable_ssl_verification=bool(verify),
             ),
         )
@@ -1065,6 +1072,7 @@ def _load_claimed(delivery_ids: list[int]) -> list[_Claimed]:
             signing_token,
             custom,
             verify,
+            masked_url,
         ) in rows
     ]
 
@@ -1245,7 +1253,11 @@ def _start_batch(delivery_ids: list[int], now: datetime) -> _Batch | None:
                 )
             )
         except Exception as exc:  # a row no form or API would save (a signing secret, say)
-            logger.exception("Delivery %s: its request could not be built", item.delivery_id)
+            logger.exception(
+                "Delivery %s (hook %s): its request could not be built",
+                item.delivery_id,
+                item.hook.pk,
+            )
             headers.append({})
             unsendable[index] = f"the request could not be built: {_describe(exc)}"
     return _Batch(claimed, headers, _insert_attempts(claimed, headers, now), unsendable)

@@ -12,6 +12,7 @@ import re
 import secrets
 from collections.abc import Iterable, Mapping
 
+from hooks.sealing import Sealed
 from pipelines.models import Status
 from pipelines.redaction import (
     QUERY_VALUE_MASK,
@@ -105,13 +106,14 @@ def generate_signing_token() -> str:
     return SIGNING_TOKEN_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def check_custom_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """Custom headers as stored: ``{name: value}``, at most 20, never a delivery header."""
+def check_custom_headers(headers: Mapping[str, str | Sealed]) -> dict[str, str | Sealed]:
+    """Custom headers as stored: ``{name: value}``, at most 20, never a delivery header.
+    A value kept sealed (``Sealed``) was checked when it was set."""
     if len(headers) > MAX_CUSTOM_HEADERS:
         raise HookSettingError(
             "custom_headers", f"at most {MAX_CUSTOM_HEADERS} custom headers are allowed"
         )
-    checked: dict[str, str] = {}
+    checked: dict[str, str | Sealed] = {}
     seen: set[str] = set()
     for name, value in headers.items():
         if not isinstance(name, str) or not HEADER_NAME.match(name):
@@ -128,17 +130,22 @@ def check_custom_headers(headers: Mapping[str, str]) -> dict[str, str]:
             )
         if name.lower() in seen:
             raise HookSettingError("custom_headers", f"header {name} is given twice")
-        if not isinstance(value, str):
-            raise HookSettingError("custom_headers", f"the value of header {name} must be a string")
-        if "\r" in value or "\n" in value or "\0" in value:
-            raise HookSettingError(
-                "custom_headers", f"the value of header {name} may not contain line breaks"
-            )
-        if len(value) > MAX_HEADER_VALUE_LENGTH:
-            raise HookSettingError("custom_headers", f"the value of header {name} is too long")
+        if not isinstance(value, Sealed):
+            _check_header_value(name, value)
         seen.add(name.lower())
         checked[name] = value
     return checked
+
+
+def _check_header_value(name: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise HookSettingError("custom_headers", f"the value of header {name} must be a string")
+    if "\r" in value or "\n" in value or "\0" in value:
+        raise HookSettingError(
+            "custom_headers", f"the value of header {name} may not contain line breaks"
+        )
+    if len(value) > MAX_HEADER_VALUE_LENGTH:
+        raise HookSettingError("custom_headers", f"the value of header {name} is too long")
 
 
 def check_ref_filter(strategy: str, ref_filter: str) -> str:
@@ -173,11 +180,12 @@ def check_status_filter(statuses: Iterable[str]) -> list[str]:
     return wanted
 
 
-def check_url(url: str, stored: str = "") -> str:
+def check_url(url: str, stored: Sealed | str = "") -> str:
     """An http(s) URL whose host is allowed by the SSRF rule (HOOKS_ALLOWED_NETWORKS).
 
     The URL may be the stored one as it is shown, masked (``pipelines.redaction``): its
     hidden parts are then taken back from ``stored``, for the same scheme and host only.
+    That is the one moment a stored URL is opened other than to send to it.
     """
     # Imported here: transport is the one HTTP seam and pulls in the HTTP client.
     from hooks.transport import InvalidHookURL, validate_hook_url
@@ -185,8 +193,8 @@ def check_url(url: str, stored: str = "") -> str:
     url = url.strip()
     if not url:
         raise HookSettingError("url", "url is empty")
-    if stored:
-        url = restore_masked(url, stored)
+    if stored and is_redacted(url):
+        url = restore_masked(url, stored.reveal() if isinstance(stored, Sealed) else stored)
     if is_redacted(url):
         raise HookSettingError(
             "url",

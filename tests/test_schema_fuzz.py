@@ -130,7 +130,7 @@ def scene(db, monkeypatch, settings):
         project=project, pipeline=job.pipeline, change="created", status="created", body="{}"
     )
     delivery = Delivery.objects.create(event=event, hook=hook, order_key=job.pipeline_id)
-    attempt = DeliveryAttempt.objects.create(hook=hook, delivery=delivery, url=hook.url)
+    attempt = DeliveryAttempt.objects.create(hook=hook, delivery=delivery, url=hook.redacted_url)
     instance = CicdInstance.objects.create(project=project, name="jenkins", guid=uuid.uuid4())
     build = DistelliEvent.objects.create(
         project=project, event_type=DistelliEvent.Type.BUILD, build_status="Running"
