@@ -363,6 +363,7 @@ def load_claimed(delivery_ids: list[int]) -> list[Claimed]:
             "event__body",
             "hook_id",
             "hook__url",
+            "hook__masked_url",
             "hook__token",
             "hook__signing_token",
             "hook__custom_headers",
@@ -380,7 +381,9 @@ def load_claimed(delivery_ids: list[int]) -> list[Claimed]:
             body=body,
             hook=Hook(
                 pk=hook_id,
+                # The secrets as stored, still sealed (hooks.sealing).
                 url=url,
+                masked_url=masked_url,
                 token=token,
                 signing_token=signing_token,
                 custom_headers=custom,
@@ -397,6 +400,7 @@ def load_claimed(delivery_ids: list[int]) -> list[Claimed]:
             body,
             hook_id,
             url,
+            masked_url,
             token,
             signing_token,
             custom,

@@ -110,7 +110,11 @@ class HookForm(forms.ModelForm):
         self.generated_signing_token: str | None = None
         stored = self.instance
         for name in ("token", "signing_token"):
-            if name in self.fields and getattr(stored, name, ""):
+            if name not in self.fields:
+                continue
+            # Starts blank, as the browser shows it (a blank field keeps the stored secret).
+            self.initial[name] = ""
+            if getattr(stored, name, ""):
                 self.fields[name].widget.attrs["placeholder"] = KEEP_PLACEHOLDER
         if "custom_headers" in self.fields:
             headers = stored.custom_headers or {}
@@ -136,7 +140,7 @@ class HookForm(forms.ModelForm):
         """Whether the edit points the hook at another scheme or host, whose requests then
         carry none of the stored secrets (GitLab's reset_token / reset_custom_headers)."""
         url = self.cleaned_data.get("url")
-        return bool(self.instance.pk and url and not same_origin(url, self.instance.url))
+        return bool(self.instance.pk and url and not same_origin(url, self.instance.redacted_url))
 
     def clean_custom_headers(self) -> dict[str, str]:
         text = self.cleaned_data["custom_headers"]

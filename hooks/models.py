@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from hooks.sealing import SealedJSONField, SealedTextField
 from pipelines.models import Pipeline, Project
 from pipelines.redaction import redact_url
 
@@ -66,19 +67,25 @@ class Hook(models.Model):
         DISABLED = "disabled"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="hooks")
-    # May hold credentials (user:password@, ?token=): shown only as ``redacted_url``.
-    # Checked by hooks.validators.check_url, which reads it as the sender does; Django's
-    # URLValidator would refuse URLs the sender reaches (a single-label host such as
-    # http://receiver:8080/) and make the admin disagree with the API.
-    url = models.CharField(max_length=2000)
+    # The URL with its credentials and secret query values masked (``pipelines.redaction``),
+    # written whenever ``url`` is set: what pages and responses show, with no key needed.
+    # Declared before ``url``, which sets it (``SealedTextField``'s ``masked_copy``).
+    masked_url = models.CharField(max_length=2000, blank=True, default="", editable=False)
+    # May hold credentials (user:password@, ?token=): sealed (``hooks.sealing``), opened
+    # only to connect, shown only as ``redacted_url``. Checked by hooks.validators.check_url,
+    # which reads it as the sender does; Django's URLValidator would refuse URLs the sender
+    # reaches (a single-label host such as http://receiver:8080/) and make the admin
+    # disagree with the API.
+    url = SealedTextField(masked_copy=("masked_url", redact_url))
     name = models.CharField(max_length=255, blank=True, default="")
     description = models.TextField(blank=True, default="")
-    # Sent verbatim as X-Gitlab-Token; never shown back after it is set, never logged.
-    token = models.CharField(max_length=255, blank=True, default="")
-    # Standard Webhooks secret ("whsec_" + base64); empty = no webhook-signature header.
-    signing_token = models.CharField(max_length=255, blank=True, default="")
-    # {"Header-Name": "value"}; never override the delivery headers, values masked in logs.
-    custom_headers = models.JSONField(default=dict, blank=True)
+    # Sent verbatim as X-Gitlab-Token; sealed, never shown back after it is set, never logged.
+    token = SealedTextField(blank=True, default="")
+    # Standard Webhooks secret ("whsec_" + base64), sealed; empty = no webhook-signature header.
+    signing_token = SealedTextField(blank=True, default="")
+    # {"Header-Name": "value"}, each value sealed; never override the delivery headers,
+    # values masked in logs.
+    custom_headers = SealedJSONField(default=dict, blank=True)
     pipeline_events = models.BooleanField(default=True)
     job_events = models.BooleanField(default=False)
     enable_ssl_verification = models.BooleanField(default=True)
@@ -112,8 +119,9 @@ class Hook(models.Model):
 
     @property
     def redacted_url(self) -> str:
-        """The URL as responses, pages and logs show it (``pipelines.redaction``)."""
-        return redact_url(self.url)
+        """The URL as responses, pages and logs show it (``pipelines.redaction``): the copy
+        masked when it was set, masked again in case the rules have grown since."""
+        return redact_url(self.masked_url)
 
     @property
     def alert_status(self) -> str:

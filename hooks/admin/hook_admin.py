@@ -27,6 +27,7 @@ from hooks.admin.common import (
 )
 from hooks.forms import HookForm, HookFormSet, RedeliverForm
 from hooks.models import Delivery, DeliveryAttempt, Hook
+from hooks.sealing import SecretUnreadable
 from pipelines.models import Project
 
 RECENT_DELIVERIES = 20
@@ -124,7 +125,7 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return holds_manage_hooks(request) or super().has_delete_permission(request, obj)
 
-    @admin.display(description="url", ordering="url")
+    @admin.display(description="url", ordering="masked_url")
     def shown_url(self, hook: Hook) -> str:
         return hook.redacted_url
 
@@ -249,6 +250,9 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
                 "No test event sent: this project has no pipeline yet. A test sends the "
                 "newest pipeline; report one first.",
             )
+            return self._back_to(hook)
+        except SecretUnreadable as unreadable:
+            messages.error(request, f"No test event sent: {unreadable.message}")
             return self._back_to(hook)
         link = reverse("admin:hooks_deliveryattempt_change", args=[attempt.pk])
         if attempt.succeeded:

@@ -124,7 +124,7 @@ def apply_hook_input(hook: Hook, data: dict) -> None:
     """Copy validated input onto an unsaved hook. Raises HookSettingError; saves nothing."""
     if "url" in data:
         url = check_url(data["url"], stored=hook.url if hook.pk else "")
-        if hook.pk and not same_origin(url, hook.url):
+        if hook.pk and not same_origin(url, hook.redacted_url):
             # GitLab's reset_token / reset_custom_headers: secrets set for one receiver are
             # never sent to another one unless given again.
             hook.token = ""
