@@ -307,6 +307,11 @@ HOOKS_DISABLE_ON_GONE = env.bool("HOOKS_DISABLE_ON_GONE", default=False)
 HOOKS_MAX_PER_PROJECT = env.int("HOOKS_MAX_PER_PROJECT", default=100)
 HOOKS_TEST_LIMIT_PER_MINUTE = env.int("HOOKS_TEST_LIMIT_PER_MINUTE", default=5)
 HOOKS_RESEND_LIMIT_PER_MINUTE = env.int("HOOKS_RESEND_LIMIT_PER_MINUTE", default=5)
+# Rotating a hook's signing secret (no GitLab counterpart), counted the same way.
+HOOKS_ROTATE_LIMIT_PER_MINUTE = env.int("HOOKS_ROTATE_LIMIT_PER_MINUTE", default=5)
+# After a rotation the previous signing secret still signs every delivery (beside the new
+# one) for this long, so receivers can switch over (Svix's 24 hours); 0 drops it at once.
+HOOKS_SIGNING_SECRET_GRACE_SECONDS = env.int("HOOKS_SIGNING_SECRET_GRACE_SECONDS", default=86400)
 
 CELERY_BEAT_SCHEDULE = {
     "requeue-due-deliveries": {

@@ -366,6 +366,7 @@ def load_claimed(delivery_ids: list[int]) -> list[Claimed]:
             "hook__masked_url",
             "hook__token",
             "hook__signing_token",
+            "hook__previous_signing_tokens",
             "hook__custom_headers",
             "hook__enable_ssl_verification",
         )
@@ -386,6 +387,7 @@ def load_claimed(delivery_ids: list[int]) -> list[Claimed]:
                 masked_url=masked_url,
                 token=token,
                 signing_token=signing_token,
+                previous_signing_tokens=previous_signing_tokens,
                 custom_headers=custom,
                 enable_ssl_verification=verify,
             ),
@@ -403,6 +405,7 @@ def load_claimed(delivery_ids: list[int]) -> list[Claimed]:
             masked_url,
             token,
             signing_token,
+            previous_signing_tokens,
             custom,
             verify,
         ) in rows

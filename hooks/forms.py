@@ -108,6 +108,7 @@ class HookForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.generated_signing_token: str | None = None
+        self.signing_token_replaced = False
         stored = self.instance
         for name in ("token", "signing_token"):
             if name not in self.fields:
@@ -174,6 +175,9 @@ class HookForm(forms.ModelForm):
                 data["signing_token"] = ""
             elif not data["signing_token"]:
                 data["signing_token"] = stored.signing_token
+            # A secret generated, given or removed here replaces the stored one at once, and
+            # any still valid after a rotation with it; only the rotate button keeps one.
+            self.signing_token_replaced = data["signing_token"] is not stored.signing_token
         strategy = data.get("ref_filter_strategy", stored.ref_filter_strategy)
         try:
             data["ref_filter"] = check_ref_filter(strategy, data.get("ref_filter") or "")
@@ -195,6 +199,8 @@ class HookForm(forms.ModelForm):
         for name in ("token", "signing_token"):
             if name in self.cleaned_data:
                 setattr(self.instance, name, self.cleaned_data[name])
+        if self.signing_token_replaced:
+            self.instance.replace_signing_token(self.cleaned_data["signing_token"])
         return super().save(commit)
 
     def _checked(self, check, *args):

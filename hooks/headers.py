@@ -70,10 +70,10 @@ def build_headers(hook: Hook, *, body: bytes, idempotency_key: str, event_uuid: 
     if hook.token:
         # GitLab strips line breaks, which would otherwise start a new header.
         headers["X-Gitlab-Token"] = hook.token.reveal().replace("\r", "").replace("\n", "")
-    if hook.signing_token:
-        headers.update(
-            signing.signature_headers(hook.signing_token.reveal(), idempotency_key, body)
-        )
+    if secrets := [secret.reveal() for secret in hook.signing_secrets()]:
+        # During a rotation's grace the previous secrets sign too, one signature each, so a
+        # receiver holding either secret verifies the request.
+        headers.update(signing.signature_headers(secrets, idempotency_key, body))
     custom = {
         name: value
         for name, value in revealed(_custom_headers(hook)).items()

@@ -182,6 +182,7 @@ def routes(world: World) -> dict[str, Route]:
             f"{hook}/custom_headers/{{key}}", {"put": {"value": "dev"}, "delete": None}
         ),
         "api-hook-test": Route(f"{hook}/test/{{trigger}}", {"post": None}),
+        "api-hook-signing-token-rotate": Route(f"{hook}/signing_token/rotate", {"post": None}),
         "api-hook-events": Route(f"{hook}/events", {"get": None}),
         "api-hook-event-resend": Route(f"{hook}/events/{{event_id}}/resend", {"post": None}),
         "sei-cicd-instances": Route(

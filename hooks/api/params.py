@@ -139,7 +139,9 @@ def apply_hook_input(hook: Hook, data: dict) -> None:
         hook.token = check_secret_token(data["token"])  # empty removes it, as in GitLab
     if "signing_token" in data:
         value = data["signing_token"]
-        hook.signing_token = check_signing_token(value) if value else ""
+        # Given (or emptied) here, it replaces the secret at once, earlier ones included;
+        # POST .../signing_token/rotate keeps the current one valid a while instead.
+        hook.replace_signing_token(check_signing_token(value) if value else "")
     if "custom_headers" in data:
         # GitLab merges on edit; DELETE .../custom_headers/:key removes one.
         merged = dict(hook.custom_headers or {})
