@@ -108,9 +108,11 @@ def exercise_the_api(secrets: dict) -> list[tuple[str, str]]:
     api = api_client_with(secrets["api token"])
     seen: list[tuple[str, str]] = []
 
-    def keep(what, response):
+    def keep(what, response, shows: tuple[str, ...] = ()):
+        """``shows``: the secrets this one response exists to hand over, once."""
         headers = "\n".join(f"{k}: {v}" for k, v in response.items())
-        seen.append((what, f"{response.status_code}\n{headers}\n\n{response.content.decode()}"))
+        text = f"{response.status_code}\n{headers}\n\n{response.content.decode()}"
+        seen.append((what, text, shows))
         return response
 
     project = keep("create project", api.post("/api/v4/projects", {"name": "web"}, format="json"))
@@ -147,6 +149,19 @@ def exercise_the_api(secrets: dict) -> list[tuple[str, str]]:
     keep(
         "resend",
         api.post(f"/api/v4/projects/{project_id}/hooks/{hook_id}/events/{event['id']}/resend"),
+    )
+    # Two rotations: the first new secret becomes an earlier one, still valid, beside the
+    # original; each is shown in its own rotation's response only.
+    rotate = f"/api/v4/projects/{project_id}/hooks/{hook_id}/signing_token/rotate"
+    for name in ("rotated signing secret", "current signing secret"):
+        rotated = api.post(rotate)
+        assert rotated.status_code == 201, rotated.content
+        secrets[name] = rotated.json()["signing_token"]
+        secrets[f"{name} key"] = secrets[name].removeprefix("whsec_")
+        keep(f"rotate to the {name}", rotated, shows=(name, f"{name} key"))
+    keep(
+        "test, signed thrice",
+        api.post(f"/api/v4/projects/{project_id}/hooks/{hook_id}/test/pipeline_events"),
     )
     keep(
         "edit hook",
@@ -317,8 +332,12 @@ def test_no_secret_leaves_where_it_lives(secrets, receiver, caplog):
         hook.url.reveal() == secrets["_hook_url"]
     )  # kept through the edit that sent it back masked
 
-    for what, text in responses:
-        assert leaks(text, secrets) == [], what
+    # The last request was signed with the secret and both it replaced, each verifying alone.
+    for secret in ("current signing secret", "rotated signing secret", "signing secret"):
+        assert Webhook(secrets[secret]).verify(delivered[-1].body, delivered[-1].headers)
+
+    for what, text, shows in responses:
+        assert leaks(text, secrets, allowed=shows) == [], what
 
     admin = Client()
     login = admin.post(

@@ -7,12 +7,15 @@ Real deliveries to real receivers on 127.0.0.1. Time moves by storing an expiry 
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.core.management import call_command
 from django.urls import reverse
 from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
@@ -27,6 +30,7 @@ from tests.clients import api_client_with
 from tests.factories import HookFactory, UserFactory
 from tests.hooks.test_admin import form_data, messages_of
 from tests.hooks.test_limits import GITLAB_429
+from tests.hooks.test_sealing import NEW_KEY, OLD_KEY, stored_row
 
 OLD = generate_signing_secret()
 
@@ -330,3 +334,25 @@ def test_a_rotation_is_logged_without_any_secret(project, caplog):
         new = services_rotate(hook)
     assert f"Hook {hook.pk}: signing secret rotated" in caplog.text
     assert OLD not in caplog.text and new not in caplog.text
+
+
+def test_earlier_secrets_are_sealed_and_follow_an_encryption_key_rotation(
+    project, receiver, settings
+):
+    settings.PIPEHOOK_ENCRYPTION_KEYS = [OLD_KEY]
+    hook = HookFactory(project=project, url=receiver.url, signing_token=OLD)
+    new = rotate_signing_token(hook).secret
+
+    [stored] = json.loads(
+        stored_row(hook.pk, ("previous_signing_tokens",))["previous_signing_tokens"]
+    )
+    assert OLD.removeprefix("whsec_") not in json.dumps(stored)
+    assert isinstance(stored["expires_at"], int)  # plain: pruning needs no key
+
+    settings.PIPEHOOK_ENCRYPTION_KEYS = [NEW_KEY, OLD_KEY]
+    call_command("rotate_encryption_key", stdout=io.StringIO())
+    settings.PIPEHOOK_ENCRYPTION_KEYS = [NEW_KEY]
+    assert delivered_status(hook, sha="e" * 40) == 200
+    [request] = receiver.requests
+    for secret in (new, OLD):
+        assert Webhook(secret).verify(request.body, request.headers)
