@@ -9,8 +9,8 @@ Field names, status codes and error bodies follow GitLab (``lib/api/project_hook
 pipeline hooks only: GitLab's other ``*_events`` flags are accepted and always read false.
 
 Secrets (``token``, ``signing_token``, custom header values) are write-only: responses say
-only whether they are set, and the delivery log masks them again on the way out. One
-exception, Pipehook's own (GitLab has no rotation): ``POST .../hooks/:hook_id/signing_token/
-rotate`` answers with the new signing secret, once. The URL is
-shown with its credentials and secret query values masked (``pipelines.redaction``).
+only whether they are set, and the delivery log masks them again on the way out. The URL is
+shown with its credentials and secret query values masked (``pipelines.redaction``). One
+route is Pipehook's own, as GitLab rotates no secret: ``POST
+.../hooks/:hook_id/signing_token/rotate`` answers with the new signing secret, once.
 """

@@ -1005,6 +1005,7 @@ def test_schema_documents_every_hooks_operation_without_warnings(db):
         (f"{base}/{{hook_id}}/custom_headers/{{key}}", "put"): "setProjectHookCustomHeader",
         (f"{base}/{{hook_id}}/custom_headers/{{key}}", "delete"): "deleteProjectHookCustomHeader",
         (f"{base}/{{hook_id}}/test/{{trigger}}", "post"): "triggerProjectHookTest",
+        (f"{base}/{{hook_id}}/signing_token/rotate", "post"): "rotateProjectHookSigningToken",
         (f"{base}/{{hook_id}}/events", "get"): "listProjectHookEvents",
         (f"{base}/{{hook_id}}/events/{{event_id}}/resend", "post"): "resendProjectHookEvent",
     }

@@ -356,12 +356,14 @@ def test_the_migration_seals_what_was_stored_in_batches_and_its_reverse_opens_it
 
     migrator.loader.build_graph()
     migrator.migrate([SEALED])
+    # The hook as it was then: later migrations add columns this state has not got yet.
+    sealed = migrator.loader.project_state([SEALED]).apps.get_model("hooks", "Hook")
     for pk, values in zip(ids, plain, strict=True):
         row = stored_row(pk)
         assert PASSWORD not in str(row) and HEADER_VALUE not in str(row)
         assert TOKEN not in row["token"] and "whsec_" not in row["signing_token"]
         assert row["masked_url"].startswith("https://*****:*****@example.com/h?token=[FILTERED]")
-        hook = Hook.objects.get(pk=pk)
+        hook = sealed.objects.get(pk=pk)
         assert hook.url.reveal() == values["url"] and hook.token.reveal() == values["token"]
         assert hook.signing_token.reveal() == values["signing_token"]
         assert revealed(hook.custom_headers) == values["custom_headers"]
