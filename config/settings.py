@@ -9,9 +9,11 @@ test suite needs is in ``tests/settings.py``.
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 import environ
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -29,18 +31,43 @@ VAR_DIR = Path(env.str("PIPEHOOK_VAR_DIR", default=str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 
+def _generated_once(name: str, generate: Callable[[], str]) -> str:
+    """A value generated on the first start and kept in var/<name>, readable by its owner
+    only. Written whole under another name and linked into place, so processes starting
+    together all read the one that won."""
+    path = VAR_DIR / name
+    if not path.exists():
+        draft = VAR_DIR / f".{name}.{os.getpid()}"
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(generate())
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return path.read_text().strip()
+
+
 def _secret_key() -> str:
     """A missing SECRET_KEY is generated once and kept in var/, never hard-coded."""
     if key := env.str("SECRET_KEY", default=""):
         return key
-    path = VAR_DIR / "secret_key"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
-    return path.read_text().strip()
+    return _generated_once("secret_key", lambda: secrets.token_urlsafe(50))
+
+
+def _encryption_keys() -> list[str]:
+    """The Fernet keys hook secrets are sealed with (hooks/sealing.py): the first seals, each
+    opens. Missing, one is generated once and kept in var/, as SECRET_KEY is; every process
+    of a deployment needs the same keys (the same var/, or this setting)."""
+    if keys := [key.strip() for key in env.list("PIPEHOOK_ENCRYPTION_KEYS", default=[]) if key]:
+        return keys
+    return [_generated_once("encryption_key", lambda: Fernet.generate_key().decode())]
 
 
 SECRET_KEY = _secret_key()
+PIPEHOOK_ENCRYPTION_KEYS = _encryption_keys()
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -330,6 +357,11 @@ HOOKS_DISABLE_ON_GONE = env.bool("HOOKS_DISABLE_ON_GONE", default=False)
 HOOKS_MAX_PER_PROJECT = env.int("HOOKS_MAX_PER_PROJECT", default=100)
 HOOKS_TEST_LIMIT_PER_MINUTE = env.int("HOOKS_TEST_LIMIT_PER_MINUTE", default=5)
 HOOKS_RESEND_LIMIT_PER_MINUTE = env.int("HOOKS_RESEND_LIMIT_PER_MINUTE", default=5)
+# Rotating a hook's signing secret (no GitLab counterpart), counted the same way.
+HOOKS_ROTATE_LIMIT_PER_MINUTE = env.int("HOOKS_ROTATE_LIMIT_PER_MINUTE", default=5)
+# After a rotation the previous signing secret still signs every delivery (beside the new
+# one) for this long, so receivers can switch over (Svix's 24 hours); 0 drops it at once.
+HOOKS_SIGNING_SECRET_GRACE_SECONDS = env.int("HOOKS_SIGNING_SECRET_GRACE_SECONDS", default=86400)
 
 CELERY_BEAT_SCHEDULE = {
     "requeue-due-deliveries": {

@@ -374,8 +374,10 @@ def load_claimed(delivery_ids: list[int]) -> list[Claimed]:
             "event__body",
             "hook_id",
             "hook__url",
+            "hook__masked_url",
             "hook__token",
             "hook__signing_token",
+            "hook__previous_signing_tokens",
             "hook__custom_headers",
             "hook__enable_ssl_verification",
         )
@@ -393,9 +395,12 @@ def load_claimed(delivery_ids: list[int]) -> list[Claimed]:
             body=body,
             hook=Hook(
                 pk=hook_id,
+                # The secrets as stored, still sealed (hooks.sealing).
                 url=url,
+                masked_url=masked_url,
                 token=token,
                 signing_token=signing_token,
+                previous_signing_tokens=previous_signing_tokens,
                 custom_headers=custom,
                 enable_ssl_verification=verify,
             ),
@@ -412,8 +417,10 @@ def load_claimed(delivery_ids: list[int]) -> list[Claimed]:
             body,
             hook_id,
             url,
+            masked_url,
             token,
             signing_token,
+            previous_signing_tokens,
             custom,
             verify,
         ) in rows

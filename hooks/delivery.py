@@ -190,7 +190,11 @@ def _start_batch(delivery_ids: list[int], now: datetime) -> _Batch | None:
                 )
             )
         except Exception as exc:  # a row no form or API would save (a signing secret, say)
-            logger.exception("Delivery %s: its request could not be built", item.delivery_id)
+            logger.exception(
+                "Delivery %s (hook %s): its request could not be built",
+                item.delivery_id,
+                item.hook.pk,
+            )
             headers.append({})
             unsendable[index] = (
                 f"the request could not be built: {transport.exception_summary(exc)}"

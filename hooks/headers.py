@@ -14,6 +14,7 @@ from django.conf import settings
 
 from hooks import signing, transport
 from hooks.models import Event, Hook
+from hooks.sealing import revealed
 
 
 def _pipehook_version() -> str:
@@ -86,12 +87,14 @@ def build_headers(
         headers[SEQUENCE_HEADER] = str(sequence)
     if hook.token:
         # GitLab strips line breaks, which would otherwise start a new header.
-        headers["X-Gitlab-Token"] = hook.token.replace("\r", "").replace("\n", "")
-    if hook.signing_token:
-        headers.update(signing.signature_headers(hook.signing_token, idempotency_key, body))
+        headers["X-Gitlab-Token"] = hook.token.reveal().replace("\r", "").replace("\n", "")
+    if secrets := [secret.reveal() for secret in hook.signing_secrets()]:
+        # During a rotation's grace the previous secrets sign too, one signature each, so a
+        # receiver holding either secret verifies the request.
+        headers.update(signing.signature_headers(secrets, idempotency_key, body))
     custom = {
         name: value
-        for name, value in _custom_headers(hook).items()
+        for name, value in revealed(_custom_headers(hook)).items()
         if isinstance(name, str)
         and isinstance(value, str)
         and name.lower() not in RESERVED_HEADERS
@@ -120,7 +123,8 @@ def redact_headers(headers: dict[str, str], hook: Hook) -> dict[str, str]:
 
 
 def request_for(hook: Hook, body: str, headers: dict[str, str]) -> transport.Outgoing:
-    """The request that carries ``body`` with ``headers`` to ``hook``."""
+    """The request that carries ``body`` with ``headers`` to ``hook``. Its URL stays sealed
+    until the transport connects (``transport.Outgoing``)."""
     return transport.Outgoing(
         url=hook.url,
         body=body.encode(),

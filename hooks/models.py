@@ -9,6 +9,7 @@ DeliveryAttempt   one HTTP request of a delivery (or of a test), as the log show
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime
 
@@ -16,6 +17,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from hooks.sealing import Sealed, SealedJSONField, SealedTextField
 from pipelines.models import Pipeline, Project
 from pipelines.redaction import redact_url
 
@@ -67,19 +69,30 @@ class Hook(models.Model):
         DISABLED = "disabled"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="hooks")
-    # May hold credentials (user:password@, ?token=): shown only as ``redacted_url``.
-    # Checked by hooks.validators.check_url, which reads it as the sender does; Django's
-    # URLValidator would refuse URLs the sender reaches (a single-label host such as
-    # http://receiver:8080/) and make the admin disagree with the API.
-    url = models.CharField(max_length=2000)
+    # The URL with its credentials and secret query values masked (``pipelines.redaction``),
+    # written whenever ``url`` is set: what pages and responses show, with no key needed.
+    # Declared before ``url``, which sets it (``SealedTextField``'s ``masked_copy``).
+    masked_url = models.CharField(max_length=2000, blank=True, default="", editable=False)
+    # May hold credentials (user:password@, ?token=): sealed (``hooks.sealing``), opened
+    # only to connect, shown only as ``redacted_url``. Checked by hooks.validators.check_url,
+    # which reads it as the sender does; Django's URLValidator would refuse URLs the sender
+    # reaches (a single-label host such as http://receiver:8080/) and make the admin
+    # disagree with the API.
+    url = SealedTextField(masked_copy=("masked_url", redact_url))
     name = models.CharField(max_length=255, blank=True, default="")
     description = models.TextField(blank=True, default="")
-    # Sent verbatim as X-Gitlab-Token; never shown back after it is set, never logged.
-    token = models.CharField(max_length=255, blank=True, default="")
-    # Standard Webhooks secret ("whsec_" + base64); empty = no webhook-signature header.
-    signing_token = models.CharField(max_length=255, blank=True, default="")
-    # {"Header-Name": "value"}; never override the delivery headers, values masked in logs.
-    custom_headers = models.JSONField(default=dict, blank=True)
+    # Sent verbatim as X-Gitlab-Token; sealed, never shown back after it is set, never logged.
+    token = SealedTextField(blank=True, default="")
+    # Standard Webhooks secret ("whsec_" + base64), sealed; empty = no webhook-signature header.
+    signing_token = SealedTextField(blank=True, default="")
+    # Earlier signing secrets still valid after a rotation, newest first, each sealed with
+    # its expiry in Unix seconds: [{"secret": Sealed, "expires_at": 1767225600}]. Until it
+    # expires each one signs every delivery beside the current secret; setting or removing
+    # the secret directly empties the list (``hooks.services.rotate_signing_token``).
+    previous_signing_tokens = SealedJSONField(default=list, blank=True, editable=False)
+    # {"Header-Name": "value"}, each value sealed; never override the delivery headers,
+    # values masked in logs.
+    custom_headers = SealedJSONField(default=dict, blank=True)
     pipeline_events = models.BooleanField(default=True)
     job_events = models.BooleanField(default=False)
     enable_ssl_verification = models.BooleanField(default=True)
@@ -113,8 +126,38 @@ class Hook(models.Model):
 
     @property
     def redacted_url(self) -> str:
-        """The URL as responses, pages and logs show it (``pipelines.redaction``)."""
-        return redact_url(self.url)
+        """The URL as responses, pages and logs show it (``pipelines.redaction``): the copy
+        masked when it was set, masked again in case the rules have grown since."""
+        return redact_url(self.masked_url)
+
+    def previous_signing_secrets(self, now: float | None = None) -> list[dict]:
+        """The earlier signing secrets not yet expired at ``now`` (Unix seconds), newest
+        first, as stored: ``{"secret": Sealed, "expires_at": seconds}``. An entry a hand
+        edit left malformed counts as expired."""
+        now = time.time() if now is None else now
+        entries = self.previous_signing_tokens
+        return [
+            entry
+            for entry in (entries if isinstance(entries, list) else [])
+            if isinstance(entry, dict)
+            and isinstance(entry.get("secret"), Sealed)
+            and entry["secret"]
+            and isinstance(entry.get("expires_at"), int | float)
+            and entry["expires_at"] > now
+        ]
+
+    def signing_secrets(self, now: float | None = None) -> list[Sealed]:
+        """What a delivery is signed with now: the current secret, then each earlier one
+        still valid; none without a current secret."""
+        if not self.signing_token:
+            return []
+        return [self.signing_token, *(e["secret"] for e in self.previous_signing_secrets(now))]
+
+    def replace_signing_token(self, value: str | Sealed) -> None:
+        """Set (or, empty, remove) the signing secret at once: earlier ones stop being valid
+        with it. A rotation keeps the current one valid a while instead."""
+        self.signing_token = value
+        self.previous_signing_tokens = []
 
     @property
     def alert_status(self) -> str:

@@ -7,9 +7,13 @@ being disabled; when one succeeds it re-enables the hook. Each action owns its t
 from __future__ import annotations
 
 import logging
+import math
+import time
 import uuid
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import F
@@ -27,6 +31,7 @@ from hooks.results import (
     reenable_after_success,
     wake_hook,
 )
+from hooks.signing import generate_signing_secret
 from pipelines.errors import Conflict, DomainError
 from pipelines.models import Job, Pipeline, Status
 
@@ -177,3 +182,49 @@ def reenable_hook(hook: Hook) -> Hook:
         wake_hook(hook.pk)
     hook.refresh_from_db()
     return hook
+
+
+# A rotation keeps at most this many earlier secrets (the newest); each is one more signature
+# on every request. Rotations are rate-limited, so only a rotation loop reaches it.
+MAX_PREVIOUS_SIGNING_SECRETS = 10
+
+
+@dataclass(frozen=True)
+class RotatedSecret:
+    """A rotation's outcome: the new secret (to show once, never stored in the clear) and
+    until when the one it replaced still signs deliveries (None: there was none, or no
+    grace is configured)."""
+
+    secret: str
+    previous_valid_until: datetime | None
+
+
+def rotate_signing_token(hook: Hook) -> RotatedSecret:
+    """Give the hook a new signing secret. The current one stays valid for
+    HOOKS_SIGNING_SECRET_GRACE_SECONDS: until then every delivery carries a signature with
+    each, so receivers verifying with either accept it. Earlier secrets already expired are
+    dropped now. ``hook`` is updated in place."""
+    new_secret = generate_signing_secret()
+    grace = settings.HOOKS_SIGNING_SECRET_GRACE_SECONDS
+    with transaction.atomic():
+        # Two rotations at once: the second sees the first's secret as the current one.
+        locked = Hook.objects.select_for_update().get(pk=hook.pk)
+        now = time.time()
+        previous = locked.previous_signing_secrets(now)
+        valid_until = None
+        if locked.signing_token and grace > 0:
+            expires_at = math.ceil(now + grace)
+            previous.insert(0, {"secret": locked.signing_token, "expires_at": expires_at})
+            valid_until = datetime.fromtimestamp(expires_at, tz=UTC)
+        locked.signing_token = new_secret
+        locked.previous_signing_tokens = previous[:MAX_PREVIOUS_SIGNING_SECRETS]
+        locked.save(update_fields=["signing_token", "previous_signing_tokens", "updated_at"])
+    hook.signing_token = locked.signing_token
+    hook.previous_signing_tokens = locked.previous_signing_tokens
+    hook.updated_at = locked.updated_at
+    logger.info(
+        "Hook %s: signing secret rotated; %s earlier secret(s) still valid",
+        hook.pk,
+        len(locked.previous_signing_tokens),
+    )
+    return RotatedSecret(new_secret, valid_until)

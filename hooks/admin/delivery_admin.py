@@ -24,6 +24,7 @@ from hooks.admin.common import (
 from hooks.headers import redact_headers
 from hooks.models import Delivery, DeliveryAttempt, Event, Hook
 from hooks.policy import NO_RESPONSE, RESPONSE_CLASSES, response_class
+from hooks.sealing import SecretUnreadable
 
 # --- Filters ----------------------------------------------------------------------------
 
@@ -142,7 +143,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
             return rate_limited_page(request, hook, limits.RESEND, wait)
         try:
             attempt = services.resend_delivery(delivery, user=request.user)
-        except services.DeliveryInProgress as busy:
+        except (services.DeliveryInProgress, SecretUnreadable) as busy:
             messages.warning(request, busy.message)
             return HttpResponseRedirect(back)
         report_resend(request, delivery, attempt)
@@ -162,7 +163,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
                 continue
             try:
                 attempt = services.resend_delivery(delivery, user=request.user)
-            except services.DeliveryInProgress as busy:
+            except (services.DeliveryInProgress, SecretUnreadable) as busy:
                 messages.warning(request, f"Delivery {delivery.pk}: {busy.message}")
                 continue
             report_resend(request, delivery, attempt)

@@ -11,5 +11,7 @@ false.
 
 Secrets (``token``, ``signing_token``, custom header values) are write-only: responses say
 only whether they are set, and the delivery log masks them again on the way out. The URL is
-shown with its credentials and secret query values masked (``pipelines.redaction``).
+shown with its credentials and secret query values masked (``pipelines.redaction``). One
+route is Pipehook's own, as GitLab rotates no secret: ``POST
+.../hooks/:hook_id/signing_token/rotate`` answers with the new signing secret, once.
 """

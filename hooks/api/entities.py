@@ -185,3 +185,17 @@ class TestResultSerializer(serializers.Serializer):
 class ResendResultSerializer(serializers.Serializer):
     response_status = serializers.IntegerField(help_text="What the receiver answered.")
     id = serializers.IntegerField(help_text="The new event (attempt) in the delivery log.")
+
+
+class RotatedSigningTokenSerializer(serializers.Serializer):
+    """The one response that ever holds a signing secret: the new one, shown once."""
+
+    signing_token = serializers.CharField(
+        source="secret", help_text="The new signing secret; never shown again."
+    )
+    previous_signing_token_expires_at = GitLabDateTimeField(
+        source="previous_valid_until",
+        allow_null=True,
+        help_text="Until when the replaced secret still signs every delivery beside the new"
+        " one; null when the hook had none or HOOKS_SIGNING_SECRET_GRACE_SECONDS is 0.",
+    )

@@ -22,6 +22,7 @@ from hooks.api.entities import (
     ProjectHookListItemSerializer,
     ProjectHookSerializer,
     ResendResultSerializer,
+    RotatedSigningTokenSerializer,
     TestResultSerializer,
 )
 from hooks.api.params import (
@@ -316,6 +317,31 @@ class HookTestView(HooksView):
         if attempt.succeeded:
             return Response({"message": "201 Created"}, status=status.HTTP_201_CREATED)
         return Response({"message": describe_failure(attempt)}, status=422)
+
+
+class HookSigningTokenRotateView(HooksView):
+    """``POST .../hooks/:hook_id/signing_token/rotate`` (Pipehook's; GitLab has none): a new
+    signing secret, returned once. The replaced one goes on signing every delivery beside it
+    for HOOKS_SIGNING_SECRET_GRACE_SECONDS, so receivers can switch without missing one."""
+
+    @extend_schema(
+        operation_id="rotateProjectHookSigningToken",
+        tags=TAGS,
+        parameters=[PROJECT_ID, HOOK_ID],
+        request=None,
+        responses={201: RotatedSigningTokenSerializer, **errors(400, 401, 403, 404, 429)},
+    )
+    def post(self, request: Request, **kwargs) -> Response:
+        hook = self.get_hook()
+        if wait := limits.rate_limit_wait(limits.ROTATE, hook.project_id, request.user, request):
+            return rate_limited(wait)
+        rotated = services.rotate_signing_token(hook)
+        return Response(
+            RotatedSigningTokenSerializer(rotated).data,
+            status=status.HTTP_201_CREATED,
+            # The one response holding a secret: no cache or proxy keeps it.
+            headers={"Cache-Control": "no-store"},
+        )
 
 
 def describe_failure(attempt: DeliveryAttempt) -> str:

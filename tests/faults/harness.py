@@ -30,6 +30,7 @@ from pathlib import Path
 import environ
 import psycopg
 import requests
+from django.conf import settings
 
 from pipelines.management.embedded_redis import EmbeddedRedis
 from tests.brokers import broker_env
@@ -75,6 +76,8 @@ def service_env(database: str, broker: str, queue: str, var_dir: Path) -> dict[s
             **broker_env(broker),
             "CELERY_TASK_DEFAULT_QUEUE": queue,
             "PIPEHOOK_VAR_DIR": str(var_dir),
+            # One deployment, one set of keys (the workers' are this process's too).
+            "PIPEHOOK_ENCRYPTION_KEYS": ",".join(settings.PIPEHOOK_ENCRYPTION_KEYS),
             "DJANGO_SETTINGS_MODULE": "config.settings",
         }
     )

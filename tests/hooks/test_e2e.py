@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from django.conf import settings
 from django.db import connection
 
 from config.celery import app as celery_app
@@ -107,6 +108,8 @@ class Workers:
         number = len(self.processes)
         env = {k: v for k, v in os.environ.items() if k != "PIPEHOOK_TEST_DB"}
         env.update(WORKER_ENV)
+        # One deployment, one set of keys: the workers open the secrets this process sealed.
+        env["PIPEHOOK_ENCRYPTION_KEYS"] = ",".join(settings.PIPEHOOK_ENCRYPTION_KEYS)
         env.update(self.env)
         env.update(
             {
