@@ -106,6 +106,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+# Messages live in the session on the server, never in a cookie: the one message that shows a
+# new signing secret must not travel in a cookie that proxies and browsers keep.
+MESSAGE_STORAGE = "django.contrib.messages.storage.session.SessionStorage"
 
 # --- Web server and requests -------------------------------------------------------
 # The largest request body accepted, in bytes (multipart file parts included); larger ones

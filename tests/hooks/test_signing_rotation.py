@@ -253,12 +253,15 @@ def test_the_admin_rotates_and_shows_the_new_secret_once(admin_client, project, 
     page = reverse("admin:hooks_hook_change", args=[hook.pk])
     assert 'id="rotate-signing-secret"' in admin_client.get(page).content.decode()
 
-    rotated = admin_client.post(
-        reverse("admin:hooks_hook_rotate_signing_token", args=[hook.pk]), follow=True
-    )
+    redirect = admin_client.post(reverse("admin:hooks_hook_rotate_signing_token", args=[hook.pk]))
+    # The message that shows the secret waits in the session on the server: no cookie set on
+    # the way carries it (Django's default message storage would put it in one).
+    assert "messages" not in redirect.cookies
+    rotated = admin_client.get(redirect["Location"])
 
     hook.refresh_from_db()
     new = hook.signing_token.reveal()
+    assert all(new not in morsel.value for morsel in admin_client.cookies.values())
     [message] = [m for m in messages_of(rotated) if "New signing secret" in m]
     assert new in message and "The previous secret still signs every delivery" in message
     assert OLD not in rotated.content.decode()
