@@ -5,8 +5,9 @@ from __future__ import annotations
 from django import forms
 from django.utils import timezone
 
-from hooks import limits
+from hooks import limits, services
 from hooks.models import Hook
+from hooks.services import url_changed
 from hooks.signing import generate_signing_secret
 from hooks.validators import (
     SECRET_MASK,
@@ -19,7 +20,6 @@ from hooks.validators import (
     check_url,
 )
 from pipelines.models import Status
-from pipelines.redaction import same_origin
 
 KEEP_PLACEHOLDER = "set — leave blank to keep"
 
@@ -108,6 +108,9 @@ class HookForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.generated_signing_token: str | None = None
+        # The receiver's secrets this form gives (the header lines always are, checked
+        # against a changed URL); the others are cleared when the URL changed.
+        self.secrets_given: set[str] = {"custom_headers"}
         stored = self.instance
         for name in ("token", "signing_token"):
             if name in self.fields and getattr(stored, name, ""):
@@ -133,18 +136,18 @@ class HookForm(forms.ModelForm):
         return self._checked(check_signing_token, value) if value else ""
 
     def moves_to_another_receiver(self) -> bool:
-        """Whether the edit points the hook at another scheme or host, whose requests then
-        carry none of the stored secrets (GitLab's reset_token / reset_custom_headers)."""
+        """Whether the edit changes the URL, whose requests then carry none of the stored
+        secrets (GitLab's reset_token / reset_custom_headers; ``services.save_hook``)."""
         url = self.cleaned_data.get("url")
-        return bool(self.instance.pk and url and not same_origin(url, self.instance.url))
+        return bool(url and url_changed(self.instance, url))
 
     def clean_custom_headers(self) -> dict[str, str]:
         text = self.cleaned_data["custom_headers"]
         if self.moves_to_another_receiver():
             if SECRET_MASK in text:
                 raise forms.ValidationError(
-                    "The URL now points to another receiver, which does not get the stored"
-                    " header values: enter them again, or remove their lines."
+                    "The URL changed: the new one does not get the stored header values;"
+                    " enter them again, or remove their lines."
                 )
             return self._checked(parse_header_lines, text, {})
         stored = self.instance.custom_headers or {}
@@ -156,13 +159,18 @@ class HookForm(forms.ModelForm):
     def clean(self) -> dict:
         data = super().clean()
         stored = self.instance
-        # A blank secret field means "keep what is stored"; the tick boxes remove or replace.
+        # A blank secret field means "keep what is stored" (services.save_hook clears it
+        # when the URL changed); the tick boxes remove or replace.
         if "token" in data:
             if data.get("remove_token"):
                 data["token"] = ""
-            elif not data["token"]:
-                data["token"] = "" if self.moves_to_another_receiver() else stored.token
+                self.secrets_given.add("token")
+            elif data["token"]:
+                self.secrets_given.add("token")
+            else:
+                data["token"] = stored.token
         if "signing_token" in data:
+            self.secrets_given.add("signing_token")
             if data.get("generate_signing_token"):
                 self.generated_signing_token = generate_signing_secret()
                 data["signing_token"] = self.generated_signing_token
@@ -170,6 +178,7 @@ class HookForm(forms.ModelForm):
                 data["signing_token"] = ""
             elif not data["signing_token"]:
                 data["signing_token"] = stored.signing_token
+                self.secrets_given.discard("signing_token")
         strategy = data.get("ref_filter_strategy", stored.ref_filter_strategy)
         try:
             data["ref_filter"] = check_ref_filter(strategy, data.get("ref_filter") or "")
@@ -186,12 +195,15 @@ class HookForm(forms.ModelForm):
 
     def save(self, commit: bool = True) -> Hook:
         # Django leaves a field that has a default alone when the browser sent no input for
-        # it at all; the secrets' decided values (kept, removed, or dropped because the hook
-        # now points elsewhere) are what counts.
+        # it at all; the secrets' decided values (kept, removed, or replaced) are what counts.
         for name in ("token", "signing_token"):
             if name in self.cleaned_data:
                 setattr(self.instance, name, self.cleaned_data[name])
-        return super().save(commit)
+        hook = super().save(commit=False)
+        if commit:  # the project page's list; the hook page saves through save_model
+            services.save_hook(hook, given=self.secrets_given)
+            self._save_m2m()
+        return hook
 
     def _checked(self, check, *args):
         try:

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Collection
 from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from hooks import transport
+from hooks import limits, transport
 from hooks.claims import enqueue_next_in_order, lease, start_attempt
 from hooks.headers import request_for
 from hooks.models import Delivery, DeliveryAttempt, Hook
@@ -41,6 +42,50 @@ class NoPipelineError(DomainError):
 
 class DeliveryInProgress(Conflict):
     """A worker is sending this delivery right now."""
+
+
+# What a hook keeps for its receiver only: cleared when the URL changes, unless given again
+# in the same save (GitLab's reset_token / reset_custom_headers; the signing secret too).
+SECRETS_OF_THE_RECEIVER = ("token", "signing_token", "custom_headers")
+
+
+def url_changed(hook: Hook, url: str) -> bool:
+    """GitLab's ``url_changed?``: any change of the stored URL string (host, path, query or
+    credentials). A URL sent back masked was restored by ``check_url`` first, so it is not a
+    change."""
+    return bool(hook.pk) and url != hook.url
+
+
+def save_hook(hook: Hook, *, given: Collection[str] = SECRETS_OF_THE_RECEIVER) -> Hook:
+    """What saving a hook does, for the API and the admin alike, in one transaction:
+
+    - a new hook must fit the project's limit (``limits.HookLimitReached``);
+    - when the URL changed since it was read, each secret of the receiver (token, signing
+      secret, custom headers) not in ``given`` is cleared, so an edit cannot point the
+      hook's secrets at another server (GitLab's ``reset_token``; Pipehook also clears the
+      signing secret, which a new receiver could otherwise collect signatures under);
+    - a collision with stored rows (the project deleted meanwhile) is a ``Conflict``.
+    """
+    with transaction.atomic():
+        if hook.pk is None:
+            limits.check_room_for_hooks(hook.project_id)
+        else:
+            stored_url = (
+                Hook.objects.select_for_update()
+                .filter(pk=hook.pk)
+                .values_list("url", flat=True)
+                .first()
+            )
+            if stored_url is not None and stored_url != hook.url:
+                for name in SECRETS_OF_THE_RECEIVER:
+                    if name not in given:
+                        setattr(hook, name, {} if name == "custom_headers" else "")
+        try:
+            with transaction.atomic():
+                hook.save()
+        except IntegrityError:
+            raise Conflict("The hook could not be saved: its project changed meanwhile.") from None
+    return hook
 
 
 def resend_delivery(delivery: Delivery, user: AbstractBaseUser | None = None) -> DeliveryAttempt:

@@ -161,7 +161,7 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
         )
 
     def save_model(self, request: HttpRequest, obj: Hook, form: HookForm, change: bool) -> None:
-        super().save_model(request, obj, form, change)
+        services.save_hook(obj, given=form.secrets_given)
         announce_generated_secret(request, form, obj)
 
     @admin.action(description="Re-enable selected hooks")

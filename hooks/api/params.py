@@ -11,6 +11,7 @@ from rest_framework.request import Request
 
 from hooks.models import Hook
 from hooks.policy import NO_RESPONSE, response_class
+from hooks.services import url_changed
 from hooks.validators import (
     HookSettingError,
     check_custom_headers,
@@ -22,7 +23,6 @@ from hooks.validators import (
 )
 from pipelines.api.parsing import is_digits
 from pipelines.errors import InvalidParameter
-from pipelines.redaction import same_origin
 
 # GitLab's event flags that Pipehook never sends: accepted on input, always false on output.
 UNSUPPORTED_EVENT_FLAGS = (
@@ -122,13 +122,12 @@ class HookCreateSerializer(HookEditSerializer):
 
 def apply_hook_input(hook: Hook, data: dict) -> None:
     """Copy validated input onto an unsaved hook. Raises HookSettingError; saves nothing."""
+    moved = False
     if "url" in data:
         url = check_url(data["url"], stored=hook.url if hook.pk else "")
-        if hook.pk and not same_origin(url, hook.url):
-            # GitLab's reset_token / reset_custom_headers: secrets set for one receiver are
-            # never sent to another one unless given again.
-            hook.token = ""
-            hook.custom_headers = {}
+        # The secrets not given again are cleared by services.save_hook; the custom headers
+        # given are the only ones the new URL gets.
+        moved = url_changed(hook, url)
         hook.url = url
     for plain in ("name", "description", "pipeline_events", "job_events"):
         if plain in data:
@@ -142,7 +141,7 @@ def apply_hook_input(hook: Hook, data: dict) -> None:
         hook.signing_token = check_signing_token(value) if value else ""
     if "custom_headers" in data:
         # GitLab merges on edit; DELETE .../custom_headers/:key removes one.
-        merged = dict(hook.custom_headers or {})
+        merged = {} if moved else dict(hook.custom_headers or {})
         for header in data["custom_headers"]:
             key = header["key"]
             same = [name for name in merged if name.lower() == key.lower()]

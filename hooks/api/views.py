@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-from django.db import transaction
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -163,14 +162,11 @@ class HooksView(GitLabView):
             apply_hook_input(hook, data)
         except HookSettingError as problem:
             return refused(problem)
-        with transaction.atomic():
-            if creating:
-                try:
-                    limits.check_room_for_hooks(hook.project_id)
-                except limits.HookLimitReached as full:
-                    # GitLab: render_validation_error!(hook, 422) of Limitable's base error.
-                    return Response({"message": {"base": [full.message]}}, status=422)
-            hook.save()
+        try:
+            services.save_hook(hook, given=data.keys())
+        except limits.HookLimitReached as full:
+            # GitLab: render_validation_error!(hook, 422) of Limitable's base error.
+            return Response({"message": {"base": [full.message]}}, status=422)
         return None
 
 

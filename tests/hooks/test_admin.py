@@ -179,12 +179,20 @@ def test_hook_url_credentials_show_masked_and_are_kept_on_save(admin_client, pro
     assert hook.url == CREDENTIALS_URL
 
 
-def test_hook_form_moved_to_another_receiver_keeps_no_secret_it_would_send(admin_client, project):
-    hook = make_hook(project, token=SECRET_TOKEN, custom_headers={"Authorization": HEADER_SECRET})
+def test_e1_hook_form_with_a_changed_url_keeps_no_secret_it_would_send(admin_client, project):
+    """E1: any change of the URL (here only the path) clears the token and signing secret
+    not entered again; stored header values must be entered again."""
+    hook = make_hook(
+        project,
+        token=SECRET_TOKEN,
+        signing_token=SIGNING_TOKEN,
+        custom_headers={"Authorization": HEADER_SECRET},
+    )
     page = reverse("admin:hooks_hook_change", args=[hook.pk])
     data = form_data(admin_client.get(page))
     data.pop("token")  # not rendered, so not sent back
-    data["url"] = "http://127.0.0.2:8080/elsewhere"
+    data.pop("signing_token")
+    data["url"] = "http://127.0.0.1:9/elsewhere"
 
     refused = admin_client.post(page, data)
     assert "does not get the stored header values" in refused.content.decode()
@@ -194,8 +202,8 @@ def test_hook_form_moved_to_another_receiver_keeps_no_secret_it_would_send(admin
     data["custom_headers"] = "X-Team: ops"
     admin_client.post(page, data, follow=True)
     hook.refresh_from_db()
-    assert hook.url == "http://127.0.0.2:8080/elsewhere"
-    assert (hook.token, hook.custom_headers) == ("", {"X-Team": "ops"})
+    assert hook.url == "http://127.0.0.1:9/elsewhere"
+    assert (hook.token, hook.signing_token, hook.custom_headers) == ("", "", {"X-Team": "ops"})
 
 
 def test_hook_lists_and_pages_never_show_url_credentials(admin_client, project):

@@ -489,7 +489,9 @@ def test_masked_credentials_never_follow_a_url_to_another_host(api_client, proje
     assert Hook.objects.count() == 1
 
 
-def test_moving_a_hook_to_another_receiver_drops_the_secrets_it_would_send(api_client, project):
+def test_e1_any_url_change_clears_the_secrets_not_given_again(api_client, project):
+    """E1: GitLab's reset_token / reset_custom_headers: a new path on the same host is a
+    change too; the signing secret goes with them (Pipehook's decision)."""
     hook = make_hook(
         project,
         url="http://127.0.0.1:8080/ci",
@@ -497,22 +499,36 @@ def test_moving_a_hook_to_another_receiver_drops_the_secrets_it_would_send(api_c
         signing_token=SIGNING_TOKEN,
         custom_headers={"Authorization": HEADER_SECRET},
     )
-    # Another path on the same receiver keeps them...
-    kept = api_client.put(hooks_url(project, f"/{hook.pk}"), {"url": "http://127.0.0.1:8080/v2"})
-    assert kept.status_code == 200
+    moved = api_client.put(hooks_url(project, f"/{hook.pk}"), {"url": "http://127.0.0.1:8080/v2"})
+    assert moved.status_code == 200, moved.content
     hook.refresh_from_db()
-    assert (hook.token, hook.custom_headers) == (SECRET_TOKEN, {"Authorization": HEADER_SECRET})
-    # ...another receiver gets none of them unless they are given again (GitLab's rule).
+    assert (hook.token, hook.signing_token, hook.custom_headers) == ("", "", {})
+    assert moved.json()["token_present"] is False
+
+
+def test_e1_secrets_given_with_the_new_url_are_kept(api_client, project):
+    """E1: a token, signing secret or header given in the same request survives the move;
+    a header named without a value cannot take the old URL's value along."""
+    hook = make_hook(
+        project,
+        url="http://127.0.0.1:8080/ci",
+        token="old-token",
+        custom_headers={"Authorization": HEADER_SECRET},
+    )
     moved = api_client.put(
         hooks_url(project, f"/{hook.pk}"),
-        {"url": "http://127.0.0.2:8080/ci", "custom_headers": [{"key": "X-Team", "value": "a"}]},
+        {
+            "url": "http://127.0.0.2:8080/ci",
+            "token": SECRET_TOKEN,
+            "signing_token": SIGNING_TOKEN,
+            "custom_headers": [{"key": "X-Team", "value": "a"}],
+        },
         format="json",
     )
     assert moved.status_code == 200, moved.content
     hook.refresh_from_db()
-    assert (hook.token, hook.custom_headers) == ("", {"X-Team": "a"})
-    assert hook.signing_token == SIGNING_TOKEN  # never sent, only used to sign
-    # A header named without a value cannot take the old receiver's value along.
+    assert (hook.token, hook.signing_token) == (SECRET_TOKEN, SIGNING_TOKEN)
+    assert hook.custom_headers == {"X-Team": "a"}  # only the given ones, none of the old
     hook.custom_headers = {"Authorization": HEADER_SECRET}
     hook.save()
     refused = api_client.put(
@@ -522,6 +538,25 @@ def test_moving_a_hook_to_another_receiver_drops_the_secrets_it_would_send(api_c
     )
     assert refused.status_code == 422
     hook.refresh_from_db()
+    assert hook.custom_headers == {"Authorization": HEADER_SECRET}
+    assert hook.url == "http://127.0.0.2:8080/ci"
+
+
+def test_e1_the_same_url_sent_back_masked_keeps_every_secret(api_client, project):
+    """E1: python-gitlab's save() sends the URL back as it was shown (masked): no change."""
+    hook = make_hook(
+        project,
+        url="http://user:pw@127.0.0.1:8080/ci?token=q",
+        token=SECRET_TOKEN,
+        signing_token=SIGNING_TOKEN,
+        custom_headers={"Authorization": HEADER_SECRET},
+    )
+    shown = api_client.get(hooks_url(project, f"/{hook.pk}")).json()["url"]
+    assert "pw" not in shown
+    kept = api_client.put(hooks_url(project, f"/{hook.pk}"), {"url": shown, "name": "n"})
+    assert kept.status_code == 200, kept.content
+    hook.refresh_from_db()
+    assert (hook.token, hook.signing_token) == (SECRET_TOKEN, SIGNING_TOKEN)
     assert hook.custom_headers == {"Authorization": HEADER_SECRET}
 
 
