@@ -27,6 +27,7 @@ from hooks.headers import build_headers, redact_headers
 from hooks.models import Delivery, DeliveryAttempt, Hook
 from hooks.policy import TEMPORARY_DISABLE_FAILURES
 from hooks.queue import MAX_BATCH_SIZE, enqueue_on_commit
+from hooks.signing import url_digest
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ def start_attempt(
         trigger=trigger,
         triggered_by=user if user is not None and user.is_authenticated else None,
         url=hook.redacted_url,
+        url_digest=url_digest(hook.url),
         request_headers=redact_headers(headers, hook),
         request_body=body if delivery is None else "",
     )
@@ -461,6 +463,7 @@ def insert_attempts(claimed: list[Claimed], headers: list[dict], now: datetime) 
                 if item.manual_redelivery
                 else DeliveryAttempt.Trigger.SCHEDULED,
                 url=item.hook.redacted_url,
+                url_digest=url_digest(item.hook.url),
                 request_headers=redact_headers(sent, item.hook),
                 created_at=now,
             )

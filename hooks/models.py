@@ -236,6 +236,9 @@ class DeliveryAttempt(models.Model):
     )
     # Written redacted (``Hook.redacted_url``); shown redacted again, for rows of older rules.
     url = models.URLField(max_length=2000)
+    # hooks.signing.url_digest of the full URL sent to; null on rows older than it. A resend
+    # is refused when the hook's URL no longer has this digest (GitLab's url_current?).
+    url_digest = models.CharField(max_length=64, null=True, blank=True)
     request_headers = models.JSONField(default=dict)
     # The body sent, kept only for test requests: a delivery's body is its event's.
     request_body = models.TextField(blank=True, default="")

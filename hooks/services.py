@@ -28,6 +28,7 @@ from hooks.results import (
     reenable_after_success,
     wake_hook,
 )
+from hooks.signing import url_digest
 from pipelines.errors import Conflict, DomainError
 from pipelines.models import Pipeline
 
@@ -42,6 +43,24 @@ class NoPipelineError(DomainError):
 
 class DeliveryInProgress(Conflict):
     """A worker is sending this delivery right now."""
+
+
+class HookURLChanged(DomainError):
+    """The hook's URL changed since the log entry was sent (GitLab's ``url_current?``): its
+    body is not sent to the new URL, which may belong to someone else."""
+
+    status_code = 422
+
+    def __init__(self):
+        super().__init__("The hook URL has changed, and this log entry cannot be retried")
+
+
+def url_current(attempt: DeliveryAttempt | None, hook: Hook) -> bool:
+    """Whether ``attempt`` went to the hook's URL as it is now; true for a row that kept no
+    digest (older than the rule) and when there is no attempt at all."""
+    return (
+        attempt is None or attempt.url_digest is None or attempt.url_digest == url_digest(hook.url)
+    )
 
 
 # What a hook keeps for its receiver only: cleared when the URL changes, unless given again
@@ -88,16 +107,27 @@ def save_hook(hook: Hook, *, given: Collection[str] = SECRETS_OF_THE_RECEIVER) -
     return hook
 
 
-def resend_delivery(delivery: Delivery, user: AbstractBaseUser | None = None) -> DeliveryAttempt:
+def resend_delivery(
+    delivery: Delivery,
+    user: AbstractBaseUser | None = None,
+    *,
+    log_entry: DeliveryAttempt | None = None,
+) -> DeliveryAttempt:
     """Send a delivery's event again now, synchronously: a new attempt with the same body
     and Idempotency-Key, logged with trigger "manual". A 2xx finishes a pending or failed
     delivery and re-enables the hook; a failure changes neither the delivery's schedule nor
-    the hook's health. Raises ``DeliveryInProgress`` while a worker is sending it."""
+    the hook's health. Raises ``DeliveryInProgress`` while a worker is sending it, and
+    ``HookURLChanged`` when the hook's URL is no longer the one ``log_entry`` (by default
+    the delivery's latest attempt) went to."""
     now = timezone.now()
     with transaction.atomic():
         delivery = (
             Delivery.objects.select_for_update().select_related("event", "hook").get(pk=delivery.pk)
         )
+        if log_entry is None:
+            log_entry = delivery.attempts.order_by("-id").first()
+        if not url_current(log_entry, delivery.hook):
+            raise HookURLChanged()
         if (
             delivery.status == Delivery.Status.SENDING
             and delivery.claimed_until

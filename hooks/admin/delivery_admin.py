@@ -141,8 +141,8 @@ class DeliveryAdmin(ReadOnlyAdmin):
             return rate_limited_page(request, hook, limits.RESEND, wait)
         try:
             attempt = services.resend_delivery(delivery, user=request.user)
-        except services.DeliveryInProgress as busy:
-            messages.warning(request, busy.message)
+        except (services.DeliveryInProgress, services.HookURLChanged) as refusal:
+            messages.warning(request, refusal.message)
             return HttpResponseRedirect(back)
         report_resend(request, delivery, attempt)
         return HttpResponseRedirect(back)
@@ -161,8 +161,8 @@ class DeliveryAdmin(ReadOnlyAdmin):
                 continue
             try:
                 attempt = services.resend_delivery(delivery, user=request.user)
-            except services.DeliveryInProgress as busy:
-                messages.warning(request, f"Delivery {delivery.pk}: {busy.message}")
+            except (services.DeliveryInProgress, services.HookURLChanged) as refusal:
+                messages.warning(request, f"Delivery {delivery.pk}: {refusal.message}")
                 continue
             report_resend(request, delivery, attempt)
         if refused:

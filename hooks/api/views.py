@@ -365,8 +365,9 @@ class HookEventResendView(HooksView):
                 {"message": "A test request cannot be resent; send a new test event instead."},
                 status=422,
             )
-        # Sent now, synchronously; DeliveryInProgress (a worker holds it) is a 409.
-        resent = services.resend_delivery(attempt.delivery, user=request.user)
+        # Sent now, synchronously; DeliveryInProgress (a worker holds it) is a 409, and
+        # HookURLChanged (GitLab's url_current?) a 422.
+        resent = services.resend_delivery(attempt.delivery, user=request.user, log_entry=attempt)
         if resent.response_status is None:
             # GitLab: any HTTP answer is a completed resend; no answer at all is a 422.
             return Response({"message": resent.error or "the request got no response"}, status=422)

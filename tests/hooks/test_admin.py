@@ -10,6 +10,7 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 
+from hooks.delivery import deliver
 from hooks.forms import HookForm
 from hooks.models import Delivery, DeliveryAttempt, Hook
 from hooks.validators import SECRET_MASK
@@ -447,6 +448,23 @@ def test_resend_from_the_delivery_page_sends_it_again(admin_client, project, rec
     delivery.refresh_from_db()
     assert delivery.status == Delivery.Status.SUCCEEDED
     assert delivery.attempts.get().trigger == DeliveryAttempt.Trigger.MANUAL
+
+
+def test_c5_admin_resend_is_refused_once_the_hook_url_changed(admin_client, project, receiver):
+    """C5: the admin's Resend follows GitLab's url_current? as the API does."""
+    hook = make_hook(project, url=receiver.url + "/old")
+    delivery = make_delivery(hook, status=Delivery.Status.PENDING)
+    deliver(delivery.pk)
+    receiver.wait_for(1)
+    Hook.objects.filter(pk=hook.pk).update(url=receiver.url + "/new")
+
+    response = admin_client.post(
+        reverse("admin:hooks_delivery_resend", args=[delivery.pk]), follow=True
+    )
+
+    assert any("The hook URL has changed" in m for m in messages_of(response))
+    assert delivery.attempts.count() == 1
+    assert [request.path for request in receiver.requests] == ["/hook/old"]
 
 
 @pytest.mark.parametrize("target", ["//evil.example/", "https://evil.example/", "/\\evil.example"])

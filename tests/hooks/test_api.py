@@ -4,6 +4,7 @@ import base64
 import json
 import logging
 import re
+import time
 
 import gitlab
 import pytest
@@ -13,6 +14,7 @@ from drf_spectacular.validation import validate_schema
 from gitlab import exceptions as gitlab_errors
 from rest_framework.test import APIClient
 
+from hooks.delivery import deliver
 from hooks.models import Delivery, DeliveryAttempt, Hook
 from pipelines import services
 from tests.clients import api_client_with
@@ -818,6 +820,60 @@ def test_resend_sends_the_same_event_again_with_the_same_idempotency_key(
     assert request.header("Idempotency-Key") == str(delivery.idempotency_key)
     delivery.refresh_from_db()
     assert delivery.status == Delivery.Status.SUCCEEDED
+
+
+def move_hook(api_client, hook: Hook, url: str):
+    return api_client.put(hooks_url(hook.project, f"/{hook.pk}"), {"url": url})
+
+
+def test_c5_resend_is_refused_once_the_hook_url_changed(api_client, project, receiver, settings):
+    """C5: GitLab's url_current?: the log entry's body never goes to a URL set after it."""
+    settings.HOOKS_RETRY_SCHEDULE = [0]
+    hook = make_hook(project, url=receiver.url + "/old")
+    delivery = make_delivery(hook, {"object_kind": "pipeline", "marker": "for-the-old-url"})
+    receiver.script(Reply(500))
+    sent = deliver(delivery.pk)  # a real scheduled attempt: it keeps the URL's digest
+    assert sent.url_digest and receiver.url not in sent.url_digest
+    assert (
+        api_client.put(
+            hooks_url(project, f"/{hook.pk}"), {"url": receiver.url + "/new"}
+        ).status_code
+        == 200
+    )
+
+    response = api_client.post(hooks_url(project, f"/{hook.pk}/events/{sent.pk}/resend"))
+
+    assert response.status_code == 422
+    assert response.json() == {
+        "message": "The hook URL has changed, and this log entry cannot be retried"
+    }
+    time.sleep(0.2)
+    assert [request.path for request in receiver.requests] == ["/hook/old"]
+    assert delivery.attempts.count() == 1
+    # A row older than the digest (none kept) is resent, as GitLab's nil url_hash is.
+    DeliveryAttempt.objects.filter(pk=sent.pk).update(url_digest=None)
+    resent = api_client.post(hooks_url(project, f"/{hook.pk}/events/{sent.pk}/resend"))
+    assert resent.status_code == 201, resent.content
+    assert receiver.wait_for(2)[-1].path == "/hook/new"
+
+
+def test_c5_resend_after_the_url_changed_back_is_allowed(api_client, project, receiver):
+    """C5: the digest is of the URL, not of its history."""
+    hook = make_hook(project, url=receiver.url + "/a")
+    delivery = make_delivery(hook)
+    sent = deliver(delivery.pk)
+    assert (
+        api_client.put(hooks_url(project, f"/{hook.pk}"), {"url": receiver.url + "/b"}).status_code
+        == 200
+    )
+    assert (
+        api_client.put(hooks_url(project, f"/{hook.pk}"), {"url": receiver.url + "/a"}).status_code
+        == 200
+    )
+
+    response = api_client.post(hooks_url(project, f"/{hook.pk}/events/{sent.pk}/resend"))
+
+    assert response.status_code == 201, response.content
 
 
 def test_resend_of_a_test_request_is_refused(api_client, project):
