@@ -150,6 +150,12 @@ class HookTarget:
     request_uri: str  # path and query, %-escaped as sent
     auth: str | None  # the URL's user[:password], still %-escaped; None when absent
 
+    @property
+    def url(self) -> str:
+        """The URL as sent to (credentials left out), to resolve a redirect's Location on."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}{self.request_uri}"
+
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 

@@ -30,7 +30,7 @@ MAX_BACKOFF = timedelta(hours=24)
 
 
 # Classes of answers, as GitLab's delivery log filters them (WebHookLogsFinder); a 3xx is in
-# none of them, and success is a 2xx only (GitLab also counts a 3xx).
+# none of them.
 RESPONSE_CLASSES = {
     "successful": range(200, 300),
     "client_failure": range(400, 500),
@@ -40,8 +40,9 @@ NO_RESPONSE = "no_response"
 
 
 def succeeded(result: TransportResult) -> bool:
-    """Success is a 2xx answer, nothing else."""
-    return result.status in RESPONSE_CLASSES["successful"]
+    """Success is a 2xx answer, or a 3xx left as the answer after the redirects were
+    followed (a 304, no Location): GitLab's ``response_category`` counts both as ok."""
+    return result.status is not None and 200 <= result.status < 400
 
 
 def response_class(name: str, field: str = "response_status") -> Q:

@@ -11,7 +11,8 @@ Safety rules (the architecture's SSRF section):
   header, TLS SNI and certificate checks keep using the hostname.
 - Which addresses are refused (loopback, private, link-local, reserved… unless
   ``HOOKS_ALLOWED_NETWORKS`` lists them) is ``hooks.destinations``' rule.
-- Redirects are never followed (a 3xx is just a status).
+- Redirects are followed as GitLab follows them, at most ``MAX_REDIRECTS``, each hop through
+  the same guard; a hop to another receiver carries none of the hook's secrets.
 - Connections are kept alive per (scheme, host, port, SSL verification) and reused while
   they stay open; each new one is guarded as above, and a kept one is checked again against
   the allow-list before reuse. A kept connection the receiver closed just as it was reused
@@ -39,7 +40,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from urllib.parse import unquote
+from urllib.parse import unquote, urljoin
 
 import certifi
 from django.conf import settings
@@ -54,6 +55,7 @@ from hooks.destinations import (
     refusal_reason,
     resolve_allowed_addresses,
 )
+from pipelines.redaction import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +87,8 @@ class Outgoing:
     headers: dict[str, str]
     verify_ssl: bool = True
     hook_id: int | None = None
+    # Header names (lower case) never sent on to another receiver after a redirect.
+    secret_headers: frozenset[str] = frozenset()
 
 
 # --- The connection ----------------------------------------------------------------------
@@ -299,6 +303,17 @@ def _open_connection(
 _STALE_CONNECTION_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
+# GitLab (HTTParty) follows 4 redirects and fails on the 5th: "HTTP redirects too deep".
+MAX_REDIRECTS = 4
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# 301, 302 and 303 are followed with a GET and no body, as HTTParty (and browsers) do;
+# 307 and 308 repeat the POST with the same body.
+METHOD_KEEPING_REDIRECTS = frozenset({307, 308})
+# What a hop to another receiver does not get (only what the hook sent to its own URL).
+BODY_HEADERS = frozenset({"content-type", "content-length"})
+SIGNATURE_HEADERS = frozenset({"webhook-id", "webhook-timestamp", "webhook-signature"})
+
+
 def send(
     url: str,
     body: bytes,
@@ -307,34 +322,108 @@ def send(
     verify_ssl: bool = True,
     timeout: float | None = None,
     max_body_bytes: int = RESPONSE_BODY_LIMIT,
+    secret_headers: frozenset[str] = frozenset(),
 ) -> TransportResult:
-    """POST ``body`` to ``url``; never raises for network trouble or a status code."""
+    """POST ``body`` to ``url``; never raises for network trouble or a status code.
+
+    Redirects are followed as GitLab follows them (at most ``MAX_REDIRECTS``, the 301/302/303
+    ones as a GET), every hop through the same address guard and within the same time
+    budget. A hop to another receiver (another host, or a downgrade to http) carries none
+    of ``secret_headers`` (names, lower case), no signature and no URL credentials.
+    """
     total = float(timeout if timeout is not None else settings.HOOKS_TIMEOUT_SECONDS)
     started = time.monotonic()
     try:
-        target = parse_hook_url(url)
+        first = parse_hook_url(url)
     except InvalidHookURL as invalid:
         return _result(started, error=invalid.message)
-    exchange = _Exchange(target, verify_ssl=verify_ssl, started=started, total=total)
-    try:
-        exchange.post(body, _with_url_credentials(headers, target))
-        return _result(started, **exchange.read_answer(max_body_bytes))
-    except AddressNotAllowed as exc:
-        return _result(started, error=str(exc))
-    except ImproperlyConfigured:
-        raise  # a bad HOOKS_ALLOWED_NETWORKS is the operator's to fix, loudly
-    except Exception as exc:  # the network can fail in many ways; each becomes an error text
-        error = _describe(
-            exc, phase=exchange.phase, watch=exchange.watch, total=total, host=target.host
-        )
-        if (response := exchange.response) is not None:
-            # The receiver answered, then the body failed: the status stands.
-            return _result(
-                started, response.status, headers=dict(response.headers.itermerged()), error=error
+    target, method, request_headers = first, "POST", _with_url_credentials(headers, first)
+    for hop in range(MAX_REDIRECTS + 1):
+        exchange = _Exchange(target, verify_ssl=verify_ssl, started=started, total=total)
+        try:
+            exchange.post(body if method == "POST" else None, request_headers, method=method)
+            location = _redirect_location(exchange.response)
+            if location is None:
+                return _result(started, **exchange.read_answer(max_body_bytes))
+            if hop == MAX_REDIRECTS:
+                return _result(started, error=f"HTTP redirects too deep (more than {hop})")
+            status = exchange.response.status
+            try:
+                next_target = parse_hook_url(urljoin(target.url, location))
+            except InvalidHookURL as invalid:
+                return _result(
+                    started, error=f"redirected to a URL hooks cannot send to: {invalid}"
+                )
+            if status not in METHOD_KEEPING_REDIRECTS:
+                method = "GET"
+            request_headers = _headers_for_hop(
+                request_headers, first, next_target, method=method, secret=secret_headers
             )
-        return _result(started, error=error)
-    finally:
-        exchange.finish()
+            target = next_target
+        except AddressNotAllowed as exc:
+            return _result(started, error=_after_redirects(hop, target, str(exc)))
+        except ImproperlyConfigured:
+            raise  # a bad HOOKS_ALLOWED_NETWORKS is the operator's to fix, loudly
+        except Exception as exc:  # the network can fail in many ways; each becomes an error text
+            error = _after_redirects(
+                hop,
+                target,
+                _describe(
+                    exc, phase=exchange.phase, watch=exchange.watch, total=total, host=target.host
+                ),
+            )
+            if (response := exchange.response) is not None:
+                # The receiver answered, then the body failed: the status stands.
+                return _result(
+                    started,
+                    response.status,
+                    headers=dict(response.headers.itermerged()),
+                    error=error,
+                )
+            return _result(started, error=error)
+        finally:
+            exchange.finish()
+    raise AssertionError("unreachable: the last hop returns")  # pragma: no cover
+
+
+def _redirect_location(response) -> str | None:
+    """Where a redirect points, or None for an answer to keep (GitLab: a 304, or a 3xx
+    without a Location, is the answer)."""
+    if response.status not in REDIRECT_STATUSES:
+        return None
+    return response.headers.get("Location") or None
+
+
+def same_receiver(first: HookTarget, hop: HookTarget) -> bool:
+    """Whether a redirect stays with the hook's own receiver: the same host, and the same
+    scheme and port or an upgrade from http to https (the common http→https redirect)."""
+    if hop.host.lower() != first.host.lower():
+        return False
+    if (hop.scheme, hop.port) == (first.scheme, first.port):
+        return True
+    return first.scheme == "http" and hop.scheme == "https"
+
+
+def _headers_for_hop(
+    headers: dict[str, str],
+    first: HookTarget,
+    hop: HookTarget,
+    *,
+    method: str,
+    secret: frozenset[str],
+) -> dict[str, str]:
+    dropped: set[str] = set()
+    if method == "GET":
+        dropped |= BODY_HEADERS | SIGNATURE_HEADERS  # no body left to sign
+    if not same_receiver(first, hop):
+        dropped |= secret | SIGNATURE_HEADERS | {"authorization"}
+    return {name: value for name, value in headers.items() if name.lower() not in dropped}
+
+
+def _after_redirects(hop: int, target: HookTarget, error: str) -> str:
+    if not hop:
+        return error
+    return f"after {hop} redirect{'s' if hop > 1 else ''}, to {redact_url(target.url)}: {error}"
 
 
 def _result(started: float, status: int | None = None, **fields) -> TransportResult:
@@ -383,7 +472,7 @@ class _Exchange:
         self.watch.connection = connection
         return connection
 
-    def post(self, body: bytes, headers: dict[str, str]) -> None:
+    def post(self, body: bytes | None, headers: dict[str, str], *, method: str = "POST") -> None:
         """Send the request and read the answer's status and headers."""
         watch = self.watch
         connection = _keepalive.take(self.origin)
@@ -402,7 +491,7 @@ class _Exchange:
                 # reading the answer included: give it what is left of the budget.
                 connection.timeout = max(0.001, watch.deadline - time.monotonic())
                 connection.request(
-                    "POST",
+                    method,
                     self.target.request_uri,
                     body=body,
                     headers=headers,
@@ -497,7 +586,13 @@ def _send_alone(request: Outgoing) -> TransportResult:
     """One request, isolated: whatever goes wrong in sending it is its own failed result
     (logged with the reason, retried as any failure), never its batch's crash."""
     try:
-        return send(request.url, request.body, request.headers, verify_ssl=request.verify_ssl)
+        return send(
+            request.url,
+            request.body,
+            request.headers,
+            verify_ssl=request.verify_ssl,
+            secret_headers=request.secret_headers,
+        )
     except ImproperlyConfigured:
         raise  # a bad HOOKS_ALLOWED_NETWORKS fails every request alike: the operator's to fix
     except Exception as exc:

@@ -29,7 +29,7 @@ from hooks.signing import generate_signing_secret, verify_signature
 from hooks.sweeper import requeue_due_deliveries
 from pipelines import services
 from tests.factories import HookFactory, UserFactory
-from tests.hooks.receiver import Reply
+from tests.hooks.receiver import Receiver, Reply
 
 SHA = "b" * 40
 
@@ -596,3 +596,48 @@ def test_reenable_hook_sends_what_waited(project, receiver, django_capture_on_co
     )
     assert queued_ids(callbacks) == [waiting.pk]
     assert deliver(waiting.pk) is not None
+
+
+# --- Redirects (B1) ------------------------------------------------------------------------
+
+
+def test_b1_a_receiver_behind_an_https_redirect_gets_its_deliveries(project, receiver, settings):
+    """B1: http→https on the same host, then a trailing-slash 308: the delivery succeeds
+    with the token and a valid signature, as it would from GitLab."""
+    secure = Receiver("/hook/", tls=True).start()
+    try:
+        secret = generate_signing_secret()
+        hook = HookFactory(
+            project=project,
+            url=receiver.url,
+            token="gl-secret",
+            signing_token=secret,
+            enable_ssl_verification=False,
+        )
+        receiver.script(Reply(308, headers={"Location": secure.url[: -len("/")]}))
+        secure.script(Reply(308, headers={"Location": "/hook/"}))
+        delivery = new_delivery(hook)
+
+        attempt = deliver(delivery.pk)
+
+        assert attempt.succeeded, attempt.error
+        assert attempt.response_status == 200
+        first, last = secure.wait_for(2)
+        assert last.method == "POST" and last.path == "/hook/"
+        assert last.header("X-Gitlab-Token") == "gl-secret"
+        assert verify_signature(secret, last.headers, last.body)
+        delivery.refresh_from_db()
+        assert delivery.status == Delivery.Status.SUCCEEDED
+    finally:
+        secure.stop()
+
+
+def test_b1_too_many_redirects_is_a_failed_attempt_with_gitlabs_words(project, receiver):
+    hook = HookFactory(project=project, url=receiver.url)
+    receiver.default = Reply(302, headers={"Location": "/hook"})
+
+    attempt = deliver(new_delivery(hook).pk)
+
+    assert not attempt.succeeded
+    assert attempt.response_status is None
+    assert attempt.error == "HTTP redirects too deep (more than 4)"
