@@ -29,7 +29,6 @@ guard below is urllib3's own connection class with one method replaced.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import heapq
 import ipaddress
@@ -40,7 +39,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from urllib.parse import unquote, urljoin
+from urllib.parse import urljoin
 
 import certifi
 from django.conf import settings
@@ -48,12 +47,17 @@ from django.core.exceptions import ImproperlyConfigured
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
 from hooks.destinations import (
+    MAX_REDIRECTS,
+    METHOD_KEEPING_REDIRECTS,
     AddressNotAllowed,
     HookTarget,
     InvalidHookURL,
+    headers_for_hop,
     parse_hook_url,
+    redirect_location,
     refusal_reason,
     resolve_allowed_addresses,
+    with_url_credentials,
 )
 from pipelines.redaction import redact_url
 
@@ -303,17 +307,6 @@ def _open_connection(
 _STALE_CONNECTION_ERRORS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
-# GitLab (HTTParty) follows 4 redirects and fails on the 5th: "HTTP redirects too deep".
-MAX_REDIRECTS = 4
-REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-# 301, 302 and 303 are followed with a GET and no body, as HTTParty (and browsers) do;
-# 307 and 308 repeat the POST with the same body.
-METHOD_KEEPING_REDIRECTS = frozenset({307, 308})
-# What a hop to another receiver does not get (only what the hook sent to its own URL).
-BODY_HEADERS = frozenset({"content-type", "content-length"})
-SIGNATURE_HEADERS = frozenset({"webhook-id", "webhook-timestamp", "webhook-signature"})
-
-
 def send(
     url: str,
     body: bytes,
@@ -337,12 +330,12 @@ def send(
         first = parse_hook_url(url)
     except InvalidHookURL as invalid:
         return _result(started, error=invalid.message)
-    target, method, request_headers = first, "POST", _with_url_credentials(headers, first)
+    target, method, request_headers = first, "POST", with_url_credentials(headers, first)
     for hop in range(MAX_REDIRECTS + 1):
         exchange = _Exchange(target, verify_ssl=verify_ssl, started=started, total=total)
         try:
             exchange.post(body if method == "POST" else None, request_headers, method=method)
-            location = _redirect_location(exchange.response)
+            location = redirect_location(exchange.response)
             if location is None:
                 return _result(started, **exchange.read_answer(max_body_bytes))
             if hop == MAX_REDIRECTS:
@@ -356,7 +349,7 @@ def send(
                 )
             if status not in METHOD_KEEPING_REDIRECTS:
                 method = "GET"
-            request_headers = _headers_for_hop(
+            request_headers = headers_for_hop(
                 request_headers, first, next_target, method=method, secret=secret_headers
             )
             target = next_target
@@ -386,40 +379,6 @@ def send(
     raise AssertionError("unreachable: the last hop returns")  # pragma: no cover
 
 
-def _redirect_location(response) -> str | None:
-    """Where a redirect points, or None for an answer to keep (GitLab: a 304, or a 3xx
-    without a Location, is the answer)."""
-    if response.status not in REDIRECT_STATUSES:
-        return None
-    return response.headers.get("Location") or None
-
-
-def same_receiver(first: HookTarget, hop: HookTarget) -> bool:
-    """Whether a redirect stays with the hook's own receiver: the same host, and the same
-    scheme and port or an upgrade from http to https (the common http→https redirect)."""
-    if hop.host.lower() != first.host.lower():
-        return False
-    if (hop.scheme, hop.port) == (first.scheme, first.port):
-        return True
-    return first.scheme == "http" and hop.scheme == "https"
-
-
-def _headers_for_hop(
-    headers: dict[str, str],
-    first: HookTarget,
-    hop: HookTarget,
-    *,
-    method: str,
-    secret: frozenset[str],
-) -> dict[str, str]:
-    dropped: set[str] = set()
-    if method == "GET":
-        dropped |= BODY_HEADERS | SIGNATURE_HEADERS  # no body left to sign
-    if not same_receiver(first, hop):
-        dropped |= secret | SIGNATURE_HEADERS | {"authorization"}
-    return {name: value for name, value in headers.items() if name.lower() not in dropped}
-
-
 def _after_redirects(hop: int, target: HookTarget, error: str) -> str:
     if not hop:
         return error
@@ -429,17 +388,6 @@ def _after_redirects(hop: int, target: HookTarget, error: str) -> str:
 def _result(started: float, status: int | None = None, **fields) -> TransportResult:
     elapsed_ms = int((time.monotonic() - started) * 1000)
     return TransportResult(status=status, duration_ms=elapsed_ms, **fields)
-
-
-def _with_url_credentials(headers: dict[str, str], target: HookTarget) -> dict[str, str]:
-    """The headers, plus the URL's credentials as HTTP Basic auth (GitLab sends them so,
-    never in the request line) unless an Authorization header is given."""
-    request_headers = dict(headers)
-    if target.auth and not any(name.lower() == "authorization" for name in request_headers):
-        user, _, password = target.auth.partition(":")
-        credentials = f"{unquote(user)}:{unquote(password)}".encode()
-        request_headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()
-    return request_headers
 
 
 class _Exchange:
