@@ -98,14 +98,29 @@ def disable_backoff(failures: int, initial: timedelta = INITIAL_BACKOFF) -> time
     return min(initial * 2**exponent, MAX_BACKOFF)
 
 
+# 4xx answers that say "later" rather than "no": retried on the whole schedule.
+RETRYABLE_CLIENT_ERRORS = frozenset({408, 425, 429})
+
+
+def refused_by_receiver(result: TransportResult) -> bool:
+    """A 4xx that is the receiver's "no" to this request (not a timeout or "too many")."""
+    status = result.status
+    return status is not None and 400 <= status < 500 and status not in RETRYABLE_CLIENT_ERRORS
+
+
 def outcome(
     attempt_number: int, result: TransportResult, *, manual: bool, now: datetime
 ) -> tuple[str, datetime | None]:
     """What an attempt leaves its delivery in: succeeded, pending again at a retry time, or
-    failed (the last attempt, or a person's redelivery, which is tried once). Returns the
-    status and the next attempt time (None when finished)."""
+    failed (the last attempt, a person's redelivery, which is tried once, or the
+    HOOKS_CLIENT_ERROR_ATTEMPTS-th refusal with a 4xx). Returns the status and the next
+    attempt time (None when finished)."""
     if succeeded(result):
         return Delivery.Status.SUCCEEDED, None
+    if refused_by_receiver(result) and attempt_number >= settings.HOOKS_CLIENT_ERROR_ATTEMPTS:
+        # A receiver that keeps saying no would hold the pipeline's later events for the
+        # whole schedule (a day); GitLab, which never retries, would have sent them at once.
+        return Delivery.Status.FAILED, None
     delay = None if manual else next_retry_delay(attempt_number, retry_after_seconds(result, now))
     if delay is None:
         return Delivery.Status.FAILED, None

@@ -390,6 +390,50 @@ def test_next_delivery_of_a_pipeline_waits_for_the_one_before(project, receiver)
     assert [r.body for r in receiver.requests][1] != receiver.requests[2].body
 
 
+@pytest.mark.parametrize("refusal", [400, 401, 404, 422])
+def test_b5_a_refused_event_holds_its_pipeline_only_for_a_few_attempts(
+    project, receiver, settings, refusal
+):
+    """B5: a receiver that keeps answering a 4xx to one event: that delivery is given up
+    after HOOKS_CLIENT_ERROR_ATTEMPTS, and the pipeline's next event goes out at once."""
+    settings.HOOKS_CLIENT_ERROR_ATTEMPTS = 3
+    hook = HookFactory(project=project, url=receiver.url)
+    pipeline = services.create_pipeline(project, ref="main", sha=SHA)
+    services.transition_pipeline(pipeline, "running")
+    refused, behind = hook.deliveries.order_by("pk")
+    receiver.script(*[Reply(refusal, body=b"unknown project")] * 3)
+    for attempt in (1, 2):
+        deliver(refused.pk)
+        refused.refresh_from_db()
+        assert (refused.status, refused.attempt_count) == (Delivery.Status.PENDING, attempt)
+        assert deliver(behind.pk) is None  # still waits
+        make_due(refused)
+
+    deliver(refused.pk)  # the third refusal gives it up, and the next one follows
+
+    refused.refresh_from_db()
+    assert (refused.status, refused.attempt_count) == (Delivery.Status.FAILED, 3)
+    assert refused.last_response_status == refusal
+    assert Delivery.objects.get(pk=behind.pk).status == Delivery.Status.SUCCEEDED
+    statuses = [json.loads(r.body)["object_attributes"]["status"] for r in receiver.requests]
+    assert statuses == ["created", "created", "created", "running"]
+
+
+@pytest.mark.parametrize("status", [408, 425, 429, 500])
+def test_b5_timeouts_throttling_and_server_errors_keep_the_whole_schedule(
+    project, receiver, settings, status
+):
+    settings.HOOKS_CLIENT_ERROR_ATTEMPTS = 1
+    hook = HookFactory(project=project, url=receiver.url)
+    delivery = new_delivery(hook)
+    receiver.script(Reply(status))
+
+    deliver(delivery.pk)
+
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.Status.PENDING
+
+
 def test_a_finished_delivery_sends_the_next_one_of_its_pipeline_at_once(
     project, receiver, django_capture_on_commit_callbacks
 ):
