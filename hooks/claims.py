@@ -75,7 +75,7 @@ def start_attempt(
         url=hook.redacted_url,
         url_digest=url_digest(hook.url),
         request_headers=redact_headers(headers, hook),
-        request_body=body if delivery is None else "",
+        request_body=body if delivery is None or hook.custom_webhook_template else "",
     )
     return attempt, headers
 
@@ -345,7 +345,7 @@ class Claimed:
     manual_redelivery: bool
     idempotency_key: str
     event_uuid: str
-    body: str
+    body: str  # the event's; replaced by what the hook's template made of it, when it has one
     # In memory only, with the fields a request needs (url, secrets, headers, SSL flag).
     hook: Hook
 
@@ -369,6 +369,7 @@ def load_claimed(delivery_ids: list[int]) -> list[Claimed]:
             "hook__signing_token",
             "hook__custom_headers",
             "hook__enable_ssl_verification",
+            "hook__custom_webhook_template",
         )
     )
     return [
@@ -387,6 +388,7 @@ def load_claimed(delivery_ids: list[int]) -> list[Claimed]:
                 signing_token=signing_token,
                 custom_headers=custom,
                 enable_ssl_verification=verify,
+                custom_webhook_template=template,
             ),
         )
         for (
@@ -403,6 +405,7 @@ def load_claimed(delivery_ids: list[int]) -> list[Claimed]:
             signing_token,
             custom,
             verify,
+            template,
         ) in rows
     ]
 
@@ -465,6 +468,8 @@ def insert_attempts(claimed: list[Claimed], headers: list[dict], now: datetime) 
                 url=item.hook.redacted_url,
                 url_digest=url_digest(item.hook.url),
                 request_headers=redact_headers(sent, item.hook),
+                # A templated body is not the event's: the log keeps what was sent.
+                request_body=item.body if item.hook.custom_webhook_template else "",
                 created_at=now,
             )
             for item, sent in zip(claimed, headers, strict=True)

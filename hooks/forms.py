@@ -13,6 +13,7 @@ from hooks.validators import (
     SECRET_MASK,
     HookSettingError,
     check_custom_headers,
+    check_custom_webhook_template,
     check_ref_filter,
     check_secret_token,
     check_signing_token,
@@ -99,8 +100,12 @@ class HookForm(forms.ModelForm):
             "token",
             "signing_token",
             "custom_headers",
+            "custom_webhook_template",
         )
         widgets = {
+            "custom_webhook_template": forms.Textarea(
+                attrs={"rows": 4, "cols": 60, "spellcheck": "false"}
+            ),
             "url": forms.URLInput(attrs={"size": 80}),
             "description": forms.Textarea(attrs={"rows": 2, "cols": 60}),
         }
@@ -152,6 +157,11 @@ class HookForm(forms.ModelForm):
             return self._checked(parse_header_lines, text, {})
         stored = self.instance.custom_headers or {}
         return self._checked(parse_header_lines, text, stored)
+
+    def clean_custom_webhook_template(self) -> str:
+        return self._checked(
+            check_custom_webhook_template, self.cleaned_data["custom_webhook_template"]
+        )
 
     def clean_status_filter(self) -> list[str]:
         return self._checked(check_status_filter, self.cleaned_data["status_filter"])

@@ -17,6 +17,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from hooks import limits, transport
+from hooks.body_templates import TemplateError, body_to_send
 from hooks.claims import enqueue_next_in_order, lease, start_attempt
 from hooks.headers import request_for
 from hooks.models import Delivery, DeliveryAttempt, Hook
@@ -45,6 +46,19 @@ class DeliveryInProgress(Conflict):
     """A worker is sending this delivery right now."""
 
 
+class TemplateRenderFailed(DomainError):
+    """The hook's custom webhook template did not render to JSON (GitLab's words)."""
+
+    status_code = 422
+
+
+def _body_for(hook: Hook, body: str) -> str:
+    try:
+        return body_to_send(hook.custom_webhook_template, body)
+    except TemplateError as failed:
+        raise TemplateRenderFailed(failed.message) from None
+
+
 class HookURLChanged(DomainError):
     """The hook's URL changed since the log entry was sent (GitLab's ``url_current?``): its
     body is not sent to the new URL, which may belong to someone else."""
@@ -53,6 +67,10 @@ class HookURLChanged(DomainError):
 
     def __init__(self):
         super().__init__("The hook URL has changed, and this log entry cannot be retried")
+
+
+# What a resend may be refused with; each says why in its message.
+RESEND_REFUSALS = (DeliveryInProgress, HookURLChanged, TemplateRenderFailed)
 
 
 def url_current(attempt: DeliveryAttempt | None, hook: Hook) -> bool:
@@ -136,18 +154,19 @@ def resend_delivery(
             raise DeliveryInProgress(
                 "This delivery is being sent right now; look at its attempts in a moment."
             )
+        body = _body_for(delivery.hook, delivery.event.body)
         Delivery.objects.filter(pk=delivery.pk).update(attempt_count=F("attempt_count") + 1)
         attempt, headers = start_attempt(
             delivery.hook,
             delivery=delivery,
-            body=delivery.event.body,
+            body=body,
             idempotency_key=str(delivery.idempotency_key),
             event_uuid=str(delivery.event.uuid),
             attempt_number=delivery.attempt_count + 1,
             trigger=DeliveryAttempt.Trigger.MANUAL,
             user=user,
         )
-    (result,) = transport.send_many([request_for(delivery.hook, delivery.event.body, headers)])
+    (result,) = transport.send_many([request_for(delivery.hook, body, headers)])
     with transaction.atomic():
         record_response(attempt, result)
         if attempt.succeeded:
@@ -204,7 +223,7 @@ def send_test_event(hook: Hook, user: AbstractBaseUser | None = None) -> Deliver
     )
     if pipeline is None:
         raise NoPipelineError("Ensure the project has CI pipelines.")
-    body = dump_payload(build_pipeline_payload(pipeline))
+    body = _body_for(hook, dump_payload(build_pipeline_payload(pipeline)))
     attempt, headers = start_attempt(
         hook,
         delivery=None,

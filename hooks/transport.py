@@ -516,6 +516,8 @@ def send_many(requests: list[Outgoing]) -> list[TransportResult]:
     """Send the requests over up to HOOKS_SEND_CONCURRENCY lanes at once, each lane one
     request after the other; results in the order of ``requests``. The caller's thread
     runs the first lane. Lanes only do HTTP: no database connection is used in them."""
+    if not requests:  # a batch whose every request could not be built
+        return []
     lanes = min(len(requests), max(1, settings.HOOKS_SEND_CONCURRENCY))
     results: list[TransportResult | None] = [None] * len(requests)
 

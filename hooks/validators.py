@@ -11,6 +11,7 @@ import binascii
 import re
 from collections.abc import Iterable, Mapping
 
+from hooks.body_templates import MAX_TEMPLATE_LENGTH
 from hooks.destinations import InvalidHookURL, validate_hook_url
 from hooks.headers import RESERVED_HEADERS
 from hooks.signing import SECRET_PREFIX
@@ -146,6 +147,30 @@ def check_status_filter(statuses: Iterable[str]) -> list[str]:
         if status not in wanted:
             wanted.append(status)
     return wanted
+
+
+def check_custom_webhook_template(template: str) -> str:
+    """GitLab checks only the length when saving; what it renders is checked when sent."""
+    if len(template) > MAX_TEMPLATE_LENGTH:
+        raise HookSettingError(
+            "custom_webhook_template",
+            f"custom_webhook_template is too long (maximum is {MAX_TEMPLATE_LENGTH} characters)",
+        )
+    return template
+
+
+def check_branch_filter(strategy: str, branch_filter: str) -> str:
+    """GitLab's push_events_branch_filter: a regex must compile; all_branches clears it."""
+    if strategy == "all_branches":
+        return ""
+    if strategy == "regex" and branch_filter:
+        try:
+            re.compile(branch_filter)
+        except re.error:
+            raise HookSettingError(
+                "push_events_branch_filter", "Invalid branch filter given"
+            ) from None
+    return branch_filter
 
 
 def check_url(url: str, stored: str = "") -> str:

@@ -141,7 +141,11 @@ class DeliveryAdmin(ReadOnlyAdmin):
             return rate_limited_page(request, hook, limits.RESEND, wait)
         try:
             attempt = services.resend_delivery(delivery, user=request.user)
-        except (services.DeliveryInProgress, services.HookURLChanged) as refusal:
+        except (
+            services.DeliveryInProgress,
+            services.HookURLChanged,
+            services.TemplateRenderFailed,
+        ) as refusal:
             messages.warning(request, refusal.message)
             return HttpResponseRedirect(back)
         report_resend(request, delivery, attempt)
@@ -161,7 +165,11 @@ class DeliveryAdmin(ReadOnlyAdmin):
                 continue
             try:
                 attempt = services.resend_delivery(delivery, user=request.user)
-            except (services.DeliveryInProgress, services.HookURLChanged) as refusal:
+            except (
+                services.DeliveryInProgress,
+                services.HookURLChanged,
+                services.TemplateRenderFailed,
+            ) as refusal:
                 messages.warning(request, f"Delivery {delivery.pk}: {refusal.message}")
                 continue
             report_resend(request, delivery, attempt)
@@ -260,7 +268,7 @@ class DeliveryAttemptAdmin(ReadOnlyAdmin):
         attempt = self.get_object(request, object_id)
         if attempt is not None:
             detail = attempt_detail(attempt, attempt.hook)
-            body = attempt.delivery.event.body if attempt.delivery_id else attempt.request_body
+            body = attempt.sent_body
             extra_context = {
                 **(extra_context or {}),
                 "attempt": detail,

@@ -250,6 +250,9 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
                 "newest pipeline; report one first.",
             )
             return self._back_to(hook)
+        except services.TemplateRenderFailed as failed:
+            messages.error(request, f"No test event sent: {failed.message}")
+            return self._back_to(hook)
         link = reverse("admin:hooks_deliveryattempt_change", args=[attempt.pk])
         if attempt.succeeded:
             messages.success(

@@ -14,7 +14,9 @@ from hooks.policy import NO_RESPONSE, response_class
 from hooks.services import url_changed
 from hooks.validators import (
     HookSettingError,
+    check_branch_filter,
     check_custom_headers,
+    check_custom_webhook_template,
     check_ref_filter,
     check_secret_token,
     check_signing_token,
@@ -108,6 +110,20 @@ class HookEditSerializer(serializers.Serializer):
         max_length=255, allow_blank=True, trim_whitespace=False, required=False
     )
     status_filter = StringListField(required=False)
+    custom_webhook_template = serializers.CharField(
+        allow_blank=True, allow_null=True, trim_whitespace=False, required=False
+    )
+    push_events_branch_filter = serializers.CharField(
+        allow_blank=True, allow_null=True, trim_whitespace=False, required=False
+    )
+    branch_filter_strategy = serializers.ChoiceField(
+        choices=Hook.RefFilterStrategy.choices, required=False
+    )
+    # GitLab's {var} placeholders in the URL: not supported; an empty list (what a GitLab
+    # client reads back and sends again) is accepted.
+    url_variables = serializers.ListField(
+        child=serializers.DictField(), allow_empty=True, allow_null=True, required=False
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -162,6 +178,22 @@ def apply_hook_input(hook: Hook, data: dict) -> None:
     hook.ref_filter = check_ref_filter(hook.ref_filter_strategy, hook.ref_filter)
     if "status_filter" in data:
         hook.status_filter = check_status_filter(data["status_filter"])
+    if data.get("url_variables"):
+        raise HookSettingError(
+            "url_variables",
+            "url_variables are not supported by Pipehook; put the values in the url",
+        )
+    if "custom_webhook_template" in data:
+        hook.custom_webhook_template = check_custom_webhook_template(
+            data["custom_webhook_template"] or ""
+        )
+    if "branch_filter_strategy" in data:
+        hook.branch_filter_strategy = data["branch_filter_strategy"]
+    if "push_events_branch_filter" in data:
+        hook.push_events_branch_filter = data["push_events_branch_filter"] or ""
+    hook.push_events_branch_filter = check_branch_filter(
+        hook.branch_filter_strategy, hook.push_events_branch_filter
+    )
 
 
 def parse_status_filter(request: Request) -> Q | None:

@@ -62,6 +62,8 @@ REFUSAL_PREFIX = {
     "url": "Invalid url given",
     "custom_headers": "Custom headers validation failed",
     "ref_filter": "Invalid ref filter given",
+    "custom_webhook_template": "Invalid custom webhook template given",
+    "url_variables": "Invalid url variables given",
 }
 
 

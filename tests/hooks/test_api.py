@@ -98,8 +98,9 @@ def test_add_hook_answers_201_with_gitlab_fields_and_no_secret(api_client, proje
         "alert_status": "executable",
         "disabled_until": None,
         "push_events_branch_filter": None,
-        "branch_filter_strategy": "all_branches",
+        "branch_filter_strategy": "wildcard",  # E3: GitLab's default for a new hook
         "custom_webhook_template": None,
+        "url_variables": [],
         "token_present": True,
         "signing_token_present": True,
         "ref_filter_strategy": "wildcard",
@@ -560,6 +561,92 @@ def test_e1_the_same_url_sent_back_masked_keeps_every_secret(api_client, project
     hook.refresh_from_db()
     assert (hook.token, hook.signing_token) == (SECRET_TOKEN, SIGNING_TOKEN)
     assert hook.custom_headers == {"Authorization": HEADER_SECRET}
+
+
+def test_e3_custom_webhook_template_is_stored_shown_and_limited_to_4096(api_client, project):
+    hook = make_hook(project)
+    template = '{"text": "{{object_attributes.status}}"}'
+    saved = api_client.put(
+        hooks_url(project, f"/{hook.pk}"), {"custom_webhook_template": template}, format="json"
+    )
+    assert saved.status_code == 200, saved.content
+    assert saved.json()["custom_webhook_template"] == template
+    too_long = api_client.put(
+        hooks_url(project, f"/{hook.pk}"),
+        {"custom_webhook_template": "x" * 4097},
+        format="json",
+    )
+    assert too_long.status_code == 422
+    assert "maximum is 4096 characters" in too_long.json()["message"]
+    hook.refresh_from_db()
+    assert hook.custom_webhook_template == template
+    cleared = api_client.put(
+        hooks_url(project, f"/{hook.pk}"), {"custom_webhook_template": None}, format="json"
+    )
+    assert cleared.json()["custom_webhook_template"] is None
+
+
+def test_e3_url_variables_are_refused_naming_the_setting_unless_empty(api_client, project):
+    refused = api_client.post(
+        hooks_url(project),
+        {"url": "http://127.0.0.1:8080/{team}", "url_variables": [{"key": "team", "value": "a"}]},
+        format="json",
+    )
+    assert refused.status_code == 422
+    assert "url_variables" in refused.json()["message"]
+    assert not Hook.objects.exists()
+    empty = api_client.post(
+        hooks_url(project), {"url": "http://127.0.0.1:8080/ci", "url_variables": []}, format="json"
+    )
+    assert empty.status_code == 201, empty.content
+    assert empty.json()["url_variables"] == []
+
+
+def test_e3_branch_filter_settings_are_stored_and_shown_back(api_client, project):
+    """E3: GitLab's push branch filter is inert here (no push events) but read back as
+    set, so tools that compare settings (Terraform) see no drift."""
+    created = api_client.post(
+        hooks_url(project),
+        {
+            "url": "http://127.0.0.1:8080/ci",
+            "push_events_branch_filter": "^release-.*$",
+            "branch_filter_strategy": "regex",
+        },
+        format="json",
+    ).json()
+    assert (created["branch_filter_strategy"], created["push_events_branch_filter"]) == (
+        "regex",
+        "^release-.*$",
+    )
+    hook_url = hooks_url(project, f"/{created['id']}")
+    bad = api_client.put(hook_url, {"push_events_branch_filter": "(("}, format="json")
+    assert bad.status_code == 422 and "Invalid branch filter given" in bad.json()["message"]
+    every = api_client.put(hook_url, {"branch_filter_strategy": "all_branches"}, format="json")
+    assert every.json()["push_events_branch_filter"] is None  # all_branches clears it
+
+
+def test_e3_a_hook_read_back_and_sent_again_whole_changes_nothing(api_client, project):
+    """E3: a client that PUTs back everything it read (GitLab's extra fields, masked URL,
+    header names without values, url_variables: []) gets 200 and the same hook."""
+    hook = make_hook(
+        project,
+        url="http://user:pw@127.0.0.1:8080/ci?token=q",
+        token=SECRET_TOKEN,
+        signing_token=SIGNING_TOKEN,
+        custom_headers={"Authorization": HEADER_SECRET},
+        custom_webhook_template='{"s": "{{object_attributes.status}}"}',
+    )
+    before = api_client.get(hooks_url(project, f"/{hook.pk}")).json()
+
+    again = api_client.put(hooks_url(project, f"/{hook.pk}"), before, format="json")
+
+    assert again.status_code == 200, again.content
+    after = again.json()
+    assert after == before
+    hook.refresh_from_db()
+    assert (hook.token, hook.signing_token) == (SECRET_TOKEN, SIGNING_TOKEN)
+    assert hook.custom_headers == {"Authorization": HEADER_SECRET}
+    assert hook.url == "http://user:pw@127.0.0.1:8080/ci?token=q"
 
 
 def test_delete_hook_answers_204_and_removes_it(api_client, project):

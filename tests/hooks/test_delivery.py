@@ -13,6 +13,7 @@ from django.utils import timezone
 from standardwebhooks import Webhook
 
 from hooks import delivery, transport
+from hooks import services as services_errors
 from hooks.claims import claim_delivery
 from hooks.delivery import deliver, deliver_batch
 from hooks.headers import USER_AGENT
@@ -685,3 +686,47 @@ def test_b1_too_many_redirects_is_a_failed_attempt_with_gitlabs_words(project, r
     assert not attempt.succeeded
     assert attempt.response_status is None
     assert attempt.error == "HTTP redirects too deep (more than 4)"
+
+
+# --- Custom webhook templates (E3) -----------------------------------------------------------
+
+
+def test_e3_a_hook_with_a_template_sends_and_signs_the_rendered_body(project, receiver):
+    secret = generate_signing_secret()
+    hook = HookFactory(
+        project=project,
+        url=receiver.url,
+        signing_token=secret,
+        custom_webhook_template='{"text": "{{object_attributes.status}} on'
+        ' {{object_attributes.ref}}"}',
+    )
+    attempt = deliver(new_delivery(hook).pk)
+
+    assert attempt.succeeded, attempt.error
+    (request,) = receiver.requests
+    assert json.loads(request.body) == {"text": "created on main"}
+    assert request.header("Content-Type") == "application/json"
+    assert verify_signature(secret, request.headers, request.body)
+    # The log shows what was sent, not the event's payload.
+    assert json.loads(attempt.sent_body) == {"text": "created on main"}
+
+
+def test_e3_a_template_that_does_not_render_is_logged_with_gitlabs_error(project, receiver):
+    hook = HookFactory(
+        project=project, url=receiver.url, custom_webhook_template='{"id": {{builds.0.id}}}'
+    )
+    delivery = new_delivery(hook)
+
+    attempt = deliver(delivery.pk)
+
+    assert not attempt.succeeded and attempt.response_status is None
+    assert attempt.error == (
+        "Error while parsing rendered custom webhook template: You may be trying to access"
+        " an array value, which is not supported."
+    )
+    assert attempt.sent_body == "{}"  # GitLab logs request_data {}
+    assert receiver.requests == []
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.Status.PENDING  # retried: the template may be fixed
+    with pytest.raises(services_errors.TemplateRenderFailed):
+        send_test_event(hook)
