@@ -19,9 +19,11 @@ from functools import lru_cache
 from urllib.parse import unquote
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.core.exceptions import ImproperlyConfigured
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
+
+from pipelines.errors import InvalidInput
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -135,12 +137,10 @@ def resolve_allowed_addresses(host: str, port: int) -> list[tuple[int, tuple]]:
     return allowed
 
 
-class InvalidHookURL(ValidationError):
-    """A Django ValidationError (forms and DRF field validators show it) whose ``str`` is
-    the plain message."""
+class InvalidHookURL(InvalidInput):
+    """A URL hooks cannot send to; ``message`` (and ``str``) says why."""
 
-    def __str__(self) -> str:
-        return self.message
+    status_code = 422
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from hooks.body_templates import MAX_TEMPLATE_LENGTH
 from hooks.destinations import InvalidHookURL, validate_hook_url
 from hooks.headers import RESERVED_HEADERS
 from hooks.signing import SECRET_PREFIX
+from pipelines.errors import InvalidInput
 from pipelines.models import Status
 from pipelines.redaction import (
     QUERY_VALUE_MASK,
@@ -38,13 +39,15 @@ SIGNING_KEY_MAX_BYTES = 64
 PIPELINE_STATUSES = tuple(Status.values)
 
 
-class HookSettingError(ValueError):
-    """A hook setting is not acceptable: ``field`` names it, ``message`` says why."""
+class HookSettingError(InvalidInput):
+    """A hook setting is not acceptable: ``field`` names it, ``message`` says why (GitLab
+    answers 422; the hooks API words it by field, the form shows it at the field)."""
+
+    status_code = 422
 
     def __init__(self, field: str, message: str):
         super().__init__(message)
         self.field = field
-        self.message = message
 
 
 def check_secret_token(token: str) -> str:

@@ -76,9 +76,16 @@ def rate_limited(wait: int) -> Response:
     )
 
 
-def refused(problem: HookSettingError) -> Response:
-    prefix = REFUSAL_PREFIX.get(problem.field, "Invalid hook settings")
-    return Response({"message": f"{prefix}: {problem.message}"}, status=422)
+def hook_refusal(problem: Exception) -> Response | None:
+    """The hooks API's translator for the hooks' own refusals, in GitLab's words; None for
+    the others, which the v4 API's handler answers."""
+    if isinstance(problem, HookSettingError):
+        prefix = REFUSAL_PREFIX.get(problem.field, "Invalid hook settings")
+        return Response({"message": f"{prefix}: {problem.message}"}, status=422)
+    if isinstance(problem, limits.HookLimitReached):
+        # GitLab: render_validation_error!(hook, 422) of Limitable's base error.
+        return Response({"message": {"base": [problem.message]}}, status=422)
+    return None
 
 
 # --- Views ----------------------------------------------------------------------------
@@ -142,6 +149,11 @@ class HooksView(GitLabView):
             raise PermissionDenied(grants.refusal(MANAGE_HOOKS, project))
         return project
 
+    def handle_exception(self, exc: Exception) -> Response:
+        if (response := hook_refusal(exc)) is not None:
+            return response
+        return super().handle_exception(exc)
+
     def get_hook(self) -> Hook:
         project = self.get_project()
         raw = self.kwargs["hook_id"]
@@ -153,23 +165,15 @@ class HooksView(GitLabView):
             raise NotFound("404 Hook Not Found")
         return hook
 
-    def save_from_request(self, hook: Hook, *, creating: bool) -> Response | None:
-        """Validate and save; a Response when a setting is refused (nothing written then)."""
+    def save_from_request(self, hook: Hook, *, creating: bool) -> None:
+        """Validate and save; a refused setting raises (nothing written then)."""
         data = self.body_params(HookCreateSerializer if creating else HookEditSerializer)
         for flag in UNSUPPORTED_EVENT_FLAGS:
             data.pop(flag, None)
         if not creating and not data:
             raise InvalidParameter("No parameters provided")
-        try:
-            apply_hook_input(hook, data)
-        except HookSettingError as problem:
-            return refused(problem)
-        try:
-            services.save_hook(hook, given=data.keys())
-        except limits.HookLimitReached as full:
-            # GitLab: render_validation_error!(hook, 422) of Limitable's base error.
-            return Response({"message": {"base": [full.message]}}, status=422)
-        return None
+        apply_hook_input(hook, data)
+        services.save_hook(hook, given=data.keys())
 
 
 class HookListView(HooksView):
@@ -196,8 +200,7 @@ class HookListView(HooksView):
     def post(self, request: Request, **kwargs) -> Response:
         project = self.get_project()
         hook = Hook(project=project)
-        if refusal := self.save_from_request(hook, creating=True):
-            return refusal
+        self.save_from_request(hook, creating=True)
         logger.info("hook %s added to project %s", hook.pk, project.pk)
         return Response(ProjectHookSerializer(hook).data, status=status.HTTP_201_CREATED)
 
@@ -221,8 +224,7 @@ class HookDetailView(HooksView):
     )
     def put(self, request: Request, **kwargs) -> Response:
         hook = self.get_hook()
-        if refusal := self.save_from_request(hook, creating=False):
-            return refusal
+        self.save_from_request(hook, creating=False)
         return Response(ProjectHookSerializer(hook).data)
 
     @extend_schema(
@@ -256,10 +258,7 @@ class HookCustomHeaderView(HooksView):
             name: v for name, v in hook.custom_headers.items() if name.lower() != key.lower()
         }
         headers[key] = value
-        try:
-            hook.custom_headers = check_custom_headers(headers)
-        except HookSettingError as problem:
-            return refused(problem)
+        hook.custom_headers = check_custom_headers(headers)
         hook.save(update_fields=["custom_headers", "updated_at"])
         return Response(status=status.HTTP_204_NO_CONTENT)
 
