@@ -17,6 +17,7 @@ from hooks.validators import SECRET_MASK
 from pipelines import services
 from tests.clients import api_client_with
 from tests.factories import DeliveryFactory, UserFactory
+from tests.hooks.deliveries import run_queued_resends
 from tests.hooks.receiver import Reply
 
 SECRET_TOKEN = "admin-form-secret"
@@ -465,6 +466,39 @@ def test_c5_admin_resend_is_refused_once_the_hook_url_changed(admin_client, proj
     assert any("The hook URL has changed" in m for m in messages_of(response))
     assert delivery.attempts.count() == 1
     assert [request.path for request in receiver.requests] == ["/hook/old"]
+
+
+def test_resend_selected_queues_the_resends_for_a_worker(
+    admin_client, admin_user, project, receiver, django_capture_on_commit_callbacks
+):
+    """Leftover (c): N resends are not N requests inside one admin request. The worker
+    records the person who asked; a succeeded delivery stays succeeded whatever it gets."""
+    hook = make_hook(project, url=receiver.url)
+    failed = make_delivery(hook, status=Delivery.Status.FAILED, attempt_count=8)
+    succeeded = make_delivery(hook, status=Delivery.Status.SUCCEEDED, attempt_count=1)
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = admin_client.post(
+            reverse("admin:hooks_delivery_changelist"),
+            {"action": "resend_selected", "_selected_action": [failed.pk, succeeded.pk]},
+            follow=True,
+        )
+    assert any("Queued 2 resend(s)" in m for m in messages_of(response))
+    assert receiver.requests == []  # nothing sent during the admin's request
+    receiver.script(Reply(200), Reply(500))
+
+    run_queued_resends(callbacks)
+
+    assert len(receiver.wait_for(2)) == 2
+    failed.refresh_from_db()
+    succeeded.refresh_from_db()
+    assert failed.status == Delivery.Status.SUCCEEDED
+    assert succeeded.status == Delivery.Status.SUCCEEDED  # its resend got a 500
+    for delivery in (failed, succeeded):
+        attempt = delivery.attempts.get()
+        assert (attempt.trigger, attempt.triggered_by) == (
+            DeliveryAttempt.Trigger.MANUAL,
+            admin_user,
+        )
 
 
 @pytest.mark.parametrize("target", ["//evil.example/", "https://evil.example/", "/\\evil.example"])
