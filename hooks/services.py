@@ -236,6 +236,8 @@ def send_test_event(hook: Hook, user: AbstractBaseUser | None = None) -> Deliver
     Raises ``NoPipelineError`` when the project has no pipeline yet."""
     pipeline = (
         Pipeline.objects.filter(project_id=hook.project_id)
+        # GitLab's PipelinesFinder leaves child pipelines out.
+        .exclude(source=Pipeline.Source.PARENT_PIPELINE)
         .select_related("project", "user")
         .order_by("-id")
         .first()

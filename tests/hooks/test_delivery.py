@@ -29,6 +29,7 @@ from hooks.services import (
 from hooks.signing import generate_signing_secret, verify_signature
 from hooks.sweeper import requeue_due_deliveries
 from pipelines import services
+from pipelines.models import Pipeline
 from tests.factories import HookFactory, UserFactory
 from tests.hooks.receiver import Receiver, Reply
 
@@ -604,6 +605,18 @@ def test_send_test_event_uses_the_newest_pipeline_and_re_enables(project, receiv
     assert uuid.UUID(request.header("Idempotency-Key"))  # a fresh key: no delivery behind it
     hook.refresh_from_db()
     assert not hook.permanently_disabled
+
+
+def test_e8_send_test_event_leaves_child_pipelines_out(project, receiver):
+    hook = HookFactory(project=project, url=receiver.url)
+    parent = services.create_pipeline(project, ref="main", sha=SHA)
+    child = services.create_pipeline(project, ref="main", sha=SHA)
+    Pipeline.objects.filter(pk=child.pk).update(source=Pipeline.Source.PARENT_PIPELINE)
+
+    send_test_event(hook)
+
+    [request] = receiver.requests
+    assert json.loads(request.body)["object_attributes"]["id"] == parent.pk
 
 
 def test_send_test_event_without_a_pipeline_says_so(project, receiver):
