@@ -336,6 +336,10 @@ HOOKS_RETRY_SCHEDULE = env.list(
     "HOOKS_RETRY_SCHEDULE", cast=int, default=[0, 5, 300, 1800, 7200, 18000, 36000, 36000]
 )
 HOOKS_RETRY_JITTER = env.float("HOOKS_RETRY_JITTER", default=0.2)
+# Attempts a delivery gets while the receiver refuses it with a 4xx (not 408, 425 or 429):
+# then it is given up, so the pipeline's later events stop waiting behind it. GitLab sends
+# every event once (1); the default also rides out a few minutes of a misconfigured receiver.
+HOOKS_CLIENT_ERROR_ATTEMPTS = env.int("HOOKS_CLIENT_ERROR_ATTEMPTS", default=3)
 HOOKS_SWEEP_INTERVAL_SECONDS = env.float("HOOKS_SWEEP_INTERVAL_SECONDS", default=5.0)
 # How long a worker may hold a claimed delivery (or a queued task message may wait) before the
 # sweeper takes it back; keep it well above HOOKS_TIMEOUT_SECONDS.

@@ -27,6 +27,8 @@ from hooks.headers import build_headers, redact_headers
 from hooks.models import Delivery, DeliveryAttempt, Hook
 from hooks.policy import TEMPORARY_DISABLE_FAILURES
 from hooks.queue import MAX_BATCH_SIZE, enqueue_on_commit
+from hooks.sealing import SecretUnreadable, revealed
+from hooks.signing import url_digest
 
 logger = logging.getLogger(__name__)
 
@@ -79,10 +81,20 @@ def start_attempt(
         trigger=trigger,
         triggered_by=user if user is not None and user.is_authenticated else None,
         url=hook.redacted_url,
+        url_digest=digest_of_url(hook),
         request_headers=redact_headers(headers, hook),
-        request_body=body if delivery is None else "",
+        request_body=body if delivery is None or hook.custom_webhook_template else "",
     )
     return attempt, headers
+
+
+def digest_of_url(hook: Hook) -> str | None:
+    """The attempt's keyed digest of the URL it goes to (``services.url_current``), or none
+    when no key opens the URL: that request then fails alone, in the transport, saying why."""
+    try:
+        return url_digest(revealed(hook.url))
+    except SecretUnreadable:
+        return None
 
 
 def enqueue_next_in_order(chains: Iterable[tuple[int, int]]) -> None:
@@ -352,7 +364,7 @@ class Claimed:
     event_uuid: str
     object_kind: str
     sequence: int
-    body: str
+    body: str  # the event's; replaced by what the hook's template made of it, when it has one
     # In memory only, with the fields a request needs (url, secrets, headers, SSL flag).
     hook: Hook
 
@@ -380,6 +392,7 @@ def load_claimed(delivery_ids: list[int]) -> list[Claimed]:
             "hook__previous_signing_tokens",
             "hook__custom_headers",
             "hook__enable_ssl_verification",
+            "hook__custom_webhook_template",
         )
     )
     return [
@@ -403,6 +416,7 @@ def load_claimed(delivery_ids: list[int]) -> list[Claimed]:
                 previous_signing_tokens=previous_signing_tokens,
                 custom_headers=custom,
                 enable_ssl_verification=verify,
+                custom_webhook_template=template,
             ),
         )
         for (
@@ -423,6 +437,7 @@ def load_claimed(delivery_ids: list[int]) -> list[Claimed]:
             previous_signing_tokens,
             custom,
             verify,
+            template,
         ) in rows
     ]
 
@@ -483,7 +498,10 @@ def insert_attempts(claimed: list[Claimed], headers: list[dict], now: datetime) 
                 if item.manual_redelivery
                 else DeliveryAttempt.Trigger.SCHEDULED,
                 url=item.hook.redacted_url,
+                url_digest=digest_of_url(item.hook),
                 request_headers=redact_headers(sent, item.hook),
+                # A templated body is not the event's: the log keeps what was sent.
+                request_body=item.body if item.hook.custom_webhook_template else "",
                 created_at=now,
             )
             for item, sent in zip(claimed, headers, strict=True)

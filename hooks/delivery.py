@@ -34,6 +34,7 @@ from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 
 from hooks import transport
+from hooks.body_templates import TemplateError, body_to_send
 from hooks.claims import (
     Claimed,
     backlog,
@@ -178,6 +179,14 @@ def _start_batch(delivery_ids: list[int], now: datetime) -> _Batch | None:
     headers: list[dict[str, str]] = []
     unsendable: dict[int, str] = {}
     for index, item in enumerate(claimed):
+        try:
+            item.body = body_to_send(item.hook.custom_webhook_template, item.body)
+        except TemplateError as failed:
+            # GitLab logs it as an internal error with request_data {}, and backs off.
+            headers.append({})
+            item.body = "{}"
+            unsendable[index] = failed.message
+            continue
         try:
             headers.append(
                 build_headers(

@@ -3,21 +3,27 @@
 Loopback, private, link-local, CGNAT, reserved, multicast and IPv6 unique-local or site-local
 addresses are refused, as are IPv4-mapped/compatible forms of them and the 6to4/NAT64 ranges
 that reach IPv4 networks, unless ``HOOKS_ALLOWED_NETWORKS`` lists a CIDR containing them.
+Redirects: which are followed, and what a hop to another receiver may carry.
+
 The save-time check (``validate_hook_url``) and the connection (``hooks.transport``) both
 read a URL with ``parse_hook_url``, so what was checked is what is reached.
 """
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import socket
 from dataclasses import dataclass
 from functools import lru_cache
+from urllib.parse import unquote
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.core.exceptions import ImproperlyConfigured
 from urllib3.exceptions import LocationParseError
 from urllib3.util import parse_url
+
+from pipelines.errors import InvalidInput
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -131,12 +137,10 @@ def resolve_allowed_addresses(host: str, port: int) -> list[tuple[int, tuple]]:
     return allowed
 
 
-class InvalidHookURL(ValidationError):
-    """A Django ValidationError (forms and DRF field validators show it) whose ``str`` is
-    the plain message."""
+class InvalidHookURL(InvalidInput):
+    """A URL hooks cannot send to; ``message`` (and ``str``) says why."""
 
-    def __str__(self) -> str:
-        return self.message
+    status_code = 422
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,12 @@ class HookTarget:
     port: int  # the URL's, or the scheme's default: always given, never guessed from host
     request_uri: str  # path and query, %-escaped as sent
     auth: str | None  # the URL's user[:password], still %-escaped; None when absent
+
+    @property
+    def url(self) -> str:
+        """The URL as sent to (credentials left out), to resolve a redirect's Location on."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}{self.request_uri}"
 
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -199,3 +209,62 @@ def validate_hook_url(url: str) -> None:
         raise InvalidHookURL(f"url is blocked: {exc}") from None
     except (OSError, UnicodeError):
         return
+
+
+def with_url_credentials(headers: dict[str, str], target: HookTarget) -> dict[str, str]:
+    """The headers, plus the URL's credentials as HTTP Basic auth (GitLab sends them so,
+    never in the request line) unless an Authorization header is given."""
+    request_headers = dict(headers)
+    if target.auth and not any(name.lower() == "authorization" for name in request_headers):
+        user, _, password = target.auth.partition(":")
+        credentials = f"{unquote(user)}:{unquote(password)}".encode()
+        request_headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()
+    return request_headers
+
+
+# --- Redirects ---------------------------------------------------------------------------
+
+# GitLab (HTTParty) follows 4 redirects and fails on the 5th: "HTTP redirects too deep".
+MAX_REDIRECTS = 4
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+# 301, 302 and 303 are followed with a GET and no body, as HTTParty (and browsers) do;
+# 307 and 308 repeat the POST with the same body.
+METHOD_KEEPING_REDIRECTS = frozenset({307, 308})
+# What a hop to another receiver does not get (only what the hook sent to its own URL).
+BODY_HEADERS = frozenset({"content-type", "content-length"})
+SIGNATURE_HEADERS = frozenset({"webhook-id", "webhook-timestamp", "webhook-signature"})
+
+
+def same_receiver(first: HookTarget, hop: HookTarget) -> bool:
+    """Whether a redirect stays with the hook's own receiver: the same host, and the same
+    scheme and port or an upgrade from http to https (the common http→https redirect)."""
+    if hop.host.lower() != first.host.lower():
+        return False
+    if (hop.scheme, hop.port) == (first.scheme, first.port):
+        return True
+    return first.scheme == "http" and hop.scheme == "https"
+
+
+def headers_for_hop(
+    headers: dict[str, str],
+    first: HookTarget,
+    hop: HookTarget,
+    *,
+    method: str,
+    secret: frozenset[str],
+) -> dict[str, str]:
+    """The headers of the request that follows a redirect from ``first`` to ``hop``."""
+    dropped: set[str] = set()
+    if method == "GET":
+        dropped |= BODY_HEADERS | SIGNATURE_HEADERS  # no body left to sign
+    if not same_receiver(first, hop):
+        dropped |= secret | SIGNATURE_HEADERS | {"authorization"}
+    return {name: value for name, value in headers.items() if name.lower() not in dropped}
+
+
+def redirect_location(response) -> str | None:
+    """Where a redirect points, or None for an answer to keep (GitLab: a 304, or a 3xx
+    without a Location, is the answer)."""
+    if response.status not in REDIRECT_STATUSES:
+        return None
+    return response.headers.get("Location") or None

@@ -5,13 +5,15 @@ from __future__ import annotations
 from django import forms
 from django.utils import timezone
 
-from hooks import limits
+from hooks import limits, services
 from hooks.models import Hook
+from hooks.services import url_changed
 from hooks.signing import generate_signing_secret
 from hooks.validators import (
     SECRET_MASK,
     HookSettingError,
     check_custom_headers,
+    check_custom_webhook_template,
     check_ref_filter,
     check_secret_token,
     check_signing_token,
@@ -19,7 +21,6 @@ from hooks.validators import (
     check_url,
 )
 from pipelines.models import Status
-from pipelines.redaction import same_origin
 
 KEEP_PLACEHOLDER = "set — leave blank to keep"
 
@@ -99,8 +100,12 @@ class HookForm(forms.ModelForm):
             "token",
             "signing_token",
             "custom_headers",
+            "custom_webhook_template",
         )
         widgets = {
+            "custom_webhook_template": forms.Textarea(
+                attrs={"rows": 4, "cols": 60, "spellcheck": "false"}
+            ),
             "url": forms.URLInput(attrs={"size": 80}),
             "description": forms.Textarea(attrs={"rows": 2, "cols": 60}),
         }
@@ -109,6 +114,9 @@ class HookForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.generated_signing_token: str | None = None
         self.signing_token_replaced = False
+        # The receiver's secrets this form gives (the header lines always are, checked
+        # against a changed URL); the others are cleared when the URL changed.
+        self.secrets_given: set[str] = {"custom_headers"}
         stored = self.instance
         for name in ("token", "signing_token"):
             if name not in self.fields:
@@ -138,22 +146,27 @@ class HookForm(forms.ModelForm):
         return self._checked(check_signing_token, value) if value else ""
 
     def moves_to_another_receiver(self) -> bool:
-        """Whether the edit points the hook at another scheme or host, whose requests then
-        carry none of the stored secrets (GitLab's reset_token / reset_custom_headers)."""
+        """Whether the edit changes the URL, whose requests then carry none of the stored
+        secrets (GitLab's reset_token / reset_custom_headers; ``services.save_hook``)."""
         url = self.cleaned_data.get("url")
-        return bool(self.instance.pk and url and not same_origin(url, self.instance.redacted_url))
+        return bool(url and url_changed(self.instance, url))
 
     def clean_custom_headers(self) -> dict[str, str]:
         text = self.cleaned_data["custom_headers"]
         if self.moves_to_another_receiver():
             if SECRET_MASK in text:
                 raise forms.ValidationError(
-                    "The URL now points to another receiver, which does not get the stored"
-                    " header values: enter them again, or remove their lines."
+                    "The URL changed: the new one does not get the stored header values;"
+                    " enter them again, or remove their lines."
                 )
             return self._checked(parse_header_lines, text, {})
         stored = self.instance.custom_headers or {}
         return self._checked(parse_header_lines, text, stored)
+
+    def clean_custom_webhook_template(self) -> str:
+        return self._checked(
+            check_custom_webhook_template, self.cleaned_data["custom_webhook_template"]
+        )
 
     def clean_status_filter(self) -> list[str]:
         return self._checked(check_status_filter, self.cleaned_data["status_filter"])
@@ -161,13 +174,18 @@ class HookForm(forms.ModelForm):
     def clean(self) -> dict:
         data = super().clean()
         stored = self.instance
-        # A blank secret field means "keep what is stored"; the tick boxes remove or replace.
+        # A blank secret field means "keep what is stored" (services.save_hook clears it
+        # when the URL changed); the tick boxes remove or replace.
         if "token" in data:
             if data.get("remove_token"):
                 data["token"] = ""
-            elif not data["token"]:
-                data["token"] = "" if self.moves_to_another_receiver() else stored.token
+                self.secrets_given.add("token")
+            elif data["token"]:
+                self.secrets_given.add("token")
+            else:
+                data["token"] = stored.token
         if "signing_token" in data:
+            self.secrets_given.add("signing_token")
             if data.get("generate_signing_token"):
                 self.generated_signing_token = generate_signing_secret()
                 data["signing_token"] = self.generated_signing_token
@@ -175,6 +193,7 @@ class HookForm(forms.ModelForm):
                 data["signing_token"] = ""
             elif not data["signing_token"]:
                 data["signing_token"] = stored.signing_token
+                self.secrets_given.discard("signing_token")
             # A secret generated, given or removed here replaces the stored one at once, and
             # any still valid after a rotation with it; only the rotate button keeps one.
             self.signing_token_replaced = data["signing_token"] is not stored.signing_token
@@ -194,14 +213,17 @@ class HookForm(forms.ModelForm):
 
     def save(self, commit: bool = True) -> Hook:
         # Django leaves a field that has a default alone when the browser sent no input for
-        # it at all; the secrets' decided values (kept, removed, or dropped because the hook
-        # now points elsewhere) are what counts.
+        # it at all; the secrets' decided values (kept, removed, or replaced) are what counts.
         for name in ("token", "signing_token"):
             if name in self.cleaned_data:
                 setattr(self.instance, name, self.cleaned_data[name])
         if self.signing_token_replaced:
             self.instance.replace_signing_token(self.cleaned_data["signing_token"])
-        return super().save(commit)
+        hook = super().save(commit=False)
+        if commit:  # the project page's list; the hook page saves through save_model
+            services.save_hook(hook, given=self.secrets_given)
+            self._save_m2m()
+        return hook
 
     def _checked(self, check, *args):
         try:

@@ -131,4 +131,7 @@ def request_for(hook: Hook, body: str, headers: dict[str, str]) -> transport.Out
         headers=headers,
         verify_ssl=hook.enable_ssl_verification,
         hook_id=hook.pk,
+        secret_headers=frozenset(
+            {"x-gitlab-token", *(name.lower() for name in _custom_headers(hook))}
+        ),
     )

@@ -23,6 +23,7 @@ from django_ratelimit.core import get_usage
 from redis.exceptions import RedisError
 
 from hooks.models import Hook
+from pipelines.errors import Conflict
 from pipelines.models import Project
 
 logger = logging.getLogger(__name__)
@@ -35,13 +36,14 @@ ROTATE = "web_hook_signing_token_rotate"
 RATE_LIMITED_MESSAGE = "This endpoint has been requested too many times. Try again later."
 
 
-class HookLimitReached(ValueError):
-    """The project has as many hooks as it may have."""
+class HookLimitReached(Conflict):
+    """The project has as many hooks as it may have (GitLab: a 422 validation error)."""
+
+    status_code = 422
 
     def __init__(self, limit: int):
         # Limitable's message: "Maximum number of %{name} (%{count}) exceeded".
-        self.message = f"Maximum number of project hooks ({limit}) exceeded"
-        super().__init__(self.message)
+        super().__init__(f"Maximum number of project hooks ({limit}) exceeded")
 
 
 def check_room_for_hooks(project_id: int | None, adding: int = 1) -> None:

@@ -102,6 +102,19 @@ class Hook(models.Model):
     ref_filter = models.CharField(max_length=255, blank=True, default="")
     # Pipeline statuses this hook wants, e.g. ["failed"]; empty = every status.
     status_filter = models.JSONField(default=list, blank=True)
+    # GitLab's custom webhook template (hooks.body_templates); empty = the payload as built.
+    custom_webhook_template = models.TextField(
+        blank=True,
+        default="",
+        help_text="Sent instead of the payload: JSON with {{path.to.field}} placeholders, e.g. "
+        '{"text": "{{project.name}}: {{object_attributes.status}}"}. Empty: the payload.',
+    )
+    # GitLab's push-event branch filter: stored and shown back for GitLab clients, inert here
+    # (there are no push events); ref_filter_strategy / ref_filter filter pipelines.
+    push_events_branch_filter = models.TextField(blank=True, default="")
+    branch_filter_strategy = models.CharField(
+        max_length=16, choices=RefFilterStrategy.choices, default=RefFilterStrategy.WILDCARD
+    )
     # Health, GitLab's auto-disable rules: consecutive failures and the backoff they earned.
     recent_failures = models.PositiveIntegerField(default=0)
     # Null when the hook is not temporarily disabled.
@@ -307,8 +320,12 @@ class DeliveryAttempt(models.Model):
     )
     # Written redacted (``Hook.redacted_url``); shown redacted again, for rows of older rules.
     url = models.URLField(max_length=2000)
+    # hooks.signing.url_digest of the full URL sent to; null on rows older than it. A resend
+    # is refused when the hook's URL no longer has this digest (GitLab's url_current?).
+    url_digest = models.CharField(max_length=64, null=True, blank=True)
     request_headers = models.JSONField(default=dict)
-    # The body sent, kept only for test requests: a delivery's body is its event's.
+    # The body sent, kept for test requests and hooks with a custom template: otherwise a
+    # delivery's body is its event's (``sent_body``).
     request_body = models.TextField(blank=True, default="")
     # Null when no response came back (timeout, refused connection, blocked address).
     response_status = models.PositiveIntegerField(null=True, blank=True)
@@ -329,3 +346,10 @@ class DeliveryAttempt(models.Model):
     @property
     def redacted_url(self) -> str:
         return redact_url(self.url)
+
+    @property
+    def sent_body(self) -> str:
+        """The body this request carried."""
+        if self.request_body or not self.delivery_id:
+            return self.request_body
+        return self.delivery.event.body

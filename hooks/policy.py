@@ -30,7 +30,7 @@ MAX_BACKOFF = timedelta(hours=24)
 
 
 # Classes of answers, as GitLab's delivery log filters them (WebHookLogsFinder); a 3xx is in
-# none of them, and success is a 2xx only (GitLab also counts a 3xx).
+# none of them.
 RESPONSE_CLASSES = {
     "successful": range(200, 300),
     "client_failure": range(400, 500),
@@ -40,8 +40,9 @@ NO_RESPONSE = "no_response"
 
 
 def succeeded(result: TransportResult) -> bool:
-    """Success is a 2xx answer, nothing else."""
-    return result.status in RESPONSE_CLASSES["successful"]
+    """Success is a 2xx answer, or a 3xx left as the answer after the redirects were
+    followed (a 304, no Location): GitLab's ``response_category`` counts both as ok."""
+    return result.status is not None and 200 <= result.status < 400
 
 
 def response_class(name: str, field: str = "response_status") -> Q:
@@ -97,14 +98,29 @@ def disable_backoff(failures: int, initial: timedelta = INITIAL_BACKOFF) -> time
     return min(initial * 2**exponent, MAX_BACKOFF)
 
 
+# 4xx answers that say "later" rather than "no": retried on the whole schedule.
+RETRYABLE_CLIENT_ERRORS = frozenset({408, 425, 429})
+
+
+def refused_by_receiver(result: TransportResult) -> bool:
+    """A 4xx that is the receiver's "no" to this request (not a timeout or "too many")."""
+    status = result.status
+    return status is not None and 400 <= status < 500 and status not in RETRYABLE_CLIENT_ERRORS
+
+
 def outcome(
     attempt_number: int, result: TransportResult, *, manual: bool, now: datetime
 ) -> tuple[str, datetime | None]:
     """What an attempt leaves its delivery in: succeeded, pending again at a retry time, or
-    failed (the last attempt, or a person's redelivery, which is tried once). Returns the
-    status and the next attempt time (None when finished)."""
+    failed (the last attempt, a person's redelivery, which is tried once, or the
+    HOOKS_CLIENT_ERROR_ATTEMPTS-th refusal with a 4xx). Returns the status and the next
+    attempt time (None when finished)."""
     if succeeded(result):
         return Delivery.Status.SUCCEEDED, None
+    if refused_by_receiver(result) and attempt_number >= settings.HOOKS_CLIENT_ERROR_ATTEMPTS:
+        # A receiver that keeps saying no would hold the pipeline's later events for the
+        # whole schedule (a day); GitLab, which never retries, would have sent them at once.
+        return Delivery.Status.FAILED, None
     delay = None if manual else next_retry_delay(attempt_number, retry_after_seconds(result, now))
     if delay is None:
         return Delivery.Status.FAILED, None

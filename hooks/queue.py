@@ -24,6 +24,7 @@ from hooks.models import Delivery
 logger = logging.getLogger(__name__)
 
 DELIVER_BATCH_TASK = "hooks.tasks.deliver_batch"
+RESEND_TASK = "hooks.tasks.resend_deliveries"
 # The most ids one task message carries, whatever HOOKS_BATCH_SIZE says: keeps every
 # statement of a batch well within SQLite's limit on parameters.
 MAX_BATCH_SIZE = 1000
@@ -81,4 +82,20 @@ def enqueue_on_commit(delivery_ids: Iterable[int]) -> None:
     size = min(max(1, settings.HOOKS_BATCH_SIZE), MAX_BATCH_SIZE)
     for start in range(0, len(ids), size):
         send = update_wrapper(partial(publish, ids[start : start + size]), publish)
+        transaction.on_commit(send, robust=True)
+
+
+def publish_resends(delivery_ids: list[int], user_id: int | None) -> None:
+    """One task message: resend these deliveries, as asked by ``user_id``."""
+    try:
+        signature(RESEND_TASK, args=(delivery_ids, user_id)).delay()
+    except Exception as error:  # nothing was written for them: the person asks again
+        logger.warning("Could not queue resends of deliveries %s: %s", delivery_ids, error)
+
+
+def queue_resends_on_commit(delivery_ids: list[int], user_id: int | None) -> None:
+    """Queue a person's resends once the current transaction commits (the admin's
+    "Resend selected"): a worker sends them, one after the other, as ``resend_delivery``."""
+    if delivery_ids:
+        send = update_wrapper(partial(publish_resends, delivery_ids, user_id), publish_resends)
         transaction.on_commit(send, robust=True)

@@ -10,16 +10,19 @@ import logging
 import math
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from hooks import transport
+from hooks import limits, transport
+from hooks.body_templates import TemplateError, body_to_send
 from hooks.claims import enqueue_next_in_order, lease, start_attempt
 from hooks.headers import request_for
 from hooks.models import Delivery, DeliveryAttempt, Event, Hook
@@ -31,7 +34,8 @@ from hooks.results import (
     reenable_after_success,
     wake_hook,
 )
-from hooks.signing import generate_signing_secret
+from hooks.sealing import SecretUnreadable, revealed
+from hooks.signing import generate_signing_secret, url_digest
 from pipelines.errors import Conflict, DomainError
 from pipelines.models import Job, Pipeline, Status
 
@@ -48,16 +52,117 @@ class DeliveryInProgress(Conflict):
     """A worker is sending this delivery right now."""
 
 
-def resend_delivery(delivery: Delivery, user: AbstractBaseUser | None = None) -> DeliveryAttempt:
+class TemplateRenderFailed(DomainError):
+    """The hook's custom webhook template did not render to JSON (GitLab's words)."""
+
+    status_code = 422
+
+
+def _body_for(hook: Hook, body: str) -> str:
+    try:
+        return body_to_send(hook.custom_webhook_template, body)
+    except TemplateError as failed:
+        raise TemplateRenderFailed(failed.message) from None
+
+
+class HookURLChanged(DomainError):
+    """The hook's URL changed since the log entry was sent (GitLab's ``url_current?``): its
+    body is not sent to the new URL, which may belong to someone else."""
+
+    status_code = 422
+
+    def __init__(self):
+        super().__init__("The hook URL has changed, and this log entry cannot be retried")
+
+
+# What a resend may be refused with; each says why in its message.
+RESEND_REFUSALS = (DeliveryInProgress, HookURLChanged, TemplateRenderFailed, SecretUnreadable)
+
+
+def url_current(attempt: DeliveryAttempt | None, hook: Hook) -> bool:
+    """Whether ``attempt`` went to the hook's URL as it is now; true for a row that kept no
+    digest (older than the rule) and when there is no attempt at all."""
+    return (
+        attempt is None
+        or attempt.url_digest is None
+        or attempt.url_digest == url_digest(revealed(hook.url))
+    )
+
+
+# What a hook keeps for its receiver only: cleared when the URL changes, unless given again
+# in the same save (GitLab's reset_token / reset_custom_headers; the signing secret too).
+SECRETS_OF_THE_RECEIVER = ("token", "signing_token", "custom_headers")
+
+
+def url_changed(hook: Hook, url: str) -> bool:
+    """GitLab's ``url_changed?``: any change of the stored URL string (host, path, query or
+    credentials). A URL sent back masked was restored by ``check_url`` first, so it is not a
+    change."""
+    return bool(hook.pk) and url != revealed(hook.url)
+
+
+def save_hook(hook: Hook, *, given: Collection[str] = SECRETS_OF_THE_RECEIVER) -> Hook:
+    """What saving a hook does, for the API and the admin alike, in one transaction:
+
+    - a new hook must fit the project's limit (``limits.HookLimitReached``);
+    - when the URL changed since it was read, each secret of the receiver (token, signing
+      secret, custom headers) not in ``given`` is cleared, so an edit cannot point the
+      hook's secrets at another server (GitLab's ``reset_token``; Pipehook also clears the
+      signing secret, which a new receiver could otherwise collect signatures under);
+    - a collision with stored rows (the project deleted meanwhile) is a ``Conflict``.
+    """
+    with transaction.atomic():
+        if hook.pk is None:
+            limits.check_room_for_hooks(hook.project_id)
+        else:
+            stored_url = (
+                Hook.objects.select_for_update()
+                .filter(pk=hook.pk)
+                .values_list("url", flat=True)
+                .first()
+            )
+            # Fernet seals the same URL differently each time: a URL sealed anew is opened to
+            # tell whether it changed, one of the few moments a secret is opened outside
+            # sending (a person's save). The stored one, untouched, needs no opening.
+            if (
+                stored_url is not None
+                and stored_url != hook.url
+                and revealed(stored_url) != revealed(hook.url)
+            ):
+                for name in SECRETS_OF_THE_RECEIVER:
+                    if name == "signing_token" and name not in given:
+                        hook.replace_signing_token("")  # the rotation's earlier ones too
+                    elif name not in given:
+                        setattr(hook, name, {} if name == "custom_headers" else "")
+        try:
+            with transaction.atomic():
+                hook.save()
+        except IntegrityError:
+            raise Conflict("The hook could not be saved: its project changed meanwhile.") from None
+    return hook
+
+
+def resend_delivery(
+    delivery: Delivery,
+    user: AbstractBaseUser | None = None,
+    *,
+    log_entry: DeliveryAttempt | None = None,
+) -> DeliveryAttempt:
     """Send a delivery's event again now, synchronously: a new attempt with the same body
     and Idempotency-Key, logged with trigger "manual". A 2xx finishes a pending or failed
     delivery and re-enables the hook; a failure changes neither the delivery's schedule nor
-    the hook's health. Raises ``DeliveryInProgress`` while a worker is sending it."""
+    the hook's health. Raises ``DeliveryInProgress`` while a worker is sending it, and
+    ``HookURLChanged`` when the hook's URL is no longer the one ``log_entry`` (by default
+    the delivery's latest attempt) went to."""
     now = timezone.now()
     with transaction.atomic():
         delivery = (
             Delivery.objects.select_for_update().select_related("event", "hook").get(pk=delivery.pk)
         )
+        if log_entry is None:
+            log_entry = delivery.attempts.order_by("-id").first()
+        if not url_current(log_entry, delivery.hook):
+            raise HookURLChanged()
         if (
             delivery.status == Delivery.Status.SENDING
             and delivery.claimed_until
@@ -66,11 +171,12 @@ def resend_delivery(delivery: Delivery, user: AbstractBaseUser | None = None) ->
             raise DeliveryInProgress(
                 "This delivery is being sent right now; look at its attempts in a moment."
             )
+        body = _body_for(delivery.hook, delivery.event.body)
         Delivery.objects.filter(pk=delivery.pk).update(attempt_count=F("attempt_count") + 1)
         attempt, headers = start_attempt(
             delivery.hook,
             delivery=delivery,
-            body=delivery.event.body,
+            body=body,
             idempotency_key=str(delivery.idempotency_key),
             event_uuid=str(delivery.event.uuid),
             attempt_number=delivery.attempt_count + 1,
@@ -78,7 +184,7 @@ def resend_delivery(delivery: Delivery, user: AbstractBaseUser | None = None) ->
             object_kind=delivery.event.object_kind,
             user=user,
         )
-    (result,) = transport.send_many([request_for(delivery.hook, delivery.event.body, headers)])
+    (result,) = transport.send_many([request_for(delivery.hook, body, headers)])
     with transaction.atomic():
         record_response(attempt, result)
         if attempt.succeeded:
@@ -96,6 +202,24 @@ def resend_delivery(delivery: Delivery, user: AbstractBaseUser | None = None) ->
             if finished:
                 enqueue_next_in_order([(delivery.hook_id, delivery.order_key)])
     return attempt
+
+
+def resend_queued(delivery_ids: list[int], user_id: int | None) -> int:
+    """The admin's queued "Resend selected": each delivery resent as ``resend_delivery``
+    does, in the worker, logged with trigger "manual" and the person who asked. A delivery
+    that succeeded stays succeeded whatever its resend gets; one that is refused (sending
+    right now, its URL changed, its template fails) or gone is skipped with a log line.
+    Returns how many were sent."""
+    user = get_user_model().objects.filter(pk=user_id).first() if user_id else None
+    sent = 0
+    for delivery in Delivery.objects.filter(pk__in=delivery_ids).order_by("pk"):
+        try:
+            resend_delivery(delivery, user=user)
+        except RESEND_REFUSALS as refusal:
+            logger.warning("Delivery %s not resent: %s", delivery.pk, refusal.message)
+            continue
+        sent += 1
+    return sent
 
 
 def redeliver_failed_since(hook: Hook, since: datetime) -> int:
@@ -130,7 +254,7 @@ def send_test_event(
     job's (a Job Hook) now, synchronously, whatever the hook's health; a 2xx re-enables the
     hook. Logged with trigger "test" and no delivery. Raises ``NoPipelineError`` when the
     project has no pipeline, or no job, to describe."""
-    body = dump_payload(_test_payload(hook, object_kind))
+    body = _body_for(hook, dump_payload(_test_payload(hook, object_kind)))
     attempt, headers = start_attempt(
         hook,
         delivery=None,
@@ -166,6 +290,8 @@ def _test_payload(hook: Hook, object_kind: str) -> dict:
         return build_job_payload(job, job.pipeline)
     pipeline = (
         Pipeline.objects.filter(project_id=hook.project_id)
+        # GitLab's PipelinesFinder leaves child pipelines out.
+        .exclude(source=Pipeline.Source.PARENT_PIPELINE)
         .select_related("project", "user")
         .order_by("-id")
         .first()

@@ -136,3 +136,14 @@ def verify_signature(
         if any(hmac.compare_digest(expected.encode(), given.encode()) for given in offered):
             return True
     return False
+
+
+def url_digest(url: str, key: str | None = None) -> str:
+    """A keyed digest of a hook URL (HMAC-SHA256 with SECRET_KEY), kept on each attempt so a
+    resend can tell the URL changed since (GitLab's ``WebHookLog#url_hash``) without the
+    URL's credentials or secret query values ever being stored in clear."""
+    if key is None:
+        from django.conf import settings
+
+        key = settings.SECRET_KEY
+    return hmac.new(key.encode(), url.encode(), hashlib.sha256).hexdigest()

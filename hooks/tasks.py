@@ -8,7 +8,7 @@ does nothing.
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from hooks import delivery, sweeper
+from hooks import delivery, services, sweeper
 
 # The database being unreachable (restarting, SQLite's write lock held too long) fails a task
 # before it could claim anything. Its message is tried again soon, 1, 2, 4 … 30 s apart for
@@ -27,6 +27,11 @@ DATABASE_OUTAGE_RETRY = {
 @shared_task(acks_late=True, ignore_result=True, **DATABASE_OUTAGE_RETRY)
 def deliver_batch(delivery_ids: list[int]) -> None:
     delivery.deliver_batch(delivery_ids, fill_from_backlog=True)
+
+
+@shared_task(ignore_result=True)
+def resend_deliveries(delivery_ids: list[int], user_id: int | None) -> int:
+    return services.resend_queued(delivery_ids, user_id)
 
 
 @shared_task(ignore_result=True)

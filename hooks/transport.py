@@ -11,7 +11,8 @@ Safety rules (the architecture's SSRF section):
   header, TLS SNI and certificate checks keep using the hostname.
 - Which addresses are refused (loopback, private, link-local, reserved… unless
   ``HOOKS_ALLOWED_NETWORKS`` lists them) is ``hooks.destinations``' rule.
-- Redirects are never followed (a 3xx is just a status).
+- Redirects are followed as GitLab follows them, at most ``MAX_REDIRECTS``, each hop through
+  the same guard; a hop to another receiver carries none of the hook's secrets.
 - Connections are kept alive per (scheme, host, port, SSL verification) and reused while
   they stay open; each new one is guarded as above, and a kept one is checked again against
   the allow-list before reuse. A kept connection the receiver closed just as it was reused
@@ -28,7 +29,6 @@ guard below is urllib3's own connection class with one method replaced.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import heapq
 import ipaddress
@@ -39,7 +39,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from urllib.parse import unquote
+from urllib.parse import urljoin
 
 import certifi
 from django.conf import settings
@@ -47,14 +47,20 @@ from django.core.exceptions import ImproperlyConfigured
 from urllib3.connection import HTTPConnection, HTTPSConnection
 
 from hooks.destinations import (
+    MAX_REDIRECTS,
+    METHOD_KEEPING_REDIRECTS,
     AddressNotAllowed,
     HookTarget,
     InvalidHookURL,
+    headers_for_hop,
     parse_hook_url,
+    redirect_location,
     refusal_reason,
     resolve_allowed_addresses,
+    with_url_credentials,
 )
 from hooks.sealing import Sealed
+from pipelines.redaction import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +94,8 @@ class Outgoing:
     headers: dict[str, str]
     verify_ssl: bool = True
     hook_id: int | None = None
+    # Header names (lower case) never sent on to another receiver after a redirect.
+    secret_headers: frozenset[str] = frozenset()
 
 
 # --- The connection ----------------------------------------------------------------------
@@ -310,50 +318,79 @@ def send(
     verify_ssl: bool = True,
     timeout: float | None = None,
     max_body_bytes: int = RESPONSE_BODY_LIMIT,
+    secret_headers: frozenset[str] = frozenset(),
 ) -> TransportResult:
-    """POST ``body`` to ``url``; never raises for network trouble or a status code."""
+    """POST ``body`` to ``url``; never raises for network trouble or a status code.
+
+    Redirects are followed as GitLab follows them (at most ``MAX_REDIRECTS``, the 301/302/303
+    ones as a GET), every hop through the same address guard and within the same time
+    budget. A hop to another receiver (another host, or a downgrade to http) carries none
+    of ``secret_headers`` (names, lower case), no signature and no URL credentials.
+    """
     total = float(timeout if timeout is not None else settings.HOOKS_TIMEOUT_SECONDS)
     started = time.monotonic()
     try:
-        target = parse_hook_url(url)
+        first = parse_hook_url(url)
     except InvalidHookURL as invalid:
         return _result(started, error=invalid.message)
-    exchange = _Exchange(target, verify_ssl=verify_ssl, started=started, total=total)
-    try:
-        exchange.post(body, _with_url_credentials(headers, target))
-        return _result(started, **exchange.read_answer(max_body_bytes))
-    except AddressNotAllowed as exc:
-        return _result(started, error=str(exc))
-    except ImproperlyConfigured:
-        raise  # a bad HOOKS_ALLOWED_NETWORKS is the operator's to fix, loudly
-    except Exception as exc:  # the network can fail in many ways; each becomes an error text
-        error = _describe(
-            exc, phase=exchange.phase, watch=exchange.watch, total=total, host=target.host
-        )
-        if (response := exchange.response) is not None:
-            # The receiver answered, then the body failed: the status stands.
-            return _result(
-                started, response.status, headers=dict(response.headers.itermerged()), error=error
+    target, method, request_headers = first, "POST", with_url_credentials(headers, first)
+    for hop in range(MAX_REDIRECTS + 1):
+        exchange = _Exchange(target, verify_ssl=verify_ssl, started=started, total=total)
+        try:
+            exchange.post(body if method == "POST" else None, request_headers, method=method)
+            location = redirect_location(exchange.response)
+            if location is None:
+                return _result(started, **exchange.read_answer(max_body_bytes))
+            if hop == MAX_REDIRECTS:
+                return _result(started, error=f"HTTP redirects too deep (more than {hop})")
+            status = exchange.response.status
+            try:
+                next_target = parse_hook_url(urljoin(target.url, location))
+            except InvalidHookURL as invalid:
+                return _result(
+                    started, error=f"redirected to a URL hooks cannot send to: {invalid}"
+                )
+            if status not in METHOD_KEEPING_REDIRECTS:
+                method = "GET"
+            request_headers = headers_for_hop(
+                request_headers, first, next_target, method=method, secret=secret_headers
             )
-        return _result(started, error=error)
-    finally:
-        exchange.finish()
+            target = next_target
+        except AddressNotAllowed as exc:
+            return _result(started, error=_after_redirects(hop, target, str(exc)))
+        except ImproperlyConfigured:
+            raise  # a bad HOOKS_ALLOWED_NETWORKS is the operator's to fix, loudly
+        except Exception as exc:  # the network can fail in many ways; each becomes an error text
+            error = _after_redirects(
+                hop,
+                target,
+                _describe(
+                    exc, phase=exchange.phase, watch=exchange.watch, total=total, host=target.host
+                ),
+            )
+            if (response := exchange.response) is not None:
+                # The receiver answered, then the body failed: the status stands.
+                return _result(
+                    started,
+                    response.status,
+                    headers=dict(response.headers.itermerged()),
+                    error=error,
+                )
+            return _result(started, error=error)
+        finally:
+            exchange.finish()
+    raise AssertionError("unreachable: the last hop returns")  # pragma: no cover
+
+
+def _after_redirects(hop: int, target: HookTarget, error: str) -> str:
+    if not hop:
+        return error
+    return f"after {hop} redirect{'s' if hop > 1 else ''}, to {redact_url(target.url)}: {error}"
 
 
 def _result(started: float, status: int | None = None, **fields) -> TransportResult:
     elapsed_ms = int((time.monotonic() - started) * 1000)
     return TransportResult(status=status, duration_ms=elapsed_ms, **fields)
-
-
-def _with_url_credentials(headers: dict[str, str], target: HookTarget) -> dict[str, str]:
-    """The headers, plus the URL's credentials as HTTP Basic auth (GitLab sends them so,
-    never in the request line) unless an Authorization header is given."""
-    request_headers = dict(headers)
-    if target.auth and not any(name.lower() == "authorization" for name in request_headers):
-        user, _, password = target.auth.partition(":")
-        credentials = f"{unquote(user)}:{unquote(password)}".encode()
-        request_headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()
-    return request_headers
 
 
 class _Exchange:
@@ -386,7 +423,7 @@ class _Exchange:
         self.watch.connection = connection
         return connection
 
-    def post(self, body: bytes, headers: dict[str, str]) -> None:
+    def post(self, body: bytes | None, headers: dict[str, str], *, method: str = "POST") -> None:
         """Send the request and read the answer's status and headers."""
         watch = self.watch
         connection = _keepalive.take(self.origin)
@@ -405,7 +442,7 @@ class _Exchange:
                 # reading the answer included: give it what is left of the budget.
                 connection.timeout = max(0.001, watch.deadline - time.monotonic())
                 connection.request(
-                    "POST",
+                    method,
                     self.target.request_uri,
                     body=body,
                     headers=headers,
@@ -482,6 +519,8 @@ def send_many(requests: list[Outgoing]) -> list[TransportResult]:
     """Send the requests over up to HOOKS_SEND_CONCURRENCY lanes at once, each lane one
     request after the other; results in the order of ``requests``. The caller's thread
     runs the first lane. Lanes only do HTTP: no database connection is used in them."""
+    if not requests:  # a batch whose every request could not be built
+        return []
     lanes = min(len(requests), max(1, settings.HOOKS_SEND_CONCURRENCY))
     results: list[TransportResult | None] = [None] * len(requests)
 
@@ -501,7 +540,13 @@ def _send_alone(request: Outgoing) -> TransportResult:
     (logged with the reason, retried as any failure), never its batch's crash."""
     try:
         url = request.url.reveal() if isinstance(request.url, Sealed) else request.url
-        return send(url, request.body, request.headers, verify_ssl=request.verify_ssl)
+        return send(
+            url,
+            request.body,
+            request.headers,
+            verify_ssl=request.verify_ssl,
+            secret_headers=request.secret_headers,
+        )
     except ImproperlyConfigured:
         raise  # a bad HOOKS_ALLOWED_NETWORKS fails every request alike: the operator's to fix
     except Exception as exc:

@@ -11,10 +11,12 @@ import binascii
 import re
 from collections.abc import Iterable, Mapping
 
+from hooks.body_templates import MAX_TEMPLATE_LENGTH
 from hooks.destinations import InvalidHookURL, validate_hook_url
 from hooks.headers import RESERVED_HEADERS
 from hooks.sealing import Sealed
 from hooks.signing import SECRET_PREFIX
+from pipelines.errors import InvalidInput
 from pipelines.models import Status
 from pipelines.redaction import (
     QUERY_VALUE_MASK,
@@ -38,13 +40,15 @@ SIGNING_KEY_MAX_BYTES = 64
 PIPELINE_STATUSES = tuple(Status.values)
 
 
-class HookSettingError(ValueError):
-    """A hook setting is not acceptable: ``field`` names it, ``message`` says why."""
+class HookSettingError(InvalidInput):
+    """A hook setting is not acceptable: ``field`` names it, ``message`` says why (GitLab
+    answers 422; the hooks API words it by field, the form shows it at the field)."""
+
+    status_code = 422
 
     def __init__(self, field: str, message: str):
         super().__init__(message)
         self.field = field
-        self.message = message
 
 
 def check_secret_token(token: str) -> str:
@@ -153,6 +157,30 @@ def check_status_filter(statuses: Iterable[str]) -> list[str]:
         if status not in wanted:
             wanted.append(status)
     return wanted
+
+
+def check_custom_webhook_template(template: str) -> str:
+    """GitLab checks only the length when saving; what it renders is checked when sent."""
+    if len(template) > MAX_TEMPLATE_LENGTH:
+        raise HookSettingError(
+            "custom_webhook_template",
+            f"custom_webhook_template is too long (maximum is {MAX_TEMPLATE_LENGTH} characters)",
+        )
+    return template
+
+
+def check_branch_filter(strategy: str, branch_filter: str) -> str:
+    """GitLab's push_events_branch_filter: a regex must compile; all_branches clears it."""
+    if strategy == "all_branches":
+        return ""
+    if strategy == "regex" and branch_filter:
+        try:
+            re.compile(branch_filter)
+        except re.error:
+            raise HookSettingError(
+                "push_events_branch_filter", "Invalid branch filter given"
+            ) from None
+    return branch_filter
 
 
 def check_url(url: str, stored: Sealed | str = "") -> str:

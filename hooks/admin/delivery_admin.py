@@ -24,6 +24,7 @@ from hooks.admin.common import (
 from hooks.headers import redact_headers
 from hooks.models import Delivery, DeliveryAttempt, Event, Hook
 from hooks.policy import NO_RESPONSE, RESPONSE_CLASSES, response_class
+from hooks.queue import queue_resends_on_commit
 from hooks.sealing import SecretUnreadable
 
 # --- Filters ----------------------------------------------------------------------------
@@ -143,8 +144,13 @@ class DeliveryAdmin(ReadOnlyAdmin):
             return rate_limited_page(request, hook, limits.RESEND, wait)
         try:
             attempt = services.resend_delivery(delivery, user=request.user)
-        except (services.DeliveryInProgress, SecretUnreadable) as busy:
-            messages.warning(request, busy.message)
+        except (
+            services.DeliveryInProgress,
+            services.HookURLChanged,
+            services.TemplateRenderFailed,
+            SecretUnreadable,
+        ) as refusal:
+            messages.warning(request, refusal.message)
             return HttpResponseRedirect(back)
         report_resend(request, delivery, attempt)
         return HttpResponseRedirect(back)
@@ -155,18 +161,28 @@ class DeliveryAdmin(ReadOnlyAdmin):
             raise PermissionDenied
         refused: list[int] = []
         longest_wait = 0
+        queued: list[int] = []
         for delivery in queryset.select_related("hook").order_by("pk"):
             project_id = delivery.hook.project_id
+            # Counted when queued: the 5-a-minute limit is on what a person asks for.
             if wait := limits.rate_limit_wait(limits.RESEND, project_id, request.user, request):
                 refused.append(delivery.pk)
                 longest_wait = max(longest_wait, wait)
                 continue
-            try:
-                attempt = services.resend_delivery(delivery, user=request.user)
-            except (services.DeliveryInProgress, SecretUnreadable) as busy:
-                messages.warning(request, f"Delivery {delivery.pk}: {busy.message}")
+            latest = delivery.attempts.order_by("-id").first()
+            if not services.url_current(latest, delivery.hook):
+                messages.warning(request, f"Delivery {delivery.pk}: {services.HookURLChanged()}")
                 continue
-            report_resend(request, delivery, attempt)
+            queued.append(delivery.pk)
+        # Sent by a worker, not in this request: N receivers' answers could take N timeouts.
+        queue_resends_on_commit(queued, request.user.pk)
+        if queued:
+            messages.info(
+                request,
+                f"Queued {len(queued)} resend(s): deliver{'y' if len(queued) == 1 else 'ies'} "
+                f"{', '.join(map(str, queued))}. Each one's new attempt appears on its page "
+                "in a moment.",
+            )
         if refused:
             messages.error(
                 request,
@@ -262,7 +278,7 @@ class DeliveryAttemptAdmin(ReadOnlyAdmin):
         attempt = self.get_object(request, object_id)
         if attempt is not None:
             detail = attempt_detail(attempt, attempt.hook)
-            body = attempt.delivery.event.body if attempt.delivery_id else attempt.request_body
+            body = attempt.sent_body
             extra_context = {
                 **(extra_context or {}),
                 "attempt": detail,

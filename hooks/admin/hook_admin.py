@@ -169,7 +169,7 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
         )
 
     def save_model(self, request: HttpRequest, obj: Hook, form: HookForm, change: bool) -> None:
-        super().save_model(request, obj, form, change)
+        services.save_hook(obj, given=form.secrets_given)
         announce_generated_secret(request, form, obj)
 
     @admin.action(description="Re-enable selected hooks")
@@ -274,6 +274,9 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
             return self._back_to(hook)
         except SecretUnreadable as unreadable:
             messages.error(request, f"No test event sent: {unreadable.message}")
+            return self._back_to(hook)
+        except services.TemplateRenderFailed as failed:
+            messages.error(request, f"No test event sent: {failed.message}")
             return self._back_to(hook)
         link = reverse("admin:hooks_deliveryattempt_change", args=[attempt.pk])
         if attempt.succeeded:

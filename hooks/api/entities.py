@@ -91,9 +91,20 @@ class ProjectHookListItemSerializer(serializers.Serializer):
     disabled_until = GitLabDateTimeField(
         read_only=True, allow_null=True, help_text="Null unless the hook is resting."
     )
-    push_events_branch_filter = ConstantField(None, help_text="Pipehook has no push events.")
-    branch_filter_strategy = ConstantField("all_branches", help_text="See ref_filter_strategy.")
-    custom_webhook_template = ConstantField(None, help_text="Payloads are GitLab's, unchanged.")
+    push_events_branch_filter = serializers.CharField(
+        read_only=True, help_text="Stored for GitLab clients; Pipehook has no push events."
+    )
+    branch_filter_strategy = serializers.ChoiceField(
+        choices=Hook.RefFilterStrategy.choices,
+        read_only=True,
+        help_text="Of push_events_branch_filter; pipelines are filtered by ref_filter_strategy.",
+    )
+    custom_webhook_template = serializers.CharField(
+        read_only=True,
+        allow_null=True,
+        help_text="The body sent instead of the payload, {{path}} placeholders filled in.",
+    )
+    url_variables = ConstantField([], help_text="Not supported: always empty.")
     token_present = IsSetField(source="token")
     signing_token_present = IsSetField(source="signing_token")
     ref_filter_strategy = serializers.ChoiceField(
@@ -107,6 +118,13 @@ class ProjectHookListItemSerializer(serializers.Serializer):
         " never filtered by it.",
     )
     recent_failures = serializers.IntegerField(read_only=True)
+
+    def to_representation(self, hook: Hook) -> dict:
+        data = super().to_representation(hook)
+        # GitLab's nil for "none".
+        for name in ("custom_webhook_template", "push_events_branch_filter"):
+            data[name] = data[name] or None
+        return data
 
 
 class CustomHeaderNameSerializer(serializers.Serializer):
@@ -160,7 +178,7 @@ class HookEventSerializer(serializers.Serializer):
     @extend_schema_field(OpenApiTypes.OBJECT)
     def get_request_data(self, attempt: DeliveryAttempt):
         # A delivery's body is its event's; a test request keeps its own.
-        body = attempt.delivery.event.body if attempt.delivery_id else attempt.request_body
+        body = attempt.sent_body
         try:
             return json.loads(body) if body else None
         except ValueError:

@@ -11,9 +11,12 @@ from rest_framework.request import Request
 
 from hooks.models import Hook
 from hooks.policy import NO_RESPONSE, response_class
+from hooks.services import url_changed
 from hooks.validators import (
     HookSettingError,
+    check_branch_filter,
     check_custom_headers,
+    check_custom_webhook_template,
     check_ref_filter,
     check_secret_token,
     check_signing_token,
@@ -22,7 +25,6 @@ from hooks.validators import (
 )
 from pipelines.api.parsing import is_digits
 from pipelines.errors import InvalidParameter
-from pipelines.redaction import same_origin
 
 # GitLab's event flags that Pipehook never sends: accepted on input, always false on output.
 UNSUPPORTED_EVENT_FLAGS = (
@@ -114,6 +116,20 @@ class HookEditSerializer(serializers.Serializer):
         max_length=255, allow_blank=True, trim_whitespace=False, required=False
     )
     status_filter = StringListField(required=False)
+    custom_webhook_template = serializers.CharField(
+        allow_blank=True, allow_null=True, trim_whitespace=False, required=False
+    )
+    push_events_branch_filter = serializers.CharField(
+        allow_blank=True, allow_null=True, trim_whitespace=False, required=False
+    )
+    branch_filter_strategy = serializers.ChoiceField(
+        choices=Hook.RefFilterStrategy.choices, required=False
+    )
+    # GitLab's {var} placeholders in the URL: not supported; an empty list (what a GitLab
+    # client reads back and sends again) is accepted.
+    url_variables = serializers.ListField(
+        child=serializers.DictField(), allow_empty=True, allow_null=True, required=False
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -128,14 +144,14 @@ class HookCreateSerializer(HookEditSerializer):
 
 def apply_hook_input(hook: Hook, data: dict) -> None:
     """Copy validated input onto an unsaved hook. Raises HookSettingError; saves nothing."""
+    moved = False
     if "url" in data:
         url = check_url(data["url"], stored=hook.url if hook.pk else "")
-        if hook.pk and not same_origin(url, hook.redacted_url):
-            # GitLab's reset_token / reset_custom_headers: secrets set for one receiver are
-            # never sent to another one unless given again.
-            hook.token = ""
-            hook.custom_headers = {}
-        hook.url = url
+        # The secrets not given again are cleared by services.save_hook; the custom headers
+        # given are the only ones the new URL gets.
+        moved = url_changed(hook, url)
+        if moved or not hook.pk:  # the same URL keeps its sealed form: nothing to open later
+            hook.url = url
     for plain in ("name", "description", "pipeline_events", "job_events"):
         if plain in data:
             setattr(hook, plain, data[plain])
@@ -150,7 +166,7 @@ def apply_hook_input(hook: Hook, data: dict) -> None:
         hook.replace_signing_token(check_signing_token(value) if value else "")
     if "custom_headers" in data:
         # GitLab merges on edit; DELETE .../custom_headers/:key removes one.
-        merged = dict(hook.custom_headers or {})
+        merged = {} if moved else dict(hook.custom_headers or {})
         for header in data["custom_headers"]:
             key = header["key"]
             same = [name for name in merged if name.lower() == key.lower()]
@@ -171,6 +187,22 @@ def apply_hook_input(hook: Hook, data: dict) -> None:
     hook.ref_filter = check_ref_filter(hook.ref_filter_strategy, hook.ref_filter)
     if "status_filter" in data:
         hook.status_filter = check_status_filter(data["status_filter"])
+    if data.get("url_variables"):
+        raise HookSettingError(
+            "url_variables",
+            "url_variables are not supported by Pipehook; put the values in the url",
+        )
+    if "custom_webhook_template" in data:
+        hook.custom_webhook_template = check_custom_webhook_template(
+            data["custom_webhook_template"] or ""
+        )
+    if "branch_filter_strategy" in data:
+        hook.branch_filter_strategy = data["branch_filter_strategy"]
+    if "push_events_branch_filter" in data:
+        hook.push_events_branch_filter = data["push_events_branch_filter"] or ""
+    hook.push_events_branch_filter = check_branch_filter(
+        hook.branch_filter_strategy, hook.push_events_branch_filter
+    )
 
 
 def parse_status_filter(request: Request) -> Q | None:

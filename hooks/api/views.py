@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-from django.db import transaction
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -65,6 +64,8 @@ REFUSAL_PREFIX = {
     "url": "Invalid url given",
     "custom_headers": "Custom headers validation failed",
     "ref_filter": "Invalid ref filter given",
+    "custom_webhook_template": "Invalid custom webhook template given",
+    "url_variables": "Invalid url variables given",
 }
 
 
@@ -77,9 +78,16 @@ def rate_limited(wait: int) -> Response:
     )
 
 
-def refused(problem: HookSettingError) -> Response:
-    prefix = REFUSAL_PREFIX.get(problem.field, "Invalid hook settings")
-    return Response({"message": f"{prefix}: {problem.message}"}, status=422)
+def hook_refusal(problem: Exception) -> Response | None:
+    """The hooks API's translator for the hooks' own refusals, in GitLab's words; None for
+    the others, which the v4 API's handler answers."""
+    if isinstance(problem, HookSettingError):
+        prefix = REFUSAL_PREFIX.get(problem.field, "Invalid hook settings")
+        return Response({"message": f"{prefix}: {problem.message}"}, status=422)
+    if isinstance(problem, limits.HookLimitReached):
+        # GitLab: render_validation_error!(hook, 422) of Limitable's base error.
+        return Response({"message": {"base": [problem.message]}}, status=422)
+    return None
 
 
 # --- Views ----------------------------------------------------------------------------
@@ -144,6 +152,11 @@ class HooksView(GitLabView):
             raise PermissionDenied(grants.refusal(MANAGE_HOOKS, project))
         return project
 
+    def handle_exception(self, exc: Exception) -> Response:
+        if (response := hook_refusal(exc)) is not None:
+            return response
+        return super().handle_exception(exc)
+
     def get_hook(self) -> Hook:
         project = self.get_project()
         raw = self.kwargs["hook_id"]
@@ -155,26 +168,15 @@ class HooksView(GitLabView):
             raise NotFound("404 Hook Not Found")
         return hook
 
-    def save_from_request(self, hook: Hook, *, creating: bool) -> Response | None:
-        """Validate and save; a Response when a setting is refused (nothing written then)."""
+    def save_from_request(self, hook: Hook, *, creating: bool) -> None:
+        """Validate and save; a refused setting raises (nothing written then)."""
         data = self.body_params(HookCreateSerializer if creating else HookEditSerializer)
         for flag in UNSUPPORTED_EVENT_FLAGS:
             data.pop(flag, None)
         if not creating and not data:
             raise InvalidParameter("No parameters provided")
-        try:
-            apply_hook_input(hook, data)
-        except HookSettingError as problem:
-            return refused(problem)
-        with transaction.atomic():
-            if creating:
-                try:
-                    limits.check_room_for_hooks(hook.project_id)
-                except limits.HookLimitReached as full:
-                    # GitLab: render_validation_error!(hook, 422) of Limitable's base error.
-                    return Response({"message": {"base": [full.message]}}, status=422)
-            hook.save()
-        return None
+        apply_hook_input(hook, data)
+        services.save_hook(hook, given=data.keys())
 
 
 class HookListView(HooksView):
@@ -201,8 +203,7 @@ class HookListView(HooksView):
     def post(self, request: Request, **kwargs) -> Response:
         project = self.get_project()
         hook = Hook(project=project)
-        if refusal := self.save_from_request(hook, creating=True):
-            return refusal
+        self.save_from_request(hook, creating=True)
         logger.info("hook %s added to project %s", hook.pk, project.pk)
         return Response(ProjectHookSerializer(hook).data, status=status.HTTP_201_CREATED)
 
@@ -226,8 +227,7 @@ class HookDetailView(HooksView):
     )
     def put(self, request: Request, **kwargs) -> Response:
         hook = self.get_hook()
-        if refusal := self.save_from_request(hook, creating=False):
-            return refusal
+        self.save_from_request(hook, creating=False)
         return Response(ProjectHookSerializer(hook).data)
 
     @extend_schema(
@@ -261,10 +261,7 @@ class HookCustomHeaderView(HooksView):
             name: v for name, v in hook.custom_headers.items() if name.lower() != key.lower()
         }
         headers[key] = value
-        try:
-            hook.custom_headers = check_custom_headers(headers)
-        except HookSettingError as problem:
-            return refused(problem)
+        hook.custom_headers = check_custom_headers(headers)
         hook.save(update_fields=["custom_headers", "updated_at"])
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -404,8 +401,9 @@ class HookEventResendView(HooksView):
                 {"message": "A test request cannot be resent; send a new test event instead."},
                 status=422,
             )
-        # Sent now, synchronously; DeliveryInProgress (a worker holds it) is a 409.
-        resent = services.resend_delivery(attempt.delivery, user=request.user)
+        # Sent now, synchronously; DeliveryInProgress (a worker holds it) is a 409, and
+        # HookURLChanged (GitLab's url_current?) a 422.
+        resent = services.resend_delivery(attempt.delivery, user=request.user, log_entry=attempt)
         if resent.response_status is None:
             # GitLab: any HTTP answer is a completed resend; no answer at all is a 422.
             return Response({"message": resent.error or "the request got no response"}, status=422)

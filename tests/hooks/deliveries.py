@@ -1,5 +1,6 @@
 """Deliveries as the outbox makes them, and the task messages it would send for them."""
 
+from hooks import queue, tasks
 from hooks.models import Delivery, Hook
 from pipelines import services
 
@@ -15,3 +16,10 @@ def new_delivery(hook: Hook, *, sha: str = SHA) -> Delivery:
 def queued_ids(callbacks) -> list[int]:
     """Delivery ids the on-commit callbacks would queue (``publish_deliveries(ids)``)."""
     return [pk for callback in callbacks for pk in callback.args[0]]
+
+
+def run_queued_resends(callbacks) -> None:
+    """What a worker does with the resend messages the on-commit callbacks would queue."""
+    for callback in callbacks:
+        if callback.func is queue.publish_resends:
+            tasks.resend_deliveries(*callback.args)

@@ -11,13 +11,15 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
 
+from hooks.delivery import deliver
 from hooks.forms import HookForm
 from hooks.models import Delivery, DeliveryAttempt, Hook
-from hooks.sealing import revealed
+from hooks.sealing import Sealed, revealed
 from hooks.validators import SECRET_MASK
 from pipelines import services
 from tests.clients import api_client_with
 from tests.factories import DeliveryFactory, UserFactory
+from tests.hooks.deliveries import run_queued_resends
 from tests.hooks.receiver import Reply
 
 SECRET_TOKEN = "admin-form-secret"
@@ -181,12 +183,20 @@ def test_hook_url_credentials_show_masked_and_are_kept_on_save(admin_client, pro
     assert hook.url.reveal() == CREDENTIALS_URL
 
 
-def test_hook_form_moved_to_another_receiver_keeps_no_secret_it_would_send(admin_client, project):
-    hook = make_hook(project, token=SECRET_TOKEN, custom_headers={"Authorization": HEADER_SECRET})
+def test_e1_hook_form_with_a_changed_url_keeps_no_secret_it_would_send(admin_client, project):
+    """E1: any change of the URL (here only the path) clears the token and signing secret
+    not entered again; stored header values must be entered again."""
+    hook = make_hook(
+        project,
+        token=SECRET_TOKEN,
+        signing_token=SIGNING_TOKEN,
+        custom_headers={"Authorization": HEADER_SECRET},
+    )
     page = reverse("admin:hooks_hook_change", args=[hook.pk])
     data = form_data(admin_client.get(page))
     data.pop("token")  # not rendered, so not sent back
-    data["url"] = "http://127.0.0.2:8080/elsewhere"
+    data.pop("signing_token")
+    data["url"] = "http://127.0.0.1:9/elsewhere"
 
     refused = admin_client.post(page, data)
     assert "does not get the stored header values" in refused.content.decode()
@@ -196,8 +206,12 @@ def test_hook_form_moved_to_another_receiver_keeps_no_secret_it_would_send(admin
     data["custom_headers"] = "X-Team: ops"
     admin_client.post(page, data, follow=True)
     hook.refresh_from_db()
-    assert hook.url.reveal() == "http://127.0.0.2:8080/elsewhere"
-    assert (hook.token.reveal(), revealed(hook.custom_headers)) == ("", {"X-Team": "ops"})
+    assert hook.url.reveal() == "http://127.0.0.1:9/elsewhere"
+    assert (hook.token.reveal(), hook.signing_token.reveal(), revealed(hook.custom_headers)) == (
+        "",
+        "",
+        {"X-Team": "ops"},
+    )
 
 
 def test_hook_lists_and_pages_never_show_url_credentials(admin_client, project):
@@ -444,6 +458,56 @@ def test_resend_from_the_delivery_page_sends_it_again(admin_client, project, rec
     delivery.refresh_from_db()
     assert delivery.status == Delivery.Status.SUCCEEDED
     assert delivery.attempts.get().trigger == DeliveryAttempt.Trigger.MANUAL
+
+
+def test_c5_admin_resend_is_refused_once_the_hook_url_changed(admin_client, project, receiver):
+    """C5: the admin's Resend follows GitLab's url_current? as the API does."""
+    hook = make_hook(project, url=receiver.url + "/old")
+    delivery = make_delivery(hook, status=Delivery.Status.PENDING)
+    deliver(delivery.pk)
+    receiver.wait_for(1)
+    Hook.objects.filter(pk=hook.pk).update(url=Sealed.of(receiver.url + "/new"))
+
+    response = admin_client.post(
+        reverse("admin:hooks_delivery_resend", args=[delivery.pk]), follow=True
+    )
+
+    assert any("The hook URL has changed" in m for m in messages_of(response))
+    assert delivery.attempts.count() == 1
+    assert [request.path for request in receiver.requests] == ["/hook/old"]
+
+
+def test_resend_selected_queues_the_resends_for_a_worker(
+    admin_client, admin_user, project, receiver, django_capture_on_commit_callbacks
+):
+    """Leftover (c): N resends are not N requests inside one admin request. The worker
+    records the person who asked; a succeeded delivery stays succeeded whatever it gets."""
+    hook = make_hook(project, url=receiver.url)
+    failed = make_delivery(hook, status=Delivery.Status.FAILED, attempt_count=8)
+    succeeded = make_delivery(hook, status=Delivery.Status.SUCCEEDED, attempt_count=1)
+    with django_capture_on_commit_callbacks() as callbacks:
+        response = admin_client.post(
+            reverse("admin:hooks_delivery_changelist"),
+            {"action": "resend_selected", "_selected_action": [failed.pk, succeeded.pk]},
+            follow=True,
+        )
+    assert any("Queued 2 resend(s)" in m for m in messages_of(response))
+    assert receiver.requests == []  # nothing sent during the admin's request
+    receiver.script(Reply(200), Reply(500))
+
+    run_queued_resends(callbacks)
+
+    assert len(receiver.wait_for(2)) == 2
+    failed.refresh_from_db()
+    succeeded.refresh_from_db()
+    assert failed.status == Delivery.Status.SUCCEEDED
+    assert succeeded.status == Delivery.Status.SUCCEEDED  # its resend got a 500
+    for delivery in (failed, succeeded):
+        attempt = delivery.attempts.get()
+        assert (attempt.trigger, attempt.triggered_by) == (
+            DeliveryAttempt.Trigger.MANUAL,
+            admin_user,
+        )
 
 
 @pytest.mark.parametrize("target", ["//evil.example/", "https://evil.example/", "/\\evil.example"])

@@ -4,6 +4,7 @@ import base64
 import json
 import logging
 import re
+import time
 
 import gitlab
 import pytest
@@ -13,6 +14,7 @@ from drf_spectacular.validation import validate_schema
 from gitlab import exceptions as gitlab_errors
 from rest_framework.test import APIClient
 
+from hooks.delivery import deliver
 from hooks.models import Delivery, DeliveryAttempt, Hook
 from hooks.sealing import revealed
 from pipelines import services
@@ -97,8 +99,9 @@ def test_add_hook_answers_201_with_gitlab_fields_and_no_secret(api_client, proje
         "alert_status": "executable",
         "disabled_until": None,
         "push_events_branch_filter": None,
-        "branch_filter_strategy": "all_branches",
+        "branch_filter_strategy": "wildcard",  # E3: GitLab's default for a new hook
         "custom_webhook_template": None,
+        "url_variables": [],
         "token_present": True,
         "signing_token_present": True,
         "ref_filter_strategy": "wildcard",
@@ -490,7 +493,9 @@ def test_masked_credentials_never_follow_a_url_to_another_host(api_client, proje
     assert Hook.objects.count() == 1
 
 
-def test_moving_a_hook_to_another_receiver_drops_the_secrets_it_would_send(api_client, project):
+def test_e1_any_url_change_clears_the_secrets_not_given_again(api_client, project):
+    """E1: GitLab's reset_token / reset_custom_headers: a new path on the same host is a
+    change too; the signing secret goes with them (Pipehook's decision)."""
     hook = make_hook(
         project,
         url="http://127.0.0.1:8080/ci",
@@ -498,25 +503,40 @@ def test_moving_a_hook_to_another_receiver_drops_the_secrets_it_would_send(api_c
         signing_token=SIGNING_TOKEN,
         custom_headers={"Authorization": HEADER_SECRET},
     )
-    # Another path on the same receiver keeps them...
-    kept = api_client.put(hooks_url(project, f"/{hook.pk}"), {"url": "http://127.0.0.1:8080/v2"})
-    assert kept.status_code == 200
+    moved = api_client.put(hooks_url(project, f"/{hook.pk}"), {"url": "http://127.0.0.1:8080/v2"})
+    assert moved.status_code == 200, moved.content
     hook.refresh_from_db()
-    assert (hook.token.reveal(), revealed(hook.custom_headers)) == (
-        SECRET_TOKEN,
-        {"Authorization": HEADER_SECRET},
+    assert (hook.token.reveal(), hook.signing_token.reveal(), revealed(hook.custom_headers)) == (
+        "",
+        "",
+        {},
     )
-    # ...another receiver gets none of them unless they are given again (GitLab's rule).
+    assert moved.json()["token_present"] is False
+
+
+def test_e1_secrets_given_with_the_new_url_are_kept(api_client, project):
+    """E1: a token, signing secret or header given in the same request survives the move;
+    a header named without a value cannot take the old URL's value along."""
+    hook = make_hook(
+        project,
+        url="http://127.0.0.1:8080/ci",
+        token="old-token",
+        custom_headers={"Authorization": HEADER_SECRET},
+    )
     moved = api_client.put(
         hooks_url(project, f"/{hook.pk}"),
-        {"url": "http://127.0.0.2:8080/ci", "custom_headers": [{"key": "X-Team", "value": "a"}]},
+        {
+            "url": "http://127.0.0.2:8080/ci",
+            "token": SECRET_TOKEN,
+            "signing_token": SIGNING_TOKEN,
+            "custom_headers": [{"key": "X-Team", "value": "a"}],
+        },
         format="json",
     )
     assert moved.status_code == 200, moved.content
     hook.refresh_from_db()
-    assert (hook.token.reveal(), revealed(hook.custom_headers)) == ("", {"X-Team": "a"})
-    assert hook.signing_token.reveal() == SIGNING_TOKEN  # never sent, only used to sign
-    # A header named without a value cannot take the old receiver's value along.
+    assert (hook.token.reveal(), hook.signing_token.reveal()) == (SECRET_TOKEN, SIGNING_TOKEN)
+    assert revealed(hook.custom_headers) == {"X-Team": "a"}  # only the given ones, none of the old
     hook.custom_headers = {"Authorization": HEADER_SECRET}
     hook.save()
     refused = api_client.put(
@@ -527,6 +547,111 @@ def test_moving_a_hook_to_another_receiver_drops_the_secrets_it_would_send(api_c
     assert refused.status_code == 422
     hook.refresh_from_db()
     assert revealed(hook.custom_headers) == {"Authorization": HEADER_SECRET}
+    assert hook.url.reveal() == "http://127.0.0.2:8080/ci"
+
+
+def test_e1_the_same_url_sent_back_masked_keeps_every_secret(api_client, project):
+    """E1: python-gitlab's save() sends the URL back as it was shown (masked): no change."""
+    hook = make_hook(
+        project,
+        url="http://user:pw@127.0.0.1:8080/ci?token=q",
+        token=SECRET_TOKEN,
+        signing_token=SIGNING_TOKEN,
+        custom_headers={"Authorization": HEADER_SECRET},
+    )
+    shown = api_client.get(hooks_url(project, f"/{hook.pk}")).json()["url"]
+    assert "pw" not in shown
+    kept = api_client.put(hooks_url(project, f"/{hook.pk}"), {"url": shown, "name": "n"})
+    assert kept.status_code == 200, kept.content
+    hook.refresh_from_db()
+    assert (hook.token.reveal(), hook.signing_token.reveal()) == (SECRET_TOKEN, SIGNING_TOKEN)
+    assert revealed(hook.custom_headers) == {"Authorization": HEADER_SECRET}
+
+
+def test_e3_custom_webhook_template_is_stored_shown_and_limited_to_4096(api_client, project):
+    hook = make_hook(project)
+    template = '{"text": "{{object_attributes.status}}"}'
+    saved = api_client.put(
+        hooks_url(project, f"/{hook.pk}"), {"custom_webhook_template": template}, format="json"
+    )
+    assert saved.status_code == 200, saved.content
+    assert saved.json()["custom_webhook_template"] == template
+    too_long = api_client.put(
+        hooks_url(project, f"/{hook.pk}"),
+        {"custom_webhook_template": "x" * 4097},
+        format="json",
+    )
+    assert too_long.status_code == 422
+    assert "maximum is 4096 characters" in too_long.json()["message"]
+    hook.refresh_from_db()
+    assert hook.custom_webhook_template == template
+    cleared = api_client.put(
+        hooks_url(project, f"/{hook.pk}"), {"custom_webhook_template": None}, format="json"
+    )
+    assert cleared.json()["custom_webhook_template"] is None
+
+
+def test_e3_url_variables_are_refused_naming_the_setting_unless_empty(api_client, project):
+    refused = api_client.post(
+        hooks_url(project),
+        {"url": "http://127.0.0.1:8080/{team}", "url_variables": [{"key": "team", "value": "a"}]},
+        format="json",
+    )
+    assert refused.status_code == 422
+    assert "url_variables" in refused.json()["message"]
+    assert not Hook.objects.exists()
+    empty = api_client.post(
+        hooks_url(project), {"url": "http://127.0.0.1:8080/ci", "url_variables": []}, format="json"
+    )
+    assert empty.status_code == 201, empty.content
+    assert empty.json()["url_variables"] == []
+
+
+def test_e3_branch_filter_settings_are_stored_and_shown_back(api_client, project):
+    """E3: GitLab's push branch filter is inert here (no push events) but read back as
+    set, so tools that compare settings (Terraform) see no drift."""
+    created = api_client.post(
+        hooks_url(project),
+        {
+            "url": "http://127.0.0.1:8080/ci",
+            "push_events_branch_filter": "^release-.*$",
+            "branch_filter_strategy": "regex",
+        },
+        format="json",
+    ).json()
+    assert (created["branch_filter_strategy"], created["push_events_branch_filter"]) == (
+        "regex",
+        "^release-.*$",
+    )
+    hook_url = hooks_url(project, f"/{created['id']}")
+    bad = api_client.put(hook_url, {"push_events_branch_filter": "(("}, format="json")
+    assert bad.status_code == 422 and "Invalid branch filter given" in bad.json()["message"]
+    every = api_client.put(hook_url, {"branch_filter_strategy": "all_branches"}, format="json")
+    assert every.json()["push_events_branch_filter"] is None  # all_branches clears it
+
+
+def test_e3_a_hook_read_back_and_sent_again_whole_changes_nothing(api_client, project):
+    """E3: a client that PUTs back everything it read (GitLab's extra fields, masked URL,
+    header names without values, url_variables: []) gets 200 and the same hook."""
+    hook = make_hook(
+        project,
+        url="http://user:pw@127.0.0.1:8080/ci?token=q",
+        token=SECRET_TOKEN,
+        signing_token=SIGNING_TOKEN,
+        custom_headers={"Authorization": HEADER_SECRET},
+        custom_webhook_template='{"s": "{{object_attributes.status}}"}',
+    )
+    before = api_client.get(hooks_url(project, f"/{hook.pk}")).json()
+
+    again = api_client.put(hooks_url(project, f"/{hook.pk}"), before, format="json")
+
+    assert again.status_code == 200, again.content
+    after = again.json()
+    assert after == before
+    hook.refresh_from_db()
+    assert (hook.token.reveal(), hook.signing_token.reveal()) == (SECRET_TOKEN, SIGNING_TOKEN)
+    assert revealed(hook.custom_headers) == {"Authorization": HEADER_SECRET}
+    assert hook.url.reveal() == "http://user:pw@127.0.0.1:8080/ci?token=q"
 
 
 def test_delete_hook_answers_204_and_removes_it(api_client, project):
@@ -787,6 +912,60 @@ def test_resend_sends_the_same_event_again_with_the_same_idempotency_key(
     assert request.header("Idempotency-Key") == str(delivery.idempotency_key)
     delivery.refresh_from_db()
     assert delivery.status == Delivery.Status.SUCCEEDED
+
+
+def move_hook(api_client, hook: Hook, url: str):
+    return api_client.put(hooks_url(hook.project, f"/{hook.pk}"), {"url": url})
+
+
+def test_c5_resend_is_refused_once_the_hook_url_changed(api_client, project, receiver, settings):
+    """C5: GitLab's url_current?: the log entry's body never goes to a URL set after it."""
+    settings.HOOKS_RETRY_SCHEDULE = [0]
+    hook = make_hook(project, url=receiver.url + "/old")
+    delivery = make_delivery(hook, {"object_kind": "pipeline", "marker": "for-the-old-url"})
+    receiver.script(Reply(500))
+    sent = deliver(delivery.pk)  # a real scheduled attempt: it keeps the URL's digest
+    assert sent.url_digest and receiver.url not in sent.url_digest
+    assert (
+        api_client.put(
+            hooks_url(project, f"/{hook.pk}"), {"url": receiver.url + "/new"}
+        ).status_code
+        == 200
+    )
+
+    response = api_client.post(hooks_url(project, f"/{hook.pk}/events/{sent.pk}/resend"))
+
+    assert response.status_code == 422
+    assert response.json() == {
+        "message": "The hook URL has changed, and this log entry cannot be retried"
+    }
+    time.sleep(0.2)
+    assert [request.path for request in receiver.requests] == ["/hook/old"]
+    assert delivery.attempts.count() == 1
+    # A row older than the digest (none kept) is resent, as GitLab's nil url_hash is.
+    DeliveryAttempt.objects.filter(pk=sent.pk).update(url_digest=None)
+    resent = api_client.post(hooks_url(project, f"/{hook.pk}/events/{sent.pk}/resend"))
+    assert resent.status_code == 201, resent.content
+    assert receiver.wait_for(2)[-1].path == "/hook/new"
+
+
+def test_c5_resend_after_the_url_changed_back_is_allowed(api_client, project, receiver):
+    """C5: the digest is of the URL, not of its history."""
+    hook = make_hook(project, url=receiver.url + "/a")
+    delivery = make_delivery(hook)
+    sent = deliver(delivery.pk)
+    assert (
+        api_client.put(hooks_url(project, f"/{hook.pk}"), {"url": receiver.url + "/b"}).status_code
+        == 200
+    )
+    assert (
+        api_client.put(hooks_url(project, f"/{hook.pk}"), {"url": receiver.url + "/a"}).status_code
+        == 200
+    )
+
+    response = api_client.post(hooks_url(project, f"/{hook.pk}/events/{sent.pk}/resend"))
+
+    assert response.status_code == 201, response.content
 
 
 def test_resend_of_a_test_request_is_refused(api_client, project):

@@ -13,6 +13,7 @@ from django.utils import timezone
 from standardwebhooks import Webhook
 
 from hooks import delivery, transport
+from hooks import services as services_errors
 from hooks.claims import claim_delivery
 from hooks.delivery import deliver, deliver_batch
 from hooks.headers import USER_AGENT
@@ -28,8 +29,9 @@ from hooks.services import (
 from hooks.signing import generate_signing_secret, verify_signature
 from hooks.sweeper import requeue_due_deliveries
 from pipelines import services
+from pipelines.models import Pipeline
 from tests.factories import HookFactory, UserFactory
-from tests.hooks.receiver import Reply
+from tests.hooks.receiver import Receiver, Reply
 
 SHA = "b" * 40
 
@@ -391,6 +393,50 @@ def test_next_delivery_of_a_pipeline_waits_for_the_one_before(project, receiver)
     assert [r.body for r in receiver.requests][1] != receiver.requests[2].body
 
 
+@pytest.mark.parametrize("refusal", [400, 401, 404, 422])
+def test_b5_a_refused_event_holds_its_pipeline_only_for_a_few_attempts(
+    project, receiver, settings, refusal
+):
+    """B5: a receiver that keeps answering a 4xx to one event: that delivery is given up
+    after HOOKS_CLIENT_ERROR_ATTEMPTS, and the pipeline's next event goes out at once."""
+    settings.HOOKS_CLIENT_ERROR_ATTEMPTS = 3
+    hook = HookFactory(project=project, url=receiver.url)
+    pipeline = services.create_pipeline(project, ref="main", sha=SHA)
+    services.transition_pipeline(pipeline, "running")
+    refused, behind = hook.deliveries.order_by("pk")
+    receiver.script(*[Reply(refusal, body=b"unknown project")] * 3)
+    for attempt in (1, 2):
+        deliver(refused.pk)
+        refused.refresh_from_db()
+        assert (refused.status, refused.attempt_count) == (Delivery.Status.PENDING, attempt)
+        assert deliver(behind.pk) is None  # still waits
+        make_due(refused)
+
+    deliver(refused.pk)  # the third refusal gives it up, and the next one follows
+
+    refused.refresh_from_db()
+    assert (refused.status, refused.attempt_count) == (Delivery.Status.FAILED, 3)
+    assert refused.last_response_status == refusal
+    assert Delivery.objects.get(pk=behind.pk).status == Delivery.Status.SUCCEEDED
+    statuses = [json.loads(r.body)["object_attributes"]["status"] for r in receiver.requests]
+    assert statuses == ["created", "created", "created", "running"]
+
+
+@pytest.mark.parametrize("status", [408, 425, 429, 500])
+def test_b5_timeouts_throttling_and_server_errors_keep_the_whole_schedule(
+    project, receiver, settings, status
+):
+    settings.HOOKS_CLIENT_ERROR_ATTEMPTS = 1
+    hook = HookFactory(project=project, url=receiver.url)
+    delivery = new_delivery(hook)
+    receiver.script(Reply(status))
+
+    deliver(delivery.pk)
+
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.Status.PENDING
+
+
 def test_a_finished_delivery_sends_the_next_one_of_its_pipeline_at_once(
     project, receiver, django_capture_on_commit_callbacks
 ):
@@ -562,6 +608,18 @@ def test_send_test_event_uses_the_newest_pipeline_and_re_enables(project, receiv
     assert not hook.permanently_disabled
 
 
+def test_e8_send_test_event_leaves_child_pipelines_out(project, receiver):
+    hook = HookFactory(project=project, url=receiver.url)
+    parent = services.create_pipeline(project, ref="main", sha=SHA)
+    child = services.create_pipeline(project, ref="main", sha=SHA)
+    Pipeline.objects.filter(pk=child.pk).update(source=Pipeline.Source.PARENT_PIPELINE)
+
+    send_test_event(hook)
+
+    [request] = receiver.requests
+    assert json.loads(request.body)["object_attributes"]["id"] == parent.pk
+
+
 def test_send_test_event_without_a_pipeline_says_so(project, receiver):
     hook = HookFactory(project=project, url=receiver.url)
     with pytest.raises(NoPipelineError, match="Ensure the project has CI pipelines."):
@@ -597,3 +655,92 @@ def test_reenable_hook_sends_what_waited(project, receiver, django_capture_on_co
     )
     assert queued_ids(callbacks) == [waiting.pk]
     assert deliver(waiting.pk) is not None
+
+
+# --- Redirects (B1) ------------------------------------------------------------------------
+
+
+def test_b1_a_receiver_behind_an_https_redirect_gets_its_deliveries(project, receiver, settings):
+    """B1: http→https on the same host, then a trailing-slash 308: the delivery succeeds
+    with the token and a valid signature, as it would from GitLab."""
+    secure = Receiver("/hook/", tls=True).start()
+    try:
+        secret = generate_signing_secret()
+        hook = HookFactory(
+            project=project,
+            url=receiver.url,
+            token="gl-secret",
+            signing_token=secret,
+            enable_ssl_verification=False,
+        )
+        receiver.script(Reply(308, headers={"Location": secure.url[: -len("/")]}))
+        secure.script(Reply(308, headers={"Location": "/hook/"}))
+        delivery = new_delivery(hook)
+
+        attempt = deliver(delivery.pk)
+
+        assert attempt.succeeded, attempt.error
+        assert attempt.response_status == 200
+        first, last = secure.wait_for(2)
+        assert last.method == "POST" and last.path == "/hook/"
+        assert last.header("X-Gitlab-Token") == "gl-secret"
+        assert verify_signature(secret, last.headers, last.body)
+        delivery.refresh_from_db()
+        assert delivery.status == Delivery.Status.SUCCEEDED
+    finally:
+        secure.stop()
+
+
+def test_b1_too_many_redirects_is_a_failed_attempt_with_gitlabs_words(project, receiver):
+    hook = HookFactory(project=project, url=receiver.url)
+    receiver.default = Reply(302, headers={"Location": "/hook"})
+
+    attempt = deliver(new_delivery(hook).pk)
+
+    assert not attempt.succeeded
+    assert attempt.response_status is None
+    assert attempt.error == "HTTP redirects too deep (more than 4)"
+
+
+# --- Custom webhook templates (E3) -----------------------------------------------------------
+
+
+def test_e3_a_hook_with_a_template_sends_and_signs_the_rendered_body(project, receiver):
+    secret = generate_signing_secret()
+    hook = HookFactory(
+        project=project,
+        url=receiver.url,
+        signing_token=secret,
+        custom_webhook_template='{"text": "{{object_attributes.status}} on'
+        ' {{object_attributes.ref}}"}',
+    )
+    attempt = deliver(new_delivery(hook).pk)
+
+    assert attempt.succeeded, attempt.error
+    (request,) = receiver.requests
+    assert json.loads(request.body) == {"text": "created on main"}
+    assert request.header("Content-Type") == "application/json"
+    assert verify_signature(secret, request.headers, request.body)
+    # The log shows what was sent, not the event's payload.
+    assert json.loads(attempt.sent_body) == {"text": "created on main"}
+
+
+def test_e3_a_template_that_does_not_render_is_logged_with_gitlabs_error(project, receiver):
+    hook = HookFactory(
+        project=project, url=receiver.url, custom_webhook_template='{"id": {{builds.0.id}}}'
+    )
+    delivery = new_delivery(hook)
+
+    attempt = deliver(delivery.pk)
+
+    assert not attempt.succeeded and attempt.response_status is None
+    assert attempt.error == (
+        "Error while parsing rendered custom webhook template: You may be trying to access"
+        " an array value, which is not supported."
+    )
+    assert attempt.sent_body == "{}"  # GitLab logs request_data {}
+    assert receiver.requests == []
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.Status.PENDING  # retried: the template may be fixed
+    with pytest.raises(services_errors.TemplateRenderFailed):
+        send_test_event(hook)

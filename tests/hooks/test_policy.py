@@ -3,6 +3,7 @@ adapted to retries and backlogs, the retry schedule, Retry-After and the backoff
 
 from datetime import UTC, datetime, timedelta
 
+from hooks.models import Delivery
 from hooks.policy import (
     HealthRules,
     HookHealth,
@@ -10,7 +11,9 @@ from hooks.policy import (
     disable_backoff,
     fold_hook_results,
     next_retry_delay,
+    outcome,
 )
+from hooks.transport import TransportResult
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 RULES = HealthRules()
@@ -148,3 +151,28 @@ def test_backoff_doubles_from_one_minute_to_a_day():
         timedelta(hours=24),
         timedelta(hours=24),
     ]
+
+
+def test_b5_a_4xx_refusal_gives_up_after_the_client_error_attempts(settings):
+    """B5: a 4xx other than 408/425/429 ends the delivery at HOOKS_CLIENT_ERROR_ATTEMPTS
+    (1 = GitLab, which never retries); other failures keep the schedule."""
+    settings.HOOKS_RETRY_SCHEDULE = [0, 5, 300]
+    settings.HOOKS_RETRY_JITTER = 0
+    settings.HOOKS_CLIENT_ERROR_ATTEMPTS = 2
+    refused = TransportResult(status=422)
+    assert outcome(1, refused, manual=False, now=NOW) == (
+        Delivery.Status.PENDING,
+        NOW + timedelta(seconds=5),
+    )
+    assert outcome(2, refused, manual=False, now=NOW) == (Delivery.Status.FAILED, None)
+    for later in (TransportResult(status=408), TransportResult(status=429), TransportResult(503)):
+        assert outcome(2, later, manual=False, now=NOW)[0] == Delivery.Status.PENDING
+    assert outcome(2, TransportResult.failed("refused"), manual=False, now=NOW)[0] == "pending"
+    settings.HOOKS_CLIENT_ERROR_ATTEMPTS = 1
+    assert outcome(1, refused, manual=False, now=NOW) == (Delivery.Status.FAILED, None)
+
+
+def test_b1_a_3xx_left_as_the_answer_is_a_success():
+    """B1: GitLab's response_category counts a 3xx as ok (a 304, a redirect with no
+    Location, once the transport followed what it could)."""
+    assert outcome(1, TransportResult(status=304), manual=False, now=NOW)[0] == "succeeded"

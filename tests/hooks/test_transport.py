@@ -43,11 +43,76 @@ def test_send_reports_http_errors_as_results_not_exceptions(receiver):
     assert (result.status, result.body, result.error) == (500, b"boom", "")
 
 
-def test_send_does_not_follow_redirects(receiver):
-    receiver.script(Reply(302, headers={"Location": f"http://127.0.0.1:{receiver.port}/other"}))
+@pytest.fixture
+def target():
+    server = Receiver("/final").start()
+    yield server
+    server.stop()
+
+
+SECRETS = {"X-Gitlab-Token": "tok", "X-Team-Secret": "v", "webhook-signature": "v1,x"}
+SECRET_NAMES = frozenset({"x-gitlab-token", "x-team-secret"})
+
+
+@pytest.mark.parametrize(("status", "method"), [(307, "POST"), (308, "POST"), (301, "GET")])
+def test_b1_send_follows_a_redirect_as_gitlab_does(receiver, status, method):
+    """B1: 307/308 repeat the POST with its body; 301/302/303 go on with a GET (HTTParty)."""
+    receiver.script(Reply(status, headers={"Location": "/hook/"}))
+    result = send(receiver.url, BODY, {"Content-Type": "application/json", **SECRETS})
+    assert (result.status, result.error) == (200, "")
+    first, second = receiver.requests
+    assert (second.method, second.path) == (method, "/hook/")
+    assert second.body == (BODY if method == "POST" else b"")
+    # The same receiver: the token and custom headers go along.
+    assert second.header("X-Gitlab-Token") == "tok" and second.header("X-Team-Secret") == "v"
+
+
+def test_b1_a_redirect_to_another_receiver_carries_no_secret(receiver, target, settings):
+    """B1: GitLab re-sends X-Gitlab-Token and custom headers to another host; Pipehook
+    sends none of the hook's secrets there (nor the signature or URL credentials)."""
+    receiver.script(Reply(307, headers={"Location": target.url.replace("127.0.0.1", "localhost")}))
+    url = receiver.url.replace("http://", "http://user:pw@")
+    result = send(url, BODY, {"X-Plain": "p", **SECRETS}, secret_headers=SECRET_NAMES)
+    assert result.status == 200, result.error
+    (hop,) = target.requests
+    assert hop.body == BODY and hop.header("X-Plain") == "p"
+    for name in ("X-Gitlab-Token", "X-Team-Secret", "webhook-signature", "Authorization"):
+        assert hop.header(name) is None, name
+    assert receiver.requests[0].header("Authorization").startswith("Basic ")
+
+
+def test_b1_every_hop_passes_the_address_guard(receiver, settings):
+    """B1: a receiver may not bounce a hook onto an address the guard refuses."""
+    settings.HOOKS_ALLOWED_NETWORKS = ["127.0.0.1/32"]
+    receiver.script(Reply(302, headers={"Location": f"http://127.0.0.2:{receiver.port}/in"}))
     result = send(receiver.url, BODY, {})
-    assert result.status == 302
-    assert [r.path for r in receiver.requests] == ["/hook"]
+    assert result.status is None
+    assert "after 1 redirect, to http://127.0.0.2" in result.error
+    assert "127.0.0.2 is a loopback address" in result.error
+    assert len(receiver.requests) == 1
+
+
+def test_b1_the_fifth_redirect_is_not_followed(receiver):
+    """B1: HTTParty's limit: 4 redirects followed, the 5th is "HTTP redirects too deep"."""
+    receiver.default = Reply(307, headers={"Location": "/hook"})
+    result = send(receiver.url, BODY, {})
+    assert result.status is None
+    assert result.error == "HTTP redirects too deep (more than 4)"
+    assert len(receiver.requests) == 5
+
+
+def test_b1_a_redirect_without_location_is_the_answer(receiver):
+    receiver.script(Reply(302))
+    result = send(receiver.url, BODY, {})
+    assert (result.status, result.error) == (302, "")
+    assert len(receiver.requests) == 1
+
+
+def test_b1_a_redirect_to_another_scheme_is_refused(receiver):
+    receiver.script(Reply(301, headers={"Location": "ftp://127.0.0.1/x"}))
+    result = send(receiver.url, BODY, {})
+    assert result.status is None
+    assert result.error.startswith("redirected to a URL hooks cannot send to: url must start")
 
 
 def test_send_keeps_at_most_the_limit_of_the_body_and_says_so(receiver):
