@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import random
 import shutil
 import signal
@@ -133,6 +134,22 @@ class Lab:
 
 
 # --- What runs on the hosts, besides the deployment's own processes ----------------------------
+
+
+def missing(broker: str) -> str | None:
+    """What this machine lacks to run a deployment on a lab with ``broker`` ("redis" or
+    "rabbitmq"), or None."""
+    from tests.faults.harness import postgres_binaries  # it loads the product's models
+
+    if why := Lab.unavailable():
+        return why
+    if postgres_binaries() is None:
+        return "PostgreSQL's server binaries (initdb, pg_ctl) are not installed"
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        return "there is no 'postgres' user to run PostgreSQL as"
+    return RabbitMQNode.available() if broker == "rabbitmq" else None
 
 
 class HostRedis(EmbeddedRedis):

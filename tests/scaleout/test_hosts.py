@@ -17,7 +17,6 @@ one is missing the test is skipped, saying which.
 from __future__ import annotations
 
 import os
-import pwd
 import subprocess
 import time
 import uuid
@@ -51,7 +50,7 @@ from tests.faults.test_faults import (
 )
 from tests.hooks.receiver import Receiver, Reply
 from tests.hooks.test_e2e import Workers
-from tests.scaleout.lab import NETWORKS, Lab, start_beat, start_broker
+from tests.scaleout.lab import NETWORKS, Lab, missing, start_beat, start_broker
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e, pytest.mark.other_hosts(NETWORKS)]
 
@@ -63,24 +62,9 @@ IDLE_IN_TRANSACTION_SECONDS = 5
 TAKEN_BACK = "No result: the worker stopped"
 
 
-def required() -> str | None:
-    """What this machine lacks to run the test, or None."""
-    if why := Lab.unavailable():
-        return why
-    if postgres_binaries() is None:
-        return "PostgreSQL's server binaries (initdb, pg_ctl) are not installed"
-    try:
-        pwd.getpwnam("postgres")
-    except KeyError:
-        return "there is no 'postgres' user to run PostgreSQL as"
-    if BROKER == "rabbitmq":
-        return RabbitMQNode.available()
-    return None
-
-
 @pytest.fixture
 def lab():
-    if why := required():
+    if why := missing(BROKER):
         pytest.skip(why)
     network = Lab()
     try:
