@@ -9,18 +9,33 @@ interface down cuts it off from every other host, and from nothing else.
 Every name carries a run id, so runs at the same time (or one that crashed before cleaning
 up) never meet. ``Lab.remove`` kills whatever still runs in the namespaces and deletes them
 and the bridge; the fixture calls it however the test ended.
+
+Below the lab, what runs on its hosts besides the deployment's own processes: the broker (a
+Redis or a RabbitMQ node of the lab's own) and the one beat. The separate-hosts test and the
+hosts benchmark (bench/hosts_bench.py) both build their deployments from these.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import random
 import shutil
 import signal
 import subprocess
+import sys
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from pipelines.management import embedded_redis
+from pipelines.management.embedded_redis import EmbeddedRedis
+from tests.brokers import RabbitMQNode, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # Every lab's subnet is in here: what the tests' socket guard lets them reach.
 NETWORKS = "10.200.0.0/16"
@@ -116,3 +131,75 @@ class Lab:
             subprocess.run(["ip", "link", "del", f"ph{self.run}{number}"], capture_output=True)
             subprocess.run(["ip", "netns", "del", host.namespace], capture_output=True)
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+
+
+# --- What runs on the hosts, besides the deployment's own processes ----------------------------
+
+
+def missing(broker: str) -> str | None:
+    """What this machine lacks to run a deployment on a lab with ``broker`` ("redis" or
+    "rabbitmq"), or None."""
+    from tests.faults.harness import postgres_binaries  # it loads the product's models
+
+    if why := Lab.unavailable():
+        return why
+    if postgres_binaries() is None:
+        return "PostgreSQL's server binaries (initdb, pg_ctl) are not installed"
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        return "there is no 'postgres' user to run PostgreSQL as"
+    return RabbitMQNode.available() if broker == "rabbitmq" else None
+
+
+class HostRedis(EmbeddedRedis):
+    """The embedded Redis on a lab host: started there, listening on the host's address."""
+
+    def __init__(self, directory, host: Host):
+        super().__init__(directory, port=free_port(), log=directory / "redis.log")
+        self.host = host
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host.address}:{self.port}/0"
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(host=self.host.address, port=self.port, socket_timeout=1)
+
+    def start(self, timeout: float = 15.0) -> None:
+        argv = embedded_redis.command(self.directory, port=self.port)
+        argv[argv.index("--bind") + 1] = self.host.address
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                [*self.host.run_in, *argv, "--protected-mode", "no"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        if not embedded_redis.wait_until_answering(self.client(), self.process, timeout):
+            self.stop()
+            raise RuntimeError(f"the Redis at {self.url} did not start")
+
+
+def start_broker(kind: str, host: Host, directory: Path) -> RabbitMQNode | HostRedis:
+    """A broker of ``kind`` ("redis" or "rabbitmq") on ``host``, started."""
+    directory.mkdir()
+    if kind == "rabbitmq":
+        broker = RabbitMQNode(directory, host=host.address, run_in=host.run_in)
+    else:
+        broker = HostRedis(directory, host)
+    broker.start()
+    return broker
+
+
+def start_beat(env: dict[str, str], host: Host, directory) -> subprocess.Popen:
+    """Celery beat, exactly one for the deployment: the sweeper's clock."""
+    log = open(directory / "beat.log", "wb")  # noqa: SIM115
+    return subprocess.Popen(
+        [*host.run_in, sys.executable, "-m", "celery", "-A", "config", "beat"]
+        + ["--schedule", str(directory / "beat-schedule"), "--loglevel", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )

@@ -17,20 +17,15 @@ one is missing the test is skipped, saying which.
 from __future__ import annotations
 
 import os
-import pwd
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter, defaultdict
 from datetime import timedelta
 
 import pytest
-import redis
 
-from pipelines.management import embedded_redis
-from pipelines.management.embedded_redis import EmbeddedRedis
-from tests.brokers import RabbitMQNode, free_port, is_rabbitmq
+from tests.brokers import RabbitMQNode, is_rabbitmq
 from tests.faults.harness import (
     SERVICE_ENV,
     Client,
@@ -54,8 +49,8 @@ from tests.faults.test_faults import (
     migrated,
 )
 from tests.hooks.receiver import Receiver, Reply
-from tests.hooks.test_e2e import ROOT, Workers
-from tests.scaleout.lab import NETWORKS, Host, Lab
+from tests.hooks.test_e2e import Workers
+from tests.scaleout.lab import NETWORKS, Lab, missing, start_beat, start_broker
 
 pytestmark = [pytest.mark.faults, pytest.mark.e2e, pytest.mark.other_hosts(NETWORKS)]
 
@@ -67,82 +62,15 @@ IDLE_IN_TRANSACTION_SECONDS = 5
 TAKEN_BACK = "No result: the worker stopped"
 
 
-def required() -> str | None:
-    """What this machine lacks to run the test, or None."""
-    if why := Lab.unavailable():
-        return why
-    if postgres_binaries() is None:
-        return "PostgreSQL's server binaries (initdb, pg_ctl) are not installed"
-    try:
-        pwd.getpwnam("postgres")
-    except KeyError:
-        return "there is no 'postgres' user to run PostgreSQL as"
-    if BROKER == "rabbitmq":
-        return RabbitMQNode.available()
-    return None
-
-
 @pytest.fixture
 def lab():
-    if why := required():
+    if why := missing(BROKER):
         pytest.skip(why)
     network = Lab()
     try:
         yield network.start()
     finally:
         network.remove()
-
-
-class HostRedis(EmbeddedRedis):
-    """The embedded Redis on a lab host: started there, listening on the host's address."""
-
-    def __init__(self, directory, host: Host):
-        super().__init__(directory, port=free_port(), log=directory / "redis.log")
-        self.host = host
-
-    @property
-    def url(self) -> str:
-        return f"redis://{self.host.address}:{self.port}/0"
-
-    def client(self) -> redis.Redis:
-        return redis.Redis(host=self.host.address, port=self.port, socket_timeout=1)
-
-    def start(self, timeout: float = 15.0) -> None:
-        argv = embedded_redis.command(self.directory, port=self.port)
-        argv[argv.index("--bind") + 1] = self.host.address
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [*self.host.run_in, *argv, "--protected-mode", "no"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        if not embedded_redis.wait_until_answering(self.client(), self.process, timeout):
-            self.stop()
-            raise RuntimeError(f"the Redis at {self.url} did not start")
-
-
-def start_broker(kind: str, host: Host, directory):
-    directory.mkdir()
-    if kind == "rabbitmq":
-        broker = RabbitMQNode(directory, host=host.address, run_in=host.run_in)
-    else:
-        broker = HostRedis(directory, host)
-    broker.start()
-    return broker
-
-
-def start_beat(env: dict[str, str], host: Host, directory) -> subprocess.Popen:
-    """Celery beat, exactly one for the deployment: the sweeper's clock."""
-    log = open(directory / "beat.log", "wb")  # noqa: SIM115
-    return subprocess.Popen(
-        [*host.run_in, sys.executable, "-m", "celery", "-A", "config", "beat"]
-        + ["--schedule", str(directory / "beat-schedule"), "--loglevel", "WARNING"],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
 
 
 def attempts_by_request(ledger: Ledger) -> dict[str, tuple[str, int, object]]:
