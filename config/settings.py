@@ -187,6 +187,12 @@ CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery
 # so a database restart costs one reconnect, not this many failed tasks.
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=100)
 
+# --- Operating ---------------------------------------------------------------------
+# /healthz and /readyz: how long a check may take before it counts as failed, and how long
+# an answer is reused.
+PIPEHOOK_HEALTH_TIMEOUT_SECONDS = env.float("PIPEHOOK_HEALTH_TIMEOUT_SECONDS", default=1.5)
+PIPEHOOK_HEALTH_CACHE_SECONDS = env.float("PIPEHOOK_HEALTH_CACHE_SECONDS", default=2.0)
+
 # --- Caches ---------------------------------------------------------------------------
 # Rate limits are counted in Redis, so every web process sees the same counts and an
 # increment is atomic. kombu names a unix socket redis+socket://, redis-py unix://.

@@ -36,7 +36,7 @@ SHA = "5b6a36e1e5fb3a2bfe1f8e2ec0a3dc9b8f7a6c11"
 MISSING_ID = "987654"
 
 # Open to anyone, on purpose: the API description, the health check, the way to the admin.
-PUBLIC_ROUTES = {"schema", "api-docs", "home", "healthz"}
+PUBLIC_ROUTES = {"schema", "api-docs", "home", "healthz", "readyz"}
 # Any valid token reads them: they tell of the instance and the token's own user only.
 INSTANCE_ROUTES = {"gitlab-current-user", "gitlab-version", "gitlab-metadata"}
 
