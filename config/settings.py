@@ -66,6 +66,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost, so it counts every answer, the refusals of the middleware below included.
+    "config.metrics.RequestMetricsMiddleware",
     # First, so that nothing reads a body that is too large.
     "config.middleware.RequestBodyLimitMiddleware",
     # Early, so its process_exception runs last: views' own handlers have had their say.
@@ -187,7 +189,28 @@ CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery
 # so a database restart costs one reconnect, not this many failed tasks.
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=100)
 
-# --- Operating ---------------------------------------------------------------------
+
+# --- Operating: /metrics, /healthz, the console ------------------------------------
+# The Bearer token a Prometheus scrape of /metrics sends. Unset, one is generated once and
+# kept in var/metrics_token (mode 0600), which a scraper on the same host can read as its
+# credentials_file: /metrics is never open.
+def _metrics_token() -> str:
+    if token := env.str("PIPEHOOK_METRICS_TOKEN", default=""):
+        return token
+    path = VAR_DIR / "metrics_token"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+PIPEHOOK_METRICS_TOKEN = _metrics_token()
+# Where the processes `manage.py serve` starts keep their metrics for the web's scrape to add
+# up (prometheus-client's multiprocess mode); emptied each time serve starts.
+PROMETHEUS_MULTIPROC_DIR = Path(
+    env.str("PROMETHEUS_MULTIPROC_DIR", default=str(VAR_DIR / "prometheus"))
+)
+PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)  # the client writes, never creates
 # /healthz and /readyz: how long a check may take before it counts as failed, and how long
 # an answer is reused.
 PIPEHOOK_HEALTH_TIMEOUT_SECONDS = env.float("PIPEHOOK_HEALTH_TIMEOUT_SECONDS", default=1.5)

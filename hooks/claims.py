@@ -343,6 +343,7 @@ class Claimed:
     manual_redelivery: bool
     idempotency_key: str
     event_uuid: str
+    event_created_at: datetime
     body: str
     # In memory only, with the fields a request needs (url, secrets, headers, SSL flag).
     hook: Hook
@@ -360,6 +361,7 @@ def load_claimed(delivery_ids: list[int]) -> list[Claimed]:
             "manual_redelivery",
             "idempotency_key",
             "event__uuid",
+            "event__created_at",
             "event__body",
             "hook_id",
             "hook__url",
@@ -377,6 +379,7 @@ def load_claimed(delivery_ids: list[int]) -> list[Claimed]:
             manual_redelivery=manual,
             idempotency_key=str(idempotency_key),
             event_uuid=str(event_uuid),
+            event_created_at=event_created_at,
             body=body,
             hook=Hook(
                 pk=hook_id,
@@ -394,6 +397,7 @@ def load_claimed(delivery_ids: list[int]) -> list[Claimed]:
             manual,
             idempotency_key,
             event_uuid,
+            event_created_at,
             body,
             hook_id,
             url,

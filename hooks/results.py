@@ -8,11 +8,13 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 from datetime import datetime
+from functools import partial
 
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from hooks import metrics
 from hooks.claims import SWEEP_BATCH_SIZE, Claimed, next_in_order
 from hooks.models import Delivery, DeliveryAttempt, Hook
 from hooks.policy import (
@@ -32,6 +34,13 @@ logger = logging.getLogger(__name__)
 # GitLab's log limits for what a receiver answered.
 RESPONSE_HEADERS_KEPT = 50
 RESPONSE_HEADER_VALUE_LIMIT = 1024
+
+# A delivery's status after an attempt -> the attempt's outcome as /metrics counts it.
+OUTCOME_METRIC = {
+    Delivery.Status.SUCCEEDED: metrics.SUCCEEDED,
+    Delivery.Status.PENDING: metrics.FAILED_ATTEMPT,
+    Delivery.Status.FAILED: metrics.GIVEN_UP,
+}
 
 
 def _clean_text(value: str) -> str:
@@ -87,6 +96,8 @@ def record_batch_results(
         if _holds(held, item)
     ]
     _write_outcomes([(item, result, *decided) for item, result, decided in ours], now)
+    # Counted once the outcomes are written for good (a rolled-back batch is recorded again).
+    transaction.on_commit(partial(_count_attempts, ours, now))
     # A person's redelivery that fails does not count against the hook.
     record_health(
         [
@@ -109,6 +120,13 @@ def record_batch_results(
         for item, _, (status, _) in ours
         if status in Delivery.FINISHED
     )
+
+
+def _count_attempts(ours: list[tuple[Claimed, TransportResult, tuple]], now: datetime) -> None:
+    for item, result, (status, _) in ours:
+        metrics.count_attempt(
+            item.hook.pk, OUTCOME_METRIC[status], result.duration_ms, item.event_created_at, now
+        )
 
 
 def _write_answers(attempt_ids: list[int], results: list[TransportResult]) -> None:
