@@ -215,6 +215,8 @@ PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)  # the client writes
 # an answer is reused.
 PIPEHOOK_HEALTH_TIMEOUT_SECONDS = env.float("PIPEHOOK_HEALTH_TIMEOUT_SECONDS", default=1.5)
 PIPEHOOK_HEALTH_CACHE_SECONDS = env.float("PIPEHOOK_HEALTH_CACHE_SECONDS", default=2.0)
+# `manage.py serve` prints a line of what happened this often (0: never).
+PIPEHOOK_SUMMARY_INTERVAL_SECONDS = env.float("PIPEHOOK_SUMMARY_INTERVAL_SECONDS", default=60.0)
 
 # --- Caches ---------------------------------------------------------------------------
 # Rate limits are counted in Redis, so every web process sees the same counts and an
@@ -320,18 +322,48 @@ CELERY_BEAT_SCHEDULE = {
 
 # Every line passes through the secrets filter (tokens in query strings, URL credentials);
 # runserver's request log, which Django sends to a handler of its own, goes through it too.
+# Celery's worker and beat use this configuration too (config/celery.py). LOG_FORMAT=json
+# writes one JSON object a line, for a log collector.
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT: 'plain' or 'json', not {LOG_FORMAT!r}")
+# A line per request, per task received and finished, per beat tick, and the worker's
+# start-up chatter (connected, mingle, ready): only with LOG_LEVEL=DEBUG; their warnings and
+# errors always (a lost broker connection is one).
+PER_EVENT_LOGGERS = (
+    "config.webserver.access",
+    "celery.beat",
+    "celery.worker.strategy",
+    "celery.app.trace",
+    "celery.worker.consumer",
+    "celery.apps.worker",
+)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"redact_secrets": {"()": "pipelines.redaction.RedactSecretsFilter"}},
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "plain",
+            "formatter": LOG_FORMAT,
             "filters": ["redact_secrets"],
         }
     },
-    "loggers": {"django.server": {"handlers": ["console"], "propagate": False}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        "django.server": {"handlers": ["console"], "propagate": False},
+        **{
+            name: {"level": "DEBUG" if LOG_LEVEL == "DEBUG" else "WARNING"}
+            for name in PER_EVENT_LOGGERS
+        },
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
 }

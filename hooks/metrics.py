@@ -17,6 +17,11 @@ SUCCEEDED = "succeeded"
 FAILED_ATTEMPT = "failed_attempt"
 GIVEN_UP = "given_up"
 
+EVENTS = Counter(
+    "pipehook_events",
+    "Events written to the outbox (a change at least one hook wants), by object kind.",
+    ["kind"],
+)
 DELIVERIES = Counter(
     "pipehook_deliveries",
     "Delivery attempts recorded, by outcome and hook id.",

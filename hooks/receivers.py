@@ -13,9 +13,11 @@ import re
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import transaction
 from django.dispatch import receiver
 from django.utils import timezone
 
+from hooks import metrics
 from hooks.models import Delivery, Event, Hook
 from hooks.payloads import build_pipeline_payload, dump_payload
 from hooks.queue import enqueue_on_commit
@@ -89,4 +91,5 @@ def write_pipeline_outbox(
         ]
     )
     enqueue_on_commit([d.pk for d in deliveries])
+    transaction.on_commit(metrics.EVENTS.labels(kind=event.object_kind).inc)
     return event
