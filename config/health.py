@@ -107,13 +107,17 @@ def run_checks() -> dict[str, CheckResult]:
 
 def _answer(results: dict[str, CheckResult], needed: tuple[str, ...]) -> JsonResponse:
     ok = all(results[name].ok for name in needed)
-    return JsonResponse(
+    response = JsonResponse(
         {
             "status": "ok" if ok else "unavailable",
             "checks": {name: result.as_json() for name, result in results.items()},
         },
         status=200 if ok else 503,
     )
+    # Django logs every 5xx as an error; a probe every few seconds would repeat the outage
+    # the worker and the web already log, once a probe.
+    response._has_been_logged = True
+    return response
 
 
 def healthz(request: HttpRequest) -> JsonResponse:

@@ -47,7 +47,9 @@ def test_both_answer(client):
 
 
 @pytest.mark.django_db
-def test_a_refusing_broker_fails_healthz_with_the_reason_but_not_readyz(client, refusing_broker):
+def test_a_refusing_broker_fails_healthz_with_the_reason_but_not_readyz(
+    client, refusing_broker, caplog
+):
     started = time.monotonic()
     answer = client.get("/healthz")
     assert time.monotonic() - started < 1.0  # refused at once: not retried
@@ -57,6 +59,7 @@ def test_a_refusing_broker_fails_healthz_with_the_reason_but_not_readyz(client, 
     assert body["checks"]["database"] == {"ok": True}
     assert body["checks"]["broker"]["ok"] is False
     assert "Connection refused" in body["checks"]["broker"]["reason"]
+    assert not [r for r in caplog.records if r.name == "django.request"]  # not once a probe
     # Reports are still taken without the broker: the balancer keeps this process.
     ready = client.get("/readyz")
     assert ready.status_code == 200
