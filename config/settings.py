@@ -9,9 +9,11 @@ test suite needs is in ``tests/settings.py``.
 
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 import environ
+from cryptography.fernet import Fernet
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -29,18 +31,43 @@ VAR_DIR = Path(env.str("PIPEHOOK_VAR_DIR", default=str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 
+def _generated_once(name: str, generate: Callable[[], str]) -> str:
+    """A value generated on the first start and kept in var/<name>, readable by its owner
+    only. Written whole under another name and linked into place, so processes starting
+    together all read the one that won."""
+    path = VAR_DIR / name
+    if not path.exists():
+        draft = VAR_DIR / f".{name}.{os.getpid()}"
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(generate())
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    return path.read_text().strip()
+
+
 def _secret_key() -> str:
     """A missing SECRET_KEY is generated once and kept in var/, never hard-coded."""
     if key := env.str("SECRET_KEY", default=""):
         return key
-    path = VAR_DIR / "secret_key"
-    if not path.exists():
-        path.write_text(secrets.token_urlsafe(50))
-        path.chmod(0o600)
-    return path.read_text().strip()
+    return _generated_once("secret_key", lambda: secrets.token_urlsafe(50))
+
+
+def _encryption_keys() -> list[str]:
+    """The Fernet keys hook secrets are sealed with (hooks/sealing.py): the first seals, each
+    opens. Missing, one is generated once and kept in var/, as SECRET_KEY is; every process
+    of a deployment needs the same keys (the same var/, or this setting)."""
+    if keys := [key.strip() for key in env.list("PIPEHOOK_ENCRYPTION_KEYS", default=[]) if key]:
+        return keys
+    return [_generated_once("encryption_key", lambda: Fernet.generate_key().decode())]
 
 
 SECRET_KEY = _secret_key()
+PIPEHOOK_ENCRYPTION_KEYS = _encryption_keys()
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
@@ -135,9 +162,35 @@ else:
     # Off by default: persistent connections held by test servers' threads keep a database
     # busy; production deployments may set it (seconds) to save reconnects.
     DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
-    # An unreachable server (a network partition, not a refused port) fails the request in
-    # seconds instead of holding it; a DATABASE_URL that sets connect_timeout wins.
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+    # A server cut off by the network (a partition, not a refused port) is noticed in seconds:
+    # connecting gives up after connect_timeout; a query waiting for its answer fails once
+    # keepalives go unanswered (5 s idle, then 3 probes 2 s apart); a write nobody
+    # acknowledges fails after tcp_user_timeout (ms). Without them a worker cut off mid-query
+    # waits for the kernel's two hours. A DATABASE_URL that sets any of them wins.
+    _db_options = DATABASES["default"].setdefault("OPTIONS", {})
+    for _name, _value in {
+        "connect_timeout": 5,
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 10_000,
+    }.items():
+        _db_options.setdefault(_name, _value)
+    # The other side: a process cut off inside a transaction holds its row locks (claimed
+    # deliveries, say) until the server notices, which its keepalives take hours to do, and
+    # every worker that reaches those rows waits as long. The server ends a session idle in a
+    # transaction after this many seconds, so the locks go with it. Transactions here never
+    # wait on anything but the database; 0 turns it off (behind PgBouncer, which refuses
+    # startup options, set idle_in_transaction_session_timeout on the server instead).
+    PIPEHOOK_DB_IDLE_IN_TRANSACTION_SECONDS = env.int(
+        "PIPEHOOK_DB_IDLE_IN_TRANSACTION_SECONDS", default=60
+    )
+    if PIPEHOOK_DB_IDLE_IN_TRANSACTION_SECONDS:
+        _db_options.setdefault(
+            "options",
+            f"-c idle_in_transaction_session_timeout={PIPEHOOK_DB_IDLE_IN_TRANSACTION_SECONDS}s",
+        )
 # A kept connection (CONN_MAX_AGE, or a worker's across tasks) is checked before its first use
 # in each request or task, so one broken by a database restart is replaced, not failed on.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -162,23 +215,47 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Workers reconnect to a lost broker for as long as it takes (Celery gives up after 100 tries,
 # about 45 minutes, and the worker exits).
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
-# A message held longer than this is redelivered by Redis; long waits live in the database
-# (next_attempt_at), so an hour is ample.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 PIPEHOOK_BROKER_TIMEOUT_SECONDS = env.float("PIPEHOOK_BROKER_TIMEOUT_SECONDS", default=3.0)
-if CELERY_BROKER_URL.startswith(("redis", "rediss")):
-    # Without a socket timeout a Redis that stops answering without closing the connection
-    # (hung, failed over, behind a dropped NAT entry) holds every publish forever: each
-    # accepted request would hang after its commit. With it a publish fails in seconds (the
-    # rows wait for the sweeper) and a worker drops the dead connection and reconnects. It must
-    # stay above the 1 s a worker's BRPOP blocks for.
-    CELERY_BROKER_TRANSPORT_OPTIONS |= {
-        "socket_timeout": PIPEHOOK_BROKER_TIMEOUT_SECONDS,
-        "socket_connect_timeout": PIPEHOOK_BROKER_TIMEOUT_SECONDS,
-    }
+
+
+def broker_transport_options(url: str) -> dict:
+    """kombu's transport options for the broker at ``url``."""
+    # Redis: a message a worker took and has not acknowledged for this long is given to
+    # another worker; long waits live in the database (next_attempt_at), so an hour is ample.
+    # RabbitMQ ignores it: it hands a worker's unacknowledged messages to another as soon as
+    # that worker's connection closes, and closes a connection that holds one longer than the
+    # server's consumer_timeout (30 min by default; see the README's production section).
+    options: dict = {"visibility_timeout": 3600}
+    timeout = PIPEHOOK_BROKER_TIMEOUT_SECONDS
+    if url.startswith(("amqp", "pyamqp")):
+        # RabbitMQ: every publish waits for the broker's confirm, so a message the broker
+        # could not take is an error (its deliveries wait for the next sweep, not for a lease)
+        # rather than lost in silence. A broker that stops answering (hung, cut off) fails the
+        # publish, its confirm or a worker's read after the timeout, as for Redis.
+        options |= {"confirm_publish": True, "read_timeout": timeout, "write_timeout": timeout}
+    elif url.startswith(("redis", "rediss")):
+        # Without a socket timeout a Redis that stops answering without closing the connection
+        # (hung, failed over, behind a dropped NAT entry) holds every publish forever: each
+        # accepted request would hang after its commit. With it a publish fails in seconds
+        # (the rows wait for the sweeper) and a worker drops the dead connection and
+        # reconnects. It must stay above the 1 s a worker's BRPOP blocks for.
+        options |= {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    return options
+
+
+CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport_options(CELERY_BROKER_URL)
+CELERY_BROKER_CONNECTION_TIMEOUT = PIPEHOOK_BROKER_TIMEOUT_SECONDS
+# RabbitMQ: a worker and the broker each notice the other gone after about two missed
+# heartbeats; the broker then hands the worker's unacknowledged messages to the others.
+CELERY_BROKER_HEARTBEAT = env.int("CELERY_BROKER_HEARTBEAT", default=30)
+# With acks late a task whose worker lost the broker is redelivered anyway, and the claim's
+# lease keeps a second worker from sending what the first still sends: the running task is
+# left to finish and record its results (Celery 6 would cancel it by default).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 # A publish that fails is tried once more at once (a broker restarting refuses in
 # milliseconds); then it gives up and the rows wait for the sweeper, so a request never waits
-# on the broker for longer than two timeouts.
+# on the broker for longer than two timeouts (three on RabbitMQ: the confirm, then the retry's
+# connect and its handshake).
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0}
 CELERY_TIMEZONE = "UTC"
 # One queue name per deployment (or per test run, so runs sharing a Redis stay apart).
@@ -311,6 +388,11 @@ HOOKS_DISABLE_ON_GONE = env.bool("HOOKS_DISABLE_ON_GONE", default=False)
 HOOKS_MAX_PER_PROJECT = env.int("HOOKS_MAX_PER_PROJECT", default=100)
 HOOKS_TEST_LIMIT_PER_MINUTE = env.int("HOOKS_TEST_LIMIT_PER_MINUTE", default=5)
 HOOKS_RESEND_LIMIT_PER_MINUTE = env.int("HOOKS_RESEND_LIMIT_PER_MINUTE", default=5)
+# Rotating a hook's signing secret (no GitLab counterpart), counted the same way.
+HOOKS_ROTATE_LIMIT_PER_MINUTE = env.int("HOOKS_ROTATE_LIMIT_PER_MINUTE", default=5)
+# After a rotation the previous signing secret still signs every delivery (beside the new
+# one) for this long, so receivers can switch over (Svix's 24 hours); 0 drops it at once.
+HOOKS_SIGNING_SECRET_GRACE_SECONDS = env.int("HOOKS_SIGNING_SECRET_GRACE_SECONDS", default=86400)
 
 CELERY_BEAT_SCHEDULE = {
     "requeue-due-deliveries": {

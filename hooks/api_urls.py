@@ -20,6 +20,11 @@ urlpatterns = [
         api.HookCustomHeaderView.as_view(),
         name="api-hook-custom-header",
     ),
+    path(
+        HOOK + "/signing_token/rotate",
+        api.HookSigningTokenRotateView.as_view(),
+        name="api-hook-signing-token-rotate",
+    ),
     path(HOOK + "/test/<str:trigger>", api.HookTestView.as_view(), name="api-hook-test"),
     path(HOOK + "/events", api.HookEventListView.as_view(), name="api-hook-events"),
     path(

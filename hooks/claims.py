@@ -59,11 +59,18 @@ def start_attempt(
     event_uuid: str,
     attempt_number: int,
     trigger: str,
+    object_kind: str,
     user: AbstractBaseUser | None = None,
 ) -> tuple[DeliveryAttempt, dict[str, str]]:
-    """Write the log row before sending (so a crash mid-request still leaves a trace)."""
+    """Write the log row before sending (so a crash mid-request still leaves a trace). A
+    delivery's request carries its sequence; a test's, which is in no stream, none."""
     headers = build_headers(
-        hook, body=body.encode(), idempotency_key=idempotency_key, event_uuid=event_uuid
+        hook,
+        body=body.encode(),
+        idempotency_key=idempotency_key,
+        event_uuid=event_uuid,
+        object_kind=object_kind,
+        sequence=delivery.sequence if delivery is not None else None,
     )
     attempt = DeliveryAttempt.objects.create(
         hook=hook,
@@ -343,6 +350,8 @@ class Claimed:
     manual_redelivery: bool
     idempotency_key: str
     event_uuid: str
+    object_kind: str
+    sequence: int
     event_created_at: datetime
     body: str
     # In memory only, with the fields a request needs (url, secrets, headers, SSL flag).
@@ -361,12 +370,16 @@ def load_claimed(delivery_ids: list[int]) -> list[Claimed]:
             "manual_redelivery",
             "idempotency_key",
             "event__uuid",
+            "event__object_kind",
+            "sequence",
             "event__created_at",
             "event__body",
             "hook_id",
             "hook__url",
+            "hook__masked_url",
             "hook__token",
             "hook__signing_token",
+            "hook__previous_signing_tokens",
             "hook__custom_headers",
             "hook__enable_ssl_verification",
         )
@@ -379,13 +392,18 @@ def load_claimed(delivery_ids: list[int]) -> list[Claimed]:
             manual_redelivery=manual,
             idempotency_key=str(idempotency_key),
             event_uuid=str(event_uuid),
+            object_kind=object_kind,
+            sequence=sequence,
             event_created_at=event_created_at,
             body=body,
             hook=Hook(
                 pk=hook_id,
+                # The secrets as stored, still sealed (hooks.sealing).
                 url=url,
+                masked_url=masked_url,
                 token=token,
                 signing_token=signing_token,
+                previous_signing_tokens=previous_signing_tokens,
                 custom_headers=custom,
                 enable_ssl_verification=verify,
             ),
@@ -397,12 +415,16 @@ def load_claimed(delivery_ids: list[int]) -> list[Claimed]:
             manual,
             idempotency_key,
             event_uuid,
+            object_kind,
+            sequence,
             event_created_at,
             body,
             hook_id,
             url,
+            masked_url,
             token,
             signing_token,
+            previous_signing_tokens,
             custom,
             verify,
         ) in rows

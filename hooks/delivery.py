@@ -188,10 +188,16 @@ def _start_batch(delivery_ids: list[int], now: datetime) -> _Batch | None:
                     body=item.body.encode(),
                     idempotency_key=item.idempotency_key,
                     event_uuid=item.event_uuid,
+                    object_kind=item.object_kind,
+                    sequence=item.sequence,
                 )
             )
         except Exception as exc:  # a row no form or API would save (a signing secret, say)
-            logger.exception("Delivery %s: its request could not be built", item.delivery_id)
+            logger.exception(
+                "Delivery %s (hook %s): its request could not be built",
+                item.delivery_id,
+                item.hook.pk,
+            )
             headers.append({})
             unsendable[index] = (
                 f"the request could not be built: {transport.exception_summary(exc)}"

@@ -108,9 +108,14 @@ class HookForm(forms.ModelForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.generated_signing_token: str | None = None
+        self.signing_token_replaced = False
         stored = self.instance
         for name in ("token", "signing_token"):
-            if name in self.fields and getattr(stored, name, ""):
+            if name not in self.fields:
+                continue
+            # Starts blank, as the browser shows it (a blank field keeps the stored secret).
+            self.initial[name] = ""
+            if getattr(stored, name, ""):
                 self.fields[name].widget.attrs["placeholder"] = KEEP_PLACEHOLDER
         if "custom_headers" in self.fields:
             headers = stored.custom_headers or {}
@@ -136,7 +141,7 @@ class HookForm(forms.ModelForm):
         """Whether the edit points the hook at another scheme or host, whose requests then
         carry none of the stored secrets (GitLab's reset_token / reset_custom_headers)."""
         url = self.cleaned_data.get("url")
-        return bool(self.instance.pk and url and not same_origin(url, self.instance.url))
+        return bool(self.instance.pk and url and not same_origin(url, self.instance.redacted_url))
 
     def clean_custom_headers(self) -> dict[str, str]:
         text = self.cleaned_data["custom_headers"]
@@ -170,6 +175,9 @@ class HookForm(forms.ModelForm):
                 data["signing_token"] = ""
             elif not data["signing_token"]:
                 data["signing_token"] = stored.signing_token
+            # A secret generated, given or removed here replaces the stored one at once, and
+            # any still valid after a rotation with it; only the rotate button keeps one.
+            self.signing_token_replaced = data["signing_token"] is not stored.signing_token
         strategy = data.get("ref_filter_strategy", stored.ref_filter_strategy)
         try:
             data["ref_filter"] = check_ref_filter(strategy, data.get("ref_filter") or "")
@@ -191,6 +199,8 @@ class HookForm(forms.ModelForm):
         for name in ("token", "signing_token"):
             if name in self.cleaned_data:
                 setattr(self.instance, name, self.cleaned_data[name])
+        if self.signing_token_replaced:
+            self.instance.replace_signing_token(self.cleaned_data["signing_token"])
         return super().save(commit)
 
     def _checked(self, check, *args):

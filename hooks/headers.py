@@ -13,7 +13,8 @@ from importlib import metadata
 from django.conf import settings
 
 from hooks import signing, transport
-from hooks.models import Hook
+from hooks.models import Event, Hook
+from hooks.sealing import revealed
 
 
 def _pipehook_version() -> str:
@@ -27,6 +28,12 @@ def _pipehook_version() -> str:
 GITLAB_COMPATIBLE_VERSION = "18.10.0"
 USER_AGENT = f"GitLab/{GITLAB_COMPATIBLE_VERSION} Pipehook/{_pipehook_version()}"
 EVENT_HEADER = "Pipeline Hook"
+# X-Gitlab-Event for each kind of event (GitLab's ``hook_to_event``), and the ``trigger`` its
+# delivery log shows (the hook's scope name).
+EVENT_HEADERS = {Event.Kind.PIPELINE: EVENT_HEADER, Event.Kind.BUILD: "Job Hook"}
+LOG_TRIGGERS = {EVENT_HEADER: "pipeline_hooks", "Job Hook": "job_hooks"}
+# A delivery's place in its (hook, pipeline) stream: 1, 2, 3… with no gap, both kinds.
+SEQUENCE_HEADER = "X-Pipehook-Sequence"
 REDACTED = "[REDACTED]"
 
 # Headers every request sets itself (and hop-by-hop ones a custom header would break): the
@@ -49,37 +56,56 @@ RESERVED_HEADERS = frozenset(
         "webhook-id",
         "webhook-timestamp",
         "webhook-signature",
+        SEQUENCE_HEADER.lower(),
     }
 )
 SECRET_HEADERS = frozenset({"x-gitlab-token", "webhook-signature", "authorization"})
 
 
-def build_headers(hook: Hook, *, body: bytes, idempotency_key: str, event_uuid: str) -> dict:
-    """GitLab's delivery headers (plus Standard Webhooks' when the hook has a signing
-    secret) over the hook's custom headers, which can never replace them."""
+def build_headers(
+    hook: Hook,
+    *,
+    body: bytes,
+    idempotency_key: str,
+    event_uuid: str,
+    object_kind: str = Event.Kind.PIPELINE,
+    sequence: int | None = None,
+) -> dict:
+    """GitLab's delivery headers for an event of ``object_kind`` (plus Standard Webhooks'
+    when the hook has a signing secret, and the stream's ``sequence`` for a delivery) over
+    the hook's custom headers, which can never replace them."""
     headers = {
         "Content-Type": "application/json",
         "User-Agent": USER_AGENT,
-        "X-Gitlab-Event": EVENT_HEADER,
+        "X-Gitlab-Event": EVENT_HEADERS[object_kind],
         "X-Gitlab-Webhook-UUID": str(uuid.uuid4()),
         "X-Gitlab-Instance": settings.PIPEHOOK_EXTERNAL_URL,
         "X-Gitlab-Event-UUID": event_uuid,
         "Idempotency-Key": idempotency_key,
     }
+    if sequence is not None:
+        headers[SEQUENCE_HEADER] = str(sequence)
     if hook.token:
         # GitLab strips line breaks, which would otherwise start a new header.
-        headers["X-Gitlab-Token"] = hook.token.replace("\r", "").replace("\n", "")
-    if hook.signing_token:
-        headers.update(signing.signature_headers(hook.signing_token, idempotency_key, body))
+        headers["X-Gitlab-Token"] = hook.token.reveal().replace("\r", "").replace("\n", "")
+    if secrets := [secret.reveal() for secret in hook.signing_secrets()]:
+        # During a rotation's grace the previous secrets sign too, one signature each, so a
+        # receiver holding either secret verifies the request.
+        headers.update(signing.signature_headers(secrets, idempotency_key, body))
     custom = {
         name: value
-        for name, value in _custom_headers(hook).items()
+        for name, value in revealed(_custom_headers(hook)).items()
         if isinstance(name, str)
         and isinstance(value, str)
         and name.lower() not in RESERVED_HEADERS
         and not any(c in name + value for c in "\r\n\0")
     }
     return {**custom, **headers}
+
+
+def log_trigger(request_headers: dict[str, str]) -> str:
+    """The delivery log's ``trigger`` of a request, from the event header it was sent with."""
+    return LOG_TRIGGERS.get(request_headers.get("X-Gitlab-Event", ""), "pipeline_hooks")
 
 
 def _custom_headers(hook: Hook) -> dict:
@@ -97,7 +123,8 @@ def redact_headers(headers: dict[str, str], hook: Hook) -> dict[str, str]:
 
 
 def request_for(hook: Hook, body: str, headers: dict[str, str]) -> transport.Outgoing:
-    """The request that carries ``body`` with ``headers`` to ``hook``."""
+    """The request that carries ``body`` with ``headers`` to ``hook``. Its URL stays sealed
+    until the transport connects (``transport.Outgoing``)."""
     return transport.Outgoing(
         url=hook.url,
         body=body.encode(),

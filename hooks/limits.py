@@ -8,6 +8,8 @@
   (``scope: [hook.parent, current_user]``). Both send a request now, synchronously, so
   without a limit anyone with a token could make this service hammer a receiver.
   Counts live in the ``rate_limits`` cache (Redis), shared by every web process.
+- Rotating a hook's signing secret (no GitLab counterpart) is counted the same way, 5 a
+  minute: each rotation adds a signature to every request for the grace that follows.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 TEST = "web_hook_test"
 RESEND = "web_hook_event_resend"
+ROTATE = "web_hook_signing_token_rotate"
 
 # GitLab's words for a throttled request (API::Helpers::RateLimiter, CheckRateLimit).
 RATE_LIMITED_MESSAGE = "This endpoint has been requested too many times. Try again later."
@@ -60,17 +63,23 @@ def check_room_for_hooks(project_id: int | None, adding: int = 1) -> None:
         raise HookLimitReached(limit)
 
 
+def limit_per_minute(action: str) -> int:
+    """How many of ``action`` one person may do per project and minute (0: no limit)."""
+    return {
+        TEST: settings.HOOKS_TEST_LIMIT_PER_MINUTE,
+        RESEND: settings.HOOKS_RESEND_LIMIT_PER_MINUTE,
+        ROTATE: settings.HOOKS_ROTATE_LIMIT_PER_MINUTE,
+    }[action]
+
+
 def rate_limit_wait(action: str, project_id: int, user: Any, request: Any) -> int | None:
-    """Count one ``action`` (``TEST`` or ``RESEND``) by ``user`` on this project.
+    """Count one ``action`` (``TEST``, ``RESEND`` or ``ROTATE``) by ``user`` on this project.
 
     Returns the seconds to wait when the action is over its limit, None when it may go
     ahead. Without a reachable cache it goes ahead (and says so in the log): the limit
     protects receivers, and a person's test button should not fail because Redis did.
     """
-    per_minute = {
-        TEST: settings.HOOKS_TEST_LIMIT_PER_MINUTE,
-        RESEND: settings.HOOKS_RESEND_LIMIT_PER_MINUTE,
-    }[action]
+    per_minute = limit_per_minute(action)
     if not per_minute:
         return None
     scope = f"{project_id}:{getattr(user, 'pk', None)}"

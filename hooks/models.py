@@ -1,13 +1,15 @@
 """Project hooks and the transactional outbox that feeds them.
 
 Hook        a URL registered on a project, its secrets, filters and health.
-Event       one pipeline change, its payload rendered once (a snapshot of that status).
-Delivery    one Event for one Hook: its state, next attempt time and idempotency key.
+Event       one pipeline or job change, its payload rendered once (a snapshot of that status).
+Delivery    one Event for one Hook: its state, next attempt time, idempotency key and its
+            place in the (hook, pipeline) stream.
 DeliveryAttempt   one HTTP request of a delivery (or of a test), as the log shows it.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime
 
@@ -15,6 +17,7 @@ from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
+from hooks.sealing import Sealed, SealedJSONField, SealedTextField
 from pipelines.models import Pipeline, Project
 from pipelines.redaction import redact_url
 
@@ -66,19 +69,30 @@ class Hook(models.Model):
         DISABLED = "disabled"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="hooks")
-    # May hold credentials (user:password@, ?token=): shown only as ``redacted_url``.
-    # Checked by hooks.validators.check_url, which reads it as the sender does; Django's
-    # URLValidator would refuse URLs the sender reaches (a single-label host such as
-    # http://receiver:8080/) and make the admin disagree with the API.
-    url = models.CharField(max_length=2000)
+    # The URL with its credentials and secret query values masked (``pipelines.redaction``),
+    # written whenever ``url`` is set: what pages and responses show, with no key needed.
+    # Declared before ``url``, which sets it (``SealedTextField``'s ``masked_copy``).
+    masked_url = models.CharField(max_length=2000, blank=True, default="", editable=False)
+    # May hold credentials (user:password@, ?token=): sealed (``hooks.sealing``), opened
+    # only to connect, shown only as ``redacted_url``. Checked by hooks.validators.check_url,
+    # which reads it as the sender does; Django's URLValidator would refuse URLs the sender
+    # reaches (a single-label host such as http://receiver:8080/) and make the admin
+    # disagree with the API.
+    url = SealedTextField(masked_copy=("masked_url", redact_url))
     name = models.CharField(max_length=255, blank=True, default="")
     description = models.TextField(blank=True, default="")
-    # Sent verbatim as X-Gitlab-Token; never shown back after it is set, never logged.
-    token = models.CharField(max_length=255, blank=True, default="")
-    # Standard Webhooks secret ("whsec_" + base64); empty = no webhook-signature header.
-    signing_token = models.CharField(max_length=255, blank=True, default="")
-    # {"Header-Name": "value"}; never override the delivery headers, values masked in logs.
-    custom_headers = models.JSONField(default=dict, blank=True)
+    # Sent verbatim as X-Gitlab-Token; sealed, never shown back after it is set, never logged.
+    token = SealedTextField(blank=True, default="")
+    # Standard Webhooks secret ("whsec_" + base64), sealed; empty = no webhook-signature header.
+    signing_token = SealedTextField(blank=True, default="")
+    # Earlier signing secrets still valid after a rotation, newest first, each sealed with
+    # its expiry in Unix seconds: [{"secret": Sealed, "expires_at": 1767225600}]. Until it
+    # expires each one signs every delivery beside the current secret; setting or removing
+    # the secret directly empties the list (``hooks.services.rotate_signing_token``).
+    previous_signing_tokens = SealedJSONField(default=list, blank=True, editable=False)
+    # {"Header-Name": "value"}, each value sealed; never override the delivery headers,
+    # values masked in logs.
+    custom_headers = SealedJSONField(default=dict, blank=True)
     pipeline_events = models.BooleanField(default=True)
     job_events = models.BooleanField(default=False)
     enable_ssl_verification = models.BooleanField(default=True)
@@ -112,8 +126,38 @@ class Hook(models.Model):
 
     @property
     def redacted_url(self) -> str:
-        """The URL as responses, pages and logs show it (``pipelines.redaction``)."""
-        return redact_url(self.url)
+        """The URL as responses, pages and logs show it (``pipelines.redaction``): the copy
+        masked when it was set, masked again in case the rules have grown since."""
+        return redact_url(self.masked_url)
+
+    def previous_signing_secrets(self, now: float | None = None) -> list[dict]:
+        """The earlier signing secrets not yet expired at ``now`` (Unix seconds), newest
+        first, as stored: ``{"secret": Sealed, "expires_at": seconds}``. An entry a hand
+        edit left malformed counts as expired."""
+        now = time.time() if now is None else now
+        entries = self.previous_signing_tokens
+        return [
+            entry
+            for entry in (entries if isinstance(entries, list) else [])
+            if isinstance(entry, dict)
+            and isinstance(entry.get("secret"), Sealed)
+            and entry["secret"]
+            and isinstance(entry.get("expires_at"), int | float)
+            and entry["expires_at"] > now
+        ]
+
+    def signing_secrets(self, now: float | None = None) -> list[Sealed]:
+        """What a delivery is signed with now: the current secret, then each earlier one
+        still valid; none without a current secret."""
+        if not self.signing_token:
+            return []
+        return [self.signing_token, *(e["secret"] for e in self.previous_signing_secrets(now))]
+
+    def replace_signing_token(self, value: str | Sealed) -> None:
+        """Set (or, empty, remove) the signing secret at once: earlier ones stop being valid
+        with it. A rotation keeps the current one valid a while instead."""
+        self.signing_token = value
+        self.previous_signing_tokens = []
 
     @property
     def alert_status(self) -> str:
@@ -127,14 +171,24 @@ class Hook(models.Model):
 
 
 class Event(models.Model):
-    """One pipeline change with its payload, rendered once in the changing transaction."""
+    """One pipeline change (a Pipeline Hook) or job change (a Job Hook) with its payload,
+    rendered once in the changing transaction."""
+
+    class Kind(models.TextChoices):
+        """GitLab's ``object_kind``, and the ``X-Gitlab-Event`` and log trigger it goes with."""
+
+        PIPELINE = "pipeline", "Pipeline Hook"
+        BUILD = "build", "Job Hook"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="hook_events")
     # Null once the pipeline is deleted; the snapshot stays deliverable.
     pipeline = models.ForeignKey(
         Pipeline, null=True, blank=True, on_delete=models.SET_NULL, related_name="hook_events"
     )
-    object_kind = models.CharField(max_length=32, default="pipeline")
+    object_kind = models.CharField(max_length=32, choices=Kind.choices, default=Kind.PIPELINE)
+    # The job of a Job Hook (null for a pipeline's event): a plain number, as the event
+    # outlives the job.
+    job_id = models.BigIntegerField(null=True, blank=True)
     change = models.CharField(max_length=32)  # pipelines.signals.PipelineChange
     status = models.CharField(max_length=32)
     # Null for the creation event.
@@ -149,6 +203,14 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.object_kind} {self.status} (pipeline {self.pipeline_id})"
+
+    @property
+    def subject(self) -> str:
+        """What changed, as the admin lists it: "pipeline #7" or "job #31 of pipeline #7"."""
+        pipeline = f"pipeline #{self.pipeline_id or '(deleted)'}"
+        if self.object_kind == self.Kind.BUILD:
+            return f"job #{self.job_id} of {pipeline}"
+        return pipeline
 
 
 class DeliveryQuerySet(models.QuerySet):
@@ -178,8 +240,12 @@ class Delivery(models.Model):
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries")
     hook = models.ForeignKey(Hook, on_delete=models.CASCADE, related_name="deliveries")
     # The pipeline's id, a plain number so it outlives the pipeline: deliveries sharing
-    # (hook, order_key) go out in id order ("N+1 waits for N").
+    # (hook, order_key) go out in id order ("N+1 waits for N"), job and pipeline events alike.
     order_key = models.BigIntegerField()
+    # Place in the (hook, order_key) stream, 1, 2, 3… with no gap, in id order; fixed when
+    # the outbox row is written, so every retry and resend carries the same number
+    # (X-Pipehook-Sequence).
+    sequence = models.PositiveIntegerField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
     # Idempotency-Key and webhook-id: fixed per (event, hook) across retries and resends.
     idempotency_key = models.UUIDField(default=uuid.uuid4, editable=False, unique=True)
@@ -208,6 +274,11 @@ class Delivery(models.Model):
         indexes = [
             models.Index(fields=["status", "next_attempt_at"]),
             models.Index(fields=["hook", "order_key", "status"]),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hook", "order_key", "sequence"], name="delivery_unique_sequence"
+            )
         ]
         verbose_name_plural = "deliveries"
 

@@ -1,11 +1,13 @@
-"""GitLab's Pipeline Hook payload, built from the rows as they are now.
+"""GitLab's Pipeline Hook and Job Hook payloads, built from the rows as they are now.
 
 ``build_pipeline_payload`` mirrors ``Gitlab::DataBuilder::Pipeline``: the same keys in the
 same order, the same JSON types and the same time formats as GitLab's asynchronous deliveries
 ("2016-08-12 15:23:28 UTC" for pipeline and job times, ISO 8601 with an offset for the commit,
-whole seconds for the pipeline's durations, float seconds for a job's). It reads and never
-writes, so the receiver can call it inside the changing transaction and store the result as
-that status's snapshot.
+whole seconds for the pipeline's durations, float seconds for a job's).
+``build_job_payload`` mirrors ``Gitlab::DataBuilder::Build`` (``object_kind: "build"``) the
+same way, with the ``*_iso`` twins of its times that GitLab's documentation shows. Both read
+and never write, so the receivers can call them inside the changing transaction and store the
+result as that status's snapshot.
 
 Where Pipehook knows less than GitLab, the payload says so the way GitLab does when it lacks
 the data: ``null`` avatars (an instance without Gravatar), ``null`` ``ci_config_path`` (the
@@ -25,7 +27,7 @@ from urllib.parse import urlsplit
 from django.utils import timezone
 
 from pipelines.detailed_status import detailed_status_of
-from pipelines.models import Job, Pipeline, Project
+from pipelines.models import UNKNOWN_SHA, Job, Pipeline, Project
 from pipelines.status import job_durations
 
 REDACTED_EMAIL = "[REDACTED]"
@@ -50,6 +52,13 @@ def gitlab_hook_time(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def iso_hook_time(value: datetime | None) -> str | None:
+    """The Job Hook's ``*_iso`` times: ISO 8601, UTC, whole seconds, a ``Z``."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def commit_timestamp(value: datetime | None) -> str | None:
@@ -77,6 +86,87 @@ def build_pipeline_payload(pipeline: Pipeline) -> dict[str, Any]:
     if pipeline.source_pipeline:
         payload["source_pipeline"] = _source_pipeline_attrs(pipeline.source_pipeline)
     return payload
+
+
+def build_job_payload(job: Job, pipeline: Pipeline) -> dict[str, Any]:
+    """The Job Hook body for ``job`` of ``pipeline`` as they are now (GitLab's key order).
+
+    ``commit`` is the pipeline (its ``id`` is the pipeline's, as in GitLab), with the status
+    it has when the job changed: a job's event is rendered before the pipeline it moves is
+    recomposed, as GitLab builds it before the pipeline is processed again.
+    """
+    project = pipeline.project
+    duration, queued_duration = job_durations(job, timezone.now())
+    payload: dict[str, Any] = {
+        "object_kind": "build",
+        "ref": pipeline.ref,
+        "tag": pipeline.tag,
+        "before_sha": pipeline.before_sha or UNKNOWN_SHA,
+        "sha": pipeline.sha,
+        # GitLab's Ci::Build#retries_count: earlier attempts of this job in its pipeline.
+        "retries_count": pipeline.jobs.filter(name=job.name, retried=True).count(),
+        "build_id": job.pk,
+        "build_name": job.name,
+        "build_stage": job.stage,
+        "build_status": str(job.status),
+        "build_created_at": gitlab_hook_time(job.created_at),
+        "build_started_at": gitlab_hook_time(job.started_at),
+        "build_finished_at": gitlab_hook_time(job.finished_at),
+        "build_created_at_iso": iso_hook_time(job.created_at),
+        "build_started_at_iso": iso_hook_time(job.started_at),
+        "build_finished_at_iso": iso_hook_time(job.finished_at),
+        "build_duration": _float_seconds(duration),
+        "build_queued_duration": _float_seconds(queued_duration),
+        "build_allow_failure": job.allow_failure,
+        # GitLab's enum reads a missing reason as unknown_failure, whatever the status.
+        "build_failure_reason": job.failure_reason or "unknown_failure",
+        "pipeline_id": pipeline.pk,
+        "runner": _runner_attrs(job.runner),
+        "project_id": project.pk,
+        "project_name": " / ".join([*project.namespace.split("/"), project.name]),
+        "user": user_hook_attrs(job.user),
+        "commit": _job_commit_attrs(pipeline),
+        "repository": _repository_attrs(project),
+        "project": project_hook_attrs(project),
+        "environment": _environment_attrs(job.environment),
+    }
+    if pipeline.source_pipeline:
+        payload["source_pipeline"] = _source_pipeline_attrs(pipeline.source_pipeline)
+    return payload
+
+
+def _job_commit_attrs(pipeline: Pipeline) -> dict[str, Any]:
+    """The Job Hook's ``commit``: the pipeline, with its commit's message and author. With no
+    GitLab user behind the author, GitLab's ``author_url`` is a ``mailto:`` link."""
+    return {
+        "id": pipeline.pk,
+        "name": pipeline.name,
+        "sha": pipeline.sha,
+        "message": pipeline.commit_message,
+        "author_name": pipeline.commit_author_name,
+        "author_email": pipeline.commit_author_email,
+        "author_url": f"mailto:{pipeline.commit_author_email}",
+        "status": str(pipeline.status),
+        "duration": _whole_seconds(pipeline.duration),
+        "started_at": gitlab_hook_time(pipeline.started_at),
+        "finished_at": gitlab_hook_time(pipeline.finished_at),
+        "started_at_iso": iso_hook_time(pipeline.started_at),
+        "finished_at_iso": iso_hook_time(pipeline.finished_at),
+    }
+
+
+def _repository_attrs(project: Project) -> dict[str, Any]:
+    """The Job Hook's ``repository``; GitLab's ``url`` is the SSH one (``url_to_repo``)."""
+    attrs = project_hook_attrs(project)
+    return {
+        "name": project.name,
+        "url": attrs["git_ssh_url"],
+        "description": project.description,
+        "homepage": attrs["web_url"],
+        "git_http_url": attrs["git_http_url"],
+        "git_ssh_url": attrs["git_ssh_url"],
+        "visibility_level": project.visibility_level,
+    }
 
 
 def dump_payload(payload: dict[str, Any]) -> str:

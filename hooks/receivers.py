@@ -1,9 +1,16 @@
-"""Domain signal -> transactional outbox (Event + Delivery rows).
+"""Domain signals -> transactional outbox (Event + Delivery rows).
 
-``pipeline_changed`` is sent inside the transaction that changed the pipeline, so the rows
-written here commit or roll back with the change itself: no event without its state, no
-state without its event. The payload is rendered once, here, as the snapshot of this status;
-every attempt and every signature later uses exactly these bytes.
+``pipeline_changed`` and ``job_changed`` are sent inside the transaction that changed the
+pipeline or job, so the rows written here commit or roll back with the change itself: no
+event without its state, no state without its event. The payload is rendered once, here, as
+the snapshot of this status; every attempt and every signature later uses exactly these bytes.
+
+Job and pipeline events of one pipeline share one order per hook: their deliveries have the
+pipeline's id as ``order_key``, go out in id order (``Delivery.objects.first_in_line``), and
+are written in the order the changes happened (a job's change is signalled before the
+pipeline change it causes). Each delivery gets the next ``sequence`` of its (hook, pipeline)
+stream when it is written; the pipeline's row lock, held by every change, keeps two writers
+of one stream apart.
 """
 
 from __future__ import annotations
@@ -13,17 +20,27 @@ import re
 from datetime import timedelta
 
 from django.conf import settings
+from django.db.models import Max
 from django.dispatch import receiver
 from django.utils import timezone
 
 from hooks import metrics
 from hooks.models import Delivery, Event, Hook
-from hooks.payloads import build_pipeline_payload, dump_payload
+from hooks.payloads import build_job_payload, build_pipeline_payload, dump_payload
 from hooks.queue import enqueue_on_commit
-from pipelines.models import Pipeline
-from pipelines.signals import pipeline_changed
+from pipelines.models import FINISHED_STATUSES, Job, Pipeline, Status
+from pipelines.signals import PipelineChange, job_changed, pipeline_changed
 
 logger = logging.getLogger(__name__)
+
+# The statuses whose entry sends a Job Hook, as GitLab's Ci::Build fires BuildHooksWorker:
+# on entry to pending, running, success, failed and canceled; never for manual, scheduled,
+# skipped, preparing, waiting_for_resource, canceling, nor for a move back to created.
+JOB_HOOK_STATUSES = frozenset(
+    {Status.PENDING, Status.RUNNING, Status.SUCCESS, Status.FAILED, Status.CANCELED}
+)
+# A new job sends one too (GitLab's after_create), in the status it starts in.
+NEW_JOB_HOOK_STATUSES = JOB_HOOK_STATUSES | {Status.CREATED}
 
 
 def ref_matches(hook: Hook, ref: str) -> bool:
@@ -52,6 +69,20 @@ def hook_wants(hook: Hook, pipeline: Pipeline) -> bool:
     return ref_matches(hook, pipeline.ref)
 
 
+def hook_wants_job(hook: Hook, pipeline: Pipeline) -> bool:
+    """Whether ``hook`` subscribes to the job events of this pipeline: job events on and the
+    ref filter passed. The status filter is on pipeline statuses: it never holds a job's
+    event back (GitLab's hooks have no status filter at all)."""
+    return hook.job_events and ref_matches(hook, pipeline.ref)
+
+
+def sends_job_hook(job: Job, previous_status: str | None) -> bool:
+    """Whether this change of ``job`` is one GitLab sends a Job Hook for."""
+    if previous_status is None:
+        return job.status in NEW_JOB_HOOK_STATUSES
+    return job.status != previous_status and job.status in JOB_HOOK_STATUSES
+
+
 @receiver(pipeline_changed, dispatch_uid="hooks.write_pipeline_outbox")
 def write_pipeline_outbox(
     sender, pipeline: Pipeline, previous_status: str | None, change: str, **kwargs
@@ -68,11 +99,60 @@ def write_pipeline_outbox(
     event = Event.objects.create(
         project_id=pipeline.project_id,
         pipeline=pipeline,
-        object_kind="pipeline",
+        object_kind=Event.Kind.PIPELINE,
         change=str(change),
         status=str(pipeline.status),
         previous_status=previous_status,
         body=dump_payload(build_pipeline_payload(pipeline)),
+    )
+    write_deliveries(event, hooks, order_key=pipeline.pk)
+    return event
+
+
+@receiver(job_changed, dispatch_uid="hooks.write_job_outbox")
+def write_job_outbox(
+    sender, job: Job, pipeline: Pipeline, previous_status: str | None, **kwargs
+) -> Event | None:
+    """A Job Hook for each interested hook when GitLab would send one for this change;
+    written like a pipeline's, in the same (hook, pipeline) order."""
+    if not sends_job_hook(job, previous_status):
+        return None
+    hooks = [
+        hook
+        for hook in Hook.objects.filter(project_id=pipeline.project_id, job_events=True)
+        if hook_wants_job(hook, pipeline)
+    ]
+    if not hooks:
+        return None
+    if previous_status is None:
+        change = PipelineChange.CREATED
+    elif job.status in FINISHED_STATUSES:
+        change = PipelineChange.FINISHED
+    else:
+        change = PipelineChange.STATUS_CHANGED
+    event = Event.objects.create(
+        project_id=pipeline.project_id,
+        pipeline=pipeline,
+        object_kind=Event.Kind.BUILD,
+        job_id=job.pk,
+        change=str(change),
+        status=str(job.status),
+        previous_status=previous_status,
+        body=dump_payload(build_job_payload(job, pipeline)),
+    )
+    write_deliveries(event, hooks, order_key=pipeline.pk)
+    return event
+
+
+def write_deliveries(event: Event, hooks: list[Hook], *, order_key: int) -> list[Delivery]:
+    """One Delivery of ``event`` per hook, each the next of its (hook, order_key) stream,
+    queued when the transaction commits."""
+    last_sequence = dict(
+        Delivery.objects.filter(hook__in=hooks, order_key=order_key)
+        .order_by()
+        .values("hook_id")
+        .annotate(last=Max("sequence"))
+        .values_list("hook_id", "last")
     )
     now = timezone.now()
     # The task messages sent on commit cover the first lease; after it the sweeper resends.
@@ -82,7 +162,8 @@ def write_pipeline_outbox(
             Delivery(
                 event=event,
                 hook=hook,
-                order_key=pipeline.pk,
+                order_key=order_key,
+                sequence=last_sequence.get(hook.pk, 0) + 1,
                 next_attempt_at=now,
                 queued_until=queued_until,
             )
@@ -93,4 +174,4 @@ def write_pipeline_outbox(
     # Counted now, not on commit (a change that then fails is counted, and is rare): the
     # on-commit callbacks are the deliveries' messages alone.
     metrics.EVENTS.labels(kind=event.object_kind).inc()
-    return event
+    return deliveries

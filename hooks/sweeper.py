@@ -1,9 +1,10 @@
 """The beat jobs: queue what is due and has no message out, take back claims whose worker
-died, and prune the delivery log."""
+died, and prune the delivery log and the signing secrets a rotation's grace has ended for."""
 
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -110,3 +111,24 @@ def prune_delivery_logs(now: datetime | None = None) -> int:
     if attempts_deleted:
         logger.info("Pruned %s delivery attempts older than %s", attempts_deleted, cutoff)
     return attempts_deleted
+
+
+def drop_expired_signing_secrets(now: float | None = None) -> int:
+    """Forget the earlier signing secrets whose grace after a rotation has ended (sending
+    ignores them already). Returns how many hooks changed."""
+    now = time.time() if now is None else now
+    changed = 0
+    rotated = Hook.objects.exclude(previous_signing_tokens=[]).values_list("pk", flat=True)
+    for hook_id in list(rotated[:PRUNE_BATCH_SIZE]):
+        with transaction.atomic():
+            hook = Hook.objects.select_for_update().filter(pk=hook_id).first()
+            if hook is None:
+                continue
+            valid = hook.previous_signing_secrets(now)
+            if valid != hook.previous_signing_tokens:
+                hook.previous_signing_tokens = valid
+                hook.save(update_fields=["previous_signing_tokens"])
+                changed += 1
+    if changed:
+        logger.info("Dropped expired signing secrets of %s hook(s)", changed)
+    return changed

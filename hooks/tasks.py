@@ -36,4 +36,5 @@ def requeue_due_deliveries() -> int:
 
 @shared_task(ignore_result=True)
 def prune_delivery_logs() -> int:
+    sweeper.drop_expired_signing_secrets()
     return sweeper.prune_delivery_logs()

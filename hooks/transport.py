@@ -54,6 +54,7 @@ from hooks.destinations import (
     refusal_reason,
     resolve_allowed_addresses,
 )
+from hooks.sealing import Sealed
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +79,11 @@ class TransportResult:
 
 @dataclass(frozen=True)
 class Outgoing:
-    """One request for ``send_many``: where, what, and the hook it is for (in logs only)."""
+    """One request for ``send_many``: where, what, and the hook it is for (in logs only).
+    A hook's URL comes sealed (``hooks.sealing``): opened only to connect, in the request's
+    own lane, so a URL no key opens fails that request alone."""
 
-    url: str
+    url: str | Sealed
     body: bytes
     headers: dict[str, str]
     verify_ssl: bool = True
@@ -497,7 +500,8 @@ def _send_alone(request: Outgoing) -> TransportResult:
     """One request, isolated: whatever goes wrong in sending it is its own failed result
     (logged with the reason, retried as any failure), never its batch's crash."""
     try:
-        return send(request.url, request.body, request.headers, verify_ssl=request.verify_ssl)
+        url = request.url.reveal() if isinstance(request.url, Sealed) else request.url
+        return send(url, request.body, request.headers, verify_ssl=request.verify_ssl)
     except ImproperlyConfigured:
         raise  # a bad HOOKS_ALLOWED_NETWORKS fails every request alike: the operator's to fix
     except Exception as exc:

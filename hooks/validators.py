@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 
 from hooks.destinations import InvalidHookURL, validate_hook_url
 from hooks.headers import RESERVED_HEADERS
+from hooks.sealing import Sealed
 from hooks.signing import SECRET_PREFIX
 from pipelines.models import Status
 from pipelines.redaction import (
@@ -80,13 +81,14 @@ def check_signing_token(value: str) -> str:
     return value
 
 
-def check_custom_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """Custom headers as stored: ``{name: value}``, at most 20, never a delivery header."""
+def check_custom_headers(headers: Mapping[str, str | Sealed]) -> dict[str, str | Sealed]:
+    """Custom headers as stored: ``{name: value}``, at most 20, never a delivery header.
+    A value kept sealed (``Sealed``) was checked when it was set."""
     if len(headers) > MAX_CUSTOM_HEADERS:
         raise HookSettingError(
             "custom_headers", f"at most {MAX_CUSTOM_HEADERS} custom headers are allowed"
         )
-    checked: dict[str, str] = {}
+    checked: dict[str, str | Sealed] = {}
     seen: set[str] = set()
     for name, value in headers.items():
         if not isinstance(name, str) or not HEADER_NAME.match(name):
@@ -103,17 +105,22 @@ def check_custom_headers(headers: Mapping[str, str]) -> dict[str, str]:
             )
         if name.lower() in seen:
             raise HookSettingError("custom_headers", f"header {name} is given twice")
-        if not isinstance(value, str):
-            raise HookSettingError("custom_headers", f"the value of header {name} must be a string")
-        if "\r" in value or "\n" in value or "\0" in value:
-            raise HookSettingError(
-                "custom_headers", f"the value of header {name} may not contain line breaks"
-            )
-        if len(value) > MAX_HEADER_VALUE_LENGTH:
-            raise HookSettingError("custom_headers", f"the value of header {name} is too long")
+        if not isinstance(value, Sealed):
+            _check_header_value(name, value)
         seen.add(name.lower())
         checked[name] = value
     return checked
+
+
+def _check_header_value(name: str, value: object) -> None:
+    if not isinstance(value, str):
+        raise HookSettingError("custom_headers", f"the value of header {name} must be a string")
+    if "\r" in value or "\n" in value or "\0" in value:
+        raise HookSettingError(
+            "custom_headers", f"the value of header {name} may not contain line breaks"
+        )
+    if len(value) > MAX_HEADER_VALUE_LENGTH:
+        raise HookSettingError("custom_headers", f"the value of header {name} is too long")
 
 
 def check_ref_filter(strategy: str, ref_filter: str) -> str:
@@ -148,17 +155,18 @@ def check_status_filter(statuses: Iterable[str]) -> list[str]:
     return wanted
 
 
-def check_url(url: str, stored: str = "") -> str:
+def check_url(url: str, stored: Sealed | str = "") -> str:
     """An http(s) URL whose host is allowed by the SSRF rule (HOOKS_ALLOWED_NETWORKS).
 
     The URL may be the stored one as it is shown, masked (``pipelines.redaction``): its
     hidden parts are then taken back from ``stored``, for the same scheme and host only.
+    That is the one moment a stored URL is opened other than to send to it.
     """
     url = url.strip()
     if not url:
         raise HookSettingError("url", "url is empty")
-    if stored:
-        url = restore_masked(url, stored)
+    if stored and is_redacted(url):
+        url = restore_masked(url, stored.reveal() if isinstance(stored, Sealed) else stored)
     if is_redacted(url):
         raise HookSettingError(
             "url",

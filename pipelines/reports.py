@@ -4,7 +4,8 @@
 its times and its verdict). The dialects' rows are written here too: SEI's CI/CD instances and
 runs, Distelli's events and the builds shown as pipelines. Like every command, each function
 owns its transaction, turns a constraint violation into a ``Conflict``, and sends
-``pipeline_changed`` (through ``pipelines.services``) for each real status change.
+``job_changed`` and ``pipeline_changed`` (through ``pipelines.services``) for each new job and
+each real status change, a job's before its pipeline's.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from pipelines.services import (
     change_pipeline_status,
     create_pipeline,
     lock_pipeline,
+    save_job,
     stage_index,
 )
 from pipelines.status import (
@@ -145,6 +147,7 @@ def _sync_reported_job(pipeline: Pipeline, reported: ReportedJob, at: datetime) 
             created_at=at,
             updated_at=at,
         )
+    previous = job.status if job.pk else None
     if reported.target_url:
         job.target_url = reported.target_url
     ran = target not in UNSTARTED_STATUSES and target not in (
@@ -162,7 +165,7 @@ def _sync_reported_job(pipeline: Pipeline, reported: ReportedJob, at: datetime) 
         job.duration = seconds_between(job.started_at, job.finished_at)
     if target == Status.FAILED:
         job.failure_reason = reported.failure_reason or job.failure_reason or UNKNOWN_FAILURE
-    job.save()
+    save_job(job, pipeline, previous)
     return job
 
 

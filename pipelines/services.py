@@ -2,7 +2,8 @@
 
 Each public function owns its transaction, follows GitLab's state machines
 (``pipelines.status``) and sends ``pipeline_changed`` inside that transaction for the
-creation and for each real status change of a pipeline, so whatever listens (the hooks app)
+creation and for each real status change of a pipeline, and ``job_changed`` for each new job
+and each real status change of a job (``save_job``), so whatever listens (the hooks app)
 commits its rows with the change. Refusals raise ``pipelines.errors`` and change nothing.
 Runs a CI reports whole, with the dialects' own records, are ``pipelines.reports``; runs of
 definitions, ``pipelines.executions``; tokens, ``pipelines.auth``.
@@ -32,7 +33,7 @@ from pipelines.models import (
     Project,
     Status,
 )
-from pipelines.signals import PipelineChange, pipeline_changed
+from pipelines.signals import PipelineChange, job_changed, pipeline_changed
 from pipelines.status import (
     apply_job_status,
     apply_pipeline_status,
@@ -260,7 +261,7 @@ def retry_pipeline(pipeline: Pipeline, *, user: AbstractBaseUser | None = None) 
             return pipeline
         for old in retryable:
             Job.objects.filter(pk=old.pk).update(retried=True, updated_at=at)
-            _clone_job_for_retry(old, user=user, at=at)
+            _clone_job_for_retry(old, pipeline, user=user, at=at)
         if jobs:
             _recompose(pipeline, at)
         else:
@@ -279,9 +280,11 @@ def _nothing_to_retry(pipeline: Pipeline, jobs: list[Job], retryable: list[Job])
     return None
 
 
-def _clone_job_for_retry(old: Job, *, user: AbstractBaseUser | None, at: datetime) -> Job:
-    return Job.objects.create(
-        pipeline_id=old.pipeline_id,
+def _clone_job_for_retry(
+    old: Job, pipeline: Pipeline, *, user: AbstractBaseUser | None, at: datetime
+) -> Job:
+    job = Job(
+        pipeline=pipeline,
         stage=old.stage,
         stage_idx=old.stage_idx,
         name=old.name,
@@ -297,6 +300,8 @@ def _clone_job_for_retry(old: Job, *, user: AbstractBaseUser | None, at: datetim
         target_url=old.target_url,
         description=old.description,
     )
+    save_job(job, pipeline, previous_status=None)
+    return job
 
 
 def cancel_pipeline(pipeline: Pipeline) -> Pipeline:
@@ -319,8 +324,9 @@ def cancel_pipeline(pipeline: Pipeline) -> Pipeline:
             logger.info("Pipeline %s: cancel changed nothing: %s", pipeline.pk, reason)
             return pipeline
         for job in cancelable:
+            previous = job.status
             apply_job_status(job, Status.CANCELED, at)
-            job.save()
+            save_job(job, pipeline, previous)
         if jobs:
             _recompose(pipeline, at)
         else:
@@ -335,6 +341,14 @@ def delete_pipeline(pipeline: Pipeline) -> None:
 
 
 # --- Jobs ----------------------------------------------------------------------------------
+
+
+def save_job(job: Job, pipeline: Pipeline, previous_status: str | None) -> None:
+    """Save a job and, when it is new (``previous_status`` None) or entered another status,
+    send ``job_changed`` in the caller's transaction, before the pipeline is recomposed."""
+    job.save()
+    if previous_status is None or previous_status != job.status:
+        job_changed.send(sender=Job, job=job, pipeline=pipeline, previous_status=previous_status)
 
 
 _JOB_FIELDS = {
@@ -386,7 +400,7 @@ def create_job(
         if target != Status.CREATED:
             check_job_move(job, target)
             apply_job_status(job, target, at)
-        job.save()
+        save_job(job, pipeline, previous_status=None)
         _recompose(pipeline, at)
     return job
 
@@ -402,13 +416,14 @@ def update_job(job: Job, *, status: str | None = None, at: datetime | None = Non
     with transaction.atomic():
         pipeline = lock_pipeline(job.pipeline)
         job = Job.objects.select_for_update().get(pk=job.pk)
+        previous = job.status
         for key, value in fields.items():
             setattr(job, key, value)
         if status is not None and status != job.status:
             target = validate_status(status)
             check_job_move(job, target)
             apply_job_status(job, target, at)
-        job.save()
+        save_job(job, pipeline, previous)
         _recompose(pipeline, at)
     return job
 
@@ -507,6 +522,7 @@ def report_commit_status(
                 created_at=at,
                 updated_at=at,
             )
+        previous = job.status if job.pk else None
         for key, value in fields.items():
             setattr(job, key, value)
         target = Status(state)
@@ -514,7 +530,7 @@ def report_commit_status(
         apply_job_status(job, target, at)
         if target == Status.FAILED:
             job.failure_reason = "api_failure"
-        job.save()
+        save_job(job, pipeline, previous)
         _recompose(pipeline, at)
     return job
 

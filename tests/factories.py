@@ -117,3 +117,5 @@ class DeliveryFactory(factory.django.DjangoModelFactory):
     order_key = factory.LazyAttribute(
         lambda delivery: delivery.event.pipeline_id or delivery.event.pk
     )
+    # Unique across every stream, so never taken twice in one (hook, order_key).
+    sequence = factory.Sequence(lambda n: n + 1)

@@ -68,7 +68,7 @@ def world(db, receiver):
     hook = Hook.objects.create(project=project, url=receiver.url, custom_headers={"X-Team": "ops"})
     delivery = DeliveryFactory(hook=hook, event__pipeline=pipeline)
     attempt = DeliveryAttempt.objects.create(
-        hook=hook, delivery=delivery, url=hook.url, response_status=500
+        hook=hook, delivery=delivery, url=hook.redacted_url, response_status=500
     )
     instance = CicdInstance.objects.create(project=project, name="Jenkins-1")
     build = DistelliEvent.objects.create(
@@ -184,6 +184,7 @@ def routes(world: World) -> dict[str, Route]:
             f"{hook}/custom_headers/{{key}}", {"put": {"value": "dev"}, "delete": None}
         ),
         "api-hook-test": Route(f"{hook}/test/{{trigger}}", {"post": None}),
+        "api-hook-signing-token-rotate": Route(f"{hook}/signing_token/rotate", {"post": None}),
         "api-hook-events": Route(f"{hook}/events", {"get": None}),
         "api-hook-event-resend": Route(f"{hook}/events/{{event_id}}/resend", {"post": None}),
         "sei-cicd-instances": Route(
@@ -288,7 +289,7 @@ def test_every_route_is_covered(world):
 @pytest.mark.parametrize("caller", ["nobody", "nobody-scoped", "outsider", "staff"])
 def test_caller_without_rights_is_refused_everywhere(world, caller):
     before = snapshot()
-    hidden = [world.project.name, world.project.path_with_namespace, world.hook.url]
+    hidden = [world.project.name, world.project.path_with_namespace, world.hook.url.reveal()]
     for name, route in routes(world).items():
         for method in route.methods:
             where = f"{caller} {method.upper()} {name}"

@@ -127,7 +127,7 @@ def scene(db, monkeypatch, settings):
         project=project, url="http://127.0.0.1:9/hook", custom_headers={"X-Fuzz": "1"}
     )
     delivery = DeliveryFactory(hook=hook, event__pipeline=job.pipeline)
-    attempt = DeliveryAttempt.objects.create(hook=hook, delivery=delivery, url=hook.url)
+    attempt = DeliveryAttempt.objects.create(hook=hook, delivery=delivery, url=hook.redacted_url)
     instance = CicdInstance.objects.create(project=project, name="jenkins", guid=uuid.uuid4())
     build = DistelliEvent.objects.create(
         project=project, event_type=DistelliEvent.Type.BUILD, build_status="Running"

@@ -1,28 +1,35 @@
 """Every kind of secret, looked for in every API response, admin page, log line and table.
 
 The secrets: an API token's raw value, a hook's secret token, signing secret and custom
-header values, the credentials and token in a hook URL, the admin's password, SECRET_KEY.
-Each may live in one place only: the hook's secrets in the hook's row (they are sent, so
-they are kept; encryption at rest is another matter), the password and the API token as
-hashes. They reach the receiver, where they belong, and nothing else.
+header values, the credentials and token in a hook URL, the admin's password, SECRET_KEY and
+the key hook secrets are sealed with. None is stored as it is: the hook's secrets are
+sealed in the hook's row (hooks/sealing.py), the password and the API token are hashes; no
+table, dump or database file holds one. They reach the receiver, where they belong, and
+nothing else.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
 from collections import deque
 from html.parser import HTMLParser
+from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 import pytest
 import requests
+from django.core.management import call_command
 from django.db import connection
 from django.test import Client
 from rest_framework.test import APIClient
+from standardwebhooks import Webhook
 
 from hooks import delivery as hook_delivery
 from hooks.models import Delivery, Hook
@@ -31,6 +38,7 @@ from pipelines.api.graphql.ids import encode_id
 from pipelines.models import AccessToken, CicdInstance, Job
 from tests.clients import api_client_with
 from tests.factories import UserFactory
+from tests.hooks.test_e2e import database_url
 from tests.test_serve import (  # noqa: F401 (embedded_env is a fixture)
     ROOT,
     alive,
@@ -50,9 +58,6 @@ HEADER_VALUE = "custom-header-never-shown"
 URL_USER = "url-user-never-shown"
 URL_PASSWORD = "url-password-never-shown"
 URL_TOKEN = "url-query-token-never-shown"
-# Where the hook's secrets may be stored: its own row.
-HOOK_COLUMNS = {("hooks_hook", "token"), ("hooks_hook", "signing_token")}
-HOOK_COLUMNS |= {("hooks_hook", "custom_headers"), ("hooks_hook", "url")}
 
 
 class Links(HTMLParser):
@@ -85,6 +90,7 @@ def secrets(db, receiver, settings):
         "URL token": URL_TOKEN,
         "admin password": ADMIN_PASSWORD,
         "SECRET_KEY": settings.SECRET_KEY,
+        "encryption key": settings.PIPEHOOK_ENCRYPTION_KEYS[0],
         "_hook_url": f"{hook_url}?token={URL_TOKEN}&team=ops",
     }
 
@@ -102,9 +108,11 @@ def exercise_the_api(secrets: dict) -> list[tuple[str, str]]:
     api = api_client_with(secrets["api token"])
     seen: list[tuple[str, str]] = []
 
-    def keep(what, response):
+    def keep(what, response, shows: tuple[str, ...] = ()):
+        """``shows``: the secrets this one response exists to hand over, once."""
         headers = "\n".join(f"{k}: {v}" for k, v in response.items())
-        seen.append((what, f"{response.status_code}\n{headers}\n\n{response.content.decode()}"))
+        text = f"{response.status_code}\n{headers}\n\n{response.content.decode()}"
+        seen.append((what, text, shows))
         return response
 
     project = keep("create project", api.post("/api/v4/projects", {"name": "web"}, format="json"))
@@ -141,6 +149,19 @@ def exercise_the_api(secrets: dict) -> list[tuple[str, str]]:
     keep(
         "resend",
         api.post(f"/api/v4/projects/{project_id}/hooks/{hook_id}/events/{event['id']}/resend"),
+    )
+    # Two rotations: the first new secret becomes an earlier one, still valid, beside the
+    # original; each is shown in its own rotation's response only.
+    rotate = f"/api/v4/projects/{project_id}/hooks/{hook_id}/signing_token/rotate"
+    for name in ("rotated signing secret", "current signing secret"):
+        rotated = api.post(rotate)
+        assert rotated.status_code == 201, rotated.content
+        secrets[name] = rotated.json()["signing_token"]
+        secrets[f"{name} key"] = secrets[name].removeprefix("whsec_")
+        keep(f"rotate to the {name}", rotated, shows=(name, f"{name} key"))
+    keep(
+        "test, signed thrice",
+        api.post(f"/api/v4/projects/{project_id}/hooks/{hook_id}/test/pipeline_events"),
     )
     keep(
         "edit hook",
@@ -307,10 +328,16 @@ def test_no_secret_leaves_where_it_lives(secrets, receiver, caplog):
         assert request.header("Authorization") == "Basic " + secrets["URL basic auth"]
         assert request.path == f"/hook?token={URL_TOKEN}&team=ops"
     hook = Hook.objects.get()
-    assert hook.url == secrets["_hook_url"]  # kept through the edit that sent it back masked
+    assert (
+        hook.url.reveal() == secrets["_hook_url"]
+    )  # kept through the edit that sent it back masked
 
-    for what, text in responses:
-        assert leaks(text, secrets) == [], what
+    # The last request was signed with the secret and both it replaced, each verifying alone.
+    for secret in ("current signing secret", "rotated signing secret", "signing secret"):
+        assert Webhook(secrets[secret]).verify(delivered[-1].body, delivered[-1].headers)
+
+    for what, text, shows in responses:
+        assert leaks(text, secrets, allowed=shows) == [], what
 
     admin = Client()
     login = admin.post(
@@ -336,16 +363,66 @@ def test_no_secret_leaves_where_it_lives(secrets, receiver, caplog):
     assert leaks(caplog.text, secrets) == []
 
     for (table, column), values in dump_every_table().items():
-        text = "\n".join(values)
-        allowed = ()
-        if (table, column) in HOOK_COLUMNS:
-            allowed = tuple(name for name in secrets if name not in ("api token", "SECRET_KEY"))
-            allowed = tuple(n for n in allowed if n != "admin password")
-        assert leaks(text, secrets, allowed) == [], (table, column)
+        assert leaks("\n".join(values), secrets) == [], (table, column)
+    dump = io.StringIO()
+    call_command("dumpdata", stdout=dump)
+    assert f'"pk": {hook.pk}' in dump.getvalue()
+    assert leaks(dump.getvalue(), secrets) == []
     # The hashes are not the secrets (and the table check found neither raw value).
     token = AccessToken.objects.get()
     assert token.token_hash == AccessToken.hash_token(secrets["api token"])
-    assert hook.project.hooks.get().token == HOOK_TOKEN
+    # The sealed ones open, with the key.
+    assert hook.project.hooks.get().token.reveal() == HOOK_TOKEN
+
+
+def database_files() -> bytes:
+    """What the database keeps on disk: SQLite's file and its write-ahead log, byte for byte,
+    or PostgreSQL's ``pg_dump`` (the rows as text when there is no pg_dump)."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        files = [Path(db["NAME"]), Path(f"{db['NAME']}-wal")]
+        assert files[0].stat().st_size > 0
+        return b"".join(path.read_bytes() for path in files if path.exists())
+    if shutil.which("pg_dump") is None:
+        return "\n".join(v for values in dump_every_table().values() for v in values).encode()
+    command = ["pg_dump", "--data-only", "--no-owner", "-h", db["HOST"] or "127.0.0.1"]
+    command += ["-p", str(db["PORT"] or 5432), "-U", db["USER"] or "postgres", db["NAME"]]
+    env = os.environ | ({"PGPASSWORD": db["PASSWORD"]} if db.get("PASSWORD") else {})
+    done = subprocess.run(command, env=env, capture_output=True, timeout=120, check=True)
+    return done.stdout
+
+
+def test_the_database_and_its_dumps_hold_no_hook_secret(transactional_db, secrets, receiver):
+    """Committed, as a running instance leaves them: the rows another process dumps
+    (``manage.py dumpdata``) and the database's own files hold no secret; deliveries still
+    carry the token and a signature the receiver verifies."""
+    exercise_the_api(secrets)
+
+    delivered = receiver.requests
+    assert len(delivered) >= 4
+    for request in delivered:
+        assert request.header("X-Gitlab-Token") == HOOK_TOKEN
+        assert Webhook(SIGNING_TOKEN).verify(request.body, request.headers)["object_kind"]
+    hook = Hook.objects.get()
+    assert "*****:*****@" in hook.masked_url and f"token={URL_TOKEN}" not in hook.masked_url
+
+    dumped = subprocess.run(
+        [sys.executable, "manage.py", "dumpdata", "--indent", "1"],
+        cwd=ROOT,
+        env=os.environ | {"DATABASE_URL": database_url()},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    rows = json.loads(dumped)
+    assert [row["pk"] for row in rows if row["model"] == "hooks.hook"] == [hook.pk]
+    assert leaks(dumped, secrets) == []
+
+    on_disk = database_files()
+    assert b"hooks_hook" in on_disk or hook.masked_url.encode() in on_disk
+    found = [name for name, value in secrets.items() if value.encode() in on_disk]
+    assert [name for name in found if not name.startswith("_")] == []
 
 
 def test_the_access_log_of_make_run_masks_query_tokens(embedded_env):  # noqa: F811

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 
-from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -70,12 +69,12 @@ def http_badge(status: int | None, error: str = "") -> str:
 
 def rate_limited_page(request: HttpRequest, hook: Hook, action: str, wait: int) -> HttpResponse:
     """GitLab's 429 for a button pressed too often, as an admin page with a way back."""
-    what = "test events" if action == limits.TEST else "resends"
-    per_minute = (
-        settings.HOOKS_TEST_LIMIT_PER_MINUTE
-        if action == limits.TEST
-        else settings.HOOKS_RESEND_LIMIT_PER_MINUTE
-    )
+    what = {
+        limits.TEST: "test events",
+        limits.RESEND: "resends",
+        limits.ROTATE: "signing secret rotations",
+    }[action]
+    per_minute = limits.limit_per_minute(action)
     context = {
         **admin.site.each_context(request),
         "title": "Too many requests",

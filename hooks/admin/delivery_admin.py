@@ -24,6 +24,7 @@ from hooks.admin.common import (
 from hooks.headers import redact_headers
 from hooks.models import Delivery, DeliveryAttempt, Event, Hook
 from hooks.policy import NO_RESPONSE, RESPONSE_CLASSES, response_class
+from hooks.sealing import SecretUnreadable
 
 # --- Filters ----------------------------------------------------------------------------
 
@@ -66,6 +67,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
         "id",
         "hook",
         "pipeline_event",
+        "sequence",
         "status_badge",
         "attempt_count",
         "last_response",
@@ -74,7 +76,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
         "finished_at",
     )
     list_display_links = ("id", "pipeline_event")
-    list_filter = ("status", LastResponseClassFilter, "hook__project", "hook")
+    list_filter = ("status", "event__object_kind", LastResponseClassFilter, "hook__project", "hook")
     search_fields = ("hook__name", "idempotency_key", "event__uuid")
     list_select_related = ("hook", "event")
     date_hierarchy = "created_at"
@@ -86,7 +88,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
     def pipeline_event(self, delivery: Delivery) -> str:
         event = delivery.event
         previous = f"{event.previous_status} → " if event.previous_status else ""
-        return f"pipeline {event.pipeline_id or '(deleted)'}: {previous}{event.status}"
+        return f"{event.subject}: {previous}{event.status}"
 
     @admin.display(description="status", ordering="status")
     def status_badge(self, delivery: Delivery) -> str:
@@ -141,7 +143,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
             return rate_limited_page(request, hook, limits.RESEND, wait)
         try:
             attempt = services.resend_delivery(delivery, user=request.user)
-        except services.DeliveryInProgress as busy:
+        except (services.DeliveryInProgress, SecretUnreadable) as busy:
             messages.warning(request, busy.message)
             return HttpResponseRedirect(back)
         report_resend(request, delivery, attempt)
@@ -161,7 +163,7 @@ class DeliveryAdmin(ReadOnlyAdmin):
                 continue
             try:
                 attempt = services.resend_delivery(delivery, user=request.user)
-            except services.DeliveryInProgress as busy:
+            except (services.DeliveryInProgress, SecretUnreadable) as busy:
                 messages.warning(request, f"Delivery {delivery.pk}: {busy.message}")
                 continue
             report_resend(request, delivery, attempt)
@@ -274,14 +276,24 @@ class DeliveryAttemptAdmin(ReadOnlyAdmin):
 class EventAdmin(ReadOnlyAdmin):
     """The outbox's events: what happened, rendered once; each has a delivery per hook."""
 
-    list_display = ("id", "project", "pipeline_id", "change", "transition", "created_at")
-    list_filter = ("change", "status", "project")
+    list_display = (
+        "id",
+        "project",
+        "object_kind",
+        "pipeline_id",
+        "job_id",
+        "change",
+        "transition",
+        "created_at",
+    )
+    list_filter = ("object_kind", "change", "status", "project")
     date_hierarchy = "created_at"
     readonly_fields = ("payload",)
     fields = (
         "project",
         "pipeline",
         "object_kind",
+        "job_id",
         "change",
         "previous_status",
         "status",

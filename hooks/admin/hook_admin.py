@@ -3,6 +3,8 @@ page with its hooks."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, OuterRef, QuerySet, Subquery
@@ -26,7 +28,8 @@ from hooks.admin.common import (
     rate_limited_page,
 )
 from hooks.forms import HookForm, HookFormSet, RedeliverForm
-from hooks.models import Delivery, DeliveryAttempt, Hook
+from hooks.models import Delivery, DeliveryAttempt, Event, Hook
+from hooks.sealing import SecretUnreadable
 from pipelines.models import Project
 
 RECENT_DELIVERIES = 20
@@ -85,11 +88,16 @@ SETTINGS_FIELDSETS = [
 
 def announce_generated_secret(request: HttpRequest, form: HookForm, hook: Hook) -> None:
     if form.generated_signing_token:
-        messages.warning(
-            request,
-            f"New signing secret for hook “{hook}” (copy it now, it will not be shown "
-            f"again): {form.generated_signing_token}",
-        )
+        announce_new_secret(request, hook, form.generated_signing_token)
+
+
+def announce_new_secret(request: HttpRequest, hook: Hook, secret: str, note: str = "") -> None:
+    """The one time a signing secret is shown: in the message after it was made."""
+    messages.warning(
+        request,
+        f"New signing secret for hook “{hook}” (copy it now, it will not be shown "
+        f"again): {secret}{note}",
+    )
 
 
 @admin.register(Hook)
@@ -124,7 +132,7 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
         return holds_manage_hooks(request) or super().has_delete_permission(request, obj)
 
-    @admin.display(description="url", ordering="url")
+    @admin.display(description="url", ordering="masked_url")
     def shown_url(self, hook: Hook) -> str:
         return hook.redacted_url
 
@@ -182,6 +190,11 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
                 name="hooks_hook_test",
             ),
             path(
+                "<int:hook_id>/rotate_signing_token/",
+                self.admin_site.admin_view(self.rotate_signing_token_view),
+                name="hooks_hook_rotate_signing_token",
+            ),
+            path(
                 "<int:hook_id>/reenable/",
                 self.admin_site.admin_view(self.reenable_view),
                 name="hooks_hook_reenable",
@@ -216,6 +229,10 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
         tests = list(hook.attempts.filter(trigger=DeliveryAttempt.Trigger.TEST).order_by("-id")[:5])
         return {
             "hook_obj": hook,
+            "previous_secrets_valid_until": [
+                datetime.fromtimestamp(entry["expires_at"], tz=UTC)
+                for entry in hook.previous_signing_secrets()
+            ],
             "health_badge": badge(hook.alert_status),
             "recent_deliveries": [delivery_row(delivery) for delivery in deliveries],
             "recent_tests": [attempt_row(attempt) for attempt in tests],
@@ -241,14 +258,22 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
         hook = self._hook_for_action(request, hook_id)
         if wait := limits.rate_limit_wait(limits.TEST, hook.project_id, request.user, request):
             return rate_limited_page(request, hook, limits.TEST, wait)
+        job_event = request.POST.get("kind") == Event.Kind.BUILD
+        kind = Event.Kind.BUILD if job_event else Event.Kind.PIPELINE
         try:
-            attempt = services.send_test_event(hook, user=request.user)
+            attempt = services.send_test_event(hook, user=request.user, object_kind=kind)
         except services.NoPipelineError:
             messages.error(
                 request,
-                "No test event sent: this project has no pipeline yet. A test sends the "
-                "newest pipeline; report one first.",
+                "No test job event sent: this project has no job past created yet. A test "
+                "sends the newest such job; report one first."
+                if job_event
+                else "No test event sent: this project has no pipeline yet. A test sends "
+                "the newest pipeline; report one first.",
             )
+            return self._back_to(hook)
+        except SecretUnreadable as unreadable:
+            messages.error(request, f"No test event sent: {unreadable.message}")
             return self._back_to(hook)
         link = reverse("admin:hooks_deliveryattempt_change", args=[attempt.pk])
         if attempt.succeeded:
@@ -275,6 +300,23 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
                     link,
                 ),
             )
+        return self._back_to(hook)
+
+    def rotate_signing_token_view(self, request: HttpRequest, hook_id: int) -> HttpResponse:
+        if request.method != "POST":
+            return self._back_to(get_object_or_404(Hook, pk=hook_id))
+        hook = self._hook_for_action(request, hook_id)
+        if wait := limits.rate_limit_wait(limits.ROTATE, hook.project_id, request.user, request):
+            return rate_limited_page(request, hook, limits.ROTATE, wait)
+        rotated = services.rotate_signing_token(hook)
+        until = rotated.previous_valid_until
+        note = (
+            f". The previous secret still signs every delivery, beside this one, until "
+            f"{until:%Y-%m-%d %H:%M:%S} UTC."
+            if until
+            else "."
+        )
+        announce_new_secret(request, hook, rotated.secret, note)
         return self._back_to(hook)
 
     def reenable_view(self, request: HttpRequest, hook_id: int) -> HttpResponse:
@@ -326,7 +368,7 @@ def delivery_row(delivery: Delivery) -> dict:
         "http": http_badge(delivery.last_response_status, delivery.last_error)
         if delivery.attempt_count
         else "—",
-        "event": f"pipeline #{event.pipeline_id or '(deleted)'} → {event.status}",
+        "event": f"{event.subject} → {event.status}",
         "change": event.change,
         "took": took,
     }

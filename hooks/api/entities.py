@@ -10,7 +10,7 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 
-from hooks.headers import redact_headers
+from hooks.headers import log_trigger, redact_headers
 from hooks.models import DeliveryAttempt, Hook
 from pipelines.api.gitlab.entities import GitLabDateTimeField
 
@@ -66,7 +66,9 @@ class ProjectHookListItemSerializer(serializers.Serializer):
     created_at = GitLabDateTimeField(read_only=True)
     project_id = serializers.IntegerField(read_only=True)
     pipeline_events = serializers.BooleanField(read_only=True)
-    job_events = serializers.BooleanField(read_only=True)
+    job_events = serializers.BooleanField(
+        read_only=True, help_text="Whether Job Hooks (object_kind build) are sent."
+    )
     push_events = NeverSentField()
     tag_push_events = NeverSentField()
     merge_requests_events = NeverSentField()
@@ -101,7 +103,8 @@ class ProjectHookListItemSerializer(serializers.Serializer):
     status_filter = serializers.ListField(
         child=serializers.CharField(),
         read_only=True,
-        help_text="Pipeline statuses delivered; empty means every status.",
+        help_text="Pipeline statuses delivered; empty means every status. Job events are"
+        " never filtered by it.",
     )
     recent_failures = serializers.IntegerField(read_only=True)
 
@@ -125,7 +128,9 @@ class HookEventSerializer(serializers.Serializer):
 
     id = serializers.IntegerField(read_only=True)
     url = serializers.CharField(source="redacted_url", read_only=True)
-    trigger = ConstantField("pipeline_hooks")
+    trigger = serializers.SerializerMethodField(
+        help_text='"pipeline_hooks" for a Pipeline Hook, "job_hooks" for a Job Hook.'
+    )
     request_headers = serializers.SerializerMethodField()
     request_data = serializers.SerializerMethodField()
     response_headers = serializers.DictField(child=serializers.CharField(), read_only=True)
@@ -143,6 +148,9 @@ class HookEventSerializer(serializers.Serializer):
     attempt_number = serializers.IntegerField(read_only=True)
     attempt_trigger = serializers.CharField(source="trigger", read_only=True)
     succeeded = serializers.BooleanField(read_only=True)
+
+    def get_trigger(self, attempt: DeliveryAttempt) -> str:
+        return log_trigger(attempt.request_headers or {})
 
     @extend_schema_field(serializers.DictField(child=serializers.CharField()))
     def get_request_headers(self, attempt: DeliveryAttempt) -> dict[str, str]:
@@ -177,3 +185,17 @@ class TestResultSerializer(serializers.Serializer):
 class ResendResultSerializer(serializers.Serializer):
     response_status = serializers.IntegerField(help_text="What the receiver answered.")
     id = serializers.IntegerField(help_text="The new event (attempt) in the delivery log.")
+
+
+class RotatedSigningTokenSerializer(serializers.Serializer):
+    """The one response that ever holds a signing secret: the new one, shown once."""
+
+    signing_token = serializers.CharField(
+        source="secret", help_text="The new signing secret; never shown again."
+    )
+    previous_signing_token_expires_at = GitLabDateTimeField(
+        source="previous_valid_until",
+        allow_null=True,
+        help_text="Until when the replaced secret still signs every delivery beside the new"
+        " one; null when the hook had none or HOOKS_SIGNING_SECRET_GRACE_SECONDS is 0.",
+    )

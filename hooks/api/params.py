@@ -97,8 +97,14 @@ class HookEditSerializer(serializers.Serializer):
         max_length=255, allow_blank=True, trim_whitespace=False, required=False
     )
     signing_token = serializers.CharField(max_length=255, allow_blank=True, required=False)
-    pipeline_events = serializers.BooleanField(required=False)
-    job_events = serializers.BooleanField(required=False)
+    pipeline_events = serializers.BooleanField(
+        required=False, help_text="Send Pipeline Hooks (object_kind pipeline)."
+    )
+    job_events = serializers.BooleanField(
+        required=False,
+        help_text="Send Job Hooks (object_kind build): a job's creation, pending, running and"
+        " finish, in one order with the pipeline's events.",
+    )
     enable_ssl_verification = serializers.BooleanField(required=False)
     custom_headers = CustomHeaderSerializer(many=True, required=False)
     ref_filter_strategy = serializers.ChoiceField(
@@ -124,7 +130,7 @@ def apply_hook_input(hook: Hook, data: dict) -> None:
     """Copy validated input onto an unsaved hook. Raises HookSettingError; saves nothing."""
     if "url" in data:
         url = check_url(data["url"], stored=hook.url if hook.pk else "")
-        if hook.pk and not same_origin(url, hook.url):
+        if hook.pk and not same_origin(url, hook.redacted_url):
             # GitLab's reset_token / reset_custom_headers: secrets set for one receiver are
             # never sent to another one unless given again.
             hook.token = ""
@@ -139,7 +145,9 @@ def apply_hook_input(hook: Hook, data: dict) -> None:
         hook.token = check_secret_token(data["token"])  # empty removes it, as in GitLab
     if "signing_token" in data:
         value = data["signing_token"]
-        hook.signing_token = check_signing_token(value) if value else ""
+        # Given (or emptied) here, it replaces the secret at once, earlier ones included;
+        # POST .../signing_token/rotate keeps the current one valid a while instead.
+        hook.replace_signing_token(check_signing_token(value) if value else "")
     if "custom_headers" in data:
         # GitLab merges on edit; DELETE .../custom_headers/:key removes one.
         merged = dict(hook.custom_headers or {})

@@ -22,6 +22,7 @@ from hooks.api.entities import (
     ProjectHookListItemSerializer,
     ProjectHookSerializer,
     ResendResultSerializer,
+    RotatedSigningTokenSerializer,
     TestResultSerializer,
 )
 from hooks.api.params import (
@@ -33,7 +34,7 @@ from hooks.api.params import (
     apply_hook_input,
     parse_status_filter,
 )
-from hooks.models import DeliveryAttempt, Hook
+from hooks.models import DeliveryAttempt, Event, Hook
 from hooks.validators import (
     HookSettingError,
     check_custom_headers,
@@ -52,10 +53,11 @@ from pipelines.models import Project
 
 logger = logging.getLogger(__name__)
 
-# GitLab's test triggers (ProjectHook.triggers); only pipeline events exist here.
+# GitLab's test triggers (ProjectHook.triggers); pipeline and job events exist here.
 GITLAB_TEST_TRIGGERS = frozenset({"job_events", "pipeline_events", *UNSUPPORTED_EVENT_FLAGS}) - {
     "repository_update_events"
 }
+TESTED_KINDS = {"pipeline_events": Event.Kind.PIPELINE, "job_events": Event.Kind.BUILD}
 
 
 # GitLab's wording for a refused setting, by field (API::Helpers::WebHooksHelpers#save_hook).
@@ -93,7 +95,8 @@ TRIGGER = OpenApiParameter(
     OpenApiTypes.STR,
     OpenApiParameter.PATH,
     enum=sorted(GITLAB_TEST_TRIGGERS),
-    description="GitLab's test triggers; only pipeline_events has something to send here.",
+    description="GitLab's test triggers; pipeline_events (the newest pipeline) and job_events"
+    " (the newest job not in created) have something to send here.",
 )
 EVENT_ID = OpenApiParameter(
     "event_id", OpenApiTypes.INT, OpenApiParameter.PATH, description="Delivery log entry id."
@@ -281,7 +284,8 @@ class HookCustomHeaderView(HooksView):
 
 
 class HookTestView(HooksView):
-    """``POST .../hooks/:hook_id/test/:trigger``: send the newest pipeline now, synchronously."""
+    """``POST .../hooks/:hook_id/test/:trigger``: send the newest pipeline (``pipeline_events``)
+    or job (``job_events``) now, synchronously."""
 
     @extend_schema(
         operation_id="triggerProjectHookTest",
@@ -297,16 +301,47 @@ class HookTestView(HooksView):
             return rate_limited(wait)
         if trigger not in GITLAB_TEST_TRIGGERS:
             raise InvalidParameter("trigger does not have a valid value")
-        if trigger != "pipeline_events":
+        if trigger not in TESTED_KINDS:
             return Response(
-                {"message": f"Pipehook sends pipeline events only; {trigger} cannot be tested."},
+                {
+                    "message": "Pipehook sends pipeline and job events only;"
+                    f" {trigger} cannot be tested."
+                },
                 status=422,
             )
         # NoPipelineError is a DomainError: GitLab's 422 "Ensure the project has CI pipelines."
-        attempt = services.send_test_event(hook, user=request.user)
+        # (or "CI jobs.").
+        attempt = services.send_test_event(
+            hook, user=request.user, object_kind=TESTED_KINDS[trigger]
+        )
         if attempt.succeeded:
             return Response({"message": "201 Created"}, status=status.HTTP_201_CREATED)
         return Response({"message": describe_failure(attempt)}, status=422)
+
+
+class HookSigningTokenRotateView(HooksView):
+    """``POST .../hooks/:hook_id/signing_token/rotate`` (Pipehook's; GitLab has none): a new
+    signing secret, returned once. The replaced one goes on signing every delivery beside it
+    for HOOKS_SIGNING_SECRET_GRACE_SECONDS, so receivers can switch without missing one."""
+
+    @extend_schema(
+        operation_id="rotateProjectHookSigningToken",
+        tags=TAGS,
+        parameters=[PROJECT_ID, HOOK_ID],
+        request=None,
+        responses={201: RotatedSigningTokenSerializer, **errors(400, 401, 403, 404, 429)},
+    )
+    def post(self, request: Request, **kwargs) -> Response:
+        hook = self.get_hook()
+        if wait := limits.rate_limit_wait(limits.ROTATE, hook.project_id, request.user, request):
+            return rate_limited(wait)
+        rotated = services.rotate_signing_token(hook)
+        return Response(
+            RotatedSigningTokenSerializer(rotated).data,
+            status=status.HTTP_201_CREATED,
+            # The one response holding a secret: no cache or proxy keeps it.
+            headers={"Cache-Control": "no-store"},
+        )
 
 
 def describe_failure(attempt: DeliveryAttempt) -> str:

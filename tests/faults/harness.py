@@ -30,8 +30,10 @@ from pathlib import Path
 import environ
 import psycopg
 import requests
+from django.conf import settings
 
 from pipelines.management.embedded_redis import EmbeddedRedis
+from tests.brokers import broker_env
 from tests.hooks.test_e2e import ROOT, WORKER_ENV
 
 # What the web and the workers share: the workers' short schedule and lease, and a write
@@ -71,10 +73,11 @@ def service_env(database: str, broker: str, queue: str, var_dir: Path) -> dict[s
         | SERVICE_ENV
         | {
             "DATABASE_URL": database,
-            "REDIS_URL": broker,
-            "CELERY_BROKER_URL": broker,
+            **broker_env(broker),
             "CELERY_TASK_DEFAULT_QUEUE": queue,
             "PIPEHOOK_VAR_DIR": str(var_dir),
+            # One deployment, one set of keys (the workers' are this process's too).
+            "PIPEHOOK_ENCRYPTION_KEYS": ",".join(settings.PIPEHOOK_ENCRYPTION_KEYS),
             "DJANGO_SETTINGS_MODULE": "config.settings",
         }
     )
@@ -121,11 +124,23 @@ def postgres_binaries() -> Path | None:
 
 class PostgresCluster:
     """A PostgreSQL cluster of the test's own (initdb, its own port), to stop and start.
-    PostgreSQL refuses to run as root: as root the cluster runs as the ``postgres`` user."""
+    PostgreSQL refuses to run as root: as root the cluster runs as the ``postgres`` user.
+    ``run_in`` prefixes its commands (``ip netns exec <ns>``: another host); it listens on
+    ``host`` and trusts the clients in ``trusted`` (a CIDR) besides the local ones."""
 
-    def __init__(self, binaries: Path):
+    def __init__(
+        self,
+        binaries: Path,
+        *,
+        host: str = "127.0.0.1",
+        trusted: str | None = None,
+        run_in: list[str] = (),
+    ):
         self.binaries = binaries
         self.port = free_port()
+        self.host = host
+        self.trusted = trusted
+        self.run_in = list(run_in)
         # Not under pytest's tmp_path: the server's user must be able to reach it.
         self.directory = Path(tempfile.mkdtemp(prefix="pipehook-faults-pg-"))
         self.data = self.directory / "data"
@@ -137,7 +152,7 @@ class PostgresCluster:
 
     def _run(self, *command: str) -> None:
         subprocess.run(
-            [*self.run_as, str(self.binaries / command[0]), *command[1:]],
+            [*self.run_in, *self.run_as, str(self.binaries / command[0]), *command[1:]],
             check=True,
             capture_output=True,
             timeout=120,
@@ -145,9 +160,12 @@ class PostgresCluster:
 
     def init(self) -> None:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8")
+        if self.trusted:
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.write(f"host all all {self.trusted} trust\n")
 
     def start(self) -> None:
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.directory} -c fsync=off"
+        options = f"-p {self.port} -c listen_addresses={self.host} -k {self.directory} -c fsync=off"
         log = str(self.directory / "postgres.log")
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", log, "-w", "start")
 
@@ -161,11 +179,18 @@ class PostgresCluster:
         return self.url(name)
 
     def url(self, name: str) -> str:
-        return f"postgres://postgres@127.0.0.1:{self.port}/{name}"
+        return f"postgres://postgres@{self.host}:{self.port}/{name}"
 
     def remove(self) -> None:
         with_status = subprocess.run(
-            [*self.run_as, str(self.binaries / "pg_ctl"), "-D", str(self.data), "status"],
+            [
+                *self.run_in,
+                *self.run_as,
+                str(self.binaries / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "status",
+            ],
             capture_output=True,
         )
         if with_status.returncode == 0:
@@ -177,28 +202,39 @@ class PostgresCluster:
 
 
 class WebServer:
-    """gunicorn serving the application, as the production section runs it."""
+    """gunicorn serving the application, as the production section runs it; on ``host``,
+    with ``run_in`` before its command (``ip netns exec <ns>``: another host)."""
 
-    def __init__(self, env: dict[str, str], directory: Path):
+    def __init__(
+        self,
+        env: dict[str, str],
+        directory: Path,
+        *,
+        host: str = "127.0.0.1",
+        run_in: list[str] = (),
+    ):
         self.env = env
         self.port = free_port()
+        self.host = host
+        self.run_in = list(run_in)
         self.log = directory / "web.log"
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [
+                    *self.run_in,
                     sys.executable,
                     "-m",
                     "gunicorn",
                     "config.wsgi",
                     "--bind",
-                    f"127.0.0.1:{self.port}",
+                    f"{self.host}:{self.port}",
                     "--workers",
                     "1",
                     "--threads",

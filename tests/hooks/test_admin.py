@@ -3,6 +3,7 @@ health, deliveries and buttons, and the delivery log. Requests go through Django
 client with a signed-in user; deliveries go to a real receiver on 127.0.0.1."""
 
 import base64
+import json
 from datetime import timedelta
 
 import pytest
@@ -12,6 +13,7 @@ from django.utils import timezone
 
 from hooks.forms import HookForm
 from hooks.models import Delivery, DeliveryAttempt, Hook
+from hooks.sealing import revealed
 from hooks.validators import SECRET_MASK
 from pipelines import services
 from tests.clients import api_client_with
@@ -85,16 +87,16 @@ def test_project_page_adds_a_hook_with_secrets_that_never_come_back(admin_client
 
     assert response.status_code == 200
     hook = Hook.objects.get()
-    assert (hook.name, hook.url, hook.ref_filter_strategy, hook.ref_filter) == (
+    assert (hook.name, hook.url.reveal(), hook.ref_filter_strategy, hook.ref_filter) == (
         "deploy bot",
         "http://127.0.0.1:8080/ci",
         "wildcard",
         "release/*",
     )
     assert hook.status_filter == ["failed", "success"]
-    assert hook.token == SECRET_TOKEN
-    assert hook.signing_token == SIGNING_TOKEN
-    assert hook.custom_headers == {"Authorization": HEADER_SECRET, "X-Team": "platform"}
+    assert hook.token.reveal() == SECRET_TOKEN
+    assert hook.signing_token.reveal() == SIGNING_TOKEN
+    assert revealed(hook.custom_headers) == {"Authorization": HEADER_SECRET, "X-Team": "platform"}
 
     again = admin_client.get(page).content.decode()
     assert "deploy bot" in again
@@ -141,9 +143,9 @@ def test_project_page_keeps_secrets_left_blank_and_uses_stored_header_values(adm
 
     hook.refresh_from_db()
     assert hook.name == "renamed"
-    assert hook.token == SECRET_TOKEN
-    assert hook.signing_token == SIGNING_TOKEN
-    assert hook.custom_headers == {"Authorization": HEADER_SECRET, "X-Extra": "1"}
+    assert hook.token.reveal() == SECRET_TOKEN
+    assert hook.signing_token.reveal() == SIGNING_TOKEN
+    assert revealed(hook.custom_headers) == {"Authorization": HEADER_SECRET, "X-Extra": "1"}
 
 
 CREDENTIALS_URL = "http://ci:url-password@127.0.0.1:8080/ci?token=query-secret"
@@ -170,13 +172,13 @@ def test_hook_url_credentials_show_masked_and_are_kept_on_save(admin_client, pro
 
     assert saved.status_code == 200
     hook.refresh_from_db()
-    assert (hook.name, hook.url) == ("renamed", CREDENTIALS_URL)
+    assert (hook.name, hook.url.reveal()) == ("renamed", CREDENTIALS_URL)
     # Masked parts taken to another host are refused, not stored as asterisks.
     data[f"{prefix}url"] = SHOWN_URL.replace("127.0.0.1", "127.0.0.2")
     refused = admin_client.post(page, data)
     assert "masked parts" in refused.content.decode()
     hook.refresh_from_db()
-    assert hook.url == CREDENTIALS_URL
+    assert hook.url.reveal() == CREDENTIALS_URL
 
 
 def test_hook_form_moved_to_another_receiver_keeps_no_secret_it_would_send(admin_client, project):
@@ -189,19 +191,19 @@ def test_hook_form_moved_to_another_receiver_keeps_no_secret_it_would_send(admin
     refused = admin_client.post(page, data)
     assert "does not get the stored header values" in refused.content.decode()
     hook.refresh_from_db()
-    assert hook.url == "http://127.0.0.1:9/hook"
+    assert hook.url.reveal() == "http://127.0.0.1:9/hook"
 
     data["custom_headers"] = "X-Team: ops"
     admin_client.post(page, data, follow=True)
     hook.refresh_from_db()
-    assert hook.url == "http://127.0.0.2:8080/elsewhere"
-    assert (hook.token, hook.custom_headers) == ("", {"X-Team": "ops"})
+    assert hook.url.reveal() == "http://127.0.0.2:8080/elsewhere"
+    assert (hook.token.reveal(), revealed(hook.custom_headers)) == ("", {"X-Team": "ops"})
 
 
 def test_hook_lists_and_pages_never_show_url_credentials(admin_client, project):
     hook = make_hook(project, url=CREDENTIALS_URL)
     delivery = make_delivery(hook)
-    attempt = DeliveryAttempt.objects.create(hook=hook, delivery=delivery, url=hook.url)
+    attempt = DeliveryAttempt.objects.create(hook=hook, delivery=delivery, url=hook.redacted_url)
     pages = [
         reverse("admin:hooks_hook_changelist"),
         reverse("admin:hooks_hook_change", args=[hook.pk]),
@@ -236,13 +238,16 @@ def test_hook_form_removes_and_generates_secrets(admin_client, project):
     response = admin_client.post(hook_page(hook), data, follow=True)
 
     hook.refresh_from_db()
-    assert hook.token == ""
-    assert hook.signing_token.startswith("whsec_") and hook.signing_token != SIGNING_TOKEN
-    assert len(base64.b64decode(hook.signing_token[len("whsec_") :])) == 32
+    assert hook.token.reveal() == ""
+    assert (
+        hook.signing_token.reveal().startswith("whsec_")
+        and hook.signing_token.reveal() != SIGNING_TOKEN
+    )
+    assert len(base64.b64decode(hook.signing_token.reveal()[len("whsec_") :])) == 32
     shown = [m for m in messages_of(response) if "signing secret" in m]
-    assert len(shown) == 1 and hook.signing_token in shown[0]
+    assert len(shown) == 1 and hook.signing_token.reveal() in shown[0]
     # Shown once: the next page does not hold it.
-    assert hook.signing_token not in admin_client.get(hook_page(hook)).content.decode()
+    assert hook.signing_token.reveal() not in admin_client.get(hook_page(hook)).content.decode()
 
 
 @pytest.mark.parametrize(
@@ -405,7 +410,7 @@ def test_delivery_page_shows_request_and_response_with_secrets_masked(admin_clie
     DeliveryAttempt.objects.create(
         hook=hook,
         delivery=delivery,
-        url=hook.url,
+        url=hook.redacted_url,
         request_headers={"X-Gitlab-Event": "Pipeline Hook", "X-Gitlab-Token": SECRET_TOKEN},
         response_status=500,
         response_headers={"Content-Type": "application/json"},
@@ -511,7 +516,7 @@ def test_attempt_page_shows_a_test_requests_body(admin_client, project):
     hook = make_hook(project)
     attempt = DeliveryAttempt.objects.create(
         hook=hook,
-        url=hook.url,
+        url=hook.redacted_url,
         trigger=DeliveryAttempt.Trigger.TEST,
         request_body='{"object_kind":"pipeline","marker":"test-body"}',
         response_status=None,
@@ -632,3 +637,43 @@ def test_hook_lists_read_each_hooks_last_delivery_in_the_lists_query(
             response = admin_client.get(page)
         assert response.status_code == 200
         assert response.content.decode().count('class="hook-badge"') >= 2 * hooks
+
+
+def test_send_test_job_event_delivers_the_newest_job(admin_client, project, receiver):
+    hook = make_hook(project, url=receiver.url)
+    nothing = admin_client.post(
+        reverse("admin:hooks_hook_test", args=[hook.pk]), {"kind": "build"}, follow=True
+    )
+    assert any("no job past created yet" in m for m in messages_of(nothing))
+    pipeline = services.create_pipeline(project, ref="main", sha="d" * 40)
+    job = services.create_job(pipeline, name="build", status="running")
+
+    response = admin_client.post(
+        reverse("admin:hooks_hook_test", args=[hook.pk]), {"kind": "build"}, follow=True
+    )
+
+    (request,) = receiver.wait_for(1)
+    assert request.header("X-Gitlab-Event") == "Job Hook"
+    assert json.loads(request.body)["build_id"] == job.pk
+    assert any("Test event delivered: HTTP 200" in m for m in messages_of(response))
+
+
+def test_pages_show_job_events_with_their_sequence(admin_client, project):
+    hook = make_hook(project, pipeline_events=True, job_events=True)
+    pipeline = services.create_pipeline(project, ref="main", sha="d" * 40)
+    job = services.create_job(pipeline, name="build", status="pending")
+    job_delivery = hook.deliveries.get(event__object_kind="build")
+
+    page = admin_client.get(hook_page(hook)).content.decode()
+    assert f"job #{job.pk} of pipeline #{pipeline.pk} → pending" in page
+    assert "Send test job event" in page
+    listing = admin_client.get(
+        reverse("admin:hooks_delivery_changelist") + "?event__object_kind__exact=build"
+    ).content.decode()
+    assert f"job #{job.pk} of pipeline #{pipeline.pk}: pending" in listing
+    assert f"pipeline #{pipeline.pk}: created" not in listing  # filtered to job events
+    detail = admin_client.get(
+        reverse("admin:hooks_delivery_change", args=[job_delivery.pk])
+    ).content.decode()
+    assert f'<span id="delivery-sequence">{job_delivery.sequence}</span>' in detail
+    assert "Job Hook" in detail

@@ -14,6 +14,7 @@ from gitlab import exceptions as gitlab_errors
 from rest_framework.test import APIClient
 
 from hooks.models import Delivery, DeliveryAttempt, Hook
+from hooks.sealing import revealed
 from pipelines import services
 from tests.clients import api_client_with
 from tests.factories import DeliveryFactory, ProjectFactory, UserFactory
@@ -108,9 +109,9 @@ def test_add_hook_answers_201_with_gitlab_fields_and_no_secret(api_client, proje
     }
     assert GITLAB_TIME.match(body["created_at"])
     # Stored as given, for the deliveries to use.
-    assert hook.token == SECRET_TOKEN
-    assert hook.signing_token == SIGNING_TOKEN
-    assert hook.custom_headers == {"Authorization": HEADER_SECRET}
+    assert hook.token.reveal() == SECRET_TOKEN
+    assert hook.signing_token.reveal() == SIGNING_TOKEN
+    assert revealed(hook.custom_headers) == {"Authorization": HEADER_SECRET}
 
 
 def test_add_hook_with_only_a_url_wants_pipeline_events(api_client, project):
@@ -138,7 +139,7 @@ def test_add_hook_accepts_form_fields_with_gitlab_array_of_hashes(api_client, pr
 
     assert response.status_code == 201, response.content
     hook = Hook.objects.get()
-    assert hook.custom_headers == {"X-Team": "platform"}
+    assert revealed(hook.custom_headers) == {"X-Team": "platform"}
     assert hook.status_filter == ["failed", "canceled"]
 
 
@@ -385,11 +386,11 @@ def test_edit_hook_changes_given_fields_and_keeps_secrets(api_client, project):
     assert_no_secret(response.content.decode())
     hook.refresh_from_db()
     assert hook.name == "renamed"
-    assert hook.url == "http://127.0.0.1:9/hook"
-    assert hook.token == SECRET_TOKEN
-    assert hook.signing_token == SIGNING_TOKEN
+    assert hook.url.reveal() == "http://127.0.0.1:9/hook"
+    assert hook.token.reveal() == SECRET_TOKEN
+    assert hook.signing_token.reveal() == SIGNING_TOKEN
     # GitLab merges custom headers on edit.
-    assert hook.custom_headers == {"Authorization": HEADER_SECRET, "X-Team": "platform"}
+    assert revealed(hook.custom_headers) == {"Authorization": HEADER_SECRET, "X-Team": "platform"}
     assert hook.status_filter == ["failed"]
     assert response.json()["custom_headers"] == [{"key": "Authorization"}, {"key": "X-Team"}]
 
@@ -405,7 +406,7 @@ def test_edit_hook_with_empty_secrets_removes_them(api_client, project):
     assert response.json()["token_present"] is False
     assert response.json()["signing_token_present"] is False
     hook.refresh_from_db()
-    assert (hook.token, hook.signing_token) == ("", "")
+    assert (hook.token.reveal(), hook.signing_token.reveal()) == ("", "")
 
 
 def test_edit_hook_without_parameters_is_refused(api_client, project):
@@ -430,7 +431,7 @@ def test_edit_hook_with_a_blocked_url_changes_nothing(api_client, project, setti
     assert response.status_code == 422
     assert "private address" in response.json()["message"]
     hook.refresh_from_db()
-    assert (hook.name, hook.url) == ("before", "http://127.0.0.1:9/hook")
+    assert (hook.name, hook.url.reveal()) == ("before", "http://127.0.0.1:9/hook")
 
 
 CREDENTIALS_URL = "http://ci:url-password@127.0.0.1:8080/ci?apiToken=query-secret&team=ops"
@@ -441,7 +442,7 @@ def test_hook_url_credentials_are_masked_in_every_answer(api_client, project):
     created = api_client.post(hooks_url(project), {"url": CREDENTIALS_URL}, format="json")
     assert created.status_code == 201, created.content
     hook = Hook.objects.get()
-    assert hook.url == CREDENTIALS_URL
+    assert hook.url.reveal() == CREDENTIALS_URL
     make_attempt(hook, status=200)  # a log row that kept the URL as it was
 
     answers = [
@@ -469,7 +470,7 @@ def test_hook_url_sent_back_as_shown_keeps_its_credentials(api_client, project):
     )
     assert response.status_code == 200, response.content
     hook.refresh_from_db()
-    assert hook.url == CREDENTIALS_URL.replace("/ci?", "/v2/ci?")
+    assert hook.url.reveal() == CREDENTIALS_URL.replace("/ci?", "/v2/ci?")
 
 
 def test_masked_credentials_never_follow_a_url_to_another_host(api_client, project):
@@ -482,7 +483,7 @@ def test_masked_credentials_never_follow_a_url_to_another_host(api_client, proje
     assert response.status_code == 422
     assert "masked parts" in response.json()["message"]
     hook.refresh_from_db()
-    assert hook.url == CREDENTIALS_URL
+    assert hook.url.reveal() == CREDENTIALS_URL
     # A new hook cannot be made from a masked URL either.
     refused = api_client.post(hooks_url(project), {"url": SHOWN_URL}, format="json")
     assert refused.status_code == 422
@@ -501,7 +502,10 @@ def test_moving_a_hook_to_another_receiver_drops_the_secrets_it_would_send(api_c
     kept = api_client.put(hooks_url(project, f"/{hook.pk}"), {"url": "http://127.0.0.1:8080/v2"})
     assert kept.status_code == 200
     hook.refresh_from_db()
-    assert (hook.token, hook.custom_headers) == (SECRET_TOKEN, {"Authorization": HEADER_SECRET})
+    assert (hook.token.reveal(), revealed(hook.custom_headers)) == (
+        SECRET_TOKEN,
+        {"Authorization": HEADER_SECRET},
+    )
     # ...another receiver gets none of them unless they are given again (GitLab's rule).
     moved = api_client.put(
         hooks_url(project, f"/{hook.pk}"),
@@ -510,8 +514,8 @@ def test_moving_a_hook_to_another_receiver_drops_the_secrets_it_would_send(api_c
     )
     assert moved.status_code == 200, moved.content
     hook.refresh_from_db()
-    assert (hook.token, hook.custom_headers) == ("", {"X-Team": "a"})
-    assert hook.signing_token == SIGNING_TOKEN  # never sent, only used to sign
+    assert (hook.token.reveal(), revealed(hook.custom_headers)) == ("", {"X-Team": "a"})
+    assert hook.signing_token.reveal() == SIGNING_TOKEN  # never sent, only used to sign
     # A header named without a value cannot take the old receiver's value along.
     hook.custom_headers = {"Authorization": HEADER_SECRET}
     hook.save()
@@ -522,7 +526,7 @@ def test_moving_a_hook_to_another_receiver_drops_the_secrets_it_would_send(api_c
     )
     assert refused.status_code == 422
     hook.refresh_from_db()
-    assert hook.custom_headers == {"Authorization": HEADER_SECRET}
+    assert revealed(hook.custom_headers) == {"Authorization": HEADER_SECRET}
 
 
 def test_delete_hook_answers_204_and_removes_it(api_client, project):
@@ -542,7 +546,7 @@ def test_custom_header_endpoints_set_and_remove_one_header(api_client, project):
     put = api_client.put(hooks_url(project, f"/{hook.pk}/custom_headers/X-Team"), {"value": "ops"})
     assert put.status_code == 204
     hook.refresh_from_db()
-    assert hook.custom_headers == {"X-Keep": "kept", "X-Team": "ops"}
+    assert revealed(hook.custom_headers) == {"X-Keep": "kept", "X-Team": "ops"}
 
     refused = api_client.put(
         hooks_url(project, f"/{hook.pk}/custom_headers/webhook-signature"), {"value": "v1,x"}
@@ -553,7 +557,7 @@ def test_custom_header_endpoints_set_and_remove_one_header(api_client, project):
     deleted = api_client.delete(hooks_url(project, f"/{hook.pk}/custom_headers/X-Team"))
     assert deleted.status_code == 204
     hook.refresh_from_db()
-    assert hook.custom_headers == {"X-Keep": "kept"}
+    assert revealed(hook.custom_headers) == {"X-Keep": "kept"}
 
     missing = api_client.delete(hooks_url(project, f"/{hook.pk}/custom_headers/X-Team"))
     assert missing.status_code == 404
@@ -649,7 +653,7 @@ def make_attempt(hook: Hook, *, status: int | None, delivery: Delivery | None = 
     return DeliveryAttempt.objects.create(
         hook=hook,
         delivery=delivery,
-        url=hook.url,
+        url=hook.redacted_url,
         response_status=status,
         succeeded=status is not None and 200 <= status < 300,
         **fields,
@@ -691,7 +695,7 @@ def test_events_list_the_log_in_gitlab_shape_newest_first(api_client, project):
     assert [event["id"] for event in events] == [second.pk, first.pk]
     assert events[0] == {
         "id": second.pk,
-        "url": hook.url,
+        "url": hook.redacted_url,
         "trigger": "pipeline_hooks",
         "request_headers": {"X-Gitlab-Token": "[REDACTED]", "Authorization": "[REDACTED]"},
         "request_data": {"object_kind": "pipeline", "object_attributes": {"id": 7}},
@@ -872,7 +876,11 @@ def test_test_event_that_the_receiver_refuses_is_a_422_with_its_answer(
 @pytest.mark.parametrize(
     ("trigger", "status", "message"),
     [
-        ("push_events", 422, "Pipehook sends pipeline events only; push_events cannot be tested."),
+        (
+            "push_events",
+            422,
+            "Pipehook sends pipeline and job events only; push_events cannot be tested.",
+        ),
         ("nonsense", 400, None),
     ],
 )
@@ -943,8 +951,8 @@ def test_python_gitlab_manages_hooks_against_a_live_server(
         )
         # Edits that did not send a secret keep it; save() sent the headers back as read
         # ([{"key": "X-Team"}], no value), which keeps the stored value too.
-        assert stored.token == SECRET_TOKEN
-        assert stored.custom_headers == {"X-Team": "platform"}
+        assert stored.token.reveal() == SECRET_TOKEN
+        assert revealed(stored.custom_headers) == {"X-Team": "platform"}
 
         with pytest.raises(gitlab_errors.GitlabHookTestError, match="CI pipelines"):
             fetched.test("pipeline_events")
@@ -1001,6 +1009,7 @@ def test_schema_documents_every_hooks_operation_without_warnings(db):
         (f"{base}/{{hook_id}}/custom_headers/{{key}}", "put"): "setProjectHookCustomHeader",
         (f"{base}/{{hook_id}}/custom_headers/{{key}}", "delete"): "deleteProjectHookCustomHeader",
         (f"{base}/{{hook_id}}/test/{{trigger}}", "post"): "triggerProjectHookTest",
+        (f"{base}/{{hook_id}}/signing_token/rotate", "post"): "rotateProjectHookSigningToken",
         (f"{base}/{{hook_id}}/events", "get"): "listProjectHookEvents",
         (f"{base}/{{hook_id}}/events/{{event_id}}/resend", "post"): "resendProjectHookEvent",
     }

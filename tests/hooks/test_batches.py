@@ -532,7 +532,7 @@ def test_a_request_that_raises_is_its_own_failed_attempt(monkeypatch, project, r
     real_send = transport.send
 
     def send(url, *args, **kwargs):
-        if url == bad.url:
+        if url == bad.url.reveal():
             raise RuntimeError("the sender broke")
         return real_send(url, *args, **kwargs)
 
@@ -569,7 +569,7 @@ def test_an_answer_the_log_cannot_read_fails_alone(monkeypatch, project, receive
     real_send = transport.send
 
     def send(url, *args, **kwargs):
-        if url == bad.url:
+        if url == bad.url.reveal():
             return transport.TransportResult(status=200, headers={"X-Odd": None})
         return real_send(url, *args, **kwargs)
 

@@ -95,6 +95,7 @@ def test_deliver_sends_gitlab_headers_and_the_stored_body(project, receiver):
         "X-Gitlab-Instance": "https://pipehook.example.com",
         "X-Gitlab-Event-UUID": str(delivery.event.uuid),
         "Idempotency-Key": str(delivery.idempotency_key),
+        "X-Pipehook-Sequence": str(delivery.sequence),
         "X-Gitlab-Token": "gl-secret",
         "webhook-id": str(delivery.idempotency_key),
     }

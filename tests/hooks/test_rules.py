@@ -73,9 +73,13 @@ def test_first_in_line_means_the_same_in_sql_and_the_orm(project, hooks):
             event = Event.objects.create(
                 project=project, pipeline=pipeline, change="created", status="created", body="{}"
             )
-            for status in statuses:
+            for sequence, status in enumerate(statuses, start=1):
                 Delivery.objects.create(
-                    event=event, hook=hook, order_key=pipeline.pk, status=status
+                    event=event,
+                    hook=hook,
+                    order_key=pipeline.pk,
+                    sequence=sequence,
+                    status=status,
                 )
     table = connection.ops.quote_name(Delivery._meta.db_table)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from hooks.payloads import build_pipeline_payload, dump_payload
+from hooks.payloads import build_job_payload, build_pipeline_payload, dump_payload
 from pipelines import services
 from tests.factories import UserFactory
 
@@ -362,6 +362,93 @@ PIPELINE_EVENT = {
 }
 
 
+# JobEvent (``event_webhook_types.go``): every time is a string, ids and the pipeline's
+# duration int64, the job's durations float64.
+JOB_EVENT = {
+    "object_kind": "string",
+    "ref": "string",
+    "tag": "bool",
+    "before_sha": "string",
+    "sha": "string",
+    "retries_count": "int",
+    "build_id": "int",
+    "build_name": "string",
+    "build_stage": "string",
+    "build_status": "string",
+    "build_created_at": "string",
+    "build_started_at": "string",
+    "build_finished_at": "string",
+    "build_created_at_iso": "string",
+    "build_started_at_iso": "string",
+    "build_finished_at_iso": "string",
+    "build_duration": "float64",
+    "build_queued_duration": "float64",
+    "build_allow_failure": "bool",
+    "build_failure_reason": "string",
+    "pipeline_id": "int",
+    "project_id": "int",
+    "project_name": "string",
+    "user": EVENT_USER,
+    "commit": {
+        "id": "int",
+        "name": "string",
+        "sha": "string",
+        "message": "string",
+        "author_name": "string",
+        "author_email": "string",
+        "author_url": "string",
+        "status": "string",
+        "duration": "int",
+        "started_at": "string",
+        "finished_at": "string",
+    },
+    "repository": {
+        "name": "string",
+        "description": "string",
+        "web_url": "string",
+        "avatar_url": "string",
+        "git_ssh_url": "string",
+        "git_http_url": "string",
+        "namespace": "string",
+        "visibility": "string",
+        "path_with_namespace": "string",
+        "default_branch": "string",
+        "homepage": "string",
+        "url": "string",
+        "ssh_url": "string",
+        "http_url": "string",
+    },
+    "project": {
+        "id": "int",
+        "name": "string",
+        "description": "string",
+        "web_url": "string",
+        "avatar_url": "string",
+        "git_ssh_url": "string",
+        "git_http_url": "string",
+        "namespace": "string",
+        "visibility_level": "int",
+        "path_with_namespace": "string",
+        "default_branch": "string",
+        "ci_config_path": "string",
+    },
+    "runner": {
+        "id": "int",
+        "active": "bool",
+        "runner_type": "string",
+        "is_shared": "bool",
+        "description": "string",
+        "tags": ["string"],
+    },
+    "environment": {"name": "string", "action": "string", "deployment_tier": "string"},
+    "source_pipeline": {
+        "project": {"id": "int", "web_url": "string", "path_with_namespace": "string"},
+        "pipeline_id": "int",
+        "job_id": "int",
+    },
+}
+
+
 # --- The checker is strict where Go is -------------------------------------------------------
 
 
@@ -476,3 +563,30 @@ def test_go_gitlab_decodes_pipeline_hook_payloads(project, user):
 def test_go_gitlab_decodes_the_golden_payload():
     golden = Path(__file__).parent.parent / "hooks" / "golden" / "pipeline_event.json"
     decode(json.loads(golden.read_text()), PIPELINE_EVENT)
+
+
+def test_go_gitlab_decodes_the_golden_and_documented_job_payloads():
+    golden = Path(__file__).parent.parent / "hooks" / "golden"
+    for name in ("job_event.json", "gitlab_docs_job_event.json"):
+        decode(json.loads((golden / name).read_text()), JOB_EVENT)
+    # What a Job Hook must never carry: the pipeline's duration as a float breaks int64.
+    with pytest.raises(DecodeError):
+        decode({"commit": {"duration": 128.0}}, JOB_EVENT)
+
+
+def test_go_gitlab_decodes_job_hook_payloads(project, user):
+    """Every stage of a job's life, as receivers built on go-gitlab's JobEvent decode it."""
+    at = datetime(2024, 5, 1, 12, tzinfo=UTC)
+    pipeline = services.create_pipeline(project, ref="main", sha=SHA, user=user, at=at)
+    job = services.create_job(pipeline, name="build", at=at)
+    for status, fields in (
+        ("pending", {}),
+        ("running", {"runner": {"id": 7, "description": "r", "tags": ["linux"]}}),
+        ("failed", {"failure_reason": "script_failure"}),
+    ):
+        job = services.update_job(job, status=status, **fields)
+        pipeline.refresh_from_db()
+        payload = json.loads(dump_payload(build_job_payload(job, pipeline)))
+        assert payload["build_status"] == status
+        decode(payload, JOB_EVENT)
+    assert isinstance(payload["commit"]["duration"], int)
