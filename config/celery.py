@@ -34,6 +34,22 @@ class ForgetQueuedMessages(bootsteps.StartStopStep):
 app.steps["consumer"].add(ForgetQueuedMessages)
 
 
+@signals.setup_logging.connect
+def use_django_logging(loglevel=None, **kwargs) -> None:
+    """The worker and beat log as the web does (settings.LOGGING: LOG_LEVEL, LOG_FORMAT, the
+    secrets filter, per-task lines only at DEBUG) instead of Celery's own setup; a ``-l``
+    more verbose than LOG_LEVEL still shows more."""
+    from logging.config import dictConfig
+
+    from celery.utils.log import mlevel
+    from django.conf import settings
+
+    dictConfig(settings.LOGGING)
+    root = logging.getLogger()
+    if loglevel is not None:
+        root.setLevel(min(root.level, mlevel(loglevel)))
+
+
 @signals.task_prerun.connect
 @signals.task_postrun.connect
 def drop_unusable_database_connections(**kwargs) -> None:

@@ -93,6 +93,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost, so it counts every answer, the refusals of the middleware below included.
+    "config.metrics.RequestMetricsMiddleware",
     # First, so that nothing reads a body that is too large.
     "config.middleware.RequestBodyLimitMiddleware",
     # Early, so its process_exception runs last: views' own handlers have had their say.
@@ -267,6 +269,35 @@ CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="celery
 # so a database restart costs one reconnect, not this many failed tasks.
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=100)
 
+
+# --- Operating: /metrics, /healthz, the console ------------------------------------
+# The Bearer token a Prometheus scrape of /metrics sends. Unset, one is generated once and
+# kept in var/metrics_token (mode 0600), which a scraper on the same host can read as its
+# credentials_file: /metrics is never open.
+def _metrics_token() -> str:
+    if token := env.str("PIPEHOOK_METRICS_TOKEN", default=""):
+        return token
+    path = VAR_DIR / "metrics_token"
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
+PIPEHOOK_METRICS_TOKEN = _metrics_token()
+# Where the processes `manage.py serve` starts keep their metrics for the web's scrape to add
+# up (prometheus-client's multiprocess mode); emptied each time serve starts.
+PROMETHEUS_MULTIPROC_DIR = Path(
+    env.str("PROMETHEUS_MULTIPROC_DIR", default=str(VAR_DIR / "prometheus"))
+)
+PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)  # the client writes, never creates
+# /healthz and /readyz: how long a check may take before it counts as failed, and how long
+# an answer is reused.
+PIPEHOOK_HEALTH_TIMEOUT_SECONDS = env.float("PIPEHOOK_HEALTH_TIMEOUT_SECONDS", default=1.5)
+PIPEHOOK_HEALTH_CACHE_SECONDS = env.float("PIPEHOOK_HEALTH_CACHE_SECONDS", default=2.0)
+# `manage.py serve` prints a line of what happened this often (0: never).
+PIPEHOOK_SUMMARY_INTERVAL_SECONDS = env.float("PIPEHOOK_SUMMARY_INTERVAL_SECONDS", default=60.0)
+
 # --- Caches ---------------------------------------------------------------------------
 # Rate limits are counted in Redis, so every web process sees the same counts and an
 # increment is atomic. kombu names a unix socket redis+socket://, redis-py unix://.
@@ -380,18 +411,48 @@ CELERY_BEAT_SCHEDULE = {
 
 # Every line passes through the secrets filter (tokens in query strings, URL credentials);
 # runserver's request log, which Django sends to a handler of its own, goes through it too.
+# Celery's worker and beat use this configuration too (config/celery.py). LOG_FORMAT=json
+# writes one JSON object a line, for a log collector.
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT: 'plain' or 'json', not {LOG_FORMAT!r}")
+# A line per request, per task received and finished, per beat tick, and the worker's
+# start-up chatter (connected, mingle, ready): only with LOG_LEVEL=DEBUG; their warnings and
+# errors always (a lost broker connection is one).
+PER_EVENT_LOGGERS = (
+    "config.webserver.access",
+    "celery.beat",
+    "celery.worker.strategy",
+    "celery.app.trace",
+    "celery.worker.consumer",
+    "celery.apps.worker",
+)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "filters": {"redact_secrets": {"()": "pipelines.redaction.RedactSecretsFilter"}},
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "plain",
+            "formatter": LOG_FORMAT,
             "filters": ["redact_secrets"],
         }
     },
-    "loggers": {"django.server": {"handlers": ["console"], "propagate": False}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {
+        "django.server": {"handlers": ["console"], "propagate": False},
+        **{
+            name: {"level": "DEBUG" if LOG_LEVEL == "DEBUG" else "WARNING"}
+            for name in PER_EVENT_LOGGERS
+        },
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
 }

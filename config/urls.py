@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from config import health, metrics
 from pipelines.api.graphql.view import graphql_view
 
 admin.site.site_header = "Pipehook"
@@ -17,6 +18,9 @@ urlpatterns = [
     path("distelli/", include("pipelines.api.distelli")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
+    path("metrics", metrics.metrics_view, name="metrics"),
     path("", include("pipelines.urls")),
 ]
 

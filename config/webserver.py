@@ -31,6 +31,8 @@ from waitress.task import ErrorTask, ThreadedTaskDispatcher
 from pipelines.redaction import redact_query
 
 logger = logging.getLogger(__name__)
+# A line per request: shown with LOG_LEVEL=DEBUG (config/settings.py, PER_EVENT_LOGGERS).
+access_logger = logging.getLogger(f"{__name__}.access")
 
 # Each connection costs a file descriptor (up to three with spooled bodies); poll() is used
 # because select() cannot watch descriptors above 1024.
@@ -113,7 +115,7 @@ def with_access_log(application: Callable) -> Callable:
         try:
             return application(environ, recording_start_response)
         finally:
-            logger.info(
+            access_logger.info(
                 '%s "%s %s" %s %.0f ms',
                 environ.get("REMOTE_ADDR", "-"),
                 environ.get("REQUEST_METHOD", "-"),

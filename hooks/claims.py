@@ -364,6 +364,7 @@ class Claimed:
     event_uuid: str
     object_kind: str
     sequence: int
+    event_created_at: datetime
     body: str  # the event's; replaced by what the hook's template made of it, when it has one
     # In memory only, with the fields a request needs (url, secrets, headers, SSL flag).
     hook: Hook
@@ -383,6 +384,7 @@ def load_claimed(delivery_ids: list[int]) -> list[Claimed]:
             "event__uuid",
             "event__object_kind",
             "sequence",
+            "event__created_at",
             "event__body",
             "hook_id",
             "hook__url",
@@ -405,6 +407,7 @@ def load_claimed(delivery_ids: list[int]) -> list[Claimed]:
             event_uuid=str(event_uuid),
             object_kind=object_kind,
             sequence=sequence,
+            event_created_at=event_created_at,
             body=body,
             hook=Hook(
                 pk=hook_id,
@@ -428,6 +431,7 @@ def load_claimed(delivery_ids: list[int]) -> list[Claimed]:
             event_uuid,
             object_kind,
             sequence,
+            event_created_at,
             body,
             hook_id,
             url,

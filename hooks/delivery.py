@@ -106,11 +106,14 @@ def _finish_batch(
     """Record a sent batch's results; claim the next deliveries of its pipelines when still
     following them (returned), or queue them."""
     with write_transaction():
-        next_ids = record_batch_results(batch.claimed, batch.attempt_ids, results)
-        if next_ids and following:
-            return _start_batch(next_ids, timezone.now())
-        enqueue_on_commit(next_ids)
-        return None
+        recorded = record_batch_results(batch.claimed, batch.attempt_ids, results)
+        if recorded.next_ids and following:
+            next_batch = _start_batch(recorded.next_ids, timezone.now())
+        else:
+            enqueue_on_commit(recorded.next_ids)
+            next_batch = None
+    recorded.count()  # committed
+    return next_batch
 
 
 def _while_database_unavailable(record: Callable[[], T]) -> T:

@@ -24,6 +24,7 @@ from django.db.models import Max
 from django.dispatch import receiver
 from django.utils import timezone
 
+from hooks import metrics
 from hooks.models import Delivery, Event, Hook
 from hooks.payloads import build_job_payload, build_pipeline_payload, dump_payload
 from hooks.queue import enqueue_on_commit
@@ -170,4 +171,7 @@ def write_deliveries(event: Event, hooks: list[Hook], *, order_key: int) -> list
         ]
     )
     enqueue_on_commit([d.pk for d in deliveries])
+    # Counted now, not on commit (a change that then fails is counted, and is rare): the
+    # on-commit callbacks are the deliveries' messages alone.
+    metrics.EVENTS.labels(kind=event.object_kind).inc()
     return deliveries

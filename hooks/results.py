@@ -6,13 +6,14 @@ transaction; and the hook-row writes that follow (re-enabling, waking what waite
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
+from hooks import metrics
 from hooks.claims import SWEEP_BATCH_SIZE, Claimed, next_in_order
 from hooks.models import Delivery, DeliveryAttempt, Hook
 from hooks.policy import (
@@ -32,6 +33,13 @@ logger = logging.getLogger(__name__)
 # GitLab's log limits for what a receiver answered.
 RESPONSE_HEADERS_KEPT = 50
 RESPONSE_HEADER_VALUE_LIMIT = 1024
+
+# A delivery's status after an attempt -> the attempt's outcome as /metrics counts it.
+OUTCOME_METRIC = {
+    Delivery.Status.SUCCEEDED: metrics.SUCCEEDED,
+    Delivery.Status.PENDING: metrics.FAILED_ATTEMPT,
+    Delivery.Status.FAILED: metrics.GIVEN_UP,
+}
 
 
 def _clean_text(value: str) -> str:
@@ -71,10 +79,10 @@ def _failure_text(result: TransportResult) -> str:
 
 def record_batch_results(
     claimed: list[Claimed], attempt_ids: list[int], results: list[TransportResult]
-) -> list[int]:
+) -> RecordedBatch:
     """Record a batch's results (in the caller's transaction): every attempt's answer; then,
     for each delivery still held by this batch, its outcome and its hook's health. Returns
-    the next due delivery of each (hook, pipeline) that finished one."""
+    the next due delivery of each (hook, pipeline) that finished one, and the counts."""
     now = timezone.now()
     results = [
         _recordable(item, result, now) for item, result in zip(claimed, results, strict=True)
@@ -104,11 +112,33 @@ def record_batch_results(
         ],
         now,
     )
-    return next_in_order(
+    next_ids = next_in_order(
         (item.hook.pk, item.order_key)
         for item, _, (status, _) in ours
         if status in Delivery.FINISHED
     )
+    counts = [
+        (item.hook.pk, OUTCOME_METRIC[status], result.duration_ms, item.event_created_at)
+        for item, result, (status, _) in ours
+    ]
+    return RecordedBatch(next_ids, counts, now)
+
+
+@dataclass
+class RecordedBatch:
+    """What recording a batch left to do: send the next deliveries of its pipelines, and
+    count its attempts for /metrics once the recording transaction has committed (a batch
+    rolled back is recorded again, and must not count twice)."""
+
+    next_ids: list[int]
+    counts: list[tuple[int, str, int, datetime]]  # hook id, outcome, duration ms, event time
+    recorded_at: datetime
+
+    def count(self) -> None:
+        for hook_id, outcome_name, duration_ms, event_created_at in self.counts:
+            metrics.count_attempt(
+                hook_id, outcome_name, duration_ms, event_created_at, self.recorded_at
+            )
 
 
 def _write_answers(attempt_ids: list[int], results: list[TransportResult]) -> None:

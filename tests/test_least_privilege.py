@@ -36,9 +36,11 @@ SHA = "5b6a36e1e5fb3a2bfe1f8e2ec0a3dc9b8f7a6c11"
 MISSING_ID = "987654"
 
 # Open to anyone, on purpose: the API description, the health check, the way to the admin.
-PUBLIC_ROUTES = {"schema", "api-docs", "home", "healthz"}
+PUBLIC_ROUTES = {"schema", "api-docs", "home", "healthz", "readyz"}
 # Any valid token reads them: they tell of the instance and the token's own user only.
 INSTANCE_ROUTES = {"gitlab-current-user", "gitlab-version", "gitlab-metadata"}
+# Its own Bearer token, not an API token's rights: tests/test_metrics.py.
+METRICS_ROUTES = {"metrics"}
 
 
 @dataclass
@@ -276,9 +278,9 @@ def snapshot() -> dict:
 def test_every_route_is_covered(world):
     listed = routes(world)
     for path, pattern in url_patterns():
-        if path.startswith("admin/") or pattern.name in PUBLIC_ROUTES | INSTANCE_ROUTES | {
-            "graphql"
-        }:
+        if path.startswith(
+            "admin/"
+        ) or pattern.name in PUBLIC_ROUTES | INSTANCE_ROUTES | METRICS_ROUTES | {"graphql"}:
             continue
         assert pattern.name in listed, f"{path}: add it to routes() in {__name__}"
         assert set(listed[pattern.name].methods) == implemented_methods(pattern), path

@@ -426,9 +426,10 @@ def test_the_database_and_its_dumps_hold_no_hook_secret(transactional_db, secret
 
 
 def test_the_access_log_of_make_run_masks_query_tokens(embedded_env):  # noqa: F811
-    """`manage.py serve` as `make run` starts it: the web server's real access log."""
+    """`manage.py serve` as `make run` starts it: the web server's real access log (a line
+    per request, written with LOG_LEVEL=DEBUG)."""
     port = free_port()
-    proc = start_serve(embedded_env, port, stderr=subprocess.STDOUT)
+    proc = start_serve({**embedded_env, "LOG_LEVEL": "DEBUG"}, port, stderr=subprocess.STDOUT)
     output: list[str] = []
     try:
         token, output = read_first_start(proc)

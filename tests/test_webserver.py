@@ -56,7 +56,7 @@ def server(tmp_path_factory):
         while True:
             assert process.poll() is None, "the web server exited"
             try:
-                if requests.get(f"{base}/healthz", timeout=5).status_code == 200:
+                if requests.get(f"{base}/readyz", timeout=5).status_code == 200:
                     break
             except requests.RequestException:
                 assert time.monotonic() < deadline, "the web server did not answer"
@@ -115,7 +115,7 @@ def closed_by_server(sock: socket.socket, wait: float = 0) -> bool:
         return True
 
 
-def test_slow_clients_do_not_stop_healthz_and_are_cut_off(server):
+def test_slow_clients_do_not_stop_readyz_and_are_cut_off(server):
     slow = [start_slow_request(server, number) for number in range(SLOW_CLIENTS)]
     trickling = threading.Event()
     trickling.set()
@@ -134,7 +134,7 @@ def test_slow_clients_do_not_stop_healthz_and_are_cut_off(server):
         # While all twenty are mid-request, everyone else is served as usual.
         answered = []
         for _ in range(5):
-            response = requests.get(f"{server['base']}/healthz", timeout=10)
+            response = requests.get(f"{server['base']}/readyz", timeout=10)
             answered.append(response.status_code)
         assert answered == [200] * 5
         assert not any(closed_by_server(sock) for sock in slow[:2]), "cut off too early"
@@ -152,7 +152,7 @@ def test_slow_clients_do_not_stop_healthz_and_are_cut_off(server):
         trickler.join(timeout=5)
         for sock in slow:
             sock.close()
-    assert requests.get(f"{server['base']}/healthz", timeout=10).status_code == 200
+    assert requests.get(f"{server['base']}/readyz", timeout=10).status_code == 200
 
 
 def test_a_silent_client_is_disconnected(server):

@@ -250,7 +250,7 @@ class WebServer:
         def healthy() -> bool:
             assert self.process.poll() is None, self.logs()
             try:
-                return requests.get(f"{self.url}/healthz", timeout=2).status_code == 200
+                return requests.get(f"{self.url}/readyz", timeout=2).status_code == 200
             except requests.RequestException:
                 return False
 
