@@ -176,7 +176,10 @@ class Delivery(models.Model):
     FINISHED = (Status.SUCCEEDED, Status.FAILED)
 
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries")
-    hook = models.ForeignKey(Hook, on_delete=models.CASCADE, related_name="deliveries")
+    # Indexed by the composite indexes below, which all start with it.
+    hook = models.ForeignKey(
+        Hook, on_delete=models.CASCADE, related_name="deliveries", db_index=False
+    )
     # The pipeline's id, a plain number so it outlives the pipeline: deliveries sharing
     # (hook, order_key) go out in id order ("N+1 waits for N").
     order_key = models.BigIntegerField()
@@ -208,6 +211,12 @@ class Delivery(models.Model):
         indexes = [
             models.Index(fields=["status", "next_attempt_at"]),
             models.Index(fields=["hook", "order_key", "status"]),
+            # The pages at millions of rows (docs/benchmarks.md): a hook's newest deliveries
+            # and the newest of one status in id order, and a hook's deliveries of one status
+            # counted (up to a bound).
+            models.Index(fields=["hook", "id"], name="hooks_deliv_hook_id_idx"),
+            models.Index(fields=["status", "id"], name="hooks_deliv_status_id_idx"),
+            models.Index(fields=["hook", "status"], name="hooks_deliv_hook_status_idx"),
         ]
         verbose_name_plural = "deliveries"
 
@@ -223,7 +232,10 @@ class DeliveryAttempt(models.Model):
         MANUAL = "manual"  # a resend asked for by a person
         TEST = "test"
 
-    hook = models.ForeignKey(Hook, on_delete=models.CASCADE, related_name="attempts")
+    # Indexed by the composite indexes below, which start with it.
+    hook = models.ForeignKey(
+        Hook, on_delete=models.CASCADE, related_name="attempts", db_index=False
+    )
     # Null for test requests, which belong to no delivery.
     delivery = models.ForeignKey(
         Delivery, null=True, blank=True, on_delete=models.CASCADE, related_name="attempts"
@@ -251,6 +263,16 @@ class DeliveryAttempt(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        indexes = [
+            # A hook's log newest first (its page, the events API, the filtered admin list),
+            # and its few test requests without walking its deliveries' attempts.
+            models.Index(fields=["hook", "id"], name="hooks_attempt_hook_id_idx"),
+            models.Index(
+                fields=["hook", "id"],
+                name="hooks_attempt_hook_tests_idx",
+                condition=models.Q(trigger="test"),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"attempt {self.attempt_number} of delivery {self.delivery_id}"

@@ -74,10 +74,14 @@ class DeliveryAdmin(ReadOnlyAdmin):
         "finished_at",
     )
     list_display_links = ("id", "pipeline_event")
-    list_filter = ("status", LastResponseClassFilter, "hook__project", "hook")
+    list_filter = (
+        "status",
+        LastResponseClassFilter,
+        "hook__project",
+        "hook",
+    )
     search_fields = ("hook__name", "idempotency_key", "event__uuid")
     list_select_related = ("hook", "event")
-    date_hierarchy = "created_at"
     ordering = ("-id",)
     actions = ["resend_selected"]
     change_form_template = "admin/hooks/delivery/change_form.html"
@@ -231,11 +235,16 @@ class DeliveryAttemptAdmin(ReadOnlyAdmin):
         "duration_ms",
         "short_error",
     )
-    list_filter = (ResponseClassFilter, "trigger", "succeeded", "hook__project", "hook")
+    list_filter = (
+        ResponseClassFilter,
+        "trigger",
+        "succeeded",
+        "hook__project",
+        "hook",
+    )
     # The attempt's own URL is stored redacted; the hook's is not searched (see HookAdmin).
     search_fields = ("url", "error", "hook__name")
     list_select_related = ("hook",)
-    date_hierarchy = "created_at"
     change_form_template = "admin/hooks/deliveryattempt/change_form.html"
 
     @admin.display(description="delivery")
@@ -276,7 +285,6 @@ class EventAdmin(ReadOnlyAdmin):
 
     list_display = ("id", "project", "pipeline_id", "change", "transition", "created_at")
     list_filter = ("change", "status", "project")
-    date_hierarchy = "created_at"
     readonly_fields = ("payload",)
     fields = (
         "project",

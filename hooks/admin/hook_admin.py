@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -20,10 +20,12 @@ from hooks.admin.common import (
     HooksMedia,
     ManageHooksPermissions,
     badge,
+    count_up_to,
     holds_manage_hooks,
     http_badge,
     may_manage_hooks,
     rate_limited_page,
+    shown_count,
 )
 from hooks.forms import HookForm, HookFormSet, RedeliverForm
 from hooks.models import Delivery, DeliveryAttempt, Hook
@@ -210,9 +212,12 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
                 :RECENT_DELIVERIES
             ]
         )
-        counts = dict(
-            hook.deliveries.values_list("status").annotate(n=Count("id")).values_list("status", "n")
-        )
+        # One bounded count a status (the (hook, status) index), not a GROUP BY over the
+        # hook's whole history.
+        counts = {
+            value: shown_count(count_up_to(hook.deliveries.filter(status=value).order_by()))
+            for value in Delivery.Status.values
+        }
         tests = list(hook.attempts.filter(trigger=DeliveryAttempt.Trigger.TEST).order_by("-id")[:5])
         return {
             "hook_obj": hook,
@@ -220,7 +225,7 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
             "recent_deliveries": [delivery_row(delivery) for delivery in deliveries],
             "recent_tests": [attempt_row(attempt) for attempt in tests],
             "delivery_counts": [
-                (value, counts.get(value, 0), badge(value)) for value in Delivery.Status.values
+                (value, counts[value], badge(value)) for value in Delivery.Status.values
             ],
             "deliveries_url": reverse("admin:hooks_delivery_changelist")
             + f"?hook__id__exact={hook.pk}",
@@ -300,14 +305,15 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
                 return self._back_to(hook)
         else:
             form = RedeliverForm(initial={"since": timezone.now() - timezone.timedelta(days=1)})
-        failed = hook.deliveries.filter(status=Delivery.Status.FAILED).count()
+        failed = count_up_to(hook.deliveries.filter(status=Delivery.Status.FAILED).order_by())
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
             "hook_obj": hook,
             "original": hook,
             "form": form,
-            "failed_count": failed,
+            "failed_count": shown_count(failed),
+            "failed_many": failed != 1,
             "title": f"Redeliver failed deliveries of {hook}",
         }
         return TemplateResponse(request, "admin/hooks/hook/redeliver.html", context)
