@@ -280,3 +280,51 @@ class DeliveryAttempt(models.Model):
     @property
     def redacted_url(self) -> str:
         return redact_url(self.url)
+
+
+class HookStateChange(models.Model):
+    """A hook's health moving between active, resting and disabled (``Hook.AlertStatus``;
+    a hook probing after a rest still counts as resting until a delivery succeeds): the
+    hook page's history, and what the project's maintainers are told, once."""
+
+    hook = models.ForeignKey(Hook, on_delete=models.CASCADE, related_name="state_changes")
+    from_state = models.CharField(max_length=32, choices=Hook.AlertStatus.choices)
+    to_state = models.CharField(max_length=32, choices=Hook.AlertStatus.choices)
+    at = models.DateTimeField(default=timezone.now)
+    reason = models.TextField()
+    # When the maintainers were told (notices and mails); null until then. Whoever sets it
+    # first tells them, so they are told at most once.
+    notified_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(
+                fields=["at"],
+                name="hooks_change_untold_idx",
+                condition=models.Q(notified_at__isnull=True),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"hook {self.hook_id}: {self.from_state} → {self.to_state}"
+
+
+class HookNotice(models.Model):
+    """A state change shown to one maintainer on the admin's front page until dismissed."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="hook_notices"
+    )
+    change = models.ForeignKey(HookStateChange, on_delete=models.CASCADE, related_name="notices")
+    created_at = models.DateTimeField(default=timezone.now)
+    dismissed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "change"], name="hook_notice_once_per_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"notice of {self.change} for user {self.user_id}"

@@ -22,10 +22,10 @@ from hooks.models import Delivery, DeliveryAttempt, Hook
 from hooks.payloads import build_pipeline_payload, dump_payload
 from hooks.queue import enqueue_on_commit
 from hooks.results import (
-    CLEAR_HEALTH,
+    clear_health,
+    locked_health,
     record_response,
     reenable_after_success,
-    wake_hook,
 )
 from pipelines.errors import Conflict, DomainError
 from pipelines.models import Pipeline
@@ -86,7 +86,9 @@ def resend_delivery(delivery: Delivery, user: AbstractBaseUser | None = None) ->
                 queued_until=None,
                 manual_redelivery=False,
             )
-            reenable_after_success(delivery.hook_id)
+            reenable_after_success(
+                delivery.hook_id, f"A resend {by(user)}succeeded (HTTP {result.status})."
+            )
             if finished:
                 enqueue_next_in_order([(delivery.hook_id, delivery.order_key)])
     return attempt
@@ -144,14 +146,23 @@ def send_test_event(hook: Hook, user: AbstractBaseUser | None = None) -> Deliver
     with transaction.atomic():
         record_response(attempt, result)
         if attempt.succeeded:
-            reenable_after_success(hook.pk)
+            reenable_after_success(
+                hook.pk, f"A test event {by(user)}succeeded (HTTP {result.status})."
+            )
     return attempt
 
 
-def reenable_hook(hook: Hook) -> Hook:
+def reenable_hook(hook: Hook, user: AbstractBaseUser | None = None) -> Hook:
     """Clear the failure count and any disable, and send what has been waiting."""
     with transaction.atomic():
-        Hook.objects.filter(pk=hook.pk).update(**CLEAR_HEALTH)
-        wake_hook(hook.pk)
+        before = locked_health(hook.pk)
+        if before is not None:
+            who = f"by {user.get_username()}" if user is not None else "by hand"
+            clear_health(hook.pk, before, f"Re-enabled {who}.")
     hook.refresh_from_db()
     return hook
+
+
+def by(user: AbstractBaseUser | None) -> str:
+    """ "by <username> " for the state history, or nothing."""
+    return f"by {user.get_username()} " if user is not None else ""

@@ -18,6 +18,7 @@ from hooks.claims import (
     lease,
 )
 from hooks.models import Delivery, DeliveryAttempt, Event, Hook
+from hooks.notices import publish_untold
 from hooks.queue import enqueue_on_commit
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ def requeue_due_deliveries(now: datetime | None = None) -> int:
     lost). Returns how many it queued."""
     now = now or timezone.now()
     _take_back_expired_claims(now)
+    publish_untold(now)
     # The hook may be sent to, and no probe of it is out (the probe goes out alone).
     sendable_hooks = Hook.objects.executable(now).without_probe_out(now)
     with transaction.atomic():

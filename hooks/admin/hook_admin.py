@@ -32,6 +32,7 @@ from hooks.models import Delivery, DeliveryAttempt, Hook
 from pipelines.models import Project
 
 RECENT_DELIVERIES = 20
+STATE_CHANGES_SHOWN = 20
 
 
 def with_latest_delivery(hooks: QuerySet) -> QuerySet:
@@ -170,7 +171,7 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
     def reenable_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
         count = 0
         for hook in queryset:
-            services.reenable_hook(hook)
+            services.reenable_hook(hook, user=request.user)
             count += 1
         self.message_user(request, f"Re-enabled {count} hook(s).", messages.SUCCESS)
 
@@ -219,9 +220,13 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
             for value in Delivery.Status.values
         }
         tests = list(hook.attempts.filter(trigger=DeliveryAttempt.Trigger.TEST).order_by("-id")[:5])
+        changes = list(hook.state_changes.order_by("-id")[:STATE_CHANGES_SHOWN])
         return {
             "hook_obj": hook,
             "health_badge": badge(hook.alert_status),
+            "state_changes": [
+                (change, badge(change.from_state), badge(change.to_state)) for change in changes
+            ],
             "recent_deliveries": [delivery_row(delivery) for delivery in deliveries],
             "recent_tests": [attempt_row(attempt) for attempt in tests],
             "delivery_counts": [
@@ -286,7 +291,7 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
         if request.method != "POST":
             return self._back_to(get_object_or_404(Hook, pk=hook_id))
         hook = self._hook_for_action(request, hook_id)
-        services.reenable_hook(hook)
+        services.reenable_hook(hook, user=request.user)
         messages.success(request, f"Hook “{hook}” is enabled again; waiting deliveries resume.")
         return self._back_to(hook)
 

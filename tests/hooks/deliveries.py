@@ -1,6 +1,7 @@
 """Deliveries as the outbox makes them, and the task messages it would send for them."""
 
 from hooks.models import Delivery, Hook
+from hooks.queue import publish
 from pipelines import services
 
 SHA = "c" * 40
@@ -13,5 +14,11 @@ def new_delivery(hook: Hook, *, sha: str = SHA) -> Delivery:
 
 
 def queued_ids(callbacks) -> list[int]:
-    """Delivery ids the on-commit callbacks would queue (``publish_deliveries(ids)``)."""
-    return [pk for callback in callbacks for pk in callback.args[0]]
+    """Delivery ids the on-commit callbacks would queue (``publish(ids)``); other callbacks
+    (the notices of a hook's state change) are not deliveries."""
+    return [
+        pk
+        for callback in callbacks
+        if getattr(callback, "func", None) is publish
+        for pk in callback.args[0]
+    ]
