@@ -328,3 +328,29 @@ class HookNotice(models.Model):
 
     def __str__(self) -> str:
         return f"notice of {self.change} for user {self.user_id}"
+
+
+class DeliveryStat(models.Model):
+    """The delivery log rolled up: attempts by hook, half hour and latency band, counted as
+    they are recorded (``hooks.stats``). The dashboard and the hook page's chart read these
+    few rows, never the log."""
+
+    # Indexed by the unique constraint, which starts with it.
+    hook = models.ForeignKey(Hook, on_delete=models.CASCADE, related_name="stats", db_index=False)
+    period_start = models.DateTimeField()
+    # hooks.stats.LATENCY_BANDS_MS: the first band whose bound the duration is within.
+    latency_band = models.PositiveSmallIntegerField()
+    succeeded = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["period_start"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hook", "period_start", "latency_band"], name="delivery_stat_unique"
+            )
+        ]
+        indexes = [models.Index(fields=["period_start"], name="hooks_stat_period_idx")]
+
+    def __str__(self) -> str:
+        return f"hook {self.hook_id} from {self.period_start:%Y-%m-%d %H:%M}"

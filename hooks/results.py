@@ -27,6 +27,7 @@ from hooks.policy import (
     succeeded,
 )
 from hooks.queue import enqueue_on_commit
+from hooks.stats import count_attempts
 from hooks.transport import TransportResult, exception_summary
 
 logger = logging.getLogger(__name__)
@@ -105,6 +106,11 @@ def record_batch_results(
             if succeeded(result) or not item.manual_redelivery
         ],
         now,
+    )
+    # Last, after the hooks' rows: see hooks.stats on the order of locks.
+    count_attempts(
+        (item.hook.pk, now, succeeded(result), result.duration_ms)
+        for item, result in zip(claimed, results, strict=True)
     )
     return next_in_order(
         (item.hook.pk, item.order_key)

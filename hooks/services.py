@@ -27,6 +27,7 @@ from hooks.results import (
     record_response,
     reenable_after_success,
 )
+from hooks.stats import count_attempts
 from pipelines.errors import Conflict, DomainError
 from pipelines.models import Pipeline
 
@@ -91,6 +92,7 @@ def resend_delivery(delivery: Delivery, user: AbstractBaseUser | None = None) ->
             )
             if finished:
                 enqueue_next_in_order([(delivery.hook_id, delivery.order_key)])
+        count_attempt(attempt)
     return attempt
 
 
@@ -149,7 +151,14 @@ def send_test_event(hook: Hook, user: AbstractBaseUser | None = None) -> Deliver
             reenable_after_success(
                 hook.pk, f"A test event {by(user)}succeeded (HTTP {result.status})."
             )
+        count_attempt(attempt)
     return attempt
+
+
+def count_attempt(attempt: DeliveryAttempt) -> None:
+    """A person's request in the dashboard's rollup: last in its transaction, after the
+    hook's row, in the order a worker's batch takes them (``hooks.stats``)."""
+    count_attempts([(attempt.hook_id, timezone.now(), attempt.succeeded, attempt.duration_ms)])
 
 
 def reenable_hook(hook: Hook, user: AbstractBaseUser | None = None) -> Hook:

@@ -13,6 +13,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
+from hooks import stats
 from hooks.claims import (
     SWEEP_BATCH_SIZE,
     lease,
@@ -116,6 +117,7 @@ def prune_delivery_logs(now: datetime | None = None, *, batch_size: int = PRUNE_
         .order_by("pk"),
         batch_size,
     )
+    stats.prune(cutoff)
     if attempts:
         logger.info("Pruned %s delivery attempts older than %s", attempts, cutoff)
     return attempts

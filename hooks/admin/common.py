@@ -176,6 +176,9 @@ class LargeListAdmin:
 
     paginator = BoundedPaginator
     show_full_result_count = False
+    # The database's part of a page is a few ms at any size; rendering the rows is the rest
+    # (a few ms a row on a busy machine): 50 keeps the page well under 300 ms.
+    list_per_page = 50
 
 
 # --- Deliveries and their attempts --------------------------------------------------------

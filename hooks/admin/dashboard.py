@@ -14,10 +14,19 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from hooks.admin.common import HooksMedia, badge
-from hooks.models import HookNotice
+from hooks import stats
+from hooks.admin.charts import stacked_bars
+from hooks.admin.common import (
+    HooksMedia,
+    badge,
+    count_up_to,
+    holds_manage_hooks,
+    shown_count,
+)
+from hooks.models import Delivery, Hook, HookNotice
 
 NOTICES_SHOWN = 20
+DASHBOARD_HOURS = 24
 
 
 def notices_of(request: HttpRequest) -> list[HookNotice]:
@@ -29,7 +38,61 @@ def notices_of(request: HttpRequest) -> list[HookNotice]:
 
 
 def dashboard_context(request: HttpRequest) -> dict:
-    return {"hook_notices": [notice_row(notice) for notice in notices_of(request)]}
+    context = {"hook_notices": [notice_row(notice) for notice in notices_of(request)]}
+    if holds_manage_hooks(request) or request.user.has_perm("hooks.view_delivery"):
+        context["delivery_dashboard"] = delivery_dashboard()
+    return context
+
+
+def delivery_dashboard() -> dict:
+    """The last day of deliveries from the rollup (``hooks.stats``), and the backlog from
+    the deliveries' status index, each count bounded."""
+    now = timezone.now()
+    since = now - timezone.timedelta(hours=DASHBOARD_HOURS)
+    periods = stats.periods(since, now)
+    latency = stats.latency_percentiles(since)
+    pending = Delivery.objects.filter(status=Delivery.Status.PENDING).order_by()
+    due = pending.filter(next_attempt_at__lte=now)
+    oldest_due = due.order_by("next_attempt_at").values_list("next_attempt_at", flat=True).first()
+    failing = stats.failing_most(since)
+    hooks = Hook.objects.select_related("project").in_bulk([hook_id for hook_id, *_ in failing])
+    return {
+        "chart": stacked_bars(periods, chart_id="delivery-chart"),
+        "succeeded": sum(period.succeeded for period in periods),
+        "failed": sum(period.failed for period in periods),
+        "p50": latency_text(latency, 0.5),
+        "p99": latency_text(latency, 0.99),
+        "pending": shown_count(count_up_to(pending)),
+        "due": shown_count(count_up_to(due)),
+        "sending": shown_count(
+            count_up_to(Delivery.objects.filter(status=Delivery.Status.SENDING).order_by())
+        ),
+        "oldest_due": oldest_due,
+        "held_back": [
+            (value, badge(value), Hook.objects.with_alert_status(value, now).count())
+            for value in (Hook.AlertStatus.TEMPORARILY_DISABLED, Hook.AlertStatus.DISABLED)
+        ],
+        "failing": [
+            {
+                "hook": hooks[hook_id],
+                "url": reverse("admin:hooks_hook_change", args=[hook_id]),
+                "badge": badge(hooks[hook_id].alert_status),
+                "failed": failed,
+                "rate": f"{100 * succeeded / (succeeded + failed):.1f} %",
+            }
+            for hook_id, failed, succeeded in failing
+            if hook_id in hooks
+        ],
+    }
+
+
+def latency_text(latency: dict, quantile: float) -> str:
+    if quantile not in latency:
+        return "—"
+    bound = latency[quantile]
+    if bound is None:
+        return f"over {stats.LATENCY_BANDS_MS[-1]:,} ms"
+    return f"≤ {bound:,} ms"
 
 
 def notice_row(notice: HookNotice) -> dict:

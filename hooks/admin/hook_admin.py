@@ -14,7 +14,8 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 import pipelines.admin as pipelines_admin
-from hooks import limits, services
+from hooks import limits, services, stats
+from hooks.admin.charts import success_rate_bars
 from hooks.admin.common import (
     BADGE_LABELS,
     HooksMedia,
@@ -221,7 +222,11 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
         }
         tests = list(hook.attempts.filter(trigger=DeliveryAttempt.Trigger.TEST).order_by("-id")[:5])
         changes = list(hook.state_changes.order_by("-id")[:STATE_CHANGES_SHOWN])
+        now = timezone.now()
+        periods = stats.periods(now - timezone.timedelta(hours=24), now, hook.pk)
         return {
+            "success_chart": success_rate_bars(periods, chart_id="hook-success-chart"),
+            "day_attempts": sum(period.total for period in periods),
             "hook_obj": hook,
             "health_badge": badge(hook.alert_status),
             "state_changes": [
