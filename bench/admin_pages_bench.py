@@ -85,7 +85,7 @@ def timestamp(offset_sql: str) -> str:
 
 def uuid_sql(prefix: int, value: str) -> str:
     if connection.vendor == "postgresql":
-        return f"lpad(to_hex({prefix}), 8, '0')::text || lpad(to_hex({value}), 24, '0')"
+        return f"(lpad(to_hex({prefix}), 8, '0') || lpad(to_hex({value}), 24, '0'))::uuid"
     return f"printf('%08x%024x', {prefix}, {value})"
 
 
@@ -214,12 +214,12 @@ def start_server(port: int) -> subprocess.Popen:
         cwd=ROOT,
         env={**os.environ, "LOG_LEVEL": "WARNING"},
     )
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            requests.get(f"http://127.0.0.1:{port}/admin/login/", timeout=2)
+            requests.get(f"http://127.0.0.1:{port}/admin/login/", timeout=20)
             return server
-        except requests.ConnectionError:
+        except requests.RequestException:
             time.sleep(0.2)
     server.kill()
     raise SystemExit("the web server did not start")

@@ -268,3 +268,21 @@ def test_the_admin_re_enable_button_records_who(admin_client, project, receiver,
     assert response.status_code == 302
     latest = HookStateChange.objects.filter(hook=hook).order_by("-id").first()
     assert (latest.to_state, latest.reason) == (ACTIVE, f"Re-enabled by {admin_user.username}.")
+
+
+def test_mails_and_notices_never_show_the_hooks_secrets(project, receiver, maintainers):
+    hook = HookFactory(
+        project=project,
+        url=receiver.url.replace("http://", "http://deploy:url-password@") + "?token=q-secret",
+        token="header-secret",
+    )
+    for number in range(4):
+        services.create_pipeline(project, ref="main", sha=f"{number:040x}")
+    receiver.default = Reply(500)
+    deliver_batch(list(hook.deliveries.values_list("pk", flat=True)))
+    notices.tell_maintainers(list(hook.state_changes.values_list("pk", flat=True)))
+    assert mail.outbox
+    for message in mail.outbox:
+        text = message.subject + message.body
+        for secret in ("url-password", "q-secret", "header-secret"):
+            assert secret not in text
