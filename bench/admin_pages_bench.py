@@ -12,6 +12,8 @@
    the database, signs in as an admin with a session cookie, and times each page
    ``--repeat`` times after one warm-up request: median and slowest, milliseconds.
 3. ``--explain`` prints the database's plan for each page's main queries.
+4. ``--prune-days N`` then prunes the rows older than N days with a writer alongside
+   (it deletes them: run it last).
 
 DATABASE_URL picks the database (a PostgreSQL URL, or by default a SQLite file under var/);
 ``--reuse`` keeps rows already generated there. Prints a Markdown table for
@@ -297,6 +299,50 @@ def explain() -> None:
         print(f"\n-- {name}\n{queryset.explain()}")
 
 
+def prune_with_a_writer(retention_days: int) -> None:
+    """Prune what is older than ``retention_days`` (``hooks.sweeper.prune_delivery_logs``)
+    while another thread writes a log row every 20 ms, as a worker would, on its own
+    connection; prints the pruning rate and how long the writer's writes took."""
+    import threading
+
+    from django.conf import settings
+    from django.db import connections
+
+    from hooks.sweeper import prune_delivery_logs
+
+    hook = Hook.objects.order_by("pk").first()
+    waits: list[float] = []
+    done = threading.Event()
+
+    def write() -> None:
+        while not done.is_set():
+            started = time.perf_counter()
+            with transaction.atomic():
+                DeliveryAttempt.objects.create(hook=hook, url="http://127.0.0.1:9/w")
+            waits.append((time.perf_counter() - started) * 1000)
+            time.sleep(0.02)
+        connections.close_all()
+
+    settings.HOOKS_LOG_RETENTION_DAYS = retention_days
+    before = DeliveryAttempt.objects.count()
+    writer = threading.Thread(target=write)
+    writer.start()
+    started = time.monotonic()
+    try:
+        deleted = prune_delivery_logs()
+    finally:
+        done.set()
+        writer.join()
+    seconds = time.monotonic() - started
+    waits.sort()
+    print(
+        f"\nprune: {deleted:,} of {before:,} attempts (and their deliveries and events) in "
+        f"{seconds:.0f} s, {deleted / seconds:,.0f} attempts/s; a writer alongside: "
+        f"{len(waits)} writes, median {statistics.median(waits):.1f} ms, "
+        f"p99 {waits[int(len(waits) * 0.99)]:.0f} ms, slowest {waits[-1]:.0f} ms"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=10_000_000, help="attempt rows")
@@ -304,6 +350,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--reuse", action="store_true", help="keep rows generated before")
     parser.add_argument("--explain", action="store_true")
+    parser.add_argument(
+        "--prune-days", type=int, help="last, prune what is older, with a writer alongside"
+    )
     args = parser.parse_args()
 
     database = connection.settings_dict
@@ -339,6 +388,8 @@ def main() -> None:
         print(f"| {name} | `{path}` | {median:.0f} | {slowest:.0f} |")
     if args.explain:
         explain()
+    if args.prune_days is not None:
+        prune_with_a_writer(args.prune_days)
 
 
 if __name__ == "__main__":
