@@ -401,6 +401,20 @@ HOOKS_ROTATE_LIMIT_PER_MINUTE = env.int("HOOKS_ROTATE_LIMIT_PER_MINUTE", default
 # one) for this long, so receivers can switch over (Svix's 24 hours); 0 drops it at once.
 HOOKS_SIGNING_SECRET_GRACE_SECONDS = env.int("HOOKS_SIGNING_SECRET_GRACE_SECONDS", default=86400)
 
+# --- Mail -----------------------------------------------------------------------------
+# A project's maintainers are mailed when one of its hooks rests, is disabled or comes back
+# (hooks.notices). The console backend, the default, writes the mails to the log; for SMTP
+# set EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend and EMAIL_HOST etc.
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=False)
+EMAIL_TIMEOUT = env.float("EMAIL_TIMEOUT", default=10.0)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="pipehook@localhost")
+
 CELERY_BEAT_SCHEDULE = {
     "requeue-due-deliveries": {
         "task": "hooks.tasks.requeue_due_deliveries",

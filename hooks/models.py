@@ -251,7 +251,10 @@ class Delivery(models.Model):
     FINISHED = (Status.SUCCEEDED, Status.FAILED)
 
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries")
-    hook = models.ForeignKey(Hook, on_delete=models.CASCADE, related_name="deliveries")
+    # Indexed by the composite indexes below, which all start with it.
+    hook = models.ForeignKey(
+        Hook, on_delete=models.CASCADE, related_name="deliveries", db_index=False
+    )
     # The pipeline's id, a plain number so it outlives the pipeline: deliveries sharing
     # (hook, order_key) go out in id order ("N+1 waits for N"), job and pipeline events alike.
     order_key = models.BigIntegerField()
@@ -287,6 +290,12 @@ class Delivery(models.Model):
         indexes = [
             models.Index(fields=["status", "next_attempt_at"]),
             models.Index(fields=["hook", "order_key", "status"]),
+            # The pages at millions of rows (docs/benchmarks.md): a hook's newest deliveries
+            # and the newest of one status in id order, and a hook's deliveries of one status
+            # counted (up to a bound).
+            models.Index(fields=["hook", "id"], name="hooks_deliv_hook_id_idx"),
+            models.Index(fields=["status", "id"], name="hooks_deliv_status_id_idx"),
+            models.Index(fields=["hook", "status"], name="hooks_deliv_hook_status_idx"),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -307,7 +316,10 @@ class DeliveryAttempt(models.Model):
         MANUAL = "manual"  # a resend asked for by a person
         TEST = "test"
 
-    hook = models.ForeignKey(Hook, on_delete=models.CASCADE, related_name="attempts")
+    # Indexed by the composite indexes below, which start with it.
+    hook = models.ForeignKey(
+        Hook, on_delete=models.CASCADE, related_name="attempts", db_index=False
+    )
     # Null for test requests, which belong to no delivery.
     delivery = models.ForeignKey(
         Delivery, null=True, blank=True, on_delete=models.CASCADE, related_name="attempts"
@@ -339,6 +351,16 @@ class DeliveryAttempt(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        indexes = [
+            # A hook's log newest first (its page, the events API, the filtered admin list),
+            # and its few test requests without walking its deliveries' attempts.
+            models.Index(fields=["hook", "id"], name="hooks_attempt_hook_id_idx"),
+            models.Index(
+                fields=["hook", "id"],
+                name="hooks_attempt_hook_tests_idx",
+                condition=models.Q(trigger="test"),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"attempt {self.attempt_number} of delivery {self.delivery_id}"
@@ -353,3 +375,77 @@ class DeliveryAttempt(models.Model):
         if self.request_body or not self.delivery_id:
             return self.request_body
         return self.delivery.event.body
+
+
+class HookStateChange(models.Model):
+    """A hook's health moving between active, resting and disabled (``Hook.AlertStatus``;
+    a hook probing after a rest still counts as resting until a delivery succeeds): the
+    hook page's history, and what the project's maintainers are told, once."""
+
+    hook = models.ForeignKey(Hook, on_delete=models.CASCADE, related_name="state_changes")
+    from_state = models.CharField(max_length=32, choices=Hook.AlertStatus.choices)
+    to_state = models.CharField(max_length=32, choices=Hook.AlertStatus.choices)
+    at = models.DateTimeField(default=timezone.now)
+    reason = models.TextField()
+    # When the maintainers were told (notices and mails); null until then. Whoever sets it
+    # first tells them, so they are told at most once.
+    notified_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(
+                fields=["at"],
+                name="hooks_change_untold_idx",
+                condition=models.Q(notified_at__isnull=True),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"hook {self.hook_id}: {self.from_state} → {self.to_state}"
+
+
+class HookNotice(models.Model):
+    """A state change shown to one maintainer on the admin's front page until dismissed."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="hook_notices"
+    )
+    change = models.ForeignKey(HookStateChange, on_delete=models.CASCADE, related_name="notices")
+    created_at = models.DateTimeField(default=timezone.now)
+    dismissed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "change"], name="hook_notice_once_per_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"notice of {self.change} for user {self.user_id}"
+
+
+class DeliveryStat(models.Model):
+    """The delivery log rolled up: attempts by hook, half hour and latency band, counted as
+    they are recorded (``hooks.stats``). The dashboard and the hook page's chart read these
+    few rows, never the log."""
+
+    # Indexed by the unique constraint, which starts with it.
+    hook = models.ForeignKey(Hook, on_delete=models.CASCADE, related_name="stats", db_index=False)
+    period_start = models.DateTimeField()
+    # hooks.stats.LATENCY_BANDS_MS: the first band whose bound the duration is within.
+    latency_band = models.PositiveSmallIntegerField()
+    succeeded = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["period_start"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["hook", "period_start", "latency_band"], name="delivery_stat_unique"
+            )
+        ]
+        indexes = [models.Index(fields=["period_start"], name="hooks_stat_period_idx")]
+
+    def __str__(self) -> str:
+        return f"hook {self.hook_id} from {self.period_start:%Y-%m-%d %H:%M}"

@@ -17,7 +17,7 @@ from email.utils import parsedate_to_datetime
 from django.conf import settings
 from django.db.models import Q
 
-from hooks.models import Delivery
+from hooks.models import Delivery, Hook
 from hooks.transport import TransportResult
 
 logger = logging.getLogger(__name__)
@@ -262,6 +262,32 @@ def health_after_failure(
         )
         return replace(health, recent_failures=failures, disabled_until=disabled_until), True
     return replace(health, recent_failures=failures), True
+
+
+def owners_state(health: HookHealth) -> str:
+    """The state the hook's maintainers are told about (``Hook.AlertStatus``): disabled,
+    resting (temporarily disabled, or probing after a rest: held back until a success), or
+    active. A failed probe's new rest is the same rest going on, not a change."""
+    if health.permanently_disabled:
+        return Hook.AlertStatus.DISABLED
+    if health.held_back:
+        return Hook.AlertStatus.TEMPORARILY_DISABLED
+    return Hook.AlertStatus.EXECUTABLE
+
+
+def change_reason(after: HookHealth) -> str:
+    """Why the scheduled deliveries' results left the hook in ``owners_state(after)``."""
+    state = owners_state(after)
+    if state == Hook.AlertStatus.DISABLED:
+        if after.recent_failures < PERMANENT_DISABLE_FAILURES:
+            return "The receiver answered 410 Gone; disabled until re-enabled."
+        return f"{after.recent_failures} failures in a row; disabled until re-enabled."
+    if state == Hook.AlertStatus.TEMPORARILY_DISABLED:
+        until = (
+            f" until {after.disabled_until:%Y-%m-%d %H:%M:%S} UTC" if after.disabled_until else ""
+        )
+        return f"{after.recent_failures} failures in a row; resting{until}."
+    return "A delivery succeeded; what waited is being sent."
 
 
 def fold_hook_results(

@@ -16,16 +16,19 @@ from django.utils import timezone
 from hooks import metrics
 from hooks.claims import SWEEP_BATCH_SIZE, Claimed, next_in_order
 from hooks.models import Delivery, DeliveryAttempt, Hook
+from hooks.notices import record_state_change
 from hooks.policy import (
-    TEMPORARY_DISABLE_FAILURES,
     HealthRules,
     HookHealth,
     HookResult,
+    change_reason,
     fold_hook_results,
     outcome,
+    owners_state,
     succeeded,
 )
 from hooks.queue import enqueue_on_commit
+from hooks.stats import count_attempts
 from hooks.transport import TransportResult, exception_summary
 
 logger = logging.getLogger(__name__)
@@ -111,6 +114,11 @@ def record_batch_results(
             if succeeded(result) or not item.manual_redelivery
         ],
         now,
+    )
+    # Last, after the hooks' rows: see hooks.stats on the order of locks.
+    count_attempts(
+        (item.hook.pk, now, succeeded(result), result.duration_ms)
+        for item, result in zip(claimed, results, strict=True)
     )
     next_ids = next_in_order(
         (item.hook.pk, item.order_key)
@@ -278,6 +286,9 @@ def record_health(results: list[tuple[int, HookResult]], now: datetime) -> None:
             Hook.objects.filter(pk=hook_id).update(
                 **asdict(after), probe_delivery_id=None, probe_until=None
             )
+            record_state_change(
+                hook_id, owners_state(health), owners_state(after), change_reason(after)
+            )
         if health.held_back and not after.held_back:
             logger.info("Hook %s answered again; sending what waited", hook_id)
             wake_hook(hook_id)
@@ -285,19 +296,38 @@ def record_health(results: list[tuple[int, HookResult]], now: datetime) -> None:
         Delivery.objects.filter(pk__in=counted).update(failure_counted=True)
 
 
-def reenable_after_success(hook_id: int) -> None:
-    """A person's resend or test got a 2xx: the hook is healthy again, whatever it was."""
-    held_back = (
-        Q(recent_failures__gte=TEMPORARY_DISABLE_FAILURES)
-        | Q(disabled_until__isnull=False)
-        | Q(permanently_disabled=True)
-    )
-    cleared = Hook.objects.filter(pk=hook_id).filter(held_back).update(**CLEAR_HEALTH)
-    if cleared:
+def reenable_after_success(hook_id: int, reason: str) -> None:
+    """A person's resend or test got a 2xx: the hook is healthy again, whatever it was
+    (in the caller's transaction; ``reason`` says so in the hook's state history)."""
+    before = locked_health(hook_id)
+    if before is None:
+        return
+    if before.held_back:
+        clear_health(hook_id, before, reason)
         logger.info("Hook %s re-enabled by a successful request", hook_id)
-        wake_hook(hook_id)
-    else:
-        Hook.objects.filter(pk=hook_id, recent_failures__gt=0).update(recent_failures=0)
+    elif before.recent_failures:
+        Hook.objects.filter(pk=hook_id).update(recent_failures=0)
+
+
+def locked_health(hook_id: int) -> HookHealth | None:
+    """The hook's health, its row locked until commit (SQLite: the caller holds the write
+    lock already); None when the hook is gone."""
+    row = (
+        Hook.objects.select_for_update()
+        .filter(pk=hook_id)
+        .values_list("recent_failures", "disabled_until", "permanently_disabled")
+        .first()
+    )
+    return HookHealth(*row) if row is not None else None
+
+
+def clear_health(hook_id: int, before: HookHealth, reason: str) -> None:
+    """The hook as good as new, the change recorded, and what waited sent."""
+    Hook.objects.filter(pk=hook_id).update(**CLEAR_HEALTH)
+    record_state_change(
+        hook_id, owners_state(before), owners_state(HookHealth(0, None, False)), reason
+    )
+    wake_hook(hook_id)
 
 
 # A hook as good as new: no count, no rest, no disable, no probe out.

@@ -29,13 +29,14 @@ from hooks.models import Delivery, DeliveryAttempt, Event, Hook
 from hooks.payloads import build_job_payload, build_pipeline_payload, dump_payload
 from hooks.queue import enqueue_on_commit
 from hooks.results import (
-    CLEAR_HEALTH,
+    clear_health,
+    locked_health,
     record_response,
     reenable_after_success,
-    wake_hook,
 )
 from hooks.sealing import SecretUnreadable, revealed
 from hooks.signing import generate_signing_secret, url_digest
+from hooks.stats import count_attempts
 from pipelines.errors import Conflict, DomainError
 from pipelines.models import Job, Pipeline, Status
 
@@ -198,9 +199,12 @@ def resend_delivery(
                 queued_until=None,
                 manual_redelivery=False,
             )
-            reenable_after_success(delivery.hook_id)
+            reenable_after_success(
+                delivery.hook_id, f"A resend {by(user)}succeeded (HTTP {result.status})."
+            )
             if finished:
                 enqueue_next_in_order([(delivery.hook_id, delivery.order_key)])
+        count_attempt(attempt)
     return attempt
 
 
@@ -270,7 +274,10 @@ def send_test_event(
     with transaction.atomic():
         record_response(attempt, result)
         if attempt.succeeded:
-            reenable_after_success(hook.pk)
+            reenable_after_success(
+                hook.pk, f"A test event {by(user)}succeeded (HTTP {result.status})."
+            )
+        count_attempt(attempt)
     return attempt
 
 
@@ -301,11 +308,19 @@ def _test_payload(hook: Hook, object_kind: str) -> dict:
     return build_pipeline_payload(pipeline)
 
 
-def reenable_hook(hook: Hook) -> Hook:
+def count_attempt(attempt: DeliveryAttempt) -> None:
+    """A person's request in the dashboard's rollup: last in its transaction, after the
+    hook's row, in the order a worker's batch takes them (``hooks.stats``)."""
+    count_attempts([(attempt.hook_id, timezone.now(), attempt.succeeded, attempt.duration_ms)])
+
+
+def reenable_hook(hook: Hook, user: AbstractBaseUser | None = None) -> Hook:
     """Clear the failure count and any disable, and send what has been waiting."""
     with transaction.atomic():
-        Hook.objects.filter(pk=hook.pk).update(**CLEAR_HEALTH)
-        wake_hook(hook.pk)
+        before = locked_health(hook.pk)
+        if before is not None:
+            who = f"by {user.get_username()}" if user is not None else "by hand"
+            clear_health(hook.pk, before, f"Re-enabled {who}.")
     hook.refresh_from_db()
     return hook
 
@@ -354,3 +369,8 @@ def rotate_signing_token(hook: Hook) -> RotatedSecret:
         len(locked.previous_signing_tokens),
     )
     return RotatedSecret(new_secret, valid_until)
+
+
+def by(user: AbstractBaseUser | None) -> str:
+    """ "by <username> " for the state history, or nothing."""
+    return f"by {user.get_username()} " if user is not None else ""

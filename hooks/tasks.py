@@ -8,7 +8,7 @@ does nothing.
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from hooks import delivery, services, sweeper
+from hooks import delivery, notices, services, sweeper
 
 # The database being unreachable (restarting, SQLite's write lock held too long) fails a task
 # before it could claim anything. Its message is tried again soon, 1, 2, 4 … 30 s apart for
@@ -43,3 +43,8 @@ def requeue_due_deliveries() -> int:
 def prune_delivery_logs() -> int:
     sweeper.drop_expired_signing_secrets()
     return sweeper.prune_delivery_logs()
+
+
+@shared_task(ignore_result=True)
+def tell_maintainers(change_ids: list[int]) -> int:
+    return notices.tell_maintainers(change_ids)

@@ -29,8 +29,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.contrib.auth.models import Permission
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group, Permission
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from rest_framework import authentication, exceptions, permissions
 
@@ -258,6 +260,28 @@ def permitted_projects(token: AccessToken | None, action: str, user=None):
     if grants.holds_everywhere(action):
         return projects
     return projects.filter(pk__in=grants.project_grants(action).values("project_id"))
+
+
+def users_holding(action: str, project: Project):
+    """The active users who may do ``action`` on ``project`` in their own right (no token's
+    narrowing): superusers, users granted the permission on every project themselves or
+    through a group, and members of a group granted it on this project."""
+    app_label, codename = PERMISSION_FOR_ACTION[action].split(".", 1)
+    permission = Permission.objects.filter(content_type__app_label=app_label, codename=codename)
+    granting_groups = Group.objects.filter(
+        Q(permissions__in=permission)
+        | Q(project_permissions__project=project, project_permissions__permission__in=permission)
+    )
+    return (
+        get_user_model()
+        .objects.filter(is_active=True)
+        .filter(
+            Q(is_superuser=True)
+            | Q(user_permissions__in=permission)
+            | Q(groups__in=granting_groups)
+        )
+        .distinct()
+    )
 
 
 def describe_rights(token: AccessToken) -> str:

@@ -11,4 +11,4 @@ inline) so that ``pipelines`` never imports ``hooks``.
 """
 
 # Importing the modules registers their admin classes.
-from hooks.admin import delivery_admin, hook_admin  # noqa: F401
+from hooks.admin import dashboard, delivery_admin, hook_admin  # noqa: F401

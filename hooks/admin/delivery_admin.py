@@ -77,10 +77,15 @@ class DeliveryAdmin(ReadOnlyAdmin):
         "finished_at",
     )
     list_display_links = ("id", "pipeline_event")
-    list_filter = ("status", "event__object_kind", LastResponseClassFilter, "hook__project", "hook")
+    list_filter = (
+        "status",
+        "event__object_kind",
+        LastResponseClassFilter,
+        "hook__project",
+        "hook",
+    )
     search_fields = ("hook__name", "idempotency_key", "event__uuid")
     list_select_related = ("hook", "event")
-    date_hierarchy = "created_at"
     ordering = ("-id",)
     actions = ["resend_selected"]
     change_form_template = "admin/hooks/delivery/change_form.html"
@@ -249,11 +254,16 @@ class DeliveryAttemptAdmin(ReadOnlyAdmin):
         "duration_ms",
         "short_error",
     )
-    list_filter = (ResponseClassFilter, "trigger", "succeeded", "hook__project", "hook")
+    list_filter = (
+        ResponseClassFilter,
+        "trigger",
+        "succeeded",
+        "hook__project",
+        "hook",
+    )
     # The attempt's own URL is stored redacted; the hook's is not searched (see HookAdmin).
     search_fields = ("url", "error", "hook__name")
     list_select_related = ("hook",)
-    date_hierarchy = "created_at"
     change_form_template = "admin/hooks/deliveryattempt/change_form.html"
 
     @admin.display(description="delivery")
@@ -303,7 +313,6 @@ class EventAdmin(ReadOnlyAdmin):
         "created_at",
     )
     list_filter = ("object_kind", "change", "status", "project")
-    date_hierarchy = "created_at"
     readonly_fields = ("payload",)
     fields = (
         "project",

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -16,16 +16,19 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 import pipelines.admin as pipelines_admin
-from hooks import limits, services
+from hooks import limits, services, stats
+from hooks.admin.charts import success_rate_bars
 from hooks.admin.common import (
     BADGE_LABELS,
     HooksMedia,
     ManageHooksPermissions,
     badge,
+    count_up_to,
     holds_manage_hooks,
     http_badge,
     may_manage_hooks,
     rate_limited_page,
+    shown_count,
 )
 from hooks.forms import HookForm, HookFormSet, RedeliverForm
 from hooks.models import Delivery, DeliveryAttempt, Event, Hook
@@ -33,6 +36,7 @@ from hooks.sealing import SecretUnreadable
 from pipelines.models import Project
 
 RECENT_DELIVERIES = 20
+STATE_CHANGES_SHOWN = 20
 
 
 def with_latest_delivery(hooks: QuerySet) -> QuerySet:
@@ -176,7 +180,7 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
     def reenable_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
         count = 0
         for hook in queryset:
-            services.reenable_hook(hook)
+            services.reenable_hook(hook, user=request.user)
             count += 1
         self.message_user(request, f"Re-enabled {count} hook(s).", messages.SUCCESS)
 
@@ -223,21 +227,32 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
                 :RECENT_DELIVERIES
             ]
         )
-        counts = dict(
-            hook.deliveries.values_list("status").annotate(n=Count("id")).values_list("status", "n")
-        )
+        # One bounded count a status (the (hook, status) index), not a GROUP BY over the
+        # hook's whole history.
+        counts = {
+            value: shown_count(count_up_to(hook.deliveries.filter(status=value).order_by()))
+            for value in Delivery.Status.values
+        }
         tests = list(hook.attempts.filter(trigger=DeliveryAttempt.Trigger.TEST).order_by("-id")[:5])
+        changes = list(hook.state_changes.order_by("-id")[:STATE_CHANGES_SHOWN])
+        now = timezone.now()
+        periods = stats.periods(now - timezone.timedelta(hours=24), now, hook.pk)
         return {
+            "success_chart": success_rate_bars(periods, chart_id="hook-success-chart"),
+            "day_attempts": sum(period.total for period in periods),
             "hook_obj": hook,
             "previous_secrets_valid_until": [
                 datetime.fromtimestamp(entry["expires_at"], tz=UTC)
                 for entry in hook.previous_signing_secrets()
             ],
             "health_badge": badge(hook.alert_status),
+            "state_changes": [
+                (change, badge(change.from_state), badge(change.to_state)) for change in changes
+            ],
             "recent_deliveries": [delivery_row(delivery) for delivery in deliveries],
             "recent_tests": [attempt_row(attempt) for attempt in tests],
             "delivery_counts": [
-                (value, counts.get(value, 0), badge(value)) for value in Delivery.Status.values
+                (value, counts[value], badge(value)) for value in Delivery.Status.values
             ],
             "deliveries_url": reverse("admin:hooks_delivery_changelist")
             + f"?hook__id__exact={hook.pk}",
@@ -326,7 +341,7 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
         if request.method != "POST":
             return self._back_to(get_object_or_404(Hook, pk=hook_id))
         hook = self._hook_for_action(request, hook_id)
-        services.reenable_hook(hook)
+        services.reenable_hook(hook, user=request.user)
         messages.success(request, f"Hook “{hook}” is enabled again; waiting deliveries resume.")
         return self._back_to(hook)
 
@@ -345,14 +360,15 @@ class HookAdmin(ManageHooksPermissions, admin.ModelAdmin):
                 return self._back_to(hook)
         else:
             form = RedeliverForm(initial={"since": timezone.now() - timezone.timedelta(days=1)})
-        failed = hook.deliveries.filter(status=Delivery.Status.FAILED).count()
+        failed = count_up_to(hook.deliveries.filter(status=Delivery.Status.FAILED).order_by())
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
             "hook_obj": hook,
             "original": hook,
             "form": form,
-            "failed_count": failed,
+            "failed_count": shown_count(failed),
+            "failed_many": failed != 1,
             "title": f"Redeliver failed deliveries of {hook}",
         }
         return TemplateResponse(request, "admin/hooks/hook/redeliver.html", context)

@@ -19,7 +19,7 @@ from hooks import claims, transport
 from hooks.claims import claim_deliveries, wait_for_sqlite_write_lock
 from hooks.delivery import deliver_batch
 from hooks.models import Delivery, DeliveryAttempt, Hook
-from hooks.queue import enqueue_on_commit
+from hooks.queue import enqueue_on_commit, publish
 from hooks.services import redeliver_failed_since
 from hooks.sweeper import requeue_due_deliveries
 from pipelines import services
@@ -53,8 +53,12 @@ def receivers():
 
 
 def messages(callbacks) -> list[list[int]]:
-    """The task messages the on-commit callbacks would send (``publish_deliveries(ids)``)."""
-    return [list(callback.args[0]) for callback in callbacks]
+    """The task messages the on-commit callbacks would send (``publish(ids)``)."""
+    return [
+        list(callback.args[0])
+        for callback in callbacks
+        if getattr(callback, "func", None) is publish
+    ]
 
 
 def new_delivery(hook: Hook) -> Delivery:

@@ -31,6 +31,7 @@ from hooks.sweeper import requeue_due_deliveries
 from pipelines import services
 from pipelines.models import Pipeline
 from tests.factories import HookFactory, UserFactory
+from tests.hooks.deliveries import queued_ids
 from tests.hooks.receiver import Receiver, Reply
 
 SHA = "b" * 40
@@ -41,10 +42,6 @@ def predictable_retries(settings):
     settings.HOOKS_RETRY_SCHEDULE = [0, 5, 300, 1800, 7200, 18000, 36000, 36000]
     settings.HOOKS_RETRY_JITTER = 0
     settings.PIPEHOOK_EXTERNAL_URL = "https://pipehook.example.com"
-
-
-def queued_ids(callbacks) -> list[int]:
-    return [pk for callback in callbacks for pk in callback.args[0]]
 
 
 def new_delivery(hook: Hook) -> Delivery:

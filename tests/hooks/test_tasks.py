@@ -12,12 +12,9 @@ from hooks.sweeper import prune_delivery_logs, requeue_due_deliveries
 from hooks.tasks import deliver_batch
 from pipelines import services
 from tests.factories import HookFactory
+from tests.hooks.deliveries import queued_ids
 
 SHA = "d" * 40
-
-
-def queued_ids(callbacks) -> list[int]:
-    return [pk for callback in callbacks for pk in callback.args[0]]
 
 
 def new_delivery(hook) -> Delivery:

@@ -6,6 +6,12 @@ GitLab's headers: ``X-Total``, ``X-Total-Pages`` (at least 1), ``X-Page``, ``X-P
 with ``prev``, ``next``, ``first`` and ``last`` relations, in that order, as
 ``Gitlab::Pagination::OffsetHeaderBuilder`` writes them. A page past the end is an empty list
 with neither a next nor a previous page, like Kaminari's.
+
+Counting stops past 10,000 rows, as GitLab's does (``paginate_with_limit_optimization``:
+Kaminari's ``total_count_with_limit``, then ``without_count``): a longer list has no
+``X-Total``, ``X-Total-Pages`` or ``last`` link, and whether a next page exists is read by
+fetching one row more than the page. A list of millions (a hook's delivery log) thus never
+costs a full COUNT(*).
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from pipelines.redaction import is_secret_parameter
 
 DEFAULT_PER_PAGE = 20
 MAX_PER_PAGE = 100
+# Kaminari::ActiveRecordRelationMethods::MAX_COUNT_LIMIT
+MAX_COUNT_LIMIT = 10_000
 
 PAGINATION_HEADERS = {
     "X-Total": "Number of items.",
@@ -64,29 +72,44 @@ class GitLabPagination(BasePagination):
     def paginate_queryset(self, queryset: QuerySet, request: Request, view=None) -> list:
         self.request = request
         self.page, self.per_page = read_page_params(request)
-        self.total = queryset.count()
+        offset = (self.page - 1) * self.per_page
+        # Counted in the list's own order, so the count walks the index the page does.
+        limited_total = queryset[: MAX_COUNT_LIMIT + 1].count()
+        if limited_total > MAX_COUNT_LIMIT:
+            return self._page_without_count(queryset, offset)
+        self.total = limited_total
         self.total_pages = max(1, math.ceil(self.total / self.per_page))
         in_range = self.page <= self.total_pages
         self.next_page = self.page + 1 if in_range and self.page < self.total_pages else None
         self.prev_page = self.page - 1 if in_range and self.page > 1 else None
         if not in_range:
             return []
-        offset = (self.page - 1) * self.per_page
         return list(queryset[offset : offset + self.per_page])
+
+    def _page_without_count(self, queryset: QuerySet, offset: int) -> list:
+        """Kaminari's ``PaginatableWithoutCount``: one row more than the page says whether
+        there is a next; an empty page has neither a next nor a previous."""
+        self.total = self.total_pages = None
+        rows = list(queryset[offset : offset + self.per_page + 1])
+        page, more = rows[: self.per_page], len(rows) > self.per_page
+        self.next_page = self.page + 1 if more else None
+        self.prev_page = self.page - 1 if page and self.page > 1 else None
+        return page
 
     def get_paginated_response(self, data) -> Response:
         return Response(data, headers=self.headers())
 
     def headers(self) -> dict[str, str]:
-        return {
+        headers = {
             "X-Per-Page": str(self.per_page),
             "X-Page": str(self.page),
             "X-Next-Page": str(self.next_page or ""),
             "X-Prev-Page": str(self.prev_page or ""),
             "Link": self.link_header(),
-            "X-Total": str(self.total),
-            "X-Total-Pages": str(self.total_pages),
         }
+        if self.total is not None:
+            headers |= {"X-Total": str(self.total), "X-Total-Pages": str(self.total_pages)}
+        return headers
 
     def link_header(self) -> str:
         links = []
@@ -95,7 +118,8 @@ class GitLabPagination(BasePagination):
         if self.next_page:
             links.append(f'<{self._page_url(self.next_page)}>; rel="next"')
         links.append(f'<{self._page_url(1)}>; rel="first"')
-        links.append(f'<{self._page_url(self.total_pages)}>; rel="last"')
+        if self.total_pages is not None:
+            links.append(f'<{self._page_url(self.total_pages)}>; rel="last"')
         return ", ".join(links)
 
     def _page_url(self, page: int) -> str:
