@@ -57,11 +57,12 @@ def write_pipeline_outbox(
 ) -> Event | None:
     """Write one Event and a Delivery per interested hook; queue them when the change
     commits. Nothing is written when no hook is interested."""
-    hooks = [
-        hook
-        for hook in Hook.objects.filter(project_id=pipeline.project_id, pipeline_events=True)
-        if hook_wants(hook, pipeline)
-    ]
+    # Read once per command: its creation and status change of one pipeline share the list.
+    project_hooks = pipeline.recall(
+        "pipeline_hooks",
+        lambda: list(Hook.objects.filter(project_id=pipeline.project_id, pipeline_events=True)),
+    )
+    hooks = [hook for hook in project_hooks if hook_wants(hook, pipeline)]
     if not hooks:
         return None
     event = Event.objects.create(
