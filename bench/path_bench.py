@@ -315,10 +315,12 @@ def measure(setup: Setup, receiver_port: int, arrivals: Path, quick: bool) -> di
             timings = [t for result in run_clients(post_statuses, jobs) for t in result]
             elapsed = time.time() - started
             failed = sum(1 for *_, status in timings if status != 201)
+            codes = sorted({status for *_, status in timings})
             durations = [(end - start) * 1000 for start, end, _ in timings]
             results[f"ingest_{clients}"] = {
                 "statuses": len(timings),
                 "failed": failed,
+                "codes": codes,
                 "per_second": len(timings) / elapsed,
                 "p50": percentile(durations, 0.5),
                 "p99": percentile(durations, 0.99),

@@ -17,7 +17,7 @@ from datetime import datetime
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Max, OuterRef, Subquery
+from django.db.models import Max
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -118,16 +118,12 @@ def _recompose(pipeline: Pipeline, at: datetime) -> bool:
 
 
 def _next_iid(project: Project) -> int:
-    # Lock the project row so two creations in parallel cannot take the same iid; the
-    # highest iid is read in the same statement.
-    highest = Pipeline.objects.filter(project=OuterRef("pk")).order_by("-iid").values("iid")[:1]
-    locked = (
-        Project.objects.select_for_update()
-        .filter(pk=project.pk)
-        .annotate(highest=Subquery(highest))
-        .values_list("highest", flat=True)
-    )
-    return (locked.first() or 0) + 1
+    # Lock the project row so two creations in parallel cannot take the same iid. The highest
+    # iid is read by a second statement: on PostgreSQL a statement sees the rows committed
+    # when it began, so one that waited for the lock would still read the highest iid from
+    # before the other creation.
+    Project.objects.select_for_update().filter(pk=project.pk).first()
+    return (project.pipelines.aggregate(m=Max("iid"))["m"] or 0) + 1
 
 
 def create_pipeline(

@@ -58,11 +58,11 @@ def post_status(api, project, **data):
 def test_commit_status_on_a_new_commit_creates_and_moves_its_pipeline(
     api, project, django_assert_max_num_queries
 ):
-    # project; begin; pipeline lookup; lock project + highest iid; insert pipeline; hooks;
+    # project; begin; pipeline lookup; lock project; highest iid; insert pipeline; hooks;
     # event + deliveries (created); insert job; update pipeline; event + deliveries
     # (pending); commit. (In a test the transaction and create_pipeline's are savepoints:
     # four statements where a server sends BEGIN, COMMIT and nothing for the inner one.)
-    with django_assert_max_num_queries(15):
+    with django_assert_max_num_queries(16):
         response = post_status(api, project, state="pending", name="build", ref="main")
     assert response.status_code == 201, response.json()
     assert Delivery.objects.count() == 2 * HOOKS
@@ -109,7 +109,7 @@ def test_gitlab_pipeline_create_and_read(api, project, django_assert_max_num_que
     assert post_status(api, project, state="success", name="build").status_code == 201
     # The ref's newest pipeline and the commit's, then the whole creation as above; the
     # answer reads the pipeline and its jobs' coverage.
-    with django_assert_max_num_queries(14):
+    with django_assert_max_num_queries(15):
         response = api.post(url, {"ref": "main"}, format="json")
     assert response.status_code == 201, response.json()
     with django_assert_max_num_queries(3):
@@ -150,7 +150,7 @@ def test_sei_custom_cicd_run(raw_token, project, reporter, django_assert_max_num
             **headers,
         )
 
-    with django_assert_max_num_queries(16 + COLD_TOKEN):
+    with django_assert_max_num_queries(17 + COLD_TOKEN):
         assert post("RUNNING").status_code in (200, 202), post
     # instance; begin; the run with its pipeline, locked; latest jobs; run report saved;
     # job; pipeline; hooks; event; deliveries; commit; the project for the answer.
@@ -164,7 +164,7 @@ def test_distelli_build_events(raw_token, project, reporter, django_assert_max_n
     client = APIClient()
     url = "/distelli/ci/apps/web/events"
     body = {"build_status": "Running", "build_id": "J1", "branch": "main", "commit_id": SHA}
-    with django_assert_max_num_queries(17 + COLD_TOKEN):
+    with django_assert_max_num_queries(18 + COLD_TOKEN):
         created = client.put(
             f"{url}/buildEvent?apiToken={raw_token}",
             data=json.dumps(body),
@@ -201,7 +201,7 @@ def test_graphql_start_execution(raw_token, project, django_assert_max_num_queri
             ],
         }
     }
-    with django_assert_max_num_queries(17 + COLD_TOKEN):
+    with django_assert_max_num_queries(18 + COLD_TOKEN):
         response = client.post(
             "/api/graphql",
             data=json.dumps({"query": START, "variables": variables}),
