@@ -26,6 +26,7 @@ run: $(VENV)/.runtime
 test: $(VENV)/.test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-logo
 	$(BIN)/pytest
 
 # The path users run (bench/path_bench.py: serve as `make run` starts it, public API,

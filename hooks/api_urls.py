@@ -6,7 +6,7 @@ own converter (line breaks included, so an id no project has is a 404, not a 405
 
 from django.urls import path
 
-from hooks import api
+from hooks.api import views as api
 from pipelines.api.gitlab.converters import PROJECT
 
 HOOKS = PROJECT + "/hooks"

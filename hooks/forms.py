@@ -7,6 +7,7 @@ from django.utils import timezone
 
 from hooks import limits
 from hooks.models import Hook
+from hooks.signing import generate_signing_secret
 from hooks.validators import (
     SECRET_MASK,
     HookSettingError,
@@ -16,7 +17,6 @@ from hooks.validators import (
     check_signing_token,
     check_status_filter,
     check_url,
-    generate_signing_token,
 )
 from pipelines.models import Status
 from pipelines.redaction import same_origin
@@ -164,7 +164,7 @@ class HookForm(forms.ModelForm):
                 data["token"] = "" if self.moves_to_another_receiver() else stored.token
         if "signing_token" in data:
             if data.get("generate_signing_token"):
-                self.generated_signing_token = generate_signing_token()
+                self.generated_signing_token = generate_signing_secret()
                 data["signing_token"] = self.generated_signing_token
             elif data.get("remove_signing_token"):
                 data["signing_token"] = ""

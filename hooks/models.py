@@ -6,8 +6,10 @@ Delivery    one Event for one Hook: its state, next attempt time and idempotency
 DeliveryAttempt   one HTTP request of a delivery (or of a test), as the log shows it.
 """
 
+from __future__ import annotations
+
 import uuid
-from datetime import timedelta
+from datetime import datetime
 
 from django.conf import settings
 from django.db import models
@@ -15,6 +17,41 @@ from django.utils import timezone
 
 from pipelines.models import Pipeline, Project
 from pipelines.redaction import redact_url
+
+
+class HookQuerySet(models.QuerySet):
+    """Hooks by health. The rule "the hook may be sent to now" is ``executable``; the claim's
+    raw SQL (``hooks.claims``) states it once more, and a test holds the two together."""
+
+    def executable(self, now: datetime) -> HookQuerySet:
+        """GitLab's ``executable?``: neither disabled nor resting. With HOOKS_AUTO_DISABLE
+        off the health is kept but not acted on: every hook."""
+        if not settings.HOOKS_AUTO_DISABLE:
+            return self.all()
+        return self.filter(_executable(now))
+
+    def without_probe_out(self, now: datetime) -> HookQuerySet:
+        """No probe of the hook is out (one goes out alone after a rest); with
+        HOOKS_AUTO_DISABLE off there are no probes."""
+        if not settings.HOOKS_AUTO_DISABLE:
+            return self.all()
+        return self.filter(models.Q(probe_until__isnull=True) | models.Q(probe_until__lte=now))
+
+    def with_alert_status(self, alert_status: str, now: datetime) -> HookQuerySet:
+        """The hooks whose ``alert_status`` is this one."""
+        if alert_status == Hook.AlertStatus.EXECUTABLE:
+            return self.executable(now)
+        if not settings.HOOKS_AUTO_DISABLE:
+            return self.none()
+        if alert_status == Hook.AlertStatus.DISABLED:
+            return self.filter(permanently_disabled=True)
+        return self.exclude(_executable(now)).filter(permanently_disabled=False)
+
+
+def _executable(now: datetime) -> models.Q:
+    return models.Q(permanently_disabled=False) & (
+        models.Q(disabled_until__isnull=True) | models.Q(disabled_until__lte=now)
+    )
 
 
 class Hook(models.Model):
@@ -65,6 +102,8 @@ class Hook(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = HookQuerySet.as_manager()
+
     class Meta:
         ordering = ["id"]
 
@@ -112,12 +151,29 @@ class Event(models.Model):
         return f"{self.object_kind} {self.status} (pipeline {self.pipeline_id})"
 
 
+class DeliveryQuerySet(models.QuerySet):
+    def first_in_line(self) -> DeliveryQuerySet:
+        """Deliveries that no earlier unfinished delivery of their (hook, pipeline) waits in
+        front of: deliveries of one pipeline to one hook go out in id order. The claim's raw
+        SQL (``hooks.claims``) states this once more, and a test holds the two together."""
+        earlier_unfinished = Delivery.objects.filter(
+            hook_id=models.OuterRef("hook_id"),
+            order_key=models.OuterRef("order_key"),
+            pk__lt=models.OuterRef("pk"),
+            status__in=Delivery.UNFINISHED,
+        )
+        return self.filter(~models.Exists(earlier_unfinished))
+
+
 class Delivery(models.Model):
     class Status(models.TextChoices):
         PENDING = "pending"  # waiting for its next attempt (or for an earlier delivery)
         SENDING = "sending"  # claimed by a worker
         SUCCEEDED = "succeeded"
         FAILED = "failed"  # gave up after the last scheduled attempt; can be resent
+
+    UNFINISHED = (Status.PENDING, Status.SENDING)
+    FINISHED = (Status.SUCCEEDED, Status.FAILED)
 
     event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="deliveries")
     hook = models.ForeignKey(Hook, on_delete=models.CASCADE, related_name="deliveries")
@@ -144,6 +200,8 @@ class Delivery(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     # Null until the delivery succeeded or was given up.
     finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = DeliveryQuerySet.as_manager()
 
     class Meta:
         ordering = ["id"]
@@ -200,7 +258,3 @@ class DeliveryAttempt(models.Model):
     @property
     def redacted_url(self) -> str:
         return redact_url(self.url)
-
-    @classmethod
-    def prunable(cls, retention_days: int):
-        return cls.objects.filter(created_at__lt=timezone.now() - timedelta(days=retention_days))

@@ -9,7 +9,8 @@ that status's snapshot.
 
 Where Pipehook knows less than GitLab, the payload says so the way GitLab does when it lacks
 the data: ``null`` avatars (an instance without Gravatar), ``null`` ``ci_config_path`` (the
-default file), ``commit: null`` when nothing is known about the commit, and ``"[REDACTED]"``
+default file), a commit with an empty message and author when nothing but its sha is known
+(receivers read ``commit.author.name`` without checking for null), and ``"[REDACTED]"``
 for user e-mails (GitLab's value for a user without a public e-mail; Pipehook has no public
 e-mail setting, so none is ever published).
 """
@@ -17,12 +18,15 @@ e-mail setting, so none is ever published).
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from django.utils import timezone
+
+from pipelines.detailed_status import detailed_status_of
 from pipelines.models import Job, Pipeline, Project
+from pipelines.status import job_durations
 
 REDACTED_EMAIL = "[REDACTED]"
 MANUAL_WHENS = frozenset({Job.When.MANUAL, Job.When.DELAYED})  # GitLab's Ci::Build#action?
@@ -58,6 +62,7 @@ def commit_timestamp(value: datetime | None) -> str | None:
 def build_pipeline_payload(pipeline: Pipeline) -> dict[str, Any]:
     """The Pipeline Hook body for ``pipeline`` as it is now (GitLab's key order)."""
     project = pipeline.project
+    now = timezone.now()
     jobs = pipeline.loaded_latest_jobs()  # what the command changing it keeps, if any
     if jobs is None:
         jobs = list(pipeline.latest_jobs().select_related("user"))
@@ -68,7 +73,8 @@ def build_pipeline_payload(pipeline: Pipeline) -> dict[str, Any]:
         "user": user_hook_attrs(pipeline.user),
         "project": project_hook_attrs(project),
         "commit": _commit_attrs(pipeline),
-        "builds": [_build_attrs(job) for job in jobs],
+        # Durations of unfinished jobs as of now, GitLab's when it builds the payload.
+        "builds": [_build_attrs(job, now) for job in jobs],
     }
     if pipeline.source_pipeline:
         payload["source_pipeline"] = _source_pipeline_attrs(pipeline.source_pipeline)
@@ -106,7 +112,7 @@ def _pipeline_attrs(pipeline: Pipeline, jobs: list[Job]) -> dict[str, Any]:
         "before_sha": pipeline.before_sha,
         "source": str(pipeline.source),
         "status": str(pipeline.status),
-        "detailed_status": pipeline.detailed_status,
+        "detailed_status": detailed_status_of(pipeline).label,
         "stages": list(stages),
         "created_at": gitlab_hook_time(pipeline.created_at),
         "finished_at": gitlab_hook_time(pipeline.finished_at),
@@ -154,23 +160,14 @@ def project_hook_attrs(project: Project) -> dict[str, Any]:
     }
 
 
-def _commit_attrs(pipeline: Pipeline) -> dict[str, Any] | None:
-    """GitLab's ``Commit#hook_attrs``, or null (as GitLab sends for a commit it cannot find)
-    when the reporting CI told us nothing about the commit beyond its sha."""
-    known = (
-        pipeline.commit_message
-        or pipeline.commit_title
-        or pipeline.commit_timestamp
-        or pipeline.commit_author_name
-        or pipeline.commit_author_email
-    )
-    if not known:
-        return None
-    message = pipeline.commit_message
+def _commit_attrs(pipeline: Pipeline) -> dict[str, Any]:
+    """GitLab's ``Commit#hook_attrs``, always there: what the reporting CI told about the
+    commit, and for what it did not, GitLab's values for a commit without them (an empty
+    message titled "No commit message", empty author, no timestamp)."""
     return {
         "id": pipeline.sha,
-        "message": message,
-        "title": pipeline.commit_title or _commit_title(message),
+        "message": pipeline.commit_message,
+        "title": pipeline.resolved_commit_title,
         "timestamp": commit_timestamp(pipeline.commit_timestamp),
         "url": f"{pipeline.project.resolved_web_url}/-/commit/{pipeline.sha}",
         "author": {
@@ -178,18 +175,6 @@ def _commit_attrs(pipeline: Pipeline) -> dict[str, Any] | None:
             "email": pipeline.commit_author_email,
         },
     }
-
-
-def _commit_title(message: str) -> str:
-    """GitLab's ``Commit#title``: the first line; from 100 characters on, Rails'
-    ``truncate(81, separator: " ", omission: "…")`` of it."""
-    if not message.strip():
-        return "No commit message"
-    first_line = re.split(r"[\r\n]", message, maxsplit=1)[0]
-    if len(first_line) < 100:
-        return first_line
-    space = first_line.rfind(" ", 0, 81)
-    return first_line[: space if space != -1 else 80] + "…"
 
 
 def _merge_request_attrs(merge_request: dict | None) -> dict[str, Any] | None:
@@ -211,7 +196,8 @@ def _source_pipeline_attrs(source: dict) -> dict[str, Any]:
     }
 
 
-def _build_attrs(job: Job) -> dict[str, Any]:
+def _build_attrs(job: Job, now: datetime) -> dict[str, Any]:
+    duration, queued_duration = job_durations(job, now)
     return {
         "id": job.pk,
         "stage": job.stage,
@@ -220,8 +206,8 @@ def _build_attrs(job: Job) -> dict[str, Any]:
         "created_at": gitlab_hook_time(job.created_at),
         "started_at": gitlab_hook_time(job.started_at),
         "finished_at": gitlab_hook_time(job.finished_at),
-        "duration": _float_seconds(job.duration),
-        "queued_duration": _float_seconds(job.queued_duration),
+        "duration": _float_seconds(duration),
+        "queued_duration": _float_seconds(queued_duration),
         "failure_reason": job.failure_reason if job.status == Job.Status.FAILED else None,
         "when": str(job.when),
         "manual": job.manual or job.when in MANUAL_WHENS,

@@ -16,9 +16,9 @@ from django.conf import settings
 from django.dispatch import receiver
 from django.utils import timezone
 
-from hooks.delivery import enqueue_on_commit
 from hooks.models import Delivery, Event, Hook
 from hooks.payloads import build_pipeline_payload, dump_payload
+from hooks.queue import enqueue_on_commit
 from pipelines.models import Pipeline
 from pipelines.signals import pipeline_changed
 

@@ -1,4 +1,4 @@
-"""Celery tasks: thin wrappers that pass ids to ``hooks.delivery``.
+"""Celery tasks: thin wrappers that pass ids to ``hooks.delivery`` and run ``hooks.sweeper``.
 
 Messages carry ids only; every decision is made from the rows when the task runs, so a task
 delivered twice (acks_late after a worker crash) finds its deliveries claimed or finished and
@@ -8,7 +8,7 @@ does nothing.
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from hooks import delivery
+from hooks import delivery, sweeper
 
 # The database being unreachable (restarting, SQLite's write lock held too long) fails a task
 # before it could claim anything. Its message is tried again soon, 1, 2, 4 … 30 s apart for
@@ -31,9 +31,9 @@ def deliver_batch(delivery_ids: list[int]) -> None:
 
 @shared_task(ignore_result=True)
 def requeue_due_deliveries() -> int:
-    return delivery.requeue_due_deliveries()
+    return sweeper.requeue_due_deliveries()
 
 
 @shared_task(ignore_result=True)
 def prune_delivery_logs() -> int:
-    return delivery.prune_delivery_logs()
+    return sweeper.prune_delivery_logs()

@@ -9,9 +9,8 @@ Safety rules (the architecture's SSRF section):
 - The host is resolved once, every address is checked, and the connection goes to a checked
   address: a second DNS answer cannot point the request elsewhere (no DNS rebinding). The Host
   header, TLS SNI and certificate checks keep using the hostname.
-- Loopback, private, link-local, CGNAT, reserved, multicast and IPv6 unique-local or site-local
-  addresses are refused, as are IPv4-mapped/compatible forms of them and the 6to4/NAT64 ranges
-  that reach IPv4 networks, unless ``HOOKS_ALLOWED_NETWORKS`` lists a CIDR containing them.
+- Which addresses are refused (loopback, private, link-local, reserved… unless
+  ``HOOKS_ALLOWED_NETWORKS`` lists them) is ``hooks.destinations``' rule.
 - Redirects are never followed (a 3xx is just a status).
 - Connections are kept alive per (scheme, host, port, SSL verification) and reused while
   they stay open; each new one is guarded as above, and a kept one is checked again against
@@ -38,42 +37,27 @@ import os
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
 from urllib.parse import unquote
 
 import certifi
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.core.exceptions import ImproperlyConfigured
 from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.exceptions import LocationParseError
-from urllib3.util import parse_url
+
+from hooks.destinations import (
+    AddressNotAllowed,
+    HookTarget,
+    InvalidHookURL,
+    parse_hook_url,
+    refusal_reason,
+    resolve_allowed_addresses,
+)
 
 logger = logging.getLogger(__name__)
 
 RESPONSE_BODY_LIMIT = 8 * 1024  # GitLab keeps 8 KB of a receiver's answer
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-_CGNAT = ipaddress.ip_network("100.64.0.0/10")
-_UNIQUE_LOCAL = ipaddress.ip_network("fc00::/7")
-# IPv6 ranges that carry an IPv4 address to an IPv4 network: refused whole, like Svix does.
-_IPV4_TRANSLATION = tuple(
-    ipaddress.ip_network(cidr)
-    for cidr in ("64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "2001::/32")
-)
-_DOCUMENTATION = tuple(
-    ipaddress.ip_network(cidr)
-    for cidr in ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")
-)
-_SPECIAL_IPV4 = tuple(
-    ipaddress.ip_network(cidr) for cidr in ("192.0.0.0/24", "192.88.99.0/24", "198.18.0.0/15")
-)
-
-
-class AddressNotAllowed(Exception):
-    """The URL's host resolves only to addresses hooks may not reach."""
 
 
 @dataclass
@@ -86,164 +70,21 @@ class TransportResult:
     duration_ms: int = 0
     error: str = ""  # empty when a response came back whole
 
-
-# --- Which addresses are allowed ---------------------------------------------------------
-
-
-@lru_cache(maxsize=8)
-def _parse_networks(cidrs: tuple[str, ...]) -> tuple[IPNetwork, ...]:
-    networks = []
-    for cidr in cidrs:
-        try:
-            networks.append(ipaddress.ip_network(cidr.strip(), strict=False))
-        except ValueError:
-            raise ImproperlyConfigured(
-                f"HOOKS_ALLOWED_NETWORKS: {cidr!r} is not a CIDR such as 127.0.0.0/8"
-            ) from None
-    return tuple(networks)
-
-
-def allowed_networks() -> tuple[IPNetwork, ...]:
-    configured = settings.HOOKS_ALLOWED_NETWORKS
-    if isinstance(configured, str):
-        configured = configured.split(",")
-    return _parse_networks(tuple(c for c in configured if c.strip()))
-
-
-def refusal_reason(ip: IPAddress) -> str | None:
-    """Why hooks may not reach ``ip``, or None when they may."""
-    plain: IPAddress = ip
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        plain = ip.ipv4_mapped  # ::ffff:10.0.0.1 is 10.0.0.1
-    if any(address in network for network in allowed_networks() for address in (ip, plain)):
-        return None
-    if plain.is_loopback:
-        return "a loopback address"
-    if plain.is_unspecified:
-        return "the unspecified address"
-    if plain.is_link_local:
-        return "a link-local address"
-    if plain.is_multicast:
-        return "a multicast address"
-    if plain in _CGNAT:
-        return "a carrier-grade NAT (100.64.0.0/10) address"
-    if isinstance(plain, ipaddress.IPv6Address):
-        if plain in _UNIQUE_LOCAL:
-            return "an IPv6 unique-local address"
-        if plain.is_site_local:
-            return "an IPv6 site-local address"
-        if any(plain in network for network in _IPV4_TRANSLATION):
-            return "an IPv6 range that reaches IPv4 networks (6to4, NAT64, Teredo)"
-    elif any(plain in network for network in _SPECIAL_IPV4):
-        return "a special-purpose address"
-    if any(plain in network for network in _DOCUMENTATION):
-        return "a documentation address"
-    if plain.is_reserved:
-        return "a reserved address"
-    if plain.is_private:
-        return "a private address"
-    if not plain.is_global:
-        return "a reserved address"
-    return None
-
-
-def resolve_allowed_addresses(host: str, port: int) -> list[tuple[int, tuple]]:
-    """Resolve ``host`` once; return the (family, sockaddr) pairs hooks may connect to.
-
-    Raises ``AddressNotAllowed`` naming an address and the rule when none is left, and
-    ``socket.gaierror`` when the name does not resolve.
-    """
-    allowed: list[tuple[int, tuple]] = []
-    refused: list[tuple[str, str]] = []
-    for family, _type, _proto, _name, sockaddr in socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM
-    ):
-        if family not in (socket.AF_INET, socket.AF_INET6):
-            continue
-        ip = ipaddress.ip_address(sockaddr[0].split("%", 1)[0])
-        reason = refusal_reason(ip)
-        if reason:
-            refused.append((str(ip), reason))
-        elif (family, sockaddr) not in allowed:
-            allowed.append((family, sockaddr))
-    if not allowed:
-        address, reason = refused[0] if refused else ("nothing", "no usable address")
-        shown = host if host == address else f"{host} resolves to {address}, which"
-        raise AddressNotAllowed(
-            f"{shown} is {reason}; hooks may not send there unless HOOKS_ALLOWED_NETWORKS "
-            "includes it"
-        )
-    return allowed
-
-
-class InvalidHookURL(ValidationError):
-    """A Django ValidationError (forms and DRF field validators show it) whose ``str`` is
-    the plain message."""
-
-    def __str__(self) -> str:
-        return self.message
+    @classmethod
+    def failed(cls, error: str) -> TransportResult:
+        """No answer, for the reason ``error`` gives."""
+        return cls(status=None, error=error)
 
 
 @dataclass(frozen=True)
-class HookTarget:
-    """Where a hook URL sends, read once by ``parse_hook_url`` for both the save-time check
-    and the connection, so what was checked is what is reached."""
+class Outgoing:
+    """One request for ``send_many``: where, what, and the hook it is for (in logs only)."""
 
-    scheme: str  # http or https
-    host: str  # a name (IDNA, ASCII) or an IP address, IPv6 without its brackets
-    port: int  # the URL's, or the scheme's default: always given, never guessed from host
-    request_uri: str  # path and query, %-escaped as sent
-    auth: str | None  # the URL's user[:password], still %-escaped; None when absent
-
-
-DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def parse_hook_url(url: str) -> HookTarget:
-    """The one reading of a hook URL; raises ``InvalidHookURL`` saying what is wrong.
-
-    The port is always passed on explicitly: left out, ``http.client`` would look for one
-    after the host's last colon, reading ``2606:4700::abcd`` as a bad port and
-    ``2606:4700::1234`` as host ``2606:4700:`` with port 1234.
-    """
-    try:
-        parsed = parse_url(url)
-    except LocationParseError:
-        raise InvalidHookURL("url is not a valid URL") from None
-    if parsed.scheme not in DEFAULT_PORTS:
-        raise InvalidHookURL("url must start with http:// or https://")
-    if not parsed.host:
-        raise InvalidHookURL("url has no host")
-    if parsed.port == 0:
-        raise InvalidHookURL("url's port must be between 1 and 65535")
-    host = parsed.host
-    if host.startswith("["):
-        host = host[1:-1]  # an IPv6 literal, which urllib3 has checked
-    if not host.isascii():  # urllib3 gives names in IDNA form; anything else cannot be sent
-        raise InvalidHookURL("url's host is not a valid host name")
-    return HookTarget(
-        scheme=parsed.scheme,
-        host=host,
-        port=parsed.port or DEFAULT_PORTS[parsed.scheme],
-        request_uri=parsed.request_uri,
-        auth=parsed.auth,
-    )
-
-
-def validate_hook_url(url: str) -> None:
-    """Save-time check of a hook URL, for forms and the API; raises ``InvalidHookURL``.
-
-    Refuses what can never work (not http/https, no host, a bad port) and hosts that resolve
-    only to refused addresses. A host that does not resolve yet is accepted: DNS may follow,
-    and the connect-time check in ``send`` is the real guard.
-    """
-    target = parse_hook_url(url)
-    try:
-        resolve_allowed_addresses(target.host, target.port)
-    except AddressNotAllowed as exc:
-        raise InvalidHookURL(f"url is blocked: {exc}") from None
-    except (OSError, UnicodeError):
-        return
+    url: str
+    body: bytes
+    headers: dict[str, str]
+    verify_ssl: bool = True
+    hook_id: int | None = None
 
 
 # --- The connection ----------------------------------------------------------------------
@@ -469,110 +310,204 @@ def send(
 ) -> TransportResult:
     """POST ``body`` to ``url``; never raises for network trouble or a status code."""
     total = float(timeout if timeout is not None else settings.HOOKS_TIMEOUT_SECONDS)
-    connect_timeout = min(float(settings.HOOKS_CONNECT_TIMEOUT_SECONDS), total)
     started = time.monotonic()
-
-    def result(status: int | None = None, **fields) -> TransportResult:
-        elapsed_ms = int((time.monotonic() - started) * 1000)
-        return TransportResult(status=status, duration_ms=elapsed_ms, **fields)
-
     try:
         target = parse_hook_url(url)
     except InvalidHookURL as invalid:
-        return result(error=invalid.message)
+        return _result(started, error=invalid.message)
+    exchange = _Exchange(target, verify_ssl=verify_ssl, started=started, total=total)
+    try:
+        exchange.post(body, _with_url_credentials(headers, target))
+        return _result(started, **exchange.read_answer(max_body_bytes))
+    except AddressNotAllowed as exc:
+        return _result(started, error=str(exc))
+    except ImproperlyConfigured:
+        raise  # a bad HOOKS_ALLOWED_NETWORKS is the operator's to fix, loudly
+    except Exception as exc:  # the network can fail in many ways; each becomes an error text
+        error = _describe(
+            exc, phase=exchange.phase, watch=exchange.watch, total=total, host=target.host
+        )
+        if (response := exchange.response) is not None:
+            # The receiver answered, then the body failed: the status stands.
+            return _result(
+                started, response.status, headers=dict(response.headers.itermerged()), error=error
+            )
+        return _result(started, error=error)
+    finally:
+        exchange.finish()
 
+
+def _result(started: float, status: int | None = None, **fields) -> TransportResult:
+    elapsed_ms = int((time.monotonic() - started) * 1000)
+    return TransportResult(status=status, duration_ms=elapsed_ms, **fields)
+
+
+def _with_url_credentials(headers: dict[str, str], target: HookTarget) -> dict[str, str]:
+    """The headers, plus the URL's credentials as HTTP Basic auth (GitLab sends them so,
+    never in the request line) unless an Authorization header is given."""
     request_headers = dict(headers)
     if target.auth and not any(name.lower() == "authorization" for name in request_headers):
-        # GitLab sends URL credentials as HTTP Basic auth, never in the request line.
         user, _, password = target.auth.partition(":")
         credentials = f"{unquote(user)}:{unquote(password)}".encode()
         request_headers["Authorization"] = "Basic " + base64.b64encode(credentials).decode()
+    return request_headers
 
-    watch = _Watch(deadline=started + total)
-    host = target.host
-    origin: OriginKey = (target.scheme, host, target.port, verify_ssl)
 
-    def new_connection() -> HTTPConnection:
+class _Exchange:
+    """One POST and its answer on a kept or a new guarded connection, under one deadline.
+    ``phase`` and ``response`` say how far it got when something fails."""
+
+    def __init__(self, target: HookTarget, *, verify_ssl: bool, started: float, total: float):
+        self.target = target
+        self.verify_ssl = verify_ssl
+        self.total = total
+        self.connect_timeout = min(float(settings.HOOKS_CONNECT_TIMEOUT_SECONDS), total)
+        self.watch = _Watch(deadline=started + total)
+        self.origin: OriginKey = (target.scheme, target.host, target.port, verify_ssl)
+        self.phase = "connect"
+        self.connection: HTTPConnection | None = None
+        self.response = None
+        self.keep_alive = False
+
+    def _new_connection(self) -> HTTPConnection:
         return _open_connection(
-            target.scheme, host, target.port, verify_ssl=verify_ssl, connect_timeout=connect_timeout
+            self.target.scheme,
+            self.target.host,
+            self.target.port,
+            verify_ssl=self.verify_ssl,
+            connect_timeout=self.connect_timeout,
         )
 
-    phase = "connect"
-    connection = None
-    response = None
-    keep_alive = False
-    try:
-        connection = _keepalive.take(origin)
+    def _use(self, connection: HTTPConnection) -> HTTPConnection:
+        self.connection = connection
+        self.watch.connection = connection
+        return connection
+
+    def post(self, body: bytes, headers: dict[str, str]) -> None:
+        """Send the request and read the answer's status and headers."""
+        watch = self.watch
+        connection = _keepalive.take(self.origin)
         reused = connection is not None
-        if connection is None:
-            connection = new_connection()
-        watch.connection = connection
+        connection = self._use(connection or self._new_connection())
         _watchdog.watch(watch)
         while True:
             connection.watch = watch
             try:
                 if connection.sock is None:
-                    phase = "connect"
-                    connection.timeout = connect_timeout
+                    self.phase = "connect"
+                    connection.timeout = self.connect_timeout
                     connection.connect()
-                phase = "response"
+                self.phase = "response"
                 # urllib3 applies the connection's timeout to every later socket operation,
                 # reading the answer included: give it what is left of the budget.
                 connection.timeout = max(0.001, watch.deadline - time.monotonic())
                 connection.request(
                     "POST",
-                    target.request_uri,
+                    self.target.request_uri,
                     body=body,
-                    headers=request_headers,
+                    headers=headers,
                     preload_content=False,
                     decode_content=False,
                 )
-                response = connection.getresponse()
+                self.response = connection.getresponse()
                 break
             except _STALE_CONNECTION_ERRORS:
                 if not reused or watch.fired:
                     raise
                 connection.close()
                 reused = False
-                connection = new_connection()
-                watch.connection = connection
+                connection = self._use(self._new_connection())
         if watch.fired:
             # A shut socket reads as the end of the headers: what came is not the answer.
-            response = None
+            self.response = None
             raise TimeoutError
-        phase = "body"
+
+    def read_answer(self, max_body_bytes: int) -> dict:
+        """The answer's fields of a ``TransportResult``, with at most ``max_body_bytes`` of
+        its body."""
+        self.phase = "body"
+        response = self.response
         data = response.read(max_body_bytes + 1)
-        cut_short = watch.fired
+        cut_short = self.watch.fired
         # Reusable only after a whole answer: read to its end (a body over the limit is not),
         # in time, and the receiver did not say it closes (http.client then dropped the
         # socket already).
-        keep_alive = not cut_short and response.isclosed() and connection.sock is not None
-        return result(
-            response.status,
-            headers=dict(response.headers.itermerged()),
-            body=data[:max_body_bytes],
-            truncated=len(data) > max_body_bytes or cut_short,
-            error=f"timed out after {total:g} s reading the response body" if cut_short else "",
-        )
-    except AddressNotAllowed as exc:
-        return result(error=str(exc))
-    except ImproperlyConfigured:
-        raise  # a bad HOOKS_ALLOWED_NETWORKS is the operator's to fix, loudly
-    except Exception as exc:  # the network can fail in many ways; each becomes an error text
-        error = _describe(exc, phase=phase, watch=watch, total=total, host=host)
-        if response is not None:
-            # The receiver answered, then the body failed: the status stands.
-            return result(response.status, headers=dict(response.headers.itermerged()), error=error)
-        return result(error=error)
-    finally:
-        watch.done = True
+        self.keep_alive = not cut_short and response.isclosed() and self.connection.sock is not None
+        return {
+            "status": response.status,
+            "headers": dict(response.headers.itermerged()),
+            "body": data[:max_body_bytes],
+            "truncated": len(data) > max_body_bytes or cut_short,
+            "error": f"timed out after {self.total:g} s reading the response body"
+            if cut_short
+            else "",
+        }
+
+    def finish(self) -> None:
+        self.watch.done = True
         # Should the watchdog fire in this very instant, it shuts a socket the pool holds;
         # the next taker finds it closed and opens another.
-        if connection is not None:
-            if keep_alive and not watch.fired:
-                _keepalive.give_back(origin, connection)
+        if self.connection is not None:
+            if self.keep_alive and not self.watch.fired:
+                _keepalive.give_back(self.origin, self.connection)
             else:
-                connection.close()
+                self.connection.close()
+
+
+# --- Many requests at once -----------------------------------------------------------------
+
+# Threads that carry a batch's extra lanes, shared by every task of the process. Idle
+# threads are reused; the cap is only a backstop, so a batch never waits for another's lanes.
+_LANE_THREADS_MAX = 256
+_lane_executor: tuple[int, ThreadPoolExecutor] | None = None
+_lane_executor_lock = threading.Lock()
+
+
+def _lanes() -> ThreadPoolExecutor:
+    global _lane_executor
+    with _lane_executor_lock:
+        # Made in the process that uses it: a forked worker child must not inherit it.
+        if _lane_executor is None or _lane_executor[0] != os.getpid():
+            _lane_executor = (
+                os.getpid(),
+                ThreadPoolExecutor(_LANE_THREADS_MAX, thread_name_prefix="hook-send"),
+            )
+        return _lane_executor[1]
+
+
+def send_many(requests: list[Outgoing]) -> list[TransportResult]:
+    """Send the requests over up to HOOKS_SEND_CONCURRENCY lanes at once, each lane one
+    request after the other; results in the order of ``requests``. The caller's thread
+    runs the first lane. Lanes only do HTTP: no database connection is used in them."""
+    lanes = min(len(requests), max(1, settings.HOOKS_SEND_CONCURRENCY))
+    results: list[TransportResult | None] = [None] * len(requests)
+
+    def run_lane(lane: int) -> None:
+        for index in range(lane, len(requests), lanes):
+            results[index] = _send_alone(requests[index])
+
+    others = [_lanes().submit(run_lane, lane) for lane in range(1, lanes)]
+    run_lane(0)
+    for future in others:
+        future.result()
+    return results  # type: ignore[return-value]  (every slot is filled)
+
+
+def _send_alone(request: Outgoing) -> TransportResult:
+    """One request, isolated: whatever goes wrong in sending it is its own failed result
+    (logged with the reason, retried as any failure), never its batch's crash."""
+    try:
+        return send(request.url, request.body, request.headers, verify_ssl=request.verify_ssl)
+    except ImproperlyConfigured:
+        raise  # a bad HOOKS_ALLOWED_NETWORKS fails every request alike: the operator's to fix
+    except Exception as exc:
+        logger.exception("Hook %s: the request could not be sent", request.hook_id)
+        return TransportResult.failed(f"the request could not be sent: {exception_summary(exc)}")
+
+
+def exception_summary(exc: BaseException) -> str:
+    """``Type: message`` of an exception nobody foresaw, for the delivery log."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _describe(exc: BaseException, *, phase: str, watch: _Watch, total: float, host: str) -> str:
@@ -606,16 +541,11 @@ def _is_wrapper(exc: BaseException) -> bool:
 
 
 __all__ = [
-    "AddressNotAllowed",
-    "HookTarget",
-    "InvalidHookURL",
     "RESPONSE_BODY_LIMIT",
+    "Outgoing",
     "TransportResult",
-    "allowed_networks",
     "close_idle_connections",
-    "parse_hook_url",
-    "refusal_reason",
-    "resolve_allowed_addresses",
+    "exception_summary",
     "send",
-    "validate_hook_url",
+    "send_many",
 ]

@@ -9,9 +9,11 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-import secrets
 from collections.abc import Iterable, Mapping
 
+from hooks.destinations import InvalidHookURL, validate_hook_url
+from hooks.headers import RESERVED_HEADERS
+from hooks.signing import SECRET_PREFIX
 from pipelines.models import Status
 from pipelines.redaction import (
     QUERY_VALUE_MASK,
@@ -28,28 +30,6 @@ MAX_HEADER_NAME_LENGTH = 255
 MAX_HEADER_VALUE_LENGTH = 2000
 HEADER_NAME = re.compile(r"^[A-Za-z0-9._-]+$")  # GitLab: letters, digits, '.', '-', '_'
 
-# Headers every delivery sets itself; a custom header may not replace them (GitLab merges
-# the standard headers over the custom ones, so they would be dropped silently anyway).
-RESERVED_HEADERS = frozenset(
-    name.lower()
-    for name in (
-        "Content-Type",
-        "Content-Length",
-        "Host",
-        "User-Agent",
-        "Idempotency-Key",
-        "X-Gitlab-Event",
-        "X-Gitlab-Token",
-        "X-Gitlab-Instance",
-        "X-Gitlab-Webhook-UUID",
-        "X-Gitlab-Event-UUID",
-        "webhook-id",
-        "webhook-timestamp",
-        "webhook-signature",
-    )
-)
-
-SIGNING_TOKEN_PREFIX = "whsec_"
 # Standard Webhooks secrets are 24 to 64 random bytes; GitLab generates 32.
 SIGNING_KEY_MIN_BYTES = 24
 SIGNING_KEY_MAX_BYTES = 64
@@ -78,13 +58,13 @@ def check_secret_token(token: str) -> str:
 def check_signing_token(value: str) -> str:
     """A Standard Webhooks secret: ``whsec_`` followed by base64 of 24 to 64 bytes."""
     value = value.strip()
-    if not value.startswith(SIGNING_TOKEN_PREFIX):
+    if not value.startswith(SECRET_PREFIX):
         raise HookSettingError(
             "signing_token",
             "signing_token must start with 'whsec_' followed by base64 (e.g. whsec_ and 32 "
             "random bytes in base64)",
         )
-    encoded = value[len(SIGNING_TOKEN_PREFIX) :]
+    encoded = value[len(SECRET_PREFIX) :]
     try:
         key = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
@@ -98,11 +78,6 @@ def check_signing_token(value: str) -> str:
             f" bytes, this one encodes {len(key)}",
         )
     return value
-
-
-def generate_signing_token() -> str:
-    """A new Standard Webhooks secret, GitLab's format: whsec_ + base64 of 32 random bytes."""
-    return SIGNING_TOKEN_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def check_custom_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -179,9 +154,6 @@ def check_url(url: str, stored: str = "") -> str:
     The URL may be the stored one as it is shown, masked (``pipelines.redaction``): its
     hidden parts are then taken back from ``stored``, for the same scheme and host only.
     """
-    # Imported here: transport is the one HTTP seam and pulls in the HTTP client.
-    from hooks.transport import InvalidHookURL, validate_hook_url
-
     url = url.strip()
     if not url:
         raise HookSettingError("url", "url is empty")

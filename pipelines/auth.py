@@ -318,11 +318,6 @@ def raw_token_from_request(request) -> str | None:
     return None
 
 
-def token_has_permission(token: AccessToken, action: str, project: Project | None = None) -> bool:
-    """Whether a token may do the action (scopes aside): on ``project``, or somewhere."""
-    return grants_of(token).may(action, project)
-
-
 def permitted_projects(token: AccessToken | None, action: str, user=None):
     """The projects a token (or a signed-in user) may do ``action`` on, scopes aside."""
     grants = grants_of(token, user)

@@ -20,6 +20,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from pipelines.commits import commit_title
 from pipelines.variables import normalize_variable_declarations, validate_variable_declarations
 
 
@@ -40,8 +41,10 @@ class Status(models.TextChoices):
     SCHEDULED = "scheduled"
 
 
-# GitLab's groups (Ci::HasStatus): "completed" statuses are final until a retry.
+# GitLab's groups (Ci::HasStatus): "completed" statuses are final until a retry; "finished"
+# ones (the scope, and what sets ``finished_at``) leave skipped out.
 COMPLETED_STATUSES = frozenset({Status.SUCCESS, Status.FAILED, Status.CANCELED, Status.SKIPPED})
+FINISHED_STATUSES = frozenset({Status.SUCCESS, Status.FAILED, Status.CANCELED})
 ACTIVE_STATUSES = frozenset(
     {
         Status.WAITING_FOR_RESOURCE,
@@ -53,36 +56,6 @@ ACTIVE_STATUSES = frozenset(
 )
 # What canceling a pipeline cancels (GitLab's ``CANCELABLE_STATUSES``): not manual jobs.
 CANCELABLE_STATUSES = ACTIVE_STATUSES - {Status.CANCELING} | {Status.CREATED, Status.SCHEDULED}
-
-# A pipeline's ``Gitlab::Ci::Status`` as (icon, text, label, group). The label is what hook
-# payloads call ``detailed_status``. Manual and scheduled pipelines wear GitLab's
-# Pipeline::Blocked and Pipeline::Delayed; a success with warnings has its own, below.
-DETAILED_STATUSES = {
-    Status.CREATED: ("status_created", "created", "created", "created"),
-    Status.WAITING_FOR_RESOURCE: (
-        "status_pending",
-        "waiting",
-        "waiting for resource",
-        "waiting-for-resource",
-    ),
-    Status.PREPARING: ("status_preparing", "preparing", "preparing", "preparing"),
-    Status.PENDING: ("status_pending", "pending", "pending", "pending"),
-    Status.RUNNING: ("status_running", "running", "running", "running"),
-    Status.SUCCESS: ("status_success", "passed", "passed", "success"),
-    Status.FAILED: ("status_failed", "failed", "failed", "failed"),
-    Status.CANCELING: ("status_canceled", "canceling", "canceling", "canceling"),
-    Status.CANCELED: ("status_canceled", "canceled", "canceled", "canceled"),
-    Status.SKIPPED: ("status_skipped", "skipped", "skipped", "skipped"),
-    Status.MANUAL: ("status_manual", "blocked", "waiting for manual action", "manual"),
-    Status.SCHEDULED: ("status_scheduled", "delayed", "waiting for delayed job", "scheduled"),
-}
-# GitLab's SuccessWarning: a success in which jobs that may fail failed or were canceled.
-SUCCESS_WITH_WARNINGS = (
-    "status_warning",
-    "passed",
-    "passed with warnings",
-    "success_with_warnings",
-)
 
 
 class Project(models.Model):
@@ -134,8 +107,7 @@ class Project(models.Model):
         return self.web_url or f"{settings.PIPEHOOK_EXTERNAL_URL}/{self.path_with_namespace}"
 
 
-# GitLab's way of showing a commit it does not know (before_sha of a new branch, a run that
-# named no commit).
+# GitLab's unknown commit (before_sha of a new branch, a run that named no commit).
 UNKNOWN_SHA = "0" * 40
 
 
@@ -203,15 +175,8 @@ class Pipeline(models.Model):
         return f"{self.project.resolved_web_url}/-/pipelines/{self.pk}"
 
     @property
-    def detailed_status(self) -> str:
-        """GitLab's label for the status, as hook payloads show it."""
-        return self.detailed_status_parts()[2]
-
-    def detailed_status_parts(self) -> tuple[str, str, str, str]:
-        """(icon, text, label, group) of GitLab's detailed status."""
-        if self.status == Status.SUCCESS and self.has_warnings():
-            return SUCCESS_WITH_WARNINGS
-        return DETAILED_STATUSES[self.status]
+    def resolved_commit_title(self) -> str:  # the CI's title, else GitLab's of the message
+        return self.commit_title or commit_title(self.commit_message)
 
     def has_warnings(self) -> bool:
         """Whether a latest job that may fail failed or was canceled (GitLab's warnings)."""

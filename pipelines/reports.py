@@ -29,6 +29,7 @@ from pipelines.models import (
     Pipeline,
     Project,
     Status,
+    commit_title,
 )
 from pipelines.services import (
     EXTERNAL_STAGE,
@@ -431,7 +432,7 @@ def _build_pipeline_fields(fields: dict, parent: DistelliEvent | None, project: 
         "source": source,
         "name": f"Build {fields['build_id']}"[:255] if fields.get("build_id") else None,
         "commit_message": message,
-        "commit_title": message.split("\n", 1)[0][:255],
+        "commit_title": commit_title(message)[:255] if message else "",
         "commit_author_name": given("author_name") or given("author_username") or "",
     }
 

@@ -281,16 +281,24 @@ def transition_pipeline(pipeline: Pipeline, status: str, *, at: datetime | None 
 
 
 def retry_pipeline(pipeline: Pipeline, *, user: AbstractBaseUser | None = None) -> Pipeline:
-    """Retry the failed and canceled jobs; a finished pipeline goes back to running."""
+    """Retry the failed and canceled jobs; a finished pipeline goes back to running.
+
+    As GitLab's ``Ci::RetryPipelineService``, nothing to retry is no refusal: the pipeline
+    comes back unchanged (the API still answers 201). The jobs of an ``external`` pipeline
+    are commit statuses, which GitLab never retries (``GenericCommitStatus#retryable?``):
+    the CI that reported them reports the next attempt.
+    """
     at = timezone.now()
     with transaction.atomic():
         pipeline = lock_pipeline(pipeline)
         jobs = list(pipeline.latest_jobs())
         retryable = [j for j in jobs if j.status in (Status.FAILED, Status.CANCELED)]
-        if jobs and not retryable:
-            raise TransitionRefused("Pipeline is not retryable: it has no failed or canceled jobs")
-        if not jobs and pipeline.status not in (Status.FAILED, Status.CANCELED):
-            raise TransitionRefused(f"Pipeline is not retryable: it is {pipeline.status}")
+        if pipeline.source == Pipeline.Source.EXTERNAL:
+            retryable = []
+        reason = _nothing_to_retry(pipeline, jobs, retryable)
+        if reason:
+            logger.info("Pipeline %s: retry changed nothing: %s", pipeline.pk, reason)
+            return pipeline
         for old in retryable:
             Job.objects.filter(pk=old.pk).update(retried=True, updated_at=at)
             _clone_job_for_retry(old, user=user, at=at)
@@ -300,6 +308,16 @@ def retry_pipeline(pipeline: Pipeline, *, user: AbstractBaseUser | None = None) 
             change_pipeline_status(pipeline, Status.RUNNING, at)
     pipeline.refresh_from_db()
     return pipeline
+
+
+def _nothing_to_retry(pipeline: Pipeline, jobs: list[Job], retryable: list[Job]) -> str | None:
+    if pipeline.source == Pipeline.Source.EXTERNAL:
+        return "the jobs of an external pipeline are commit statuses, retried by their CI"
+    if jobs and not retryable:
+        return "it has no failed or canceled jobs"
+    if not jobs and pipeline.status not in (Status.FAILED, Status.CANCELED):
+        return f"it is {pipeline.status}"
+    return None
 
 
 def _clone_job_for_retry(old: Job, *, user: AbstractBaseUser | None, at: datetime) -> Job:
@@ -326,7 +344,10 @@ def cancel_pipeline(pipeline: Pipeline) -> Pipeline:
     """Cancel every job that can still be canceled; a pipeline without jobs is canceled.
 
     As GitLab's ``Ci::CancelPipelineService``: a pipeline is cancelable while one of its jobs
-    is, and manual jobs stay manual (they are not running, and can still be played).
+    is and it is not ``external`` (``Ci::Pipeline#cancelable?``: the CI that reports it
+    decides), and manual jobs stay manual (they are not running, and can still be played).
+    Nothing to cancel is no refusal: the pipeline comes back unchanged, as GitLab's API
+    answers it.
     """
     at = timezone.now()
     with transaction.atomic():
@@ -334,8 +355,10 @@ def cancel_pipeline(pipeline: Pipeline) -> Pipeline:
         jobs = list(pipeline.latest_jobs())
         cancelable = [job for job in jobs if job.status in CANCELABLE_STATUSES]
         nothing_to_cancel = not cancelable if jobs else pipeline.status not in CANCELABLE_STATUSES
-        if nothing_to_cancel:
-            raise TransitionRefused(f"Pipeline is not cancelable: it is {pipeline.status}")
+        if nothing_to_cancel or pipeline.source == Pipeline.Source.EXTERNAL:
+            reason = "it is external" if not nothing_to_cancel else f"it is {pipeline.status}"
+            logger.info("Pipeline %s: cancel changed nothing: %s", pipeline.pk, reason)
+            return pipeline
         for job in cancelable:
             apply_job_status(job, Status.CANCELED, at)
             job.save()
@@ -516,6 +539,8 @@ def _locked_pipeline_for_status(
                 user=user,
                 variables=None,
                 at=at,
+                # Pipelines of this commit on other refs: none if the report names no ref.
+                **(_known_commit_fields(project, reported.sha) if reported.ref else {}),
             )
     pipeline.project = project
     pipeline.load_latest_jobs()

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from datetime import datetime
 
 from pipelines.errors import InvalidInput, TransitionRefused
-from pipelines.models import COMPLETED_STATUSES, Job, Pipeline, Status
+from pipelines.models import COMPLETED_STATUSES, FINISHED_STATUSES, Job, Pipeline, Status
 
 UNSTARTED_STATUSES = frozenset(
     {Status.CREATED, Status.WAITING_FOR_RESOURCE, Status.PREPARING, Status.PENDING}
@@ -94,7 +94,7 @@ def apply_job_status(job: Job, status: str, at: datetime) -> None:
         job.started_at = job.started_at or at
         job.queued_at = job.queued_at or job.created_at
         job.queued_duration = seconds_between(job.queued_at, job.started_at)
-    if status in COMPLETED_STATUSES:
+    if status in FINISHED_STATUSES:  # GitLab's: a skipped job has no finish time
         job.finished_at = job.finished_at or at
         if job.started_at:
             job.duration = seconds_between(job.started_at, job.finished_at)
@@ -102,6 +102,22 @@ def apply_job_status(job: Job, status: str, at: datetime) -> None:
         job.failure_reason = None
     if status == Status.MANUAL:
         job.manual = True
+        job.when = Job.When.MANUAL
+    if status == Status.SCHEDULED:
+        job.when = Job.When.DELAYED
+
+
+def job_durations(job: Job, now: datetime) -> tuple[float | None, float | None]:
+    """(duration, queued_duration) as GitLab's ``CommitStatus`` computes them when asked:
+    a running job's duration grows until it finishes, a pending one's time in the queue
+    until it starts (``calculate_duration(start, end || now)``). A duration a CI reported,
+    or one stored when the job finished, stands."""
+    duration, queued = job.duration, job.queued_duration
+    if duration is None and job.started_at:
+        duration = seconds_between(job.started_at, job.finished_at or now)
+    if queued is None and job.queued_at:
+        queued = seconds_between(job.queued_at, job.started_at or now)
+    return duration, queued
 
 
 # --- Composition: a pipeline's status from its jobs -----------------------------------------
@@ -195,7 +211,7 @@ def apply_pipeline_status(
     pipeline.updated_at = at
     if new_status == Status.RUNNING and (previous in UNSTARTED_STATUSES or not pipeline.started_at):
         pipeline.started_at = at
-    if new_status in COMPLETED_STATUSES:
+    if new_status in FINISHED_STATUSES:  # GitLab's: a skipped pipeline has no finish time
         pipeline.finished_at = at
         periods = [
             (j.started_at, j.finished_at) for j in latest_jobs if j.started_at and j.finished_at
@@ -223,7 +239,7 @@ def apply_reported_times(
     )
     if ran and started_at:
         pipeline.started_at = started_at
-    if pipeline.status in COMPLETED_STATUSES:
+    if pipeline.status in FINISHED_STATUSES:
         if finished_at:
             pipeline.finished_at = finished_at
         if (started_at or finished_at) and pipeline.started_at and pipeline.finished_at:
@@ -260,5 +276,6 @@ def union_seconds(periods: list[tuple[datetime, datetime]]) -> int:
 
 
 def set_queued_duration(pipeline: Pipeline) -> None:
+    """GitLab's ``queued_duration``: from creation to start, nil when it is 0."""
     if pipeline.started_at:
-        pipeline.queued_duration = whole_seconds(pipeline.created_at, pipeline.started_at)
+        pipeline.queued_duration = whole_seconds(pipeline.created_at, pipeline.started_at) or None

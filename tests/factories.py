@@ -1,8 +1,11 @@
+import json
+
 import factory
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 
 from pipelines.models import Job, Pipeline, Project
+from pipelines.signals import PipelineChange
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -76,3 +79,41 @@ class HookFactory(factory.django.DjangoModelFactory):
 
     project = factory.SubFactory(ProjectFactory)
     url = "http://127.0.0.1:9/hook"
+
+
+class EventFactory(factory.django.DjangoModelFactory):
+    """An outbox event written directly: a pipeline that finished with ``status``. Pipeline
+    changes made through pipelines.services write real ones, payload and all."""
+
+    class Meta:
+        model = "hooks.Event"
+
+    pipeline = None
+    project = factory.Maybe(
+        "pipeline",
+        yes_declaration=factory.SelfAttribute("pipeline.project"),
+        no_declaration=factory.SubFactory(ProjectFactory),
+    )
+    change = PipelineChange.FINISHED
+    status = "success"
+    previous_status = "running"
+    body = factory.LazyAttribute(
+        lambda event: json.dumps(
+            {"object_kind": "pipeline", "object_attributes": {"status": event.status}}
+        )
+    )
+
+
+class DeliveryFactory(factory.django.DjangoModelFactory):
+    """A delivery of a new event of the hook's project to the hook, written directly."""
+
+    class Meta:
+        model = "hooks.Delivery"
+
+    hook = factory.SubFactory(HookFactory)
+    event = factory.SubFactory(EventFactory, project=factory.SelfAttribute("..hook.project"))
+    # Deliveries of one pipeline to a hook go out in id order, as the outbox writes them; an
+    # event of no pipeline is an order of its own.
+    order_key = factory.LazyAttribute(
+        lambda delivery: delivery.event.pipeline_id or delivery.event.pk
+    )

@@ -48,24 +48,13 @@ def test_connecting_to_the_broker_makes_deliveries_with_a_message_out_due_again(
     from django.utils import timezone
 
     from config.celery import ForgetQueuedMessages
-    from hooks.models import Delivery, Event
-    from tests.factories import HookFactory, PipelineFactory
+    from tests.factories import DeliveryFactory, EventFactory, PipelineFactory
 
-    pipeline = PipelineFactory()
-    hook = HookFactory(project=pipeline.project)
-    event = Event.objects.create(
-        project=pipeline.project, pipeline=pipeline, change="created", status="created", body="{}"
-    )
+    event = EventFactory(pipeline=PipelineFactory())
     later = timezone.now() + timedelta(hours=1)
-    queued = Delivery.objects.create(
-        event=event, hook=hook, order_key=pipeline.pk, queued_until=later
-    )
-    sent = Delivery.objects.create(
-        event=event,
-        hook=HookFactory(project=pipeline.project),
-        order_key=pipeline.pk,
-        status="succeeded",
-        queued_until=later,
+    queued = DeliveryFactory(event=event, hook__project=event.project, queued_until=later)
+    sent = DeliveryFactory(
+        event=event, hook__project=event.project, status="succeeded", queued_until=later
     )
 
     ForgetQueuedMessages.__new__(ForgetQueuedMessages).start(consumer=None)

@@ -30,13 +30,15 @@ from pipelines.models import (
     Job,
     PipelineDefinition,
 )
-from tests.factories import PipelineFactory, ProjectFactory, UserFactory
+from tests.factories import DeliveryFactory, PipelineFactory, ProjectFactory, UserFactory
 
 SHA = "5b6a36e1e5fb3a2bfe1f8e2ec0a3dc9b8f7a6c11"
 MISSING_ID = "987654"
 
 # Open to anyone, on purpose: the API description, the health check, the way to the admin.
 PUBLIC_ROUTES = {"schema", "api-docs", "home", "healthz"}
+# Any valid token reads them: they tell of the instance and the token's own user only.
+INSTANCE_ROUTES = {"gitlab-current-user", "gitlab-version", "gitlab-metadata"}
 
 
 @dataclass
@@ -55,18 +57,14 @@ class World:
 
 
 @pytest.fixture
-def world(db, receiver, settings):
-    settings.HOOKS_ALLOWED_NETWORKS = ["127.0.0.0/8"]
+def world(db, receiver):
     project = ProjectFactory(name="Hidden Treasure", namespace="vault", path="treasure")
     pipeline = PipelineFactory(project=project, sha=SHA, status="running")
     Job.objects.create(pipeline=pipeline, name="build", stage="build", status="failed")
     Job.objects.create(pipeline=pipeline, name="test", stage="test", status="running")
     definition = PipelineDefinition.objects.create(project=project, name="Deploy")
     hook = Hook.objects.create(project=project, url=receiver.url, custom_headers={"X-Team": "ops"})
-    event = Event.objects.create(
-        project=project, pipeline=pipeline, change="status", status="running", body="{}"
-    )
-    delivery = Delivery.objects.create(event=event, hook=hook, order_key=pipeline.pk)
+    delivery = DeliveryFactory(hook=hook, event__pipeline=pipeline)
     attempt = DeliveryAttempt.objects.create(
         hook=hook, delivery=delivery, url=hook.url, response_status=500
     )
@@ -149,6 +147,16 @@ def routes(world: World) -> dict[str, Route]:
         ),
         "gitlab-pipeline": Route(pipeline, {"get": None, "delete": None}),
         "gitlab-pipeline-jobs": Route(f"{pipeline}/jobs", {"get": None}),
+        "gitlab-pipeline-bridges": Route(f"{pipeline}/bridges", {"get": None}),
+        "gitlab-pipeline-test-report": Route(f"{pipeline}/test_report", {"get": None}),
+        "gitlab-pipeline-test-report-summary": Route(
+            f"{pipeline}/test_report_summary", {"get": None}
+        ),
+        "gitlab-commit": Route(
+            f"/api/v4/projects/{project}/repository/commits/{{sha}}", {"get": None}
+        ),
+        "gitlab-jobs": Route(f"/api/v4/projects/{project}/jobs", {"get": None}),
+        "gitlab-job": Route(f"/api/v4/projects/{project}/jobs/{{job_id}}", {"get": None}),
         "gitlab-pipeline-variables": Route(f"{pipeline}/variables", {"get": None}),
         "gitlab-pipeline-retry": Route(f"{pipeline}/retry", {"post": None}),
         "gitlab-pipeline-cancel": Route(f"{pipeline}/cancel", {"post": None}),
@@ -196,6 +204,7 @@ def values(world: World, caller: str, *, missing: bool) -> dict[str, str]:
     found = {
         "project_id": str(project.pk),
         "pipeline_id": str(world.pipeline.pk),
+        "job_id": str(world.pipeline.jobs.first().pk),
         "definition_id": str(world.definition.pk),
         "hook_id": str(world.hook.pk),
         "event_id": str(world.attempt.pk),
@@ -266,7 +275,9 @@ def snapshot() -> dict:
 def test_every_route_is_covered(world):
     listed = routes(world)
     for path, pattern in url_patterns():
-        if path.startswith("admin/") or pattern.name in PUBLIC_ROUTES | {"graphql"}:
+        if path.startswith("admin/") or pattern.name in PUBLIC_ROUTES | INSTANCE_ROUTES | {
+            "graphql"
+        }:
             continue
         assert pattern.name in listed, f"{path}: add it to routes() in {__name__}"
         assert set(listed[pattern.name].methods) == implemented_methods(pattern), path

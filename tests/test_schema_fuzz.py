@@ -39,10 +39,10 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from config.wsgi import application
-from hooks.models import Delivery, DeliveryAttempt, Event, Hook
+from hooks.models import DeliveryAttempt, Hook
 from pipelines import auth, services
 from pipelines.models import CicdInstance, DistelliEvent, PipelineDefinition
-from tests.factories import ProjectFactory, UserFactory
+from tests.factories import DeliveryFactory, ProjectFactory, UserFactory
 
 FUZZ_EXAMPLES = 25
 SHA = "a" * 40
@@ -126,10 +126,7 @@ def scene(db, monkeypatch, settings):
     hook = Hook.objects.create(
         project=project, url="http://127.0.0.1:9/hook", custom_headers={"X-Fuzz": "1"}
     )
-    event = Event.objects.create(
-        project=project, pipeline=job.pipeline, change="created", status="created", body="{}"
-    )
-    delivery = Delivery.objects.create(event=event, hook=hook, order_key=job.pipeline_id)
+    delivery = DeliveryFactory(hook=hook, event__pipeline=job.pipeline)
     attempt = DeliveryAttempt.objects.create(hook=hook, delivery=delivery, url=hook.url)
     instance = CicdInstance.objects.create(project=project, name="jenkins", guid=uuid.uuid4())
     build = DistelliEvent.objects.create(

@@ -28,7 +28,8 @@ from hooks import delivery as hook_delivery
 from hooks.models import Delivery, Hook
 from pipelines import auth
 from pipelines.api.graphql.ids import encode_id
-from pipelines.models import AccessToken, CicdInstance
+from pipelines.models import AccessToken, CicdInstance, Job
+from tests.clients import api_client_with
 from tests.factories import UserFactory
 from tests.test_serve import (  # noqa: F401 (embedded_env is a fixture)
     ROOT,
@@ -67,7 +68,6 @@ class Links(HTMLParser):
 
 @pytest.fixture
 def secrets(db, receiver, settings):
-    settings.HOOKS_ALLOWED_NETWORKS = ["127.0.0.0/8"]
     root = UserFactory(username="root", is_superuser=True, is_staff=True)
     root.set_password(ADMIN_PASSWORD)
     root.save()
@@ -99,8 +99,7 @@ def leaks(text: str, secrets: dict, allowed: tuple[str, ...] = ()) -> list[str]:
 
 def exercise_the_api(secrets: dict) -> list[tuple[str, str]]:
     """Create, report, deliver, read: returns (what, text) of every response, headers too."""
-    api = APIClient()
-    api.credentials(HTTP_PRIVATE_TOKEN=secrets["api token"])
+    api = api_client_with(secrets["api token"])
     seen: list[tuple[str, str]] = []
 
     def keep(what, response):
@@ -237,6 +236,7 @@ def exercise_the_api(secrets: dict) -> list[tuple[str, str]]:
         "definition_id": str(definition["id"]),
         "event_id": str(event["id"]),
         "sha": sha,
+        "job_id": str(Job.objects.filter(pipeline__project_id=project_id).first().pk),
         "username": "root",
         "app_name": "web",
     }

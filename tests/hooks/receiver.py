@@ -42,6 +42,7 @@ class ReceivedRequest:
     body: bytes
     received_at: float  # time.monotonic()
     client_port: int  # the sender's side of the TCP connection: equal ports, one connection
+    client_host: str = ""  # the sender's address: which host sent it
     answered_at: float | None = None  # time.monotonic() when the reply started going out
 
     def header(self, name: str) -> str | None:
@@ -95,6 +96,7 @@ class Receiver:
                     body=body,
                     received_at=time.monotonic(),
                     client_port=self.client_address[1],
+                    client_host=self.client_address[0],
                 )
                 reply = receiver._record(request)
                 if reply.delay:

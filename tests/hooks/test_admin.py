@@ -3,20 +3,19 @@ health, deliveries and buttons, and the delivery log. Requests go through Django
 client with a signed-in user; deliveries go to a real receiver on 127.0.0.1."""
 
 import base64
-import json
 from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 from django.utils import timezone
-from rest_framework.test import APIClient
 
 from hooks.forms import HookForm
-from hooks.models import Delivery, DeliveryAttempt, Event, Hook
+from hooks.models import Delivery, DeliveryAttempt, Hook
 from hooks.validators import SECRET_MASK
 from pipelines import services
-from tests.factories import UserFactory
+from tests.clients import api_client_with
+from tests.factories import DeliveryFactory, UserFactory
 from tests.hooks.receiver import Reply
 
 SECRET_TOKEN = "admin-form-secret"
@@ -56,14 +55,8 @@ def make_hook(project, **fields) -> Hook:
 
 
 def make_delivery(hook: Hook, *, status=Delivery.Status.SUCCEEDED, event_status="success", **kw):
-    event = Event.objects.create(
-        project=hook.project,
-        change="status",
-        status=event_status,
-        previous_status="running",
-        body=json.dumps({"object_kind": "pipeline", "object_attributes": {"status": event_status}}),
-    )
-    return Delivery.objects.create(event=event, hook=hook, order_key=1, status=status, **kw)
+    """A delivery of a finished pipeline's event; all of one hook's in one order."""
+    return DeliveryFactory(hook=hook, event__status=event_status, order_key=1, status=status, **kw)
 
 
 # --- The project page -------------------------------------------------------------------
@@ -488,6 +481,32 @@ def test_delivery_list_filters_by_status_and_response(admin_client, project):
     assert [d.pk for d in by_response.context["cl"].result_list] == [ok.pk]
 
 
+@pytest.mark.parametrize("auto_disable", [True, False])
+def test_hook_list_filters_by_the_health_its_badges_show(
+    admin_client, project, settings, auto_disable
+):
+    settings.HOOKS_AUTO_DISABLE = auto_disable
+    healthy = make_hook(project)
+    resting = make_hook(project, disabled_until=timezone.now() + timedelta(hours=1))
+    disabled = make_hook(project, permanently_disabled=True, recent_failures=40)
+    changelist = reverse("admin:hooks_hook_changelist")
+
+    hooks = (healthy, resting, disabled)
+    listed = {
+        health: {
+            h.pk for h in admin_client.get(changelist, {"health": health}).context["cl"].result_list
+        }
+        for health in Hook.AlertStatus.values
+    }
+
+    assert listed == {
+        health: {hook.pk for hook in hooks if hook.alert_status == health}
+        for health in Hook.AlertStatus.values
+    }
+    if not auto_disable:  # nothing is held back: every hook is active, as its badge says
+        assert listed[Hook.AlertStatus.EXECUTABLE] == {hook.pk for hook in hooks}
+
+
 def test_attempt_page_shows_a_test_requests_body(admin_client, project):
     hook = make_hook(project)
     attempt = DeliveryAttempt.objects.create(
@@ -587,10 +606,29 @@ def test_the_admin_form_and_the_api_take_the_same_hook_urls(project, make_token,
             "enable_ssl_verification": "on",
         }
     )
-    api = APIClient()
-    api.credentials(HTTP_PRIVATE_TOKEN=make_token())
+    api = api_client_with(make_token())
     response = api.post(f"/api/v4/projects/{project.pk}/hooks", {"url": url}, format="json")
     assert response.status_code in (201, 422), response.content
     assert form.is_valid() == (response.status_code == 201), (form.errors, response.json())
     if not form.is_valid():
         assert response.json()["message"] == f"Invalid url given: {form.errors['url'][0]}"
+
+
+@pytest.mark.parametrize("hooks", [1, 12])
+def test_hook_lists_read_each_hooks_last_delivery_in_the_lists_query(
+    admin_client, project, django_assert_max_num_queries, hooks
+):
+    for _ in range(hooks):
+        make_delivery(make_hook(project))
+    pages = {
+        reverse("admin:hooks_hook_changelist"): 6,
+        reverse("admin:pipelines_project_change", args=[project.pk]): 5,
+    }
+
+    for page, queries in pages.items():
+        admin_client.get(page)  # the session and the permissions, read once
+        # As many queries for twelve hooks as for one: none a row.
+        with django_assert_max_num_queries(queries):
+            response = admin_client.get(page)
+        assert response.status_code == 200
+        assert response.content.decode().count('class="hook-badge"') >= 2 * hooks

@@ -13,26 +13,16 @@ from drf_spectacular.validation import validate_schema
 from gitlab import exceptions as gitlab_errors
 from rest_framework.test import APIClient
 
-from hooks.models import Delivery, DeliveryAttempt, Event, Hook
+from hooks.models import Delivery, DeliveryAttempt, Hook
 from pipelines import services
-from tests.factories import ProjectFactory, UserFactory
+from tests.clients import api_client_with
+from tests.factories import DeliveryFactory, ProjectFactory, UserFactory
 from tests.hooks.receiver import Reply
 
 GITLAB_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 SIGNING_TOKEN = "whsec_" + base64.b64encode(b"k" * 32).decode()
 SECRET_TOKEN = "s3cret-token-value"
 HEADER_SECRET = "Bearer header-secret-value"
-
-
-def client_with(raw_token: str) -> APIClient:
-    api = APIClient()
-    api.credentials(HTTP_PRIVATE_TOKEN=raw_token)
-    return api
-
-
-@pytest.fixture
-def client(make_token):
-    return client_with(make_token())
 
 
 def hooks_url(project, suffix: str = "") -> str:
@@ -52,8 +42,8 @@ def assert_no_secret(text: str) -> None:
 # --- Add ----------------------------------------------------------------------------------
 
 
-def test_add_hook_answers_201_with_gitlab_fields_and_no_secret(client, project):
-    response = client.post(
+def test_add_hook_answers_201_with_gitlab_fields_and_no_secret(api_client, project):
+    response = api_client.post(
         hooks_url(project),
         {
             "url": "http://127.0.0.1:8080/ci",
@@ -123,8 +113,8 @@ def test_add_hook_answers_201_with_gitlab_fields_and_no_secret(client, project):
     assert hook.custom_headers == {"Authorization": HEADER_SECRET}
 
 
-def test_add_hook_with_only_a_url_wants_pipeline_events(client, project):
-    response = client.post(hooks_url(project), {"url": "http://127.0.0.1:8080/ci"})
+def test_add_hook_with_only_a_url_wants_pipeline_events(api_client, project):
+    response = api_client.post(hooks_url(project), {"url": "http://127.0.0.1:8080/ci"})
 
     assert response.status_code == 201
     body = response.json()
@@ -135,8 +125,8 @@ def test_add_hook_with_only_a_url_wants_pipeline_events(client, project):
     assert body["status_filter"] == []
 
 
-def test_add_hook_accepts_form_fields_with_gitlab_array_of_hashes(client, project):
-    response = client.post(
+def test_add_hook_accepts_form_fields_with_gitlab_array_of_hashes(api_client, project):
+    response = api_client.post(
         hooks_url(project),
         {
             "url": "http://127.0.0.1:8080/ci",
@@ -152,18 +142,18 @@ def test_add_hook_accepts_form_fields_with_gitlab_array_of_hashes(client, projec
     assert hook.status_filter == ["failed", "canceled"]
 
 
-def test_add_hook_without_url_is_refused(client, project):
-    response = client.post(hooks_url(project), {"name": "no url"}, format="json")
+def test_add_hook_without_url_is_refused(api_client, project):
+    response = api_client.post(hooks_url(project), {"name": "no url"}, format="json")
 
     assert response.status_code == 400
     assert response.json() == {"error": "url is missing"}
     assert not Hook.objects.exists()
 
 
-def test_add_hook_on_loopback_is_refused_without_allow_list(client, project, settings):
+def test_add_hook_on_loopback_is_refused_without_allow_list(api_client, project, settings):
     settings.HOOKS_ALLOWED_NETWORKS = []
 
-    response = client.post(hooks_url(project), {"url": "http://127.0.0.1:8080/ci"})
+    response = api_client.post(hooks_url(project), {"url": "http://127.0.0.1:8080/ci"})
 
     assert response.status_code == 422
     message = response.json()["message"]
@@ -181,10 +171,10 @@ def test_add_hook_on_loopback_is_refused_without_allow_list(client, project, set
         "http://[fd00::1]/",
     ],
 )
-def test_add_hook_on_private_addresses_is_refused(client, project, settings, url):
+def test_add_hook_on_private_addresses_is_refused(api_client, project, settings, url):
     settings.HOOKS_ALLOWED_NETWORKS = []
 
-    response = client.post(hooks_url(project), {"url": url})
+    response = api_client.post(hooks_url(project), {"url": url})
 
     assert response.status_code == 422
     assert response.json()["message"].startswith("Invalid url given")
@@ -207,6 +197,15 @@ def test_add_hook_on_private_addresses_is_refused(client, project, settings, url
         (
             {"custom_headers": [{"key": "X-Gitlab-Token", "value": "x"}]},
             "Custom headers validation failed: X-Gitlab-Token is set by every delivery",
+        ),
+        # Hop-by-hop headers the sender would drop: refused when saved, not dropped later.
+        (
+            {"custom_headers": [{"key": "Connection", "value": "close"}]},
+            "Custom headers validation failed: Connection is set by every delivery",
+        ),
+        (
+            {"custom_headers": [{"key": "transfer-encoding", "value": "chunked"}]},
+            "Custom headers validation failed: transfer-encoding is set by every delivery",
         ),
         (
             {"custom_headers": [{"key": "Bad Header", "value": "x"}]},
@@ -236,9 +235,9 @@ def test_add_hook_on_private_addresses_is_refused(client, project, settings, url
     ],
 )
 def test_add_hook_refuses_bad_settings_with_422_and_writes_nothing(
-    client, project, fields, expected
+    api_client, project, fields, expected
 ):
-    response = client.post(
+    response = api_client.post(
         hooks_url(project), {"url": "http://127.0.0.1:8080/ci", **fields}, format="json"
     )
 
@@ -262,24 +261,26 @@ def test_add_hook_refuses_bad_settings_with_422_and_writes_nothing(
         ({"url": ["http://127.0.0.1/x"]}, "url is invalid"),
     ],
 )
-def test_add_hook_refuses_malformed_parameters_with_400(client, project, body, expected):
-    response = client.post(hooks_url(project), body, format="json")
+def test_add_hook_refuses_malformed_parameters_with_400(api_client, project, body, expected):
+    response = api_client.post(hooks_url(project), body, format="json")
 
     assert response.status_code == 400, response.content
     assert expected in response.json()["error"]
     assert not Hook.objects.exists()
 
 
-def test_add_hook_refuses_a_body_that_is_not_an_object(client, project):
-    response = client.post(hooks_url(project), json.dumps(["url"]), content_type="application/json")
+def test_add_hook_refuses_a_body_that_is_not_an_object(api_client, project):
+    response = api_client.post(
+        hooks_url(project), json.dumps(["url"]), content_type="application/json"
+    )
 
     assert response.status_code == 400
     assert "JSON object" in response.json()["error"]
     assert not Hook.objects.exists()
 
 
-def test_add_hook_refuses_broken_json(client, project):
-    response = client.post(hooks_url(project), "{url:", content_type="application/json")
+def test_add_hook_refuses_broken_json(api_client, project):
+    response = api_client.post(hooks_url(project), "{url:", content_type="application/json")
 
     assert response.status_code == 400
     assert not Hook.objects.exists()
@@ -288,11 +289,11 @@ def test_add_hook_refuses_broken_json(client, project):
 # --- List, get --------------------------------------------------------------------------
 
 
-def test_list_hooks_pages_with_gitlab_headers_and_leaves_custom_headers_out(client, project):
+def test_list_hooks_pages_with_gitlab_headers_and_leaves_custom_headers_out(api_client, project):
     hooks = [make_hook(project, name=f"hook {n}") for n in range(3)]
     make_hook(ProjectFactory())  # another project's hook is not listed
 
-    response = client.get(hooks_url(project), {"per_page": 2})
+    response = api_client.get(hooks_url(project), {"per_page": 2})
 
     assert response.status_code == 200
     assert [hook["id"] for hook in response.json()] == [hooks[0].pk, hooks[1].pk]
@@ -303,11 +304,11 @@ def test_list_hooks_pages_with_gitlab_headers_and_leaves_custom_headers_out(clie
     assert 'rel="next"' in response["Link"]
 
 
-def test_get_hook_by_url_encoded_project_path(client, db):
+def test_get_hook_by_url_encoded_project_path(api_client, db):
     project = ProjectFactory(namespace="acme", path="web")
     hook = make_hook(project, custom_headers={"X-Team": "platform"}, token=SECRET_TOKEN)
 
-    response = client.get(f"/api/v4/projects/acme%2Fweb/hooks/{hook.pk}")
+    response = api_client.get(f"/api/v4/projects/acme%2Fweb/hooks/{hook.pk}")
 
     assert response.status_code == 200
     body = response.json()
@@ -318,42 +319,42 @@ def test_get_hook_by_url_encoded_project_path(client, db):
     assert_no_secret(response.content.decode())
 
 
-def test_get_hook_of_another_project_is_not_found(client, project):
+def test_get_hook_of_another_project_is_not_found(api_client, project):
     other = make_hook(ProjectFactory())
 
-    response = client.get(hooks_url(project, f"/{other.pk}"))
+    response = api_client.get(hooks_url(project, f"/{other.pk}"))
 
     assert response.status_code == 404
     assert response.json() == {"message": "404 Hook Not Found"}
 
 
 @pytest.mark.parametrize("hook_id", ["abc", "99999999999999999999999", "1.5", "²", "٣", "9" * 5000])
-def test_get_hook_with_a_bad_id_is_a_400(client, project, hook_id):
-    response = client.get(hooks_url(project, f"/{hook_id}"))
+def test_get_hook_with_a_bad_id_is_a_400(api_client, project, hook_id):
+    response = api_client.get(hooks_url(project, f"/{hook_id}"))
 
     assert response.status_code == 400
     assert response.json() == {"error": "hook_id is invalid"}
 
 
 @pytest.mark.parametrize("event_id", ["²", "9" * 5000])
-def test_resend_with_a_bad_event_id_is_a_400(client, project, event_id):
+def test_resend_with_a_bad_event_id_is_a_400(api_client, project, event_id):
     hook = make_hook(project)
-    response = client.post(hooks_url(project, f"/{hook.pk}/events/{event_id}/resend"))
+    response = api_client.post(hooks_url(project, f"/{hook.pk}/events/{event_id}/resend"))
 
     assert response.status_code == 400
     assert response.json() == {"error": "hook_log_id is invalid"}
 
 
 @pytest.mark.parametrize("query", ["status=²", "status=" + "5" * 5000, "per_page=" + "9" * 5000])
-def test_hook_events_with_odd_numbers_are_a_400(client, project, query):
+def test_hook_events_with_odd_numbers_are_a_400(api_client, project, query):
     hook = make_hook(project)
-    response = client.get(hooks_url(project, f"/{hook.pk}/events?{query}"))
+    response = api_client.get(hooks_url(project, f"/{hook.pk}/events?{query}"))
 
     assert response.status_code == 400
 
 
-def test_hooks_of_a_missing_project_are_not_found(client, db):
-    response = client.get("/api/v4/projects/424242/hooks")
+def test_hooks_of_a_missing_project_are_not_found(api_client, db):
+    response = api_client.get("/api/v4/projects/424242/hooks")
 
     assert response.status_code == 404
     assert response.json() == {"message": "404 Project Not Found"}
@@ -362,7 +363,7 @@ def test_hooks_of_a_missing_project_are_not_found(client, db):
 # --- Edit, delete -----------------------------------------------------------------------
 
 
-def test_edit_hook_changes_given_fields_and_keeps_secrets(client, project):
+def test_edit_hook_changes_given_fields_and_keeps_secrets(api_client, project):
     hook = make_hook(
         project,
         token=SECRET_TOKEN,
@@ -370,7 +371,7 @@ def test_edit_hook_changes_given_fields_and_keeps_secrets(client, project):
         custom_headers={"Authorization": HEADER_SECRET},
     )
 
-    response = client.put(
+    response = api_client.put(
         hooks_url(project, f"/{hook.pk}"),
         {
             "name": "renamed",
@@ -393,10 +394,10 @@ def test_edit_hook_changes_given_fields_and_keeps_secrets(client, project):
     assert response.json()["custom_headers"] == [{"key": "Authorization"}, {"key": "X-Team"}]
 
 
-def test_edit_hook_with_empty_secrets_removes_them(client, project):
+def test_edit_hook_with_empty_secrets_removes_them(api_client, project):
     hook = make_hook(project, token=SECRET_TOKEN, signing_token=SIGNING_TOKEN)
 
-    response = client.put(
+    response = api_client.put(
         hooks_url(project, f"/{hook.pk}"), {"token": "", "signing_token": ""}, format="json"
     )
 
@@ -407,20 +408,20 @@ def test_edit_hook_with_empty_secrets_removes_them(client, project):
     assert (hook.token, hook.signing_token) == ("", "")
 
 
-def test_edit_hook_without_parameters_is_refused(client, project):
+def test_edit_hook_without_parameters_is_refused(api_client, project):
     hook = make_hook(project)
 
-    response = client.put(hooks_url(project, f"/{hook.pk}"), {}, format="json")
+    response = api_client.put(hooks_url(project, f"/{hook.pk}"), {}, format="json")
 
     assert response.status_code == 400
     assert response.json() == {"error": "No parameters provided"}
 
 
-def test_edit_hook_with_a_blocked_url_changes_nothing(client, project, settings):
+def test_edit_hook_with_a_blocked_url_changes_nothing(api_client, project, settings):
     hook = make_hook(project, name="before")
     settings.HOOKS_ALLOWED_NETWORKS = []
 
-    response = client.put(
+    response = api_client.put(
         hooks_url(project, f"/{hook.pk}"),
         {"name": "after", "url": "http://192.168.1.10/hook"},
         format="json",
@@ -436,8 +437,8 @@ CREDENTIALS_URL = "http://ci:url-password@127.0.0.1:8080/ci?apiToken=query-secre
 SHOWN_URL = "http://*****:*****@127.0.0.1:8080/ci?apiToken=[FILTERED]&team=ops"
 
 
-def test_hook_url_credentials_are_masked_in_every_answer(client, project):
-    created = client.post(hooks_url(project), {"url": CREDENTIALS_URL}, format="json")
+def test_hook_url_credentials_are_masked_in_every_answer(api_client, project):
+    created = api_client.post(hooks_url(project), {"url": CREDENTIALS_URL}, format="json")
     assert created.status_code == 201, created.content
     hook = Hook.objects.get()
     assert hook.url == CREDENTIALS_URL
@@ -445,10 +446,10 @@ def test_hook_url_credentials_are_masked_in_every_answer(client, project):
 
     answers = [
         created,
-        client.get(hooks_url(project)),
-        client.get(hooks_url(project, f"/{hook.pk}")),
-        client.put(hooks_url(project, f"/{hook.pk}"), {"name": "renamed"}, format="json"),
-        client.get(hooks_url(project, f"/{hook.pk}/events")),
+        api_client.get(hooks_url(project)),
+        api_client.get(hooks_url(project, f"/{hook.pk}")),
+        api_client.put(hooks_url(project, f"/{hook.pk}"), {"name": "renamed"}, format="json"),
+        api_client.get(hooks_url(project, f"/{hook.pk}/events")),
     ]
     urls = [created.json()["url"], answers[1].json()[0]["url"]]
     urls += [answers[2].json()["url"], answers[3].json()["url"], answers[4].json()[0]["url"]]
@@ -458,10 +459,10 @@ def test_hook_url_credentials_are_masked_in_every_answer(client, project):
         assert "query-secret" not in answer.content.decode()
 
 
-def test_hook_url_sent_back_as_shown_keeps_its_credentials(client, project):
+def test_hook_url_sent_back_as_shown_keeps_its_credentials(api_client, project):
     hook = make_hook(project, url=CREDENTIALS_URL)
     # What a client that reads the hook and writes it back sends (Terraform, scripts).
-    response = client.put(
+    response = api_client.put(
         hooks_url(project, f"/{hook.pk}"),
         {"url": SHOWN_URL.replace("/ci?", "/v2/ci?"), "name": "moved"},
         format="json",
@@ -471,9 +472,9 @@ def test_hook_url_sent_back_as_shown_keeps_its_credentials(client, project):
     assert hook.url == CREDENTIALS_URL.replace("/ci?", "/v2/ci?")
 
 
-def test_masked_credentials_never_follow_a_url_to_another_host(client, project):
+def test_masked_credentials_never_follow_a_url_to_another_host(api_client, project):
     hook = make_hook(project, url=CREDENTIALS_URL)
-    response = client.put(
+    response = api_client.put(
         hooks_url(project, f"/{hook.pk}"),
         {"url": SHOWN_URL.replace("127.0.0.1:8080", "127.0.0.2:8080")},
         format="json",
@@ -483,12 +484,12 @@ def test_masked_credentials_never_follow_a_url_to_another_host(client, project):
     hook.refresh_from_db()
     assert hook.url == CREDENTIALS_URL
     # A new hook cannot be made from a masked URL either.
-    refused = client.post(hooks_url(project), {"url": SHOWN_URL}, format="json")
+    refused = api_client.post(hooks_url(project), {"url": SHOWN_URL}, format="json")
     assert refused.status_code == 422
     assert Hook.objects.count() == 1
 
 
-def test_moving_a_hook_to_another_receiver_drops_the_secrets_it_would_send(client, project):
+def test_moving_a_hook_to_another_receiver_drops_the_secrets_it_would_send(api_client, project):
     hook = make_hook(
         project,
         url="http://127.0.0.1:8080/ci",
@@ -497,12 +498,12 @@ def test_moving_a_hook_to_another_receiver_drops_the_secrets_it_would_send(clien
         custom_headers={"Authorization": HEADER_SECRET},
     )
     # Another path on the same receiver keeps them...
-    kept = client.put(hooks_url(project, f"/{hook.pk}"), {"url": "http://127.0.0.1:8080/v2"})
+    kept = api_client.put(hooks_url(project, f"/{hook.pk}"), {"url": "http://127.0.0.1:8080/v2"})
     assert kept.status_code == 200
     hook.refresh_from_db()
     assert (hook.token, hook.custom_headers) == (SECRET_TOKEN, {"Authorization": HEADER_SECRET})
     # ...another receiver gets none of them unless they are given again (GitLab's rule).
-    moved = client.put(
+    moved = api_client.put(
         hooks_url(project, f"/{hook.pk}"),
         {"url": "http://127.0.0.2:8080/ci", "custom_headers": [{"key": "X-Team", "value": "a"}]},
         format="json",
@@ -514,7 +515,7 @@ def test_moving_a_hook_to_another_receiver_drops_the_secrets_it_would_send(clien
     # A header named without a value cannot take the old receiver's value along.
     hook.custom_headers = {"Authorization": HEADER_SECRET}
     hook.save()
-    refused = client.put(
+    refused = api_client.put(
         hooks_url(project, f"/{hook.pk}"),
         {"url": "http://127.0.0.3/ci", "custom_headers": [{"key": "Authorization"}]},
         format="json",
@@ -524,37 +525,37 @@ def test_moving_a_hook_to_another_receiver_drops_the_secrets_it_would_send(clien
     assert hook.custom_headers == {"Authorization": HEADER_SECRET}
 
 
-def test_delete_hook_answers_204_and_removes_it(client, project):
+def test_delete_hook_answers_204_and_removes_it(api_client, project):
     hook = make_hook(project)
 
-    response = client.delete(hooks_url(project, f"/{hook.pk}"))
+    response = api_client.delete(hooks_url(project, f"/{hook.pk}"))
 
     assert response.status_code == 204
     assert response.content == b""
     assert not Hook.objects.exists()
-    assert client.delete(hooks_url(project, f"/{hook.pk}")).status_code == 404
+    assert api_client.delete(hooks_url(project, f"/{hook.pk}")).status_code == 404
 
 
-def test_custom_header_endpoints_set_and_remove_one_header(client, project):
+def test_custom_header_endpoints_set_and_remove_one_header(api_client, project):
     hook = make_hook(project, custom_headers={"X-Keep": "kept"})
 
-    put = client.put(hooks_url(project, f"/{hook.pk}/custom_headers/X-Team"), {"value": "ops"})
+    put = api_client.put(hooks_url(project, f"/{hook.pk}/custom_headers/X-Team"), {"value": "ops"})
     assert put.status_code == 204
     hook.refresh_from_db()
     assert hook.custom_headers == {"X-Keep": "kept", "X-Team": "ops"}
 
-    refused = client.put(
+    refused = api_client.put(
         hooks_url(project, f"/{hook.pk}/custom_headers/webhook-signature"), {"value": "v1,x"}
     )
     assert refused.status_code == 422
     assert refused.json()["message"].startswith("Custom headers validation failed")
 
-    deleted = client.delete(hooks_url(project, f"/{hook.pk}/custom_headers/X-Team"))
+    deleted = api_client.delete(hooks_url(project, f"/{hook.pk}/custom_headers/X-Team"))
     assert deleted.status_code == 204
     hook.refresh_from_db()
     assert hook.custom_headers == {"X-Keep": "kept"}
 
-    missing = client.delete(hooks_url(project, f"/{hook.pk}/custom_headers/X-Team"))
+    missing = api_client.delete(hooks_url(project, f"/{hook.pk}/custom_headers/X-Team"))
     assert missing.status_code == 404
 
 
@@ -569,7 +570,7 @@ def test_hooks_need_a_token(project):
 
 
 def test_read_api_token_may_list_hooks_but_not_add_them(make_token, project):
-    reader = client_with(make_token(scopes=("read_api",)))
+    reader = api_client_with(make_token(scopes=("read_api",)))
     make_hook(project)
 
     assert reader.get(hooks_url(project)).status_code == 200
@@ -586,7 +587,7 @@ def test_group_token_without_manage_hooks_may_not_touch_hooks(make_token, projec
         Permission.objects.get(codename="view_project"),
         Permission.objects.get(codename="change_project"),
     )
-    api = client_with(make_token(groups=[editors]))
+    api = api_client_with(make_token(groups=[editors]))
 
     for response in (
         api.get(hooks_url(project)),
@@ -603,7 +604,7 @@ def test_group_token_with_manage_hooks_may_add_hooks(make_token, project):
         Permission.objects.get(codename="view_project"),
         Permission.objects.get(codename="manage_hooks"),
     )
-    api = client_with(make_token(groups=[hookers]))
+    api = api_client_with(make_token(groups=[hookers]))
 
     response = api.post(hooks_url(project), {"url": "http://127.0.0.1:8080/ci"})
 
@@ -611,7 +612,7 @@ def test_group_token_with_manage_hooks_may_add_hooks(make_token, project):
 
 
 def test_token_limited_to_another_project_may_not_see_its_hooks(make_token, project):
-    api = client_with(make_token(projects=[ProjectFactory()]))
+    api = api_client_with(make_token(projects=[ProjectFactory()]))
 
     response = api.get(hooks_url(project))
 
@@ -619,9 +620,9 @@ def test_token_limited_to_another_project_may_not_see_its_hooks(make_token, proj
     assert response.json() == {"message": "404 Project Not Found"}
 
 
-def test_secrets_are_not_logged(client, project, caplog):
+def test_secrets_are_not_logged(api_client, project, caplog):
     caplog.set_level(logging.DEBUG)
-    created = client.post(
+    created = api_client.post(
         hooks_url(project),
         {
             "url": "http://127.0.0.1:8080/ci",
@@ -632,8 +633,10 @@ def test_secrets_are_not_logged(client, project, caplog):
         format="json",
     )
     hook_id = created.json()["id"]
-    client.put(hooks_url(project, f"/{hook_id}"), {"token": SECRET_TOKEN + "2"}, format="json")
-    client.post(hooks_url(project), {"url": "http://127.0.0.1/x", "token": "a\nb" + SECRET_TOKEN})
+    api_client.put(hooks_url(project, f"/{hook_id}"), {"token": SECRET_TOKEN + "2"}, format="json")
+    api_client.post(
+        hooks_url(project), {"url": "http://127.0.0.1/x", "token": "a\nb" + SECRET_TOKEN}
+    )
 
     assert "hook" in caplog.text  # something was logged, and it holds no secret
     assert_no_secret(caplog.text)
@@ -654,17 +657,11 @@ def make_attempt(hook: Hook, *, status: int | None, delivery: Delivery | None = 
 
 
 def make_delivery(hook: Hook, body: dict | None = None) -> Delivery:
-    event = Event.objects.create(
-        project=hook.project,
-        change="status",
-        status="success",
-        previous_status="running",
-        body=json.dumps(body or {"object_kind": "pipeline"}),
-    )
-    return Delivery.objects.create(event=event, hook=hook, order_key=1)
+    body = json.dumps(body or {"object_kind": "pipeline"})
+    return DeliveryFactory(hook=hook, event__body=body, order_key=1)
 
 
-def test_events_list_the_log_in_gitlab_shape_newest_first(client, project):
+def test_events_list_the_log_in_gitlab_shape_newest_first(api_client, project):
     hook = make_hook(project, token=SECRET_TOKEN, custom_headers={"Authorization": "x"})
     delivery = make_delivery(hook, {"object_kind": "pipeline", "object_attributes": {"id": 7}})
     first = make_attempt(
@@ -686,7 +683,7 @@ def test_events_list_the_log_in_gitlab_shape_newest_first(client, project):
         response_body="ok",
     )
 
-    response = client.get(hooks_url(project, f"/{hook.pk}/events"))
+    response = api_client.get(hooks_url(project, f"/{hook.pk}/events"))
 
     assert response.status_code == 200
     assert_no_secret(response.content.decode())
@@ -724,12 +721,12 @@ def test_events_list_the_log_in_gitlab_shape_newest_first(client, project):
         ("200", [200]),
     ],
 )
-def test_events_filter_by_status(client, project, status_filter, expected):
+def test_events_filter_by_status(api_client, project, status_filter, expected):
     hook = make_hook(project)
     for status in (200, 404, 503, None, 201):
         make_attempt(hook, status=status)
 
-    response = client.get(hooks_url(project, f"/{hook.pk}/events"), {"status": status_filter})
+    response = api_client.get(hooks_url(project, f"/{hook.pk}/events"), {"status": status_filter})
 
     assert response.status_code == 200
     got = [
@@ -748,34 +745,36 @@ def test_events_filter_by_status(client, project, status_filter, expected):
         ({"per_page": "x"}, "per_page does not have a valid value"),
     ],
 )
-def test_events_refuse_bad_filters(client, project, params, error):
+def test_events_refuse_bad_filters(api_client, project, params, error):
     hook = make_hook(project)
 
-    response = client.get(hooks_url(project, f"/{hook.pk}/events"), params)
+    response = api_client.get(hooks_url(project, f"/{hook.pk}/events"), params)
 
     assert response.status_code == 400
     assert response.json() == {"error": error}
 
 
-def test_events_page_with_gitlab_headers(client, project):
+def test_events_page_with_gitlab_headers(api_client, project):
     hook = make_hook(project)
     for _ in range(3):
         make_attempt(hook, status=200)
 
-    response = client.get(hooks_url(project, f"/{hook.pk}/events"), {"per_page": 2, "page": 2})
+    response = api_client.get(hooks_url(project, f"/{hook.pk}/events"), {"per_page": 2, "page": 2})
 
     assert len(response.json()) == 1
     assert response["X-Total"] == "3"
     assert response["X-Page"] == "2"
 
 
-def test_resend_sends_the_same_event_again_with_the_same_idempotency_key(client, project, receiver):
+def test_resend_sends_the_same_event_again_with_the_same_idempotency_key(
+    api_client, project, receiver
+):
     hook = make_hook(project, url=receiver.url)
     delivery = make_delivery(hook, {"object_kind": "pipeline", "marker": "resend-me"})
     failed = make_attempt(hook, status=500, delivery=delivery)
     Delivery.objects.filter(pk=delivery.pk).update(status=Delivery.Status.FAILED, attempt_count=1)
 
-    response = client.post(hooks_url(project, f"/{hook.pk}/events/{failed.pk}/resend"))
+    response = api_client.post(hooks_url(project, f"/{hook.pk}/events/{failed.pk}/resend"))
 
     assert response.status_code == 201, response.content
     assert response.json()["response_status"] == 200
@@ -786,21 +785,21 @@ def test_resend_sends_the_same_event_again_with_the_same_idempotency_key(client,
     assert delivery.status == Delivery.Status.SUCCEEDED
 
 
-def test_resend_of_a_test_request_is_refused(client, project):
+def test_resend_of_a_test_request_is_refused(api_client, project):
     hook = make_hook(project)
     test_attempt = make_attempt(hook, status=200, trigger=DeliveryAttempt.Trigger.TEST)
 
-    response = client.post(hooks_url(project, f"/{hook.pk}/events/{test_attempt.pk}/resend"))
+    response = api_client.post(hooks_url(project, f"/{hook.pk}/events/{test_attempt.pk}/resend"))
 
     assert response.status_code == 422
     assert "test request cannot be resent" in response.json()["message"]
 
 
-def test_resend_of_another_hooks_event_is_not_found(client, project):
+def test_resend_of_another_hooks_event_is_not_found(api_client, project):
     hook = make_hook(project)
     other = make_attempt(make_hook(project), status=500)
 
-    response = client.post(hooks_url(project, f"/{hook.pk}/events/{other.pk}/resend"))
+    response = api_client.post(hooks_url(project, f"/{hook.pk}/events/{other.pk}/resend"))
 
     assert response.status_code == 404
 
@@ -808,23 +807,23 @@ def test_resend_of_another_hooks_event_is_not_found(client, project):
 # --- Test event ---------------------------------------------------------------------------
 
 
-def test_test_event_without_a_pipeline_says_so(client, project, receiver):
+def test_test_event_without_a_pipeline_says_so(api_client, project, receiver):
     hook = make_hook(project, url=receiver.url)
 
-    response = client.post(hooks_url(project, f"/{hook.pk}/test/pipeline_events"))
+    response = api_client.post(hooks_url(project, f"/{hook.pk}/test/pipeline_events"))
 
     assert response.status_code == 422
     assert response.json() == {"message": "Ensure the project has CI pipelines."}
     assert receiver.requests == []
 
 
-def test_test_event_sends_the_newest_pipeline_and_answers_201(client, project, receiver):
+def test_test_event_sends_the_newest_pipeline_and_answers_201(api_client, project, receiver):
     hook = make_hook(project, url=receiver.url, token=SECRET_TOKEN)
     services.create_pipeline(project, ref="main", sha="a" * 40)
     newest = services.create_pipeline(project, ref="release", sha="b" * 40)
     receiver.requests.clear()  # only the test request counts below
 
-    response = client.post(hooks_url(project, f"/{hook.pk}/test/pipeline_events"))
+    response = api_client.post(hooks_url(project, f"/{hook.pk}/test/pipeline_events"))
 
     assert response.status_code == 201, response.content
     assert response.json() == {"message": "201 Created"}
@@ -834,17 +833,19 @@ def test_test_event_sends_the_newest_pipeline_and_answers_201(client, project, r
     assert json.loads(request.body)["object_attributes"]["id"] == newest.pk
 
 
-def test_test_event_to_an_ipv6_literal_without_a_port_is_a_422_not_a_500(client, project, settings):
+def test_test_event_to_an_ipv6_literal_without_a_port_is_a_422_not_a_500(
+    api_client, project, settings
+):
     """Such a URL is saved (it is valid); the test button used to answer 500 with it."""
     settings.HOOKS_ALLOWED_NETWORKS = ["::ffff:127.0.0.0/104"]
-    saved = client.post(
+    saved = api_client.post(
         hooks_url(project), {"url": "http://[::ffff:127.0.0.1]/hook"}, format="json"
     )
     assert saved.status_code == 201, saved.content
     services.create_pipeline(project, ref="main", sha="a" * 40)
     settings.HOOKS_ALLOWED_NETWORKS = []  # refused when sent: nothing leaves, whatever is on :80
 
-    response = client.post(hooks_url(project, f"/{saved.json()['id']}/test/pipeline_events"))
+    response = api_client.post(hooks_url(project, f"/{saved.json()['id']}/test/pipeline_events"))
 
     assert response.status_code == 422
     assert (
@@ -855,12 +856,14 @@ def test_test_event_to_an_ipv6_literal_without_a_port_is_a_422_not_a_500(client,
     assert (attempt.url, attempt.response_status) == ("http://[::ffff:127.0.0.1]/hook", None)
 
 
-def test_test_event_that_the_receiver_refuses_is_a_422_with_its_answer(client, project, receiver):
+def test_test_event_that_the_receiver_refuses_is_a_422_with_its_answer(
+    api_client, project, receiver
+):
     hook = make_hook(project, url=receiver.url, pipeline_events=False)
     services.create_pipeline(project, ref="main", sha="a" * 40)
     receiver.script(Reply(500, body=b"database is down"))
 
-    response = client.post(hooks_url(project, f"/{hook.pk}/test/pipeline_events"))
+    response = api_client.post(hooks_url(project, f"/{hook.pk}/test/pipeline_events"))
 
     assert response.status_code == 422
     assert response.json() == {"message": "Hook executed with HTTP 500: database is down"}
@@ -873,10 +876,10 @@ def test_test_event_that_the_receiver_refuses_is_a_422_with_its_answer(client, p
         ("nonsense", 400, None),
     ],
 )
-def test_test_event_for_other_triggers_is_refused(client, project, trigger, status, message):
+def test_test_event_for_other_triggers_is_refused(api_client, project, trigger, status, message):
     hook = make_hook(project)
 
-    response = client.post(hooks_url(project, f"/{hook.pk}/test/{trigger}"))
+    response = api_client.post(hooks_url(project, f"/{hook.pk}/test/{trigger}"))
 
     assert response.status_code == status
     if message:
@@ -887,7 +890,7 @@ def test_test_event_for_other_triggers_is_refused(client, project, trigger, stat
 
 def test_other_users_hooks_are_not_reachable_with_a_limited_token(make_token, project):
     owner_hook = make_hook(project)
-    api = client_with(make_token(user=UserFactory(), projects=[ProjectFactory()]))
+    api = api_client_with(make_token(user=UserFactory(), projects=[ProjectFactory()]))
 
     response = api.delete(hooks_url(project, f"/{owner_hook.pk}"))
 
@@ -1009,6 +1012,6 @@ def test_schema_documents_every_hooks_operation_without_warnings(db):
     ours = [
         message
         for message in [*GENERATOR_STATS._warn_cache, *GENERATOR_STATS._error_cache]
-        if "hooks/api.py" in message
+        if "hooks/api/" in message
     ]
     assert ours == []

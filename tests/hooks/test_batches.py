@@ -15,15 +15,13 @@ import pytest
 from django.db.utils import ConnectionHandler
 from django.utils import timezone
 
-from hooks import delivery as hook_delivery
-from hooks.delivery import (
-    claim_deliveries,
-    deliver_batch,
-    enqueue_on_commit,
-    requeue_due_deliveries,
-    wait_for_sqlite_write_lock,
-)
+from hooks import claims, transport
+from hooks.claims import claim_deliveries, wait_for_sqlite_write_lock
+from hooks.delivery import deliver_batch
 from hooks.models import Delivery, DeliveryAttempt, Hook
+from hooks.queue import enqueue_on_commit
+from hooks.services import redeliver_failed_since
+from hooks.sweeper import requeue_due_deliveries
 from pipelines import services
 from tests.factories import HookFactory, ProjectFactory
 from tests.hooks.receiver import Receiver, Reply
@@ -223,7 +221,7 @@ def test_a_failed_manual_redelivery_in_a_batch_does_not_count(settings, project,
     receiver.script(Reply(500))
     deliver_batch([failed.pk])
     assert Delivery.objects.get(pk=failed.pk).status == "failed"
-    hook_delivery.redeliver_failed_since(hook, timezone.now() - timedelta(days=1))
+    redeliver_failed_since(hook, timezone.now() - timedelta(days=1))
     fresh = new_delivery(hook)
     receiver.script(Reply(500), Reply(500))
 
@@ -241,15 +239,15 @@ def test_a_result_after_the_batch_lost_its_claim_is_only_logged(monkeypatch, pro
     hooks = [HookFactory(project=project, url=receiver.url) for _ in range(2)]
     services.create_pipeline(project, ref="main", sha=SHA)
     kept, lost = Delivery.objects.filter(hook__in=hooks).order_by("pk")
-    original_send_all = hook_delivery._send_all
+    original_send_many = transport.send_many
 
     def send_while_the_sweeper_takes_one_back(requests):
-        results = original_send_all(requests)
+        results = original_send_many(requests)
         Delivery.objects.filter(pk=lost.pk).update(claimed_until=timezone.now())
         requeue_due_deliveries(now=timezone.now() + timedelta(seconds=1))
         return results
 
-    monkeypatch.setattr(hook_delivery, "_send_all", send_while_the_sweeper_takes_one_back)
+    monkeypatch.setattr(transport, "send_many", send_while_the_sweeper_takes_one_back)
     deliver_batch([kept.pk, lost.pk])
 
     assert Delivery.objects.get(pk=kept.pk).status == "succeeded"
@@ -474,7 +472,7 @@ def test_a_worker_waits_closely_for_the_sqlite_write_lock(sqlite_file, django_db
 def test_a_worker_stops_stepping_after_a_while_and_waits_as_usual(
     monkeypatch, sqlite_file, django_db_blocker
 ):
-    monkeypatch.setattr(hook_delivery, "WRITE_LOCK_STEPPING_SECONDS", 0.05)
+    monkeypatch.setattr(claims, "WRITE_LOCK_STEPPING_SECONDS", 0.05)
     worker, other = sqlite_file
     other.execute("BEGIN IMMEDIATE")
     with django_db_blocker.unblock():
@@ -531,14 +529,14 @@ def test_an_ipv6_literal_without_a_port_fails_alone_in_its_batch(project, receiv
 def test_a_request_that_raises_is_its_own_failed_attempt(monkeypatch, project, receivers):
     """Whatever the sender raises for one request (a bug nobody has found yet) stays there."""
     bad = HookFactory(project=project, url="http://127.0.0.1:9/raises")
-    real_send = hook_delivery.transport.send
+    real_send = transport.send
 
     def send(url, *args, **kwargs):
         if url == bad.url:
             raise RuntimeError("the sender broke")
         return real_send(url, *args, **kwargs)
 
-    monkeypatch.setattr(hook_delivery.transport, "send", send)
+    monkeypatch.setattr(transport, "send", send)
 
     delivered, failing, receiver = batch_with_a_sibling(project, receivers, bad)
 
@@ -568,14 +566,14 @@ def test_an_answer_the_log_cannot_read_fails_alone(monkeypatch, project, receive
     """A result the log cannot keep (here a header value that is not text) is recorded as
     a failure saying so; the batch's other results are recorded as they came."""
     bad = HookFactory(project=project, url="http://127.0.0.1:9/odd")
-    real_send = hook_delivery.transport.send
+    real_send = transport.send
 
     def send(url, *args, **kwargs):
         if url == bad.url:
-            return hook_delivery.transport.TransportResult(status=200, headers={"X-Odd": None})
+            return transport.TransportResult(status=200, headers={"X-Odd": None})
         return real_send(url, *args, **kwargs)
 
-    monkeypatch.setattr(hook_delivery.transport, "send", send)
+    monkeypatch.setattr(transport, "send", send)
 
     delivered, failing, receiver = batch_with_a_sibling(project, receivers, bad)
 

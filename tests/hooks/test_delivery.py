@@ -12,20 +12,21 @@ import pytest
 from django.utils import timezone
 from standardwebhooks import Webhook
 
-from hooks import delivery as hook_delivery
-from hooks.delivery import (
-    USER_AGENT,
+from hooks import delivery, transport
+from hooks.claims import claim_delivery
+from hooks.delivery import deliver, deliver_batch
+from hooks.headers import USER_AGENT
+from hooks.models import Delivery, DeliveryAttempt, Hook
+from hooks.services import (
     DeliveryInProgress,
     NoPipelineError,
-    claim_delivery,
-    deliver,
-    disable_backoff,
+    redeliver_failed_since,
     reenable_hook,
     resend_delivery,
     send_test_event,
 )
-from hooks.models import Delivery, DeliveryAttempt, Hook
 from hooks.signing import generate_signing_secret, verify_signature
+from hooks.sweeper import requeue_due_deliveries
 from pipelines import services
 from tests.factories import HookFactory, UserFactory
 from tests.hooks.receiver import Reply
@@ -160,23 +161,6 @@ def test_deliver_schedules_a_retry_after_500(project, receiver):
     assert len(receiver.requests) == 1
 
 
-def test_retry_delays_follow_the_schedule_with_jitter(settings):
-    settings.HOOKS_RETRY_JITTER = 0.2
-    delays = [hook_delivery.next_retry_delay(1) for _ in range(200)]
-    assert all(4.0 <= d <= 6.0 for d in delays) and len(set(delays)) > 1
-    settings.HOOKS_RETRY_JITTER = 0
-    assert [hook_delivery.next_retry_delay(n) for n in range(1, 9)] == [
-        5,
-        300,
-        1800,
-        7200,
-        18000,
-        36000,
-        36000,
-        None,
-    ]
-
-
 def test_deliver_gives_up_after_the_last_scheduled_attempt(settings, project, receiver):
     settings.HOOKS_RETRY_SCHEDULE = [0, 0]
     hook = HookFactory(project=project, url=receiver.url)
@@ -287,17 +271,6 @@ def test_retry_after_shorter_than_the_schedule_keeps_the_schedule(settings, proj
 
 
 # --- Hook health -----------------------------------------------------------------------------
-
-
-def test_backoff_doubles_from_one_minute_to_a_day():
-    assert [disable_backoff(n) for n in (4, 5, 6, 14, 15, 39)] == [
-        timedelta(minutes=1),
-        timedelta(minutes=2),
-        timedelta(minutes=4),
-        timedelta(minutes=1024),
-        timedelta(hours=24),
-        timedelta(hours=24),
-    ]
 
 
 def test_fourth_failure_in_a_row_rests_the_hook(settings, project, receiver):
@@ -426,7 +399,7 @@ def test_a_finished_delivery_sends_the_next_one_of_its_pipeline_at_once(
     services.transition_pipeline(pipeline, "success")
     deliveries = list(hook.deliveries.order_by("pk"))
     with django_capture_on_commit_callbacks() as callbacks:
-        attempt_ids = hook_delivery.deliver_batch([deliveries[0].pk])
+        attempt_ids = deliver_batch([deliveries[0].pk])
     # The same call followed the pipeline: no message through the broker.
     assert callbacks == []
     assert len(attempt_ids) == 3
@@ -437,7 +410,7 @@ def test_a_finished_delivery_sends_the_next_one_of_its_pipeline_at_once(
 def test_a_batch_out_of_time_queues_the_next_one(
     monkeypatch, project, receiver, django_capture_on_commit_callbacks
 ):
-    monkeypatch.setattr(hook_delivery, "FOLLOW_SECONDS", 0)
+    monkeypatch.setattr(delivery, "FOLLOW_SECONDS", 0)
     hook = HookFactory(project=project, url=receiver.url)
     pipeline = services.create_pipeline(project, ref="main", sha=SHA)
     services.transition_pipeline(pipeline, "running")
@@ -485,15 +458,15 @@ def test_deliver_twice_sends_once(project, receiver):
 def test_a_result_after_the_lease_was_taken_back_changes_nothing(monkeypatch, project, receiver):
     hook = HookFactory(project=project, url=receiver.url)
     delivery = new_delivery(hook)
-    original_send = hook_delivery._send
+    original_send = transport.send
 
-    def send_while_the_sweeper_takes_it_back(*args):
-        result = original_send(*args)
+    def send_while_the_sweeper_takes_it_back(*args, **kwargs):
+        result = original_send(*args, **kwargs)
         Delivery.objects.filter(pk=delivery.pk).update(claimed_until=timezone.now())
-        hook_delivery.requeue_due_deliveries(now=timezone.now() + timedelta(seconds=1))
+        requeue_due_deliveries(now=timezone.now() + timedelta(seconds=1))
         return result
 
-    monkeypatch.setattr(hook_delivery, "_send", send_while_the_sweeper_takes_it_back)
+    monkeypatch.setattr(transport, "send", send_while_the_sweeper_takes_it_back)
     attempt = deliver(delivery.pk)
     delivery.refresh_from_db()
     assert delivery.status == Delivery.Status.PENDING  # to be sent again, at least once
@@ -560,7 +533,7 @@ def test_redeliver_failed_since_tries_each_once_more(
     assert Hook.objects.get(pk=hook.pk).recent_failures == 3
 
     with django_capture_on_commit_callbacks() as callbacks:
-        count = hook_delivery.redeliver_failed_since(hook, timezone.now() - timedelta(days=1))
+        count = redeliver_failed_since(hook, timezone.now() - timedelta(days=1))
     assert count == 2
     assert queued_ids(callbacks) == [d.pk for d in recent]
 

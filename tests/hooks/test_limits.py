@@ -2,7 +2,6 @@
 buttons at 5 a minute per user and project (``web_hook_test``, ``web_hook_event_resend``),
 through the hooks API and the admin. Rate limits are counted in a real Redis."""
 
-import json
 import logging
 import uuid
 
@@ -11,18 +10,13 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from hooks.limits import RATE_LIMITED_MESSAGE
-from hooks.models import Delivery, DeliveryAttempt, Event, Hook
+from hooks.models import Delivery, DeliveryAttempt, Hook
 from pipelines import services
-from tests.factories import ProjectFactory, UserFactory
+from tests.clients import api_client_with
+from tests.factories import DeliveryFactory, ProjectFactory, UserFactory
 from tests.hooks.test_admin import form_data
 
 GITLAB_429 = {"message": {"error": RATE_LIMITED_MESSAGE}}
-
-
-def client_with(raw_token: str) -> APIClient:
-    api = APIClient()
-    api.credentials(HTTP_PRIVATE_TOKEN=raw_token)
-    return api
 
 
 def hooks_url(project, suffix: str = "") -> str:
@@ -36,16 +30,7 @@ def fill_with_hooks(project, count: int) -> None:
 
 
 def make_delivery(hook: Hook) -> Delivery:
-    event = Event.objects.create(
-        project=hook.project,
-        change="status",
-        status="failed",
-        previous_status="running",
-        body=json.dumps({"object_kind": "pipeline"}),
-    )
-    return Delivery.objects.create(
-        event=event, hook=hook, order_key=event.pk, status=Delivery.Status.FAILED
-    )
+    return DeliveryFactory(hook=hook, event__status="failed", status=Delivery.Status.FAILED)
 
 
 def assert_sixth_refused(api: APIClient, url: str) -> None:
@@ -76,7 +61,7 @@ def shared_rate_limits(settings, redis_url):
 
 def test_the_101st_hook_is_refused_with_gitlabs_error(make_token, project):
     fill_with_hooks(project, 100)
-    api = client_with(make_token())
+    api = api_client_with(make_token())
 
     response = api.post(hooks_url(project), {"url": "https://hooks.example.com/one-more"})
 
@@ -94,7 +79,7 @@ def test_the_101st_hook_is_refused_with_gitlabs_error(make_token, project):
 
 def test_the_hook_limit_is_per_project_and_a_setting(make_token, project, settings):
     settings.HOOKS_MAX_PER_PROJECT = 2
-    api = client_with(make_token())
+    api = api_client_with(make_token())
     fill_with_hooks(project, 2)
 
     refused = api.post(hooks_url(project), {"url": "https://hooks.example.com/3"})
@@ -188,14 +173,14 @@ def test_the_sixth_test_in_a_minute_is_refused(make_token, project, receiver, sh
     services.create_pipeline(project, ref="main", sha="a" * 40)
     receiver.requests.clear()
     owner = UserFactory()
-    api = client_with(make_token(owner))
+    api = api_client_with(make_token(owner))
     url = hooks_url(project, f"/{hook.pk}/test/pipeline_events")
 
     assert_sixth_refused(api, url)
     assert len(receiver.requests) == 5  # the sixth was never sent
     assert DeliveryAttempt.objects.filter(trigger=DeliveryAttempt.Trigger.TEST).count() == 5
     # Per user and project: another person, or another project, is not held back.
-    assert client_with(make_token()).post(url).status_code == 201
+    assert api_client_with(make_token()).post(url).status_code == 201
     other = ProjectFactory()
     other_hook = Hook.objects.create(project=other, url=receiver.url)
     services.create_pipeline(other, ref="main", sha="b" * 40)
@@ -209,7 +194,7 @@ def test_the_sixth_resend_in_a_minute_is_refused(make_token, project, receiver, 
     logged = DeliveryAttempt.objects.create(
         hook=hook, delivery=delivery, url=hook.url, response_status=500
     )
-    api = client_with(make_token())
+    api = api_client_with(make_token())
     url = hooks_url(project, f"/{hook.pk}/events/{logged.pk}/resend")
 
     assert_sixth_refused(api, url)
@@ -275,7 +260,7 @@ def test_without_a_reachable_cache_tests_go_ahead(
     }
     hook = Hook.objects.create(project=project, url=receiver.url)
     services.create_pipeline(project, ref="main", sha="a" * 40)
-    api = client_with(make_token())
+    api = api_client_with(make_token())
 
     with caplog.at_level(logging.WARNING, logger="hooks.limits"):
         response = api.post(hooks_url(project, f"/{hook.pk}/test/pipeline_events"))

@@ -268,7 +268,15 @@ def test_payload_leaves_out_what_a_plain_pipeline_does_not_have(db):
     ]
     assert payload["merge_request"] is None
     assert payload["user"] is None
-    assert payload["commit"] is None  # nothing known about the commit, as GitLab sends it
+    # A1: the commit is always there; what nobody reported is GitLab's value for it.
+    assert payload["commit"] == {
+        "id": pipeline.sha,
+        "message": "",
+        "title": "No commit message",
+        "timestamp": None,
+        "url": f"{pipeline.project.resolved_web_url}/-/commit/{pipeline.sha}",
+        "author": {"name": "", "email": ""},
+    }
     assert payload["builds"] == []
     assert payload["object_attributes"]["finished_at"] is None
     assert payload["object_attributes"]["duration"] is None

@@ -11,13 +11,9 @@ from hooks.receivers import ref_matches
 from pipelines import services
 from pipelines.models import Pipeline
 from tests.factories import HookFactory
+from tests.hooks.deliveries import queued_ids
 
 SHA = "a" * 40
-
-
-def queued_ids(callbacks) -> list[int]:
-    """Delivery ids the on-commit callbacks would queue (``publish_deliveries(ids)``)."""
-    return [pk for callback in callbacks for pk in callback.args[0]]
 
 
 def run_pipeline_to_success(project) -> Pipeline:

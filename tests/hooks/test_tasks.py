@@ -5,8 +5,10 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from hooks.delivery import claim_delivery, deliver, prune_delivery_logs, requeue_due_deliveries
+from hooks.claims import claim_delivery
+from hooks.delivery import deliver
 from hooks.models import Delivery, DeliveryAttempt, Event
+from hooks.sweeper import prune_delivery_logs, requeue_due_deliveries
 from hooks.tasks import deliver_batch
 from pipelines import services
 from tests.factories import HookFactory

@@ -9,13 +9,9 @@ import time
 
 import pytest
 
-from hooks import transport
-from hooks.transport import (
-    InvalidHookURL,
-    refusal_reason,
-    send,
-    validate_hook_url,
-)
+from hooks import destinations, transport
+from hooks.destinations import InvalidHookURL, refusal_reason, validate_hook_url
+from hooks.transport import send
 from pipelines.redaction import redact_url
 from tests.hooks.receiver import TLS_DIR, Receiver, Reply
 
@@ -404,7 +400,7 @@ def test_a_new_connection_hung_up_on_is_an_error_sent_once():
 def test_parse_hook_url_reads_host_and_port_once_for_check_and_connection(
     url, host, port, request_uri
 ):
-    target = transport.parse_hook_url(url)
+    target = destinations.parse_hook_url(url)
     assert (target.host, target.port, target.request_uri) == (host, port, request_uri)
 
 
@@ -422,7 +418,7 @@ def test_parse_hook_url_reads_host_and_port_once_for_check_and_connection(
 )
 def test_parse_hook_url_refuses_what_cannot_be_sent(url, message):
     with pytest.raises(InvalidHookURL, match=message):
-        transport.parse_hook_url(url)
+        destinations.parse_hook_url(url)
     # The sender refuses it the same way, as a result, not an exception.
     assert message in send(url, BODY, {}).error
 

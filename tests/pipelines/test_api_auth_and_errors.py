@@ -10,15 +10,10 @@ from rest_framework.test import APIClient
 
 from pipelines import services
 from pipelines.models import AccessToken, Job, Pipeline, Project
+from tests.clients import api_client_with
 from tests.factories import ProjectFactory
 
 SHA = "a" * 40
-
-
-def client_with(**credentials) -> APIClient:
-    api = APIClient()
-    api.credentials(**credentials)
-    return api
 
 
 @pytest.fixture
@@ -76,7 +71,7 @@ def send(api, method, path, data):
 )
 def test_missing_or_wrong_token_is_401(project, existing, unchanged, credentials):
     unchanged()
-    api = client_with(**credentials)
+    api = api_client_with(**credentials)
     for method, path, data in [
         ("get", f"/api/v4/projects/{project.pk}/pipelines", None),
         *write_requests(project, existing),
@@ -94,7 +89,7 @@ def test_revoked_and_expired_tokens_are_401(make_token, project):
         expires_at=timezone.now() - timedelta(minutes=1)
     )
     for raw in (revoked, expired):
-        response = client_with(HTTP_PRIVATE_TOKEN=raw).get(f"/api/v4/projects/{project.pk}")
+        response = api_client_with(raw).get(f"/api/v4/projects/{project.pk}")
         assert response.status_code == 401
 
 
@@ -103,9 +98,9 @@ def test_token_is_accepted_where_gitlab_clients_send_it(make_token, project, whe
     raw = make_token(scopes=["read_api"])
     path = f"/api/v4/projects/{project.pk}"
     if where == "private-token":
-        response = client_with(HTTP_PRIVATE_TOKEN=raw).get(path)
+        response = api_client_with(raw).get(path)
     elif where == "bearer":
-        response = client_with(HTTP_AUTHORIZATION=f"Bearer {raw}").get(path)
+        response = api_client_with(HTTP_AUTHORIZATION=f"Bearer {raw}").get(path)
     else:
         response = APIClient().get(f"{path}?private_token={raw}")
     assert response.status_code == 200
@@ -116,7 +111,7 @@ def test_token_is_accepted_where_gitlab_clients_send_it(make_token, project, whe
 
 
 def test_read_api_token_reads_but_cannot_write(make_token, project, existing, unchanged):
-    api = client_with(HTTP_PRIVATE_TOKEN=make_token(scopes=["read_api"]))
+    api = api_client_with(make_token(scopes=["read_api"]))
     assert api.get(f"/api/v4/projects/{project.pk}/pipelines").status_code == 200
     unchanged()
     for method, path, data in write_requests(project, existing):
@@ -136,7 +131,7 @@ def test_project_limited_token_gets_404_on_other_projects(make_token, project, e
     # GitLab's answer to a project one may not reach: the same 404 as a project that does
     # not exist, so ids and paths cannot be probed.
     other = ProjectFactory()
-    api = client_with(HTTP_PRIVATE_TOKEN=make_token(projects=[other]))
+    api = api_client_with(make_token(projects=[other]))
     unchanged()
     message = {"message": "404 Project Not Found"}
     assert api.get("/api/v4/projects/999999").json() == message
@@ -162,7 +157,7 @@ def test_group_scoped_token_without_change_permission_cannot_write(
 ):
     readers = Group.objects.create(name="readers")
     readers.permissions.add(Permission.objects.get(codename="view_project"))
-    api = client_with(HTTP_PRIVATE_TOKEN=make_token(groups=[readers]))
+    api = api_client_with(make_token(groups=[readers]))
     assert api.get(f"/api/v4/projects/{project.pk}/pipelines/{existing.pk}").status_code == 200
     unchanged()
     response = api.post(
@@ -180,18 +175,13 @@ def test_group_scoped_token_without_change_permission_cannot_write(
 # --- Bad input ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def api(make_token):
-    return client_with(HTTP_PRIVATE_TOKEN=make_token())
-
-
 @pytest.mark.parametrize(
     "path",
     ["/api/v4/projects", "/api/v4/projects/{id}/statuses/" + SHA, "/api/v4/projects/{id}/pipeline"],
 )
-def test_malformed_json_is_400_and_changes_nothing(api, project, existing, unchanged, path):
+def test_malformed_json_is_400_and_changes_nothing(api_client, project, existing, unchanged, path):
     unchanged()
-    response = api.post(
+    response = api_client.post(
         path.format(id=project.pk), '{"state": "success",', content_type="application/json"
     )
     assert response.status_code == 400
@@ -199,18 +189,18 @@ def test_malformed_json_is_400_and_changes_nothing(api, project, existing, uncha
 
 
 @pytest.mark.parametrize("body", ["[1, 2]", '"success"', "NaN"])
-def test_json_that_is_not_an_object_is_400(api, project, existing, unchanged, body):
+def test_json_that_is_not_an_object_is_400(api_client, project, existing, unchanged, body):
     unchanged()
-    response = api.post(
+    response = api_client.post(
         f"/api/v4/projects/{project.pk}/statuses/{SHA}", body, content_type="application/json"
     )
     assert response.status_code == 400
     assert "error" in response.json()
 
 
-def test_unsupported_content_type_is_415(api, project, existing, unchanged):
+def test_unsupported_content_type_is_415(api_client, project, existing, unchanged):
     unchanged()
-    response = api.post(
+    response = api_client.post(
         f"/api/v4/projects/{project.pk}/statuses/{SHA}", "state=success", content_type="text/plain"
     )
     assert response.status_code == 415
@@ -227,16 +217,20 @@ def test_unsupported_content_type_is_415(api, project, existing, unchanged):
         ("post", "/api/v4/projects", {"name": "x\x00y"}),
     ],
 )
-def test_nul_characters_are_400_not_500(api, project, existing, unchanged, method, path, data):
+def test_nul_characters_are_400_not_500(
+    api_client, project, existing, unchanged, method, path, data
+):
     unchanged()
-    response = send(api, method, path.format(id=project.pk), data)
+    response = send(api_client, method, path.format(id=project.pk), data)
     assert response.status_code == 400
     assert "NUL" in response.json()["error"] or "null" in response.json()["error"].lower()
 
 
-def test_refused_job_transition_is_400_with_gitlabs_wording(api, project, existing, unchanged):
+def test_refused_job_transition_is_400_with_gitlabs_wording(
+    api_client, project, existing, unchanged
+):
     unchanged()
-    response = api.post(
+    response = api_client.post(
         f"/api/v4/projects/{project.pk}/statuses/{SHA}",
         {"state": "running", "name": "build", "ref": "main"},
         format="json",
@@ -245,7 +239,7 @@ def test_refused_job_transition_is_400_with_gitlabs_wording(api, project, existi
     assert response.json() == {"message": "Cannot transition status via :run from :running"}
 
 
-def test_unknown_project_on_every_endpoint_is_404(api, db):
+def test_unknown_project_on_every_endpoint_is_404(api_client, db):
     for method, path, data in [
         ("get", "/api/v4/projects/4040", None),
         ("get", "/api/v4/projects/4040/pipelines", None),
@@ -258,13 +252,13 @@ def test_unknown_project_on_every_endpoint_is_404(api, db):
         ("post", "/api/v4/projects/4040/pipelines/1/cancel", None),
         ("delete", "/api/v4/projects/4040/pipelines/1", None),
     ]:
-        response = send(api, method, path, data)
+        response = send(api_client, method, path, data)
         assert response.status_code == 404, (method, path)
         assert response.json() == {"message": "404 Project Not Found"}
     assert not Pipeline.objects.exists()
 
 
-def test_wrong_method_is_405(api, project):
-    response = api.put(f"/api/v4/projects/{project.pk}/pipelines", {}, format="json")
+def test_wrong_method_is_405(api_client, project):
+    response = api_client.put(f"/api/v4/projects/{project.pk}/pipelines", {}, format="json")
     assert response.status_code == 405
     assert response.json() == {"message": "405 Method Not Allowed"}

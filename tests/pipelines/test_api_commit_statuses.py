@@ -3,7 +3,6 @@
 import re
 
 import pytest
-from rest_framework.test import APIClient
 
 from pipelines.models import Job, Pipeline
 from tests.factories import UserFactory
@@ -18,19 +17,17 @@ def reporter(db):
 
 
 @pytest.fixture
-def client(make_token, reporter):
-    api = APIClient()
-    api.credentials(HTTP_PRIVATE_TOKEN=make_token(user=reporter))
-    return api
+def api_user(reporter):
+    return reporter
 
 
-def post_status(client, project, sha=SHA, **data):
-    return client.post(f"/api/v4/projects/{project.pk}/statuses/{sha}", data, format="json")
+def post_status(api_client, project, sha=SHA, **data):
+    return api_client.post(f"/api/v4/projects/{project.pk}/statuses/{sha}", data, format="json")
 
 
-def test_post_status_creates_external_pipeline_and_answers_gitlab_entity(client, project):
+def test_post_status_creates_external_pipeline_and_answers_gitlab_entity(api_client, project):
     response = post_status(
-        client,
+        api_client,
         project,
         state="pending",
         ref="main",
@@ -83,19 +80,21 @@ def test_post_status_creates_external_pipeline_and_answers_gitlab_entity(client,
     }
 
 
-def test_post_status_moves_the_same_job_through_its_states(client, project):
-    first = post_status(client, project, state="pending", ref="main", name="build").json()
-    running = post_status(client, project, state="running", ref="main", name="build").json()
-    done = post_status(client, project, state="success", ref="main", name="build").json()
+def test_post_status_moves_the_same_job_through_its_states(api_client, project):
+    first = post_status(api_client, project, state="pending", ref="main", name="build").json()
+    running = post_status(api_client, project, state="running", ref="main", name="build").json()
+    done = post_status(api_client, project, state="success", ref="main", name="build").json()
     assert first["id"] == running["id"] == done["id"]
     assert GITLAB_TIME.match(running["started_at"]) and GITLAB_TIME.match(done["finished_at"])
     assert Job.objects.get().status == "success"
     assert Pipeline.objects.get().status == "success"
 
 
-def test_post_status_takes_parameters_from_the_query_string_and_context_as_name(client, project):
+def test_post_status_takes_parameters_from_the_query_string_and_context_as_name(
+    api_client, project
+):
     # curl --request POST ".../statuses/SHA?state=success&context=lint" is GitLab's own example.
-    response = client.post(
+    response = api_client.post(
         f"/api/v4/projects/{project.pk}/statuses/{SHA}?state=running&context=lint&ref=dev"
     )
     assert response.status_code == 201, response.json()
@@ -103,43 +102,43 @@ def test_post_status_takes_parameters_from_the_query_string_and_context_as_name(
     assert response.json()["ref"] == "dev"
 
 
-def test_post_status_without_name_uses_default(client, project):
-    assert post_status(client, project, state="success").json()["name"] == "default"
+def test_post_status_without_name_uses_default(api_client, project):
+    assert post_status(api_client, project, state="success").json()["name"] == "default"
 
 
-def test_post_status_after_finish_starts_a_new_attempt(client, project):
-    old = post_status(client, project, state="failed", ref="main", name="test").json()
-    new = post_status(client, project, state="pending", ref="main", name="test").json()
+def test_post_status_after_finish_starts_a_new_attempt(api_client, project):
+    old = post_status(api_client, project, state="failed", ref="main", name="test").json()
+    new = post_status(api_client, project, state="pending", ref="main", name="test").json()
     assert new["id"] != old["id"]
     assert Job.objects.get(pk=old["id"]).retried is True
     # GitLab's enqueue of a finished pipeline runs it again.
     assert Pipeline.objects.get().status == "running"
 
 
-def test_post_status_with_stage_orders_stages(client, project):
-    post_status(client, project, state="success", ref="main", name="compile", stage="build")
-    post_status(client, project, state="running", ref="main", name="unit", stage="test")
+def test_post_status_with_stage_orders_stages(api_client, project):
+    post_status(api_client, project, state="success", ref="main", name="compile", stage="build")
+    post_status(api_client, project, state="running", ref="main", name="unit", stage="test")
     assert Pipeline.objects.get().stage_names() == ["build", "test"]
 
 
-def test_post_status_to_a_given_pipeline(client, project):
-    one = post_status(client, project, state="pending", ref="main", name="a").json()
+def test_post_status_to_a_given_pipeline(api_client, project):
+    one = post_status(api_client, project, state="pending", ref="main", name="a").json()
     response = post_status(
-        client, project, state="running", name="b", pipeline_id=one["pipeline_id"]
+        api_client, project, state="running", name="b", pipeline_id=one["pipeline_id"]
     )
     assert response.status_code == 201
     assert response.json()["pipeline_id"] == one["pipeline_id"]
 
 
-def test_post_status_to_unknown_pipeline_is_404_and_changes_nothing(client, project):
-    response = post_status(client, project, state="pending", name="a", pipeline_id=999)
+def test_post_status_to_unknown_pipeline_is_404_and_changes_nothing(api_client, project):
+    response = post_status(api_client, project, state="pending", name="a", pipeline_id=999)
     assert response.status_code == 404
     assert response.json() == {"message": "404 Pipeline Not Found"}
     assert not Job.objects.exists() and not Pipeline.objects.exists()
 
 
-def test_post_status_for_project_by_path(client, project):
-    response = client.post(
+def test_post_status_for_project_by_path(api_client, project):
+    response = api_client.post(
         f"/api/v4/projects/{project.namespace}%2F{project.path}/statuses/{SHA}",
         {"state": "success"},
         format="json",
@@ -162,22 +161,22 @@ def test_post_status_for_project_by_path(client, project):
         ({"state": "success", "name": "x" * 256}, "name is invalid: "),
     ],
 )
-def test_post_status_bad_parameters_are_400_and_change_nothing(client, project, data, error):
-    response = post_status(client, project, **data)
+def test_post_status_bad_parameters_are_400_and_change_nothing(api_client, project, data, error):
+    response = post_status(api_client, project, **data)
     assert response.status_code == 400
     assert response.json()["error"].startswith(error)
     assert not Job.objects.exists() and not Pipeline.objects.exists()
 
 
-def test_post_status_refused_transition_is_400_and_changes_nothing(client, project):
-    post_status(client, project, state="success", ref="main", name="build")
+def test_post_status_refused_transition_is_400_and_changes_nothing(api_client, project):
+    post_status(api_client, project, state="success", ref="main", name="build")
     job_before = Job.objects.values().get()
     pipeline_before = Pipeline.objects.values().get()
     # A finished job cannot run again in place, but "running" on a finished status starts a
     # new attempt; the refused move is running -> running on the same attempt.
-    post_status(client, project, state="running", ref="main", name="deploy")
+    post_status(api_client, project, state="running", ref="main", name="deploy")
     deploy_before = Job.objects.values().get(name="deploy")
-    response = post_status(client, project, state="running", ref="main", name="deploy")
+    response = post_status(api_client, project, state="running", ref="main", name="deploy")
     assert response.status_code == 400
     assert response.json() == {"message": "Cannot transition status via :run from :running"}
     assert Job.objects.values().get(pk=job_before["id"]) == job_before
@@ -185,15 +184,15 @@ def test_post_status_refused_transition_is_400_and_changes_nothing(client, proje
     assert Pipeline.objects.values().get()["id"] == pipeline_before["id"]
 
 
-def test_post_status_unknown_project_is_404(client, db):
-    response = post_status(client, type("P", (), {"pk": 424242})(), state="success")
+def test_post_status_unknown_project_is_404(api_client, db):
+    response = post_status(api_client, type("P", (), {"pk": 424242})(), state="success")
     assert response.status_code == 404
     assert response.json() == {"message": "404 Project Not Found"}
     assert not Pipeline.objects.exists()
 
 
-def test_post_status_too_long_sha_is_400(client, project):
-    response = post_status(client, project, sha="a" * 65, state="success")
+def test_post_status_too_long_sha_is_400(api_client, project):
+    response = post_status(api_client, project, sha="a" * 65, state="success")
     assert response.status_code == 400
     assert "sha is invalid" in response.json()["error"]
 
@@ -202,21 +201,21 @@ def test_post_status_too_long_sha_is_400(client, project):
 
 
 @pytest.fixture
-def reported(client, project):
+def reported(api_client, project):
     """Two pipelines for SHA (main and dev), three jobs over two stages, one retried."""
-    post_status(client, project, state="failed", ref="main", name="unit", stage="test")
-    post_status(client, project, state="running", ref="main", name="unit", stage="test")
-    post_status(client, project, state="success", ref="main", name="compile", stage="build")
-    post_status(client, project, state="pending", ref="dev", name="unit", stage="test")
-    post_status(client, project, sha="f" * 40, state="pending", ref="main", name="other")
+    post_status(api_client, project, state="failed", ref="main", name="unit", stage="test")
+    post_status(api_client, project, state="running", ref="main", name="unit", stage="test")
+    post_status(api_client, project, state="success", ref="main", name="compile", stage="build")
+    post_status(api_client, project, state="pending", ref="dev", name="unit", stage="test")
+    post_status(api_client, project, sha="f" * 40, state="pending", ref="main", name="other")
 
 
-def list_statuses(client, project, query=""):
-    return client.get(f"/api/v4/projects/{project.pk}/repository/commits/{SHA}/statuses{query}")
+def list_statuses(api_client, project, query=""):
+    return api_client.get(f"/api/v4/projects/{project.pk}/repository/commits/{SHA}/statuses{query}")
 
 
-def test_list_statuses_shows_latest_attempts_of_the_commit(client, project, reported):
-    response = list_statuses(client, project)
+def test_list_statuses_shows_latest_attempts_of_the_commit(api_client, project, reported):
+    response = list_statuses(api_client, project)
     assert response.status_code == 200
     body = response.json()
     assert [(s["ref"], s["name"], s["status"]) for s in body] == [
@@ -237,25 +236,27 @@ def test_list_statuses_shows_latest_attempts_of_the_commit(client, project, repo
         ("?name=unit&ref=main&all=1", ["failed", "running"]),
     ],
 )
-def test_list_statuses_filters(client, project, reported, query, expected):
-    response = list_statuses(client, project, query)
+def test_list_statuses_filters(api_client, project, reported, query, expected):
+    response = list_statuses(api_client, project, query)
     assert [s["status"] for s in response.json()] == expected
 
 
-def test_list_statuses_of_unreported_commit_is_empty(client, project):
-    response = client.get(f"/api/v4/projects/{project.pk}/repository/commits/{'0' * 40}/statuses")
+def test_list_statuses_of_unreported_commit_is_empty(api_client, project):
+    response = api_client.get(
+        f"/api/v4/projects/{project.pk}/repository/commits/{'0' * 40}/statuses"
+    )
     assert response.status_code == 200
     assert response.json() == []
     assert response["X-Total"] == "0" and response["X-Total-Pages"] == "1"
 
 
-def test_list_statuses_bad_all_is_400(client, project):
-    response = list_statuses(client, project, "?all=maybe")
+def test_list_statuses_bad_all_is_400(api_client, project):
+    response = list_statuses(api_client, project, "?all=maybe")
     assert response.status_code == 400
     assert response.json() == {"error": "all is invalid"}
 
 
-def test_post_status_with_empty_target_url_and_description_shows_null(client, project):
-    response = post_status(client, project, state="success", target_url="", description="")
+def test_post_status_with_empty_target_url_and_description_shows_null(api_client, project):
+    response = post_status(api_client, project, state="success", target_url="", description="")
     assert response.status_code == 201, response.json()
     assert (response.json()["target_url"], response.json()["description"]) == (None, None)

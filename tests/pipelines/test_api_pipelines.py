@@ -4,8 +4,8 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from rest_framework.test import APIClient
 
+from hooks.payloads import build_pipeline_payload
 from pipelines import services
 from pipelines.models import Job, Pipeline
 from tests.factories import ProjectFactory, UserFactory
@@ -19,10 +19,8 @@ def owner(db):
 
 
 @pytest.fixture
-def client(make_token, owner):
-    api = APIClient()
-    api.credentials(HTTP_PRIVATE_TOKEN=make_token(user=owner))
-    return api
+def api_user(owner):
+    return owner
 
 
 def url(project, rest=""):
@@ -61,8 +59,8 @@ def ids(response):
     return [p["id"] for p in response.json()]
 
 
-def test_list_pipelines_newest_first_with_basic_fields(client, project, pipelines):
-    response = client.get(url(project, "/pipelines"))
+def test_list_pipelines_newest_first_with_basic_fields(api_client, project, pipelines):
+    response = api_client.get(url(project, "/pipelines"))
     assert response.status_code == 200
     assert ids(response) == [p.pk for p in reversed(pipelines)]
     first = response.json()[-1]
@@ -106,8 +104,8 @@ def test_list_pipelines_newest_first_with_basic_fields(client, project, pipeline
         ("?yaml_errors=false", [3, 2, 1, 0]),
     ],
 )
-def test_list_pipelines_filters_and_order(client, project, pipelines, query, expected):
-    response = client.get(url(project, "/pipelines" + query))
+def test_list_pipelines_filters_and_order(api_client, project, pipelines, query, expected):
+    response = api_client.get(url(project, "/pipelines" + query))
     assert response.status_code == 200, response.json()
     assert ids(response) == [pipelines[i].pk for i in expected]
 
@@ -123,23 +121,23 @@ def test_list_pipelines_filters_and_order(client, project, pipelines, query, exp
         ("?page=two", "page is invalid"),
     ],
 )
-def test_list_pipelines_bad_filter_is_400(client, project, pipelines, query, error):
-    response = client.get(url(project, "/pipelines" + query))
+def test_list_pipelines_bad_filter_is_400(api_client, project, pipelines, query, error):
+    response = api_client.get(url(project, "/pipelines" + query))
     assert response.status_code == 400
     assert response.json()["error"].startswith(error)
 
 
-def test_list_pipelines_hides_child_pipelines_unless_asked(client, project):
+def test_list_pipelines_hides_child_pipelines_unless_asked(api_client, project):
     parent = services.create_pipeline(project, ref="main", sha="a" * 40)
     child = services.create_pipeline(project, ref="main", sha="a" * 40, source="parent_pipeline")
-    assert ids(client.get(url(project, "/pipelines"))) == [parent.pk]
-    assert ids(client.get(url(project, "/pipelines?source=parent_pipeline"))) == [child.pk]
+    assert ids(api_client.get(url(project, "/pipelines"))) == [parent.pk]
+    assert ids(api_client.get(url(project, "/pipelines?source=parent_pipeline"))) == [child.pk]
 
 
 # --- Get -----------------------------------------------------------------------------------
 
 
-def test_get_pipeline_has_the_full_entity(client, project, owner):
+def test_get_pipeline_has_the_full_entity(api_client, project, owner):
     pipeline = services.create_pipeline(
         project, ref="main", sha="a" * 40, user=owner, at=at(0), commit_timestamp=at(-5)
     )
@@ -149,7 +147,7 @@ def test_get_pipeline_has_the_full_entity(client, project, owner):
     services.update_job(job, status="success", at=at(4))
     services.create_job(pipeline, name="lint", status="success", at=at(4), coverage=90.0)
 
-    response = client.get(url(project, f"/pipelines/{pipeline.pk}"))
+    response = api_client.get(url(project, f"/pipelines/{pipeline.pk}"))
     assert response.status_code == 200
     body = response.json()
     assert body == {
@@ -181,10 +179,10 @@ def test_get_pipeline_has_the_full_entity(client, project, owner):
         "committed_at": "2024-05-01T11:55:00.000Z",
         "duration": 120,
         "queued_duration": 120,
-        "coverage": 85.0,
+        "coverage": "85.00",
         "detailed_status": {
             "icon": "status_success",
-            "text": "passed",
+            "text": "Passed",
             "label": "passed",
             "group": "success",
             "tooltip": "passed",
@@ -197,34 +195,34 @@ def test_get_pipeline_has_the_full_entity(client, project, owner):
     }
 
 
-def test_get_pipeline_of_another_project_is_404(client, project):
+def test_get_pipeline_of_another_project_is_404(api_client, project):
     elsewhere = services.create_pipeline(ProjectFactory(), ref="main", sha="a" * 40)
-    response = client.get(url(project, f"/pipelines/{elsewhere.pk}"))
+    response = api_client.get(url(project, f"/pipelines/{elsewhere.pk}"))
     assert response.status_code == 404
     assert response.json() == {"message": "404 Not found"}
 
 
-def test_get_pipeline_with_bad_id_is_400(client, project):
-    response = client.get(url(project, "/pipelines/abc"))
+def test_get_pipeline_with_bad_id_is_400(api_client, project):
+    response = api_client.get(url(project, "/pipelines/abc"))
     assert response.status_code == 400
     assert response.json() == {"error": "pipeline_id is invalid"}
-    assert client.get(url(project, f"/pipelines/{10**30}")).status_code == 404
+    assert api_client.get(url(project, f"/pipelines/{10**30}")).status_code == 404
 
 
-def test_latest_pipeline_on_default_branch_or_ref(client, project):
+def test_latest_pipeline_on_default_branch_or_ref(api_client, project):
     services.create_pipeline(project, ref="main", sha="a" * 40)
     newest_main = services.create_pipeline(project, ref="main", sha="b" * 40)
     dev = services.create_pipeline(project, ref="dev", sha="c" * 40)
-    assert client.get(url(project, "/pipelines/latest")).json()["id"] == newest_main.pk
-    assert client.get(url(project, "/pipelines/latest?ref=dev")).json()["id"] == dev.pk
-    assert client.get(url(project, "/pipelines/latest?ref=nope")).status_code == 404
+    assert api_client.get(url(project, "/pipelines/latest")).json()["id"] == newest_main.pk
+    assert api_client.get(url(project, "/pipelines/latest?ref=dev")).json()["id"] == dev.pk
+    assert api_client.get(url(project, "/pipelines/latest?ref=nope")).status_code == 404
 
 
 # --- Create --------------------------------------------------------------------------------
 
 
-def test_create_pipeline_with_sha_and_variables(client, project, owner):
-    response = client.post(
+def test_create_pipeline_with_sha_and_variables(api_client, project, owner):
+    response = api_client.post(
         url(project, "/pipeline"),
         {
             "ref": "main",
@@ -245,28 +243,28 @@ def test_create_pipeline_with_sha_and_variables(client, project, owner):
         {"key": "DEPLOY", "value": "true", "variable_type": "env_var"},
         {"key": "CONFIG", "value": "x=1", "variable_type": "file"},
     ]
-    variables = client.get(url(project, f"/pipelines/{pipeline.pk}/variables")).json()
+    variables = api_client.get(url(project, f"/pipelines/{pipeline.pk}/variables")).json()
     assert variables == [
         {"key": "DEPLOY", "variable_type": "env_var", "value": "true"},
         {"key": "CONFIG", "variable_type": "file", "value": "x=1"},
     ]
 
 
-def test_create_pipeline_without_sha_runs_the_newest_commit_on_the_ref(client, project):
+def test_create_pipeline_without_sha_runs_the_newest_commit_on_the_ref(api_client, project):
     services.create_pipeline(
         project, ref="main", sha="a" * 40, commit_title="Old", commit_message="Old"
     )
     services.create_pipeline(project, ref="main", sha="b" * 40, commit_title="Fix the build")
     services.create_pipeline(project, ref="dev", sha="c" * 40)
-    response = client.post(url(project, "/pipeline?ref=main"))
+    response = api_client.post(url(project, "/pipeline?ref=main"))
     assert response.status_code == 201, response.json()
     created = Pipeline.objects.get(pk=response.json()["id"])
     assert (created.sha, created.ref, created.source) == ("b" * 40, "main", "api")
     assert created.commit_title == "Fix the build"
 
 
-def test_create_pipeline_with_form_encoded_variables(client, project):
-    response = client.post(
+def test_create_pipeline_with_form_encoded_variables(api_client, project):
+    response = api_client.post(
         url(project, "/pipeline"),
         "ref=main&sha=" + "a" * 40 + "&variables[][key]=A&variables[][value]=1"
         "&variables[][key]=B&variables[][value]=2",
@@ -293,8 +291,8 @@ def test_create_pipeline_with_form_encoded_variables(client, project):
         ),
     ],
 )
-def test_create_pipeline_bad_input_is_400_and_creates_nothing(client, project, data, expected):
-    response = client.post(url(project, "/pipeline"), data, format="json")
+def test_create_pipeline_bad_input_is_400_and_creates_nothing(api_client, project, data, expected):
+    response = api_client.post(url(project, "/pipeline"), data, format="json")
     assert response.status_code == 400
     if expected:
         assert response.json() == expected
@@ -303,8 +301,8 @@ def test_create_pipeline_bad_input_is_400_and_creates_nothing(client, project, d
     assert not Pipeline.objects.exists()
 
 
-def test_create_pipeline_variable_errors_name_the_variable(client, project):
-    response = client.post(
+def test_create_pipeline_variable_errors_name_the_variable(api_client, project):
+    response = api_client.post(
         url(project, "/pipeline"),
         {"ref": "main", "sha": "a" * 40, "variables": [{"key": "A", "value": "1"}, {"value": 2}]},
         format="json",
@@ -325,62 +323,64 @@ def failed_pipeline(project):
     return pipeline
 
 
-def test_retry_pipeline_reruns_failed_jobs(client, project, failed_pipeline):
-    response = client.post(url(project, f"/pipelines/{failed_pipeline.pk}/retry"))
+def test_retry_pipeline_reruns_failed_jobs(api_client, project, failed_pipeline):
+    response = api_client.post(url(project, f"/pipelines/{failed_pipeline.pk}/retry"))
     assert response.status_code == 201, response.json()
     assert response.json()["status"] == "running"
     assert response.json()["finished_at"] is None
-    jobs = client.get(url(project, f"/pipelines/{failed_pipeline.pk}/jobs")).json()
+    jobs = api_client.get(url(project, f"/pipelines/{failed_pipeline.pk}/jobs")).json()
     assert [(j["name"], j["status"]) for j in jobs] == [("unit", "pending"), ("build", "success")]
 
 
-def test_retry_pipeline_without_failed_jobs_is_400_and_changes_nothing(client, project):
+def test_retry_pipeline_without_failed_jobs_answers_it_unchanged(api_client, project):
+    """D3: GitLab's RetryPipelineService succeeds with nothing to retry (201)."""
     pipeline = services.create_pipeline(project, ref="main", sha="a" * 40)
     services.create_job(pipeline, name="build", status="success")
     before = list(Job.objects.values()), list(Pipeline.objects.values())
-    response = client.post(url(project, f"/pipelines/{pipeline.pk}/retry"))
-    assert response.status_code == 400
-    assert "not retryable" in response.json()["message"]
+    response = api_client.post(url(project, f"/pipelines/{pipeline.pk}/retry"))
+    assert response.status_code == 201
+    assert (response.json()["id"], response.json()["status"]) == (pipeline.pk, "success")
     assert (list(Job.objects.values()), list(Pipeline.objects.values())) == before
 
 
-def test_cancel_pipeline_cancels_unfinished_jobs(client, project):
+def test_cancel_pipeline_cancels_unfinished_jobs(api_client, project):
     pipeline = services.create_pipeline(project, ref="main", sha="a" * 40)
     services.create_job(pipeline, name="build", status="success")
     services.create_job(pipeline, name="unit", status="running")
-    response = client.post(url(project, f"/pipelines/{pipeline.pk}/cancel"))
+    response = api_client.post(url(project, f"/pipelines/{pipeline.pk}/cancel"))
     assert response.status_code == 200, response.json()
     assert response.json()["status"] == "canceled"
     statuses = {j.name: j.status for j in Job.objects.all()}
     assert statuses == {"build": "success", "unit": "canceled"}
 
 
-def test_cancel_finished_pipeline_is_400_and_changes_nothing(client, project, failed_pipeline):
+def test_cancel_finished_pipeline_answers_it_unchanged(api_client, project, failed_pipeline):
+    """D3: GitLab's API ignores CancelPipelineService's refusal and answers 200."""
     before = list(Job.objects.values()), list(Pipeline.objects.values())
-    response = client.post(url(project, f"/pipelines/{failed_pipeline.pk}/cancel"))
-    assert response.status_code == 400
-    assert response.json() == {"message": "Pipeline is not cancelable: it is failed"}
+    response = api_client.post(url(project, f"/pipelines/{failed_pipeline.pk}/cancel"))
+    assert response.status_code == 200
+    assert (response.json()["id"], response.json()["status"]) == (failed_pipeline.pk, "failed")
     assert (list(Job.objects.values()), list(Pipeline.objects.values())) == before
 
 
-def test_delete_pipeline(client, project, failed_pipeline):
-    response = client.delete(url(project, f"/pipelines/{failed_pipeline.pk}"))
+def test_delete_pipeline(api_client, project, failed_pipeline):
+    response = api_client.delete(url(project, f"/pipelines/{failed_pipeline.pk}"))
     assert response.status_code == 204
     assert not Pipeline.objects.exists() and not Job.objects.exists()
-    again = client.delete(url(project, f"/pipelines/{failed_pipeline.pk}"))
+    again = api_client.delete(url(project, f"/pipelines/{failed_pipeline.pk}"))
     assert again.status_code == 404
 
 
 # --- Jobs ----------------------------------------------------------------------------------
 
 
-def test_pipeline_jobs_have_gitlab_job_entity(client, project, owner, failed_pipeline):
+def test_pipeline_jobs_have_gitlab_job_entity(api_client, project, owner, failed_pipeline):
     failed = Job.objects.get(name="unit")
     Job.objects.filter(pk=failed.pk).update(
         user=owner,
         runner={"id": 7, "description": "docker", "is_shared": True, "tags": ["linux"]},
     )
-    response = client.get(url(project, f"/pipelines/{failed_pipeline.pk}/jobs"))
+    response = api_client.get(url(project, f"/pipelines/{failed_pipeline.pk}/jobs"))
     assert response.status_code == 200
     unit, build = response.json()
     assert set(unit) == {
@@ -431,12 +431,12 @@ def test_pipeline_jobs_have_gitlab_job_entity(client, project, owner, failed_pip
     assert unit["tag_list"] == ["linux"] and unit["artifacts"] == []
 
 
-def test_pipeline_jobs_scope_and_include_retried(client, project, failed_pipeline):
+def test_pipeline_jobs_scope_and_include_retried(api_client, project, failed_pipeline):
     services.retry_pipeline(failed_pipeline)
     jobs_url = url(project, f"/pipelines/{failed_pipeline.pk}/jobs")
 
     def names(query):
-        response = client.get(jobs_url + query)
+        response = api_client.get(jobs_url + query)
         assert response.status_code == 200, response.json()
         return [(j["name"], j["status"]) for j in response.json()]
 
@@ -449,13 +449,13 @@ def test_pipeline_jobs_scope_and_include_retried(client, project, failed_pipelin
     assert names("?scope=success") == [("build", "success")]
     assert names("?scope[]=pending&scope[]=success") == [("unit", "pending"), ("build", "success")]
     assert names("?scope[]=failed&include_retried=1") == [("unit", "failed")]
-    bad = client.get(jobs_url + "?scope[]=exploded")
+    bad = api_client.get(jobs_url + "?scope[]=exploded")
     assert bad.status_code == 400
     assert bad.json()["error"].startswith("scope[0] does not have a valid value")
 
 
-def test_pipeline_jobs_of_unknown_pipeline_is_404(client, project):
-    response = client.get(url(project, "/pipelines/9999/jobs"))
+def test_pipeline_jobs_of_unknown_pipeline_is_404(api_client, project):
+    response = api_client.get(url(project, "/pipelines/9999/jobs"))
     assert response.status_code == 404
     assert response.json() == {"message": "404 Not found"}
 
@@ -465,29 +465,32 @@ def test_pipeline_jobs_of_unknown_pipeline_is_404(client, project):
     [
         (
             [("build", "success", False), ("lint", "failed", True)],
-            ("status_warning", "passed", "passed with warnings", "success_with_warnings"),
+            ("status_warning", "Warning", "passed with warnings", "success-with-warnings"),
         ),
         (
             [("build", "success", False), ("deploy", "manual", False)],
-            ("status_manual", "blocked", "waiting for manual action", "manual"),
+            ("status_manual", "Blocked", "waiting for manual action", "manual"),
         ),
         (
             [("build", "success", False), ("deploy", "scheduled", False)],
-            ("status_scheduled", "delayed", "waiting for delayed job", "scheduled"),
+            ("status_scheduled", "Delayed", "waiting for delayed job", "scheduled"),
         ),
     ],
 )
 def test_get_pipeline_shows_gitlabs_extended_detailed_status(
-    client, project, jobs, detailed_status
+    api_client, project, jobs, detailed_status
 ):
     pipeline = services.create_pipeline(project, ref="main", sha="a" * 40)
     for name, status, allow_failure in jobs:
         services.create_job(pipeline, name=name, status=status, allow_failure=allow_failure)
-    body = client.get(url(project, f"/pipelines/{pipeline.pk}")).json()
+    body = api_client.get(url(project, f"/pipelines/{pipeline.pk}")).json()
     icon, text, label, group = detailed_status
     shown = body["detailed_status"]
     assert (shown["icon"], shown["text"], shown["label"], shown["group"]) == detailed_status
     assert shown["tooltip"] == label
-    assert shown["favicon"] == f"/assets/ci_favicons/favicon_{icon}.png"
+    # D11: SuccessWarning keeps Success's favicon, as GitLab's extended statuses do.
+    favicon = "status_success" if icon == "status_warning" else icon
+    assert shown["favicon"] == f"/assets/ci_favicons/favicon_{favicon}.png"
     pipeline.refresh_from_db()
-    assert pipeline.detailed_status == label  # what the Pipeline Hook payload carries
+    # What the Pipeline Hook payload carries.
+    assert build_pipeline_payload(pipeline)["object_attributes"]["detailed_status"] == label

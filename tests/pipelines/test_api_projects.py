@@ -3,30 +3,19 @@
 import re
 
 import pytest
-from rest_framework.test import APIClient
 
 from pipelines.models import Project
+from tests.clients import api_client_with
 from tests.factories import ProjectFactory
 
 GITLAB_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
-def client_with(raw_token: str) -> APIClient:
-    api = APIClient()
-    api.credentials(HTTP_PRIVATE_TOKEN=raw_token)
-    return api
-
-
-@pytest.fixture
-def client(make_token):
-    return client_with(make_token())
-
-
-def test_get_project_by_id_has_gitlab_fields(client, db):
+def test_get_project_by_id_has_gitlab_fields(api_client, db):
     project = ProjectFactory(
         name="Web", path="web", namespace="acme", description="Shop front", visibility="public"
     )
-    response = client.get(f"/api/v4/projects/{project.pk}")
+    response = api_client.get(f"/api/v4/projects/{project.pk}")
     assert response.status_code == 200
     body = response.json()
     assert {
@@ -78,47 +67,49 @@ def test_get_project_by_id_has_gitlab_fields(client, db):
 
 
 @pytest.mark.parametrize("ref", ["acme%2Fweb", "ACME%2FWeb", "acme/web"])
-def test_get_project_by_url_encoded_path(client, db, ref):
+def test_get_project_by_url_encoded_path(api_client, db, ref):
     project = ProjectFactory(path="web", namespace="acme")
-    response = client.get(f"/api/v4/projects/{ref}")
+    response = api_client.get(f"/api/v4/projects/{ref}")
     assert response.status_code == 200
     assert response.json()["id"] == project.pk
 
 
-def test_get_project_in_nested_namespace_by_path(client, db):
+def test_get_project_in_nested_namespace_by_path(api_client, db):
     project = ProjectFactory(path="api", namespace="acme/platform")
-    response = client.get("/api/v4/projects/acme%2Fplatform%2Fapi")
+    response = api_client.get("/api/v4/projects/acme%2Fplatform%2Fapi")
     assert response.json()["id"] == project.pk
     assert response.json()["name_with_namespace"] == f"acme / platform / {project.name}"
 
 
 @pytest.mark.parametrize("ref", ["999", "nobody%2Fnothing", "justaname", str(10**30)])
-def test_unknown_project_is_404(client, db, ref):
-    response = client.get(f"/api/v4/projects/{ref}")
+def test_unknown_project_is_404(api_client, db, ref):
+    response = api_client.get(f"/api/v4/projects/{ref}")
     assert response.status_code == 404
     assert response.json() == {"message": "404 Project Not Found"}
 
 
-def test_list_projects_newest_first_with_filters(client, db):
+def test_list_projects_newest_first_with_filters(api_client, db):
     old = ProjectFactory(name="Alpha", path="alpha", visibility="public")
     new = ProjectFactory(name="Beta", path="beta-tools")
-    assert [p["id"] for p in client.get("/api/v4/projects").json()] == [new.pk, old.pk]
-    assert [p["id"] for p in client.get("/api/v4/projects?sort=asc").json()] == [old.pk, new.pk]
-    assert [p["id"] for p in client.get("/api/v4/projects?search=tools").json()] == [new.pk]
-    assert [p["id"] for p in client.get("/api/v4/projects?visibility=public").json()] == [old.pk]
-    by_name = client.get("/api/v4/projects?order_by=name&sort=asc").json()
+    assert [p["id"] for p in api_client.get("/api/v4/projects").json()] == [new.pk, old.pk]
+    assert [p["id"] for p in api_client.get("/api/v4/projects?sort=asc").json()] == [old.pk, new.pk]
+    assert [p["id"] for p in api_client.get("/api/v4/projects?search=tools").json()] == [new.pk]
+    assert [p["id"] for p in api_client.get("/api/v4/projects?visibility=public").json()] == [
+        old.pk
+    ]
+    by_name = api_client.get("/api/v4/projects?order_by=name&sort=asc").json()
     assert [p["name"] for p in by_name] == ["Alpha", "Beta"]
 
 
 def test_list_projects_shows_only_the_projects_a_limited_token_reaches(make_token, db):
     allowed, _ = ProjectFactory(), ProjectFactory()
-    response = client_with(make_token(projects=[allowed])).get("/api/v4/projects")
+    response = api_client_with(make_token(projects=[allowed])).get("/api/v4/projects")
     assert [p["id"] for p in response.json()] == [allowed.pk]
     assert response["X-Total"] == "1"
 
 
-def test_create_project(client, db):
-    response = client.post(
+def test_create_project(api_client, db):
+    response = api_client.post(
         "/api/v4/projects",
         {
             "name": "Payments API",
@@ -144,8 +135,8 @@ def test_create_project(client, db):
     assert response.json()["path_with_namespace"] == "acme/payments-api"
 
 
-def test_create_project_from_path_only_under_root(client, db):
-    response = client.post("/api/v4/projects", {"path": "tools"}, format="json")
+def test_create_project_from_path_only_under_root(api_client, db):
+    response = api_client.post("/api/v4/projects", {"path": "tools"}, format="json")
     assert response.status_code == 201, response.json()
     assert response.json()["path_with_namespace"] == "root/tools"
     assert response.json()["name"] == "tools"
@@ -169,8 +160,8 @@ def test_create_project_from_path_only_under_root(client, db):
         ({"name": "x" * 300}, None),
     ],
 )
-def test_create_project_bad_input_is_400_and_creates_nothing(client, db, data, expected):
-    response = client.post("/api/v4/projects", data, format="json")
+def test_create_project_bad_input_is_400_and_creates_nothing(api_client, db, data, expected):
+    response = api_client.post("/api/v4/projects", data, format="json")
     assert response.status_code == 400
     if expected:
         assert response.json() == expected
@@ -179,9 +170,9 @@ def test_create_project_bad_input_is_400_and_creates_nothing(client, db, data, e
     assert not Project.objects.exists()
 
 
-def test_create_project_with_taken_path_is_400(client, db):
+def test_create_project_with_taken_path_is_400(api_client, db):
     ProjectFactory(path="web", namespace="acme")
-    response = client.post(
+    response = api_client.post(
         "/api/v4/projects", {"name": "Web", "path": "web", "namespace": "acme"}, format="json"
     )
     assert response.status_code == 400
@@ -190,7 +181,7 @@ def test_create_project_with_taken_path_is_400(client, db):
 
 
 def test_project_limited_token_cannot_create_projects(make_token, db):
-    limited = client_with(make_token(projects=[ProjectFactory()]))
+    limited = api_client_with(make_token(projects=[ProjectFactory()]))
     response = limited.post("/api/v4/projects", {"name": "New"}, format="json")
     assert response.status_code == 403
     assert response.json() == {
@@ -201,15 +192,17 @@ def test_project_limited_token_cannot_create_projects(make_token, db):
 
 
 @pytest.mark.parametrize("namespace", ["a b", "acme/-x", "acme//x?y", "y9{z]", "../etc"])
-def test_create_project_in_a_namespace_that_is_no_group_path_is_400(client, db, namespace):
-    response = client.post("/api/v4/projects", {"name": "x", "namespace": namespace}, format="json")
+def test_create_project_in_a_namespace_that_is_no_group_path_is_400(api_client, db, namespace):
+    response = api_client.post(
+        "/api/v4/projects", {"name": "x", "namespace": namespace}, format="json"
+    )
     assert response.status_code == 400
     assert response.json()["error"].startswith("namespace is a group path: groups of letters")
     assert not Project.objects.exists()
 
 
-def test_create_project_in_a_nested_namespace_trims_its_slashes(client, db):
-    response = client.post(
+def test_create_project_in_a_nested_namespace_trims_its_slashes(api_client, db):
+    response = api_client.post(
         "/api/v4/projects", {"name": "api", "namespace": "/acme/platform/"}, format="json"
     )
     assert response.status_code == 201

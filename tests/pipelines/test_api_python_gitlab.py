@@ -5,6 +5,8 @@ covers URL encoding of project paths, JSON bodies, status codes, Link-header pag
 and error bodies the way python-gitlab reads them.
 """
 
+import re
+
 import gitlab
 import pytest
 from django.db import DEFAULT_DB_ALIAS, connections
@@ -53,7 +55,7 @@ def test_python_gitlab_runs_a_pipeline_through_two_stages(gl):
     created = gl.projects.create({"name": "Web Shop", "path": "web", "namespace": "acme"})
     project = gl.projects.get("acme/web")  # sent as acme%2Fweb
     assert project.id == created.id and project.path_with_namespace == "acme/web"
-    commit = project.commits.get(SHA, lazy=True)
+    commit = project.commits.get(SHA)
 
     def pipeline_status() -> str:
         (pipeline,) = project.pipelines.list(sha=SHA)
@@ -99,25 +101,30 @@ def test_python_gitlab_runs_a_pipeline_through_two_stages(gl):
     statuses = commit.statuses.list(get_all=True)
     assert sorted(s.name for s in statuses) == ["compile", "lint", "unit"]
 
-    # Retry: the failed job gets a new pending attempt and the pipeline runs again.
+    # Retry (D3, D5): an external pipeline's commit statuses are retried by their CI, so
+    # GitLab answers 201 with the pipeline unchanged, and python-gitlab does not raise.
     pipeline.retry()
+    pipeline.refresh()
+    assert pipeline.status == "failed"
+    report(commit, "lint", "pending")  # the CI's next attempt
+    report(commit, "lint", "running")
     pipeline.refresh()
     assert pipeline.status == "running" and pipeline.finished_at is None
     assert len(pipeline.jobs.list(include_retried=True)) == 4
-    assert [j.status for j in pipeline.jobs.list(scope=["pending"])] == ["pending"]
-    report(commit, "lint", "running")
+    assert [j.status for j in pipeline.jobs.list(scope=["running"])] == ["running"]
     report(commit, "lint", "success")
     pipeline.refresh()
     assert pipeline.status == "success"
 
-    # Cancel: a pipeline for the next commit, stopped while a job runs.
-    next_commit = project.commits.get(NEXT_SHA, lazy=True)
+    # Cancel: a pipeline started by API for the next commit, stopped while a job runs.
+    running = project.pipelines.create({"ref": "main", "sha": NEXT_SHA})
+    next_commit = project.commits.get(NEXT_SHA)
     report(next_commit, "compile", "running", stage="build")
-    (running,) = project.pipelines.list(sha=NEXT_SHA)
     running.cancel()
     running = project.pipelines.get(running.id)
     assert running.status == "canceled"
     assert Job.objects.get(pipeline_id=running.id).status == "canceled"
+    running.cancel()  # nothing left to cancel: the pipeline comes back, no error (D3)
 
     # Lists: filters, and every page followed through the Link header.
     assert [p.id for p in project.pipelines.list(status="success")] == [pipeline.id]
@@ -140,7 +147,7 @@ def test_python_gitlab_runs_a_pipeline_through_two_stages(gl):
 
 def test_python_gitlab_sees_gitlab_errors(gl, live_server):
     project = gl.projects.create({"name": "api"})
-    commit = project.commits.get(SHA, lazy=True)
+    commit = project.commits.get(SHA)
 
     with pytest.raises(gitlab_errors.GitlabCreateError) as bad_state:
         commit.statuses.create({"state": "exploded"})
@@ -159,9 +166,9 @@ def test_python_gitlab_sees_gitlab_errors(gl, live_server):
     assert unknown.value.error_message == "404 Project Not Found"
 
     with client(live_server.url, token(["read_api"])) as reader:
-        read_only = reader.projects.get(project.id, lazy=True)
+        read_only = reader.projects.get(project.id)
         with pytest.raises(gitlab_errors.GitlabCreateError) as forbidden:
-            read_only.commits.get(SHA, lazy=True).statuses.create({"state": "success"})
+            read_only.commits.get(SHA).statuses.create({"state": "success"})
     assert forbidden.value.response_code == 403
 
     with (
@@ -169,3 +176,64 @@ def test_python_gitlab_sees_gitlab_errors(gl, live_server):
         pytest.raises(gitlab_errors.GitlabAuthenticationError),
     ):
         stranger.projects.list()
+
+
+def test_python_gitlab_reads_the_user_version_and_metadata(gl, live_server, settings, recwarn):
+    settings.PIPEHOOK_EXTERNAL_URL = live_server.url
+    gl.auth()  # GET /user; python-gitlab warns when the user's web_url is on another host
+    assert not [w for w in recwarn if "base URL" in str(w.message)]
+    assert gl.user.username == "ci-api"
+    assert gl.user.web_url.endswith("/ci-api") and gl.user.is_admin is False
+    version, revision = gl.version()
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version) and revision.startswith("pipehook-")
+    metadata = gl.http_get("/metadata")
+    assert (metadata["version"], metadata["kas"]["enabled"], metadata["enterprise"]) == (
+        version,
+        False,
+        False,
+    )
+
+
+def test_python_gitlab_gets_a_commit_and_posts_its_status_as_documented(gl):
+    project = gl.projects.create({"name": "api"})
+    commit = project.commits.get(SHA)  # a commit nothing was reported for yet
+    assert (commit.id, commit.short_id, commit.last_pipeline) == (SHA, SHA[:8], None)
+    commit.statuses.create({"state": "running", "name": "build", "ref": "main"})
+    commit = project.commits.get(SHA[:10])
+    assert (commit.id, commit.status) == (SHA, "running")
+    assert commit.last_pipeline["sha"] == SHA
+    assert project.commits.get("main").id == SHA  # a branch names its newest commit
+    with pytest.raises(gitlab_errors.GitlabGetError) as missing:
+        project.commits.get("no-such-branch")
+    assert missing.value.response_code == 404
+    assert missing.value.error_message == "404 Commit Not Found"
+
+
+def test_python_gitlab_lists_and_gets_jobs_bridges_and_test_reports(gl):
+    project = gl.projects.create({"name": "api"})
+    commit = project.commits.get(SHA)
+    report(commit, "build", "success", stage="build")
+    report(commit, "unit", "failed", stage="test")
+    report(commit, "unit", "pending", stage="test")  # a second attempt
+    jobs = project.jobs.list(get_all=True)
+    assert [(job.name, job.status) for job in jobs] == [
+        ("unit", "pending"),
+        ("unit", "failed"),  # GitLab's project jobs include retried attempts
+        ("build", "success"),
+    ]
+    assert [job.name for job in project.jobs.list(scope=["failed", "success"])] == [
+        "unit",
+        "build",
+    ]
+    job = project.jobs.get(jobs[-1].id)
+    assert (job.name, job.stage, job.pipeline["sha"]) == ("build", "build", SHA)
+    with pytest.raises(gitlab_errors.GitlabGetError) as missing:
+        project.jobs.get(jobs[0].id + 100)
+    assert missing.value.response_code == 404
+
+    (pipeline,) = project.pipelines.list()
+    assert pipeline.bridges.list() == []
+    report_data = pipeline.test_report.get()
+    assert (report_data.total_count, report_data.test_suites) == (0, [])
+    summary = pipeline.test_report_summary.get()
+    assert summary.total["count"] == 0 and summary.test_suites == []

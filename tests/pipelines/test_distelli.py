@@ -653,3 +653,13 @@ def test_build_becomes_pipeline_hook_deliveries(client, app, key):
     bodies = [json.loads(d.event.body) for d in Delivery.objects.filter(hook=hook).order_by("id")]
     assert [b["object_attributes"]["status"] for b in bodies] == ["created", "running", "success"]
     assert bodies[-1]["builds"][0]["name"] == "build"
+
+
+def test_a1_build_event_fills_the_hook_payloads_commit(client, app, key):
+    """A1: the commit fields a build event reports are the Pipeline Hook's commit."""
+    from hooks.payloads import build_pipeline_payload
+
+    assert put(client, "buildEvent", SEED_BUILD_EVENT, key).status_code == 200
+    commit = build_pipeline_payload(DistelliEvent.objects.get().pipeline)["commit"]
+    assert (commit["id"], commit["message"], commit["title"]) == (SHA, "Just a Test", "Just a Test")
+    assert commit["author"] == {"name": "John Doe", "email": ""}

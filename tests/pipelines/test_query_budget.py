@@ -58,11 +58,12 @@ def post_status(api, project, **data):
 def test_commit_status_on_a_new_commit_creates_and_moves_its_pipeline(
     api, project, django_assert_max_num_queries
 ):
-    # project; begin; pipeline lookup; lock project; highest iid; insert pipeline; hooks;
-    # event + deliveries (created); insert job; update pipeline; event + deliveries
-    # (pending); commit. (In a test the transaction and create_pipeline's are savepoints:
-    # four statements where a server sends BEGIN, COMMIT and nothing for the inner one.)
-    with django_assert_max_num_queries(16):
+    # project; begin; pipeline lookup; the commit on other refs (its title, author...);
+    # lock project; highest iid; insert pipeline; hooks; event + deliveries (created); insert
+    # job; update pipeline; event + deliveries (pending); commit. (In a test the transaction
+    # and create_pipeline's are savepoints: four statements where a server sends BEGIN,
+    # COMMIT and nothing for the inner one.)
+    with django_assert_max_num_queries(17):
         response = post_status(api, project, state="pending", name="build", ref="main")
     assert response.status_code == 201, response.json()
     assert Delivery.objects.count() == 2 * HOOKS

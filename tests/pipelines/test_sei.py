@@ -806,3 +806,18 @@ def test_reported_run_becomes_pipeline_hook_deliveries(client, instance, key):
         ("pipeline", "success"),
     ]
     assert bodies[-1]["object_attributes"]["duration"] == 60
+
+
+def test_a1_a_run_fills_the_hook_payloads_commit_with_its_sha(client, instance, key):
+    """A1: SEI reports a commit by sha only; the payload's commit is there all the same."""
+    from hooks.payloads import build_pipeline_payload
+
+    sha = "9f" * 20
+    response = post(client, "custom-cicd", run_body(instance, scm_commit_ids=[sha]), key)
+    assert response.status_code == 202, response.json()
+    commit = build_pipeline_payload(Pipeline.objects.get())["commit"]
+    assert (commit["id"], commit["title"], commit["author"]) == (
+        sha,
+        "No commit message",
+        {"name": "", "email": ""},
+    )

@@ -123,7 +123,7 @@ def test_token_of_a_user_granted_nothing_can_do_nothing(db):
     for action in (auth.READ, auth.WRITE, auth.START, auth.MANAGE_HOOKS, auth.CREATE_PROJECT):
         with pytest.raises(Forbidden, match="user fresh does not hold"):
             auth.check_access(token, None, action)
-        assert not auth.token_has_permission(token, action, project)
+        assert not auth.grants_of(token).may(action, project)
     with pytest.raises(ProjectHidden):
         auth.check_access(token, None, auth.READ, project)
     assert list(auth.permitted_projects(token, auth.READ)) == []
@@ -315,3 +315,41 @@ def test_staff_manage_only_their_own_tokens_within_their_own_groups(client, db):
     )
     assert made.status_code == 200
     assert list(AccessToken.objects.get(user=staff).groups.all()) == [mine]
+
+
+@pytest.mark.parametrize(
+    ("superuser", "granted", "in_granting_group"),
+    [(s, g, m) for s in (False, True) for g in (False, True) for m in (False, True)],
+)
+def test_a_tokens_right_is_its_owners_in_every_combination(
+    superuser, granted, in_granting_group, db
+):
+    """The rule's truth table: a token may read a project when its owner is a superuser, OR
+    holds the permission, OR is in a group that grants it. No row of nothing grants anything
+    (a user granted nothing once held every right)."""
+    project = ProjectFactory()
+    owner = UserFactory(is_superuser=superuser)
+    if granted:
+        grant_permissions(owner, "view_project")
+    if in_granting_group:
+        readers = Group.objects.create(name="readers")
+        readers.permissions.add(Permission.objects.get(codename="view_project"))
+        owner.groups.add(readers)
+    token, _ = auth.create_token(owner, scopes=["read_api"])
+
+    allowed = superuser or granted or in_granting_group
+    assert auth.grants_of(token).may(auth.READ, project) is allowed
+    assert auth.grants_of(token).sees(project) is allowed
+    if not allowed:
+        with pytest.raises(ProjectHidden):
+            auth.check_access(token, None, auth.READ, project)
+
+
+@pytest.mark.parametrize("superuser", [False, True])
+def test_an_inactive_owners_token_may_do_nothing_whatever_it_held(superuser, db):
+    owner = grant_permissions(UserFactory(is_superuser=superuser), "view_project")
+    token, _ = auth.create_token(owner, scopes=["api"])
+    get_user_model().objects.filter(pk=owner.pk).update(is_active=False)
+    token.refresh_from_db()
+
+    assert auth.grants_of(token).may(auth.READ, ProjectFactory()) is False

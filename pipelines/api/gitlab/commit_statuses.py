@@ -82,6 +82,8 @@ class CommitStatusListView(GitLabView):
         sha = check_path_value("sha", sha)
         params = self.query_params(CommitStatusListParams)
         jobs = Job.objects.filter(pipeline__project=project, pipeline__sha=sha)
+        if pipeline_id := params.get("pipeline_id"):
+            jobs = jobs.filter(pipeline_id=pipeline_id)
         if not params["all"]:
             jobs = jobs.filter(retried=False)
         if ref := params.get("ref"):
@@ -90,5 +92,8 @@ class CommitStatusListView(GitLabView):
             jobs = jobs.filter(stage=stage)
         if name := params.get("name"):
             jobs = jobs.filter(name=name)
-        jobs = jobs.select_related("pipeline__project", "user").order_by("id")
+        prefix = "-" if params["sort"] == "desc" else ""
+        jobs = jobs.select_related("pipeline__project", "user").order_by(
+            f"{prefix}{params['order_by']}", f"{prefix}id"
+        )
         return self.paginated(jobs, entities.CommitStatusSerializer)

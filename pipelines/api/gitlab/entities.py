@@ -8,122 +8,35 @@ GitLab's empty value, so clients that read them keep working.
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
-from drf_spectacular.extensions import OpenApiSerializerFieldExtension
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from pipelines.api.times import commit_time, gitlab_time
+from pipelines.api.gitlab.user_entities import (  # noqa: F401 (re-exported)
+    NULLABLE_INTEGER,
+    NULLABLE_OBJECT,
+    NULLABLE_STRING,
+    NULLABLE_URI,
+    ConstantField,
+    GitLabDateTimeField,
+    UserBasicSerializer,
+    UserPublicSerializer,
+    UserSerializer,
+)
+from pipelines.api.times import commit_time
+from pipelines.detailed_status import detailed_status_of
 from pipelines.models import Job, Pipeline, Project, Status
+from pipelines.status import job_durations
 
 
 def blank_to_none(value: str | None) -> str | None:
     return value or None
 
 
-class GitLabDateTimeField(serializers.DateTimeField):
-    def to_representation(self, value):
-        return gitlab_time(value)
-
-
-# Schemas of constants that are null (a link GitLab shows as null when there is none...).
-NULLABLE_STRING = {"type": "string", "nullable": True}
-NULLABLE_INTEGER = {"type": "integer", "nullable": True}
-NULLABLE_OBJECT = {"type": "object", "nullable": True}
-NULLABLE_URI = {"type": "string", "format": "uri", "nullable": True}
-
-
-class ConstantField(serializers.Field):
-    """A field GitLab exposes that means nothing here, always with GitLab's empty value.
-
-    Its schema follows the value (a boolean, an integer, a string, a list of strings); a
-    null constant names its own (``NULLABLE_STRING``...).
-    """
-
-    def __init__(self, value: Any, schema: dict | None = None, **kwargs):
-        super().__init__(source="*", read_only=True, **kwargs)
-        self.value = value
-        self.schema = schema or _schema_of(value)
-
-    def to_representation(self, instance) -> Any:
-        return self.value
-
-
-def _schema_of(value: Any) -> dict:
-    if isinstance(value, bool):
-        return {"type": "boolean"}
-    if isinstance(value, int):
-        return {"type": "integer"}
-    if isinstance(value, str):
-        return {"type": "string"}
-    if isinstance(value, list):
-        return {"type": "array", "items": {"type": "string"}}
-    raise TypeError(f"a constant {value!r} needs its schema")
-
-
-class ConstantFieldSchema(OpenApiSerializerFieldExtension):
-    """How the OpenAPI schema shows a ``ConstantField``: the schema of its value."""
-
-    target_class = ConstantField
-
-    def map_serializer_field(self, auto_schema, direction) -> dict:
-        return dict(self.target.schema)
-
-
-# --- Users -------------------------------------------------------------------------------
-
-
-class UserBasicSerializer(serializers.ModelSerializer):
-    """``API::Entities::UserBasic``."""
-
-    name = serializers.SerializerMethodField()
-    state = serializers.SerializerMethodField()
-    locked = ConstantField(False)
-    avatar_url = ConstantField(None, NULLABLE_URI)
-    web_url = serializers.SerializerMethodField()
-
-    class Meta:
-        model = get_user_model()
-        fields = ["id", "username", "name", "state", "locked", "avatar_url", "web_url"]
-
-    def get_name(self, user) -> str:
-        return user.get_full_name() or user.get_username()
-
-    def get_state(self, user) -> str:
-        return "active" if user.is_active else "blocked"
-
-    def get_web_url(self, user) -> str:
-        return f"{settings.PIPEHOOK_EXTERNAL_URL}/{user.get_username()}"
-
-
-class UserSerializer(UserBasicSerializer):
-    """``API::Entities::User``, as jobs show their user."""
-
-    created_at = GitLabDateTimeField(source="date_joined")
-    bio = ConstantField(None, NULLABLE_STRING)
-    location = ConstantField(None, NULLABLE_STRING)
-    public_email = ConstantField("")
-    linkedin = ConstantField("")
-    twitter = ConstantField("")
-    website_url = ConstantField("")
-    organization = ConstantField("")
-
-    class Meta(UserBasicSerializer.Meta):
-        fields = [
-            *UserBasicSerializer.Meta.fields,
-            "created_at",
-            "bio",
-            "location",
-            "public_email",
-            "linkedin",
-            "twitter",
-            "website_url",
-            "organization",
-        ]
-
+# --- Users: ``user_entities`` (re-exported here, where every entity is looked up) -------
 
 # --- Projects ----------------------------------------------------------------------------
 
@@ -249,17 +162,18 @@ class DetailedStatusSerializer(serializers.Serializer):
     favicon = serializers.CharField()
 
     def to_representation(self, pipeline: Pipeline) -> dict:
-        icon, text, label, group = pipeline.detailed_status_parts()
+        status = detailed_status_of(pipeline)
         return {
-            "icon": icon,
-            "text": text,
-            "label": label,
-            "group": group,
-            "tooltip": label,
+            "icon": status.icon,
+            "text": status.text,
+            "label": status.label,
+            "group": status.group,
+            "tooltip": status.label,
             "has_details": True,
             "details_path": f"/{pipeline.project.path_with_namespace}/-/pipelines/{pipeline.pk}",
             "illustration": None,
-            "favicon": f"/assets/ci_favicons/favicon_{icon}.png",
+            # GitLab's asset path; its digest suffix is its own build's.
+            "favicon": f"/assets/ci_favicons/{status.favicon}.png",
         }
 
 
@@ -316,11 +230,13 @@ class PipelineSerializer(PipelineBasicSerializer):
             "archived",
         ]
 
-    def get_coverage(self, pipeline: Pipeline) -> float | None:
-        """The mean coverage of the latest jobs that report one, as GitLab computes it."""
+    def get_coverage(self, pipeline: Pipeline) -> str | None:
+        """The mean coverage of the latest jobs that report one, as GitLab computes it, and
+        as ``Ci::PipelinePresenter#coverage`` writes it: a string with two decimals
+        (go-gitlab declares ``Coverage string``). A job's coverage stays a number."""
         jobs = pipeline.latest_jobs().exclude(coverage=None)
         values = list(jobs.values_list("coverage", flat=True))
-        return sum(values) / len(values) if values else None
+        return f"{sum(values) / len(values):.2f}" if values else None
 
 
 class PipelineVariableSerializer(serializers.Serializer):
@@ -341,7 +257,7 @@ class CommitSerializer(serializers.Serializer):
     short_id = serializers.SerializerMethodField()
     created_at = serializers.SerializerMethodField()
     parent_ids = serializers.SerializerMethodField()
-    title = serializers.CharField(source="commit_title")
+    title = serializers.CharField(source="resolved_commit_title")
     message = serializers.CharField(source="commit_message")
     author_name = serializers.CharField(source="commit_author_name")
     author_email = serializers.CharField(source="commit_author_email")
@@ -368,6 +284,29 @@ class CommitSerializer(serializers.Serializer):
 
     def get_web_url(self, pipeline: Pipeline) -> str:
         return f"{pipeline.project.resolved_web_url}/-/commit/{pipeline.sha}"
+
+
+class CommitDetailSerializer(CommitSerializer):
+    """``API::Entities::CommitDetail`` of ``GET /repository/commits/:sha``.
+
+    The instance is the commit's newest pipeline, or an unsaved one for a commit nothing
+    was reported for yet. The repository lives in the reporting CI, so there are no
+    ``stats`` (null) and no trailers.
+    """
+
+    trailers = ConstantField({}, {"type": "object"})
+    extended_trailers = ConstantField({}, {"type": "object"})
+    stats = ConstantField(None, NULLABLE_OBJECT)
+    status = serializers.SerializerMethodField()
+    project_id = serializers.IntegerField()
+    last_pipeline = serializers.SerializerMethodField()
+
+    def get_status(self, pipeline: Pipeline) -> str | None:
+        return pipeline.status if pipeline.pk else None
+
+    @extend_schema_field(PipelineBasicSerializer(allow_null=True))
+    def get_last_pipeline(self, pipeline: Pipeline) -> dict | None:
+        return PipelineBasicSerializer(pipeline).data if pipeline.pk else None
 
 
 class JobProjectSerializer(serializers.Serializer):
@@ -411,6 +350,9 @@ class RunnerSerializer(serializers.Serializer):
 
 class JobSerializer(serializers.ModelSerializer):
     """``API::Entities::Ci::Job``: the jobs of a pipeline."""
+
+    duration = serializers.SerializerMethodField()
+    queued_duration = serializers.SerializerMethodField()
 
     ref = serializers.CharField(source="pipeline.ref")
     tag = serializers.BooleanField(source="pipeline.tag")
@@ -476,6 +418,13 @@ class JobSerializer(serializers.ModelSerializer):
         if not job.artifacts_filename:
             data.pop("artifacts_file")
         return data
+
+    def get_duration(self, job: Job) -> float | None:
+        """Live for a running job, as GitLab's ``calculate_duration``."""
+        return job_durations(job, timezone.now())[0]
+
+    def get_queued_duration(self, job: Job) -> float | None:
+        return job_durations(job, timezone.now())[1]
 
     def get_artifacts(self, job: Job) -> list[dict]:
         if not job.artifacts_filename:

@@ -15,7 +15,8 @@ from typing import Any
 
 from rest_framework import serializers
 
-from pipelines.api.parsing import validation_problems
+from pipelines.api.parsing import MAX_ID, validation_problems
+from pipelines.auth import TOKEN_QUERY_PARAMETERS
 from pipelines.errors import InvalidParameter
 from pipelines.models import Pipeline, Project, Status
 from pipelines.services import COMMIT_STATUS_STATES
@@ -74,8 +75,32 @@ def _describe_problem(name: str, detail: serializers.ErrorDetail, field=None) ->
     return f"{name} is invalid: {detail}"
 
 
+# Read by the views themselves (pagination) or by authentication, on every endpoint.
+SHARED_PARAMETERS = frozenset({"page", "per_page", *TOKEN_QUERY_PARAMETERS})
+
+
+class StrictParams(serializers.Serializer):
+    """Parameters of an endpoint where an unknown one would be dropped at the client's cost.
+
+    Grape ignores what a route does not declare; here a filter this API does not know is
+    refused with a 400 naming it, so ``list(created_before=...)`` can never come back as
+    the whole list, nor a write happen without part of what was asked.
+    """
+
+
+def unknown_parameters(serializer_class: type[serializers.Serializer], data: dict) -> list[str]:
+    known = set(serializer_class().fields) | SHARED_PARAMETERS
+    return sorted(key for key in data if key not in known)
+
+
 def validate_params(serializer_class: type[serializers.Serializer], data: dict) -> dict:
     """Validated parameters, or an ``InvalidParameter`` naming every bad one."""
+    if issubclass(serializer_class, StrictParams) and (
+        unknown := unknown_parameters(serializer_class, data)
+    ):
+        raise InvalidParameter(
+            ", ".join(f"{name} is not a parameter of this endpoint" for name in unknown)
+        )
     serializer = serializer_class(data=data)
     if not serializer.is_valid():
         problems = validation_problems(serializer.errors, serializer)
@@ -99,6 +124,20 @@ def check_path_value(name: str, value: str, max_length: int | None = None) -> st
 # --- Parameters of each endpoint ---------------------------------------------------------
 
 PIPELINE_ORDER_FIELDS = ("id", "status", "ref", "updated_at", "user_id")
+COMMIT_STATUS_ORDER_FIELDS = ("id", "pipeline_id")
+# GitLab's whole vocabularies (``Ci::HasStatus::AVAILABLE_STATUSES``, ``Ci::Pipeline.sources``):
+# a filter with a value no row here can have is an empty list, not a 400.
+GITLAB_STATUSES = (*Status.values, "waiting_for_callback")
+GITLAB_PIPELINE_SOURCES = (
+    *Pipeline.Source.values,
+    "webide",
+    "ondemand_dast_scan",
+    "ondemand_dast_validation",
+    "security_orchestration_policy",
+    "container_registry_push",
+    "duo_workflow",
+    "pipeline_execution_policy_schedule",
+)
 PIPELINE_SCOPES = ("running", "pending", "finished", "branches", "tags")
 PROJECT_ORDER_FIELDS = ("id", "name", "path", "created_at", "updated_at", "last_activity_at")
 # GitLab's project paths: letters, digits, '_', '-' and '.', not starting with '-' or '.'.
@@ -174,7 +213,7 @@ def _group_path(value: str, name: str) -> str:
     return "/".join(groups)
 
 
-class CommitStatusCreateParams(serializers.Serializer):
+class CommitStatusCreateParams(StrictParams):
     state = serializers.ChoiceField(choices=COMMIT_STATUS_STATES)
     ref = serializers.CharField(required=False, max_length=255)
     name = serializers.CharField(required=False, max_length=255)
@@ -188,19 +227,24 @@ class CommitStatusCreateParams(serializers.Serializer):
     pipeline_id = serializers.IntegerField(required=False, min_value=1)
 
 
-class CommitStatusListParams(serializers.Serializer):
+class CommitStatusListParams(StrictParams):
     ref = serializers.CharField(required=False)
     stage = serializers.CharField(required=False)
     name = serializers.CharField(required=False)
+    pipeline_id = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
     all = serializers.BooleanField(
         required=False, default=False, help_text="Include retried statuses."
     )
+    order_by = serializers.ChoiceField(
+        choices=COMMIT_STATUS_ORDER_FIELDS, required=False, default="id"
+    )
+    sort = serializers.ChoiceField(choices=("asc", "desc"), required=False, default="asc")
 
 
-class PipelineListParams(serializers.Serializer):
+class PipelineListParams(StrictParams):
     scope = serializers.ChoiceField(choices=PIPELINE_SCOPES, required=False)
-    status = serializers.ChoiceField(choices=Status.values, required=False)
-    source = serializers.ChoiceField(choices=Pipeline.Source.values, required=False)
+    status = serializers.ChoiceField(choices=GITLAB_STATUSES, required=False)
+    source = serializers.ChoiceField(choices=GITLAB_PIPELINE_SOURCES, required=False)
     ref = serializers.CharField(required=False)
     sha = serializers.CharField(required=False)
     name = serializers.CharField(required=False)
@@ -208,6 +252,8 @@ class PipelineListParams(serializers.Serializer):
     yaml_errors = serializers.BooleanField(required=False, allow_null=True, default=None)
     updated_after = serializers.DateTimeField(required=False)
     updated_before = serializers.DateTimeField(required=False)
+    created_after = serializers.DateTimeField(required=False)
+    created_before = serializers.DateTimeField(required=False)
     order_by = serializers.ChoiceField(choices=PIPELINE_ORDER_FIELDS, required=False, default="id")
     sort = serializers.ChoiceField(choices=("asc", "desc"), required=False, default="desc")
 
@@ -220,7 +266,7 @@ class PipelineVariableParam(serializers.Serializer):
     )
 
 
-class PipelineCreateParams(serializers.Serializer):
+class PipelineCreateParams(StrictParams):
     ref = serializers.CharField(max_length=255)
     sha = serializers.CharField(
         required=False,
@@ -237,14 +283,24 @@ class PipelineCreateParams(serializers.Serializer):
     )
 
 
-class PipelineJobsParams(serializers.Serializer):
+class JobsParams(StrictParams):
+    """``GET /projects/:id/jobs`` and a pipeline's bridges: ``scope`` only."""
+
     scope = ScopeField(
-        child=serializers.ChoiceField(choices=Status.values),
+        child=serializers.ChoiceField(choices=GITLAB_STATUSES),
+        required=False,
+        help_text="One status or several (scope[]=pending&scope[]=running).",
+    )
+
+
+class PipelineJobsParams(StrictParams):
+    scope = ScopeField(
+        child=serializers.ChoiceField(choices=GITLAB_STATUSES),
         required=False,
         help_text="One status or several (scope[]=pending&scope[]=running).",
     )
     include_retried = serializers.BooleanField(required=False, default=False)
 
 
-class PipelineLatestParams(serializers.Serializer):
+class PipelineLatestParams(StrictParams):
     ref = serializers.CharField(required=False, help_text="Default: the default branch.")

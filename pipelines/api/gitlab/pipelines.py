@@ -4,8 +4,9 @@ their jobs and variables (``lib/api/ci/pipelines.rb``).
 ``POST /projects/:id/pipeline`` takes an optional ``sha``; without it the commit of the
 newest pipeline on ``ref`` is used (``services.start_pipeline``), and with neither the answer
 is GitLab's ``400 {"message": {"base": ["Reference not found"]}}``. Retrying a pipeline with
-nothing to retry, or cancelling a finished one, is refused with a 400 saying why; GitLab
-silently answers with the unchanged pipeline there.
+nothing to retry (201) or cancelling one with nothing to cancel (200) answers with the
+unchanged pipeline, as GitLab does: python-gitlab and go-gitlab then return it rather than
+raise, and a bulk "cancel every running pipeline" does not stop at one that just finished.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from pipelines.api.gitlab.views import (
     error_responses,
 )
 from pipelines.errors import NotFound
-from pipelines.models import COMPLETED_STATUSES, Pipeline, Status
+from pipelines.models import FINISHED_STATUSES, Pipeline, Status
 
 
 def filter_pipelines(pipelines: QuerySet, params: dict) -> QuerySet:
@@ -45,7 +46,7 @@ def filter_pipelines(pipelines: QuerySet, params: dict) -> QuerySet:
     elif scope == "pending":
         pipelines = pipelines.filter(status=Status.PENDING)
     elif scope == "finished":
-        pipelines = pipelines.filter(status__in=COMPLETED_STATUSES)
+        pipelines = pipelines.filter(status__in=FINISHED_STATUSES)
     elif scope in ("branches", "tags"):
         # The newest pipeline of each branch (or tag).
         newest = (
@@ -76,6 +77,10 @@ def filter_pipelines(pipelines: QuerySet, params: dict) -> QuerySet:
         pipelines = pipelines.filter(updated_at__gt=value)
     if value := params.get("updated_before"):
         pipelines = pipelines.filter(updated_at__lt=value)
+    if value := params.get("created_after"):
+        pipelines = pipelines.filter(created_at__gt=value)
+    if value := params.get("created_before"):
+        pipelines = pipelines.filter(created_at__lt=value)
     prefix = "-" if params.get("sort", "desc") == "desc" else ""
     order_by = params.get("order_by", "id")
     return pipelines.order_by(f"{prefix}{order_by}", f"{prefix}id")
@@ -192,7 +197,11 @@ class PipelineRetryView(GitLabView):
         responses={201: entities.PipelineSerializer, **error_responses(400, 401, 403, 404)},
     )
     def post(self, request: Request, project_id: str, pipeline_id: str) -> Response:
-        """Retry the failed and canceled jobs; a finished pipeline runs again."""
+        """Retry the failed and canceled jobs; a finished pipeline runs again.
+
+        With nothing to retry (or an `external` pipeline, whose CI retries), the answer is
+        the unchanged pipeline, as GitLab's.
+        """
         pipeline = self.get_pipeline(self.get_project())
         pipeline = services.retry_pipeline(pipeline, user=request.user)
         return Response(render_pipeline(pipeline), status=status.HTTP_201_CREATED)
@@ -208,7 +217,11 @@ class PipelineCancelView(GitLabView):
         responses={200: entities.PipelineSerializer, **error_responses(400, 401, 403, 404)},
     )
     def post(self, request: Request, project_id: str, pipeline_id: str) -> Response:
-        """Cancel every job that can still be canceled."""
+        """Cancel every job that can still be canceled.
+
+        With nothing to cancel (or an `external` pipeline, which its CI cancels), the answer
+        is the unchanged pipeline, as GitLab's.
+        """
         pipeline = self.get_pipeline(self.get_project())
         pipeline = services.cancel_pipeline(pipeline)
         return Response(render_pipeline(pipeline), status=status.HTTP_200_OK)

@@ -93,15 +93,20 @@ class GitLabView(APIView):
             raise NotFound("404 Project Not Found") from None
 
     def get_pipeline(self, project: Project) -> Pipeline:
-        raw = self.kwargs["pipeline_id"]
-        if not is_digits(raw):
-            raise InvalidParameter("pipeline_id is invalid")
-        number = parse_id(raw)  # None: too large to be any pipeline's id
         pipelines = project.pipelines.select_related("project", "user")
-        pipeline = pipelines.filter(pk=number).first() if number is not None else None
-        if pipeline is None:
+        return self.get_by_id(pipelines, "pipeline_id")
+
+    def get_by_id(self, queryset: QuerySet, name: str):
+        """The row of ``queryset`` the path's ``name`` (an id) names: 400 if it is not an
+        id, GitLab's 404 if there is none."""
+        raw = self.kwargs[name]
+        if not is_digits(raw):
+            raise InvalidParameter(f"{name} is invalid")
+        number = parse_id(raw)  # None: too large to be any row's id
+        found = queryset.filter(pk=number).first() if number is not None else None
+        if found is None:
             raise NotFound("404 Not found")
-        return pipeline
+        return found
 
     def paginated(self, queryset: QuerySet, serializer_class) -> Response:
         paginator = GitLabPagination()

