@@ -236,6 +236,28 @@ class Pipeline(models.Model):
             jobs.append(job)
         jobs.sort(key=lambda j: (j.stage_idx, j.pk))
 
+    def keep_coverage(self) -> None:
+        """Keep the latest jobs' coverage as it is now, for the command's answer: called inside
+        the command's transaction, so that rendering the answer reads nothing once it has
+        committed (a read then can fail after the work is done, telling the client 503)."""
+        jobs = self.loaded_latest_jobs()
+        if jobs is None:
+            values = list(
+                self.latest_jobs().exclude(coverage=None).values_list("coverage", flat=True)
+            )
+        else:
+            values = [job.coverage for job in jobs if job.coverage is not None]
+        self.__dict__["_kept_coverage"] = sum(values) / len(values) if values else None
+
+    def latest_coverage(self) -> float | None:
+        """The mean coverage of the latest jobs that report one (GitLab's
+        ``Ci::Pipeline#coverage``): what the command that returned this instance kept, else
+        read now."""
+        if "_kept_coverage" in self.__dict__:
+            return self.__dict__["_kept_coverage"]
+        values = list(self.latest_jobs().exclude(coverage=None).values_list("coverage", flat=True))
+        return sum(values) / len(values) if values else None
+
     def stage_names(self) -> list[str]:
         seen: dict[str, None] = {}
         for stage in self.latest_jobs().values_list("stage", flat=True):

@@ -184,6 +184,7 @@ def create_pipeline_in_command(
         )
         pipeline.project = project
         pipeline.remember("latest_jobs", [])
+        pipeline.keep_coverage()  # none: it has no jobs yet
         pipeline_changed.send(
             sender=Pipeline, pipeline=pipeline, previous_status=None, change=PipelineChange.CREATED
         )
@@ -298,6 +299,7 @@ def retry_pipeline(pipeline: Pipeline, *, user: AbstractBaseUser | None = None) 
         reason = _nothing_to_retry(pipeline, jobs, retryable)
         if reason:
             logger.info("Pipeline %s: retry changed nothing: %s", pipeline.pk, reason)
+            pipeline.keep_coverage()
             return pipeline
         for old in retryable:
             Job.objects.filter(pk=old.pk).update(retried=True, updated_at=at)
@@ -306,7 +308,7 @@ def retry_pipeline(pipeline: Pipeline, *, user: AbstractBaseUser | None = None) 
             _recompose(pipeline, at)
         else:
             change_pipeline_status(pipeline, Status.RUNNING, at)
-    pipeline.refresh_from_db()
+        pipeline.keep_coverage()  # the instance is the row as saved: nothing to read again
     return pipeline
 
 
@@ -358,6 +360,7 @@ def cancel_pipeline(pipeline: Pipeline) -> Pipeline:
         if nothing_to_cancel or pipeline.source == Pipeline.Source.EXTERNAL:
             reason = "it is external" if not nothing_to_cancel else f"it is {pipeline.status}"
             logger.info("Pipeline %s: cancel changed nothing: %s", pipeline.pk, reason)
+            pipeline.keep_coverage()
             return pipeline
         for job in cancelable:
             apply_job_status(job, Status.CANCELED, at)
@@ -366,7 +369,7 @@ def cancel_pipeline(pipeline: Pipeline) -> Pipeline:
             _recompose(pipeline, at)
         else:
             change_pipeline_status(pipeline, Status.CANCELED, at)
-    pipeline.refresh_from_db()
+        pipeline.keep_coverage()  # the instance is the row as saved: nothing to read again
     return pipeline
 
 

@@ -1,5 +1,6 @@
 """The query budget of every inbound path: each request reads and writes what its work needs
-and no more. A change that adds a query to one of these paths fails here.
+and no more, and nothing once its command has committed. A change that adds a query to one
+of these paths fails here.
 
 Every project has ten hooks, so each status change writes its outbox (one event, one bulk
 insert of deliveries) in the counts. The token is warm (the per-process token cache) unless
@@ -7,6 +8,7 @@ a test says otherwise; a cold token costs its lookup, its grants (one query) and
 once-a-minute ``last_used_at`` write.
 """
 
+import contextlib
 import json
 import uuid
 
@@ -14,8 +16,9 @@ import pytest
 from rest_framework.test import APIClient
 
 from hooks.models import Delivery
+from pipelines import executions, reports, services
 from pipelines.api.graphql.ids import definition_id, encode_id
-from pipelines.models import CicdInstance, Job, PipelineDefinition
+from pipelines.models import CicdInstance, Job, Pipeline, PipelineDefinition
 from tests.factories import HookFactory, ProjectFactory, UserFactory
 
 SHA = "18f3e63d05582537db6d183d9d557be09e1f90c8"
@@ -109,8 +112,8 @@ def test_gitlab_pipeline_create_and_read(api, project, django_assert_max_num_que
     url = f"/api/v4/projects/{project.pk}/pipeline"
     assert post_status(api, project, state="success", name="build").status_code == 201
     # The ref's newest pipeline and the commit's, then the whole creation as above; the
-    # answer reads the pipeline and its jobs' coverage.
-    with django_assert_max_num_queries(15):
+    # answer is the pipeline as created (nothing read after the commit).
+    with django_assert_max_num_queries(13):
         response = api.post(url, {"ref": "main"}, format="json")
     assert response.status_code == 201, response.json()
     with django_assert_max_num_queries(3):
@@ -187,11 +190,11 @@ START = """mutation($s: StartExecutionInput!) {
 }"""
 
 
-def test_graphql_start_execution(raw_token, project, django_assert_max_num_queries):
+def start_execution(raw_token, project):
+    """A request starting a new pipeline definition of ``project``, as release tooling does."""
     definition = PipelineDefinition.objects.create(
         project=project, name="Deploy", variables=[{"name": "branch", "type": "Text"}]
     )
-    client = APIClient()
     variables = {
         "s": {
             "applicationId": encode_id("Application", project.pk),
@@ -202,12 +205,150 @@ def test_graphql_start_execution(raw_token, project, django_assert_max_num_queri
             ],
         }
     }
+    return lambda: APIClient().post(
+        "/api/graphql",
+        data=json.dumps({"query": START, "variables": variables}),
+        content_type="application/json",
+        HTTP_X_API_KEY=raw_token,
+    )
+
+
+def test_graphql_start_execution(raw_token, project, django_assert_max_num_queries):
+    start = start_execution(raw_token, project)
     with django_assert_max_num_queries(18 + COLD_TOKEN):
-        response = client.post(
-            "/api/graphql",
-            data=json.dumps({"query": START, "variables": variables}),
-            content_type="application/json",
-            HTTP_X_API_KEY=raw_token,
+        response = start()
+    assert response.status_code == 200, response.content
+    assert "errors" not in response.json(), response.json()
+
+
+# --- Nothing after the commit ------------------------------------------------------------------
+# Every inbound write answers from what its command returned: once the command's transaction
+# has committed, nothing touches the database again.
+#
+# A query after the commit is a request that can fail after its work is done: the database
+# restarts between the two, the client is told 503 and posts again, and the retry meets the
+# state its first attempt already made (``Cannot transition status via :enqueue from
+# :pending``). Each test wraps the command a view calls: from its return to the end of the
+# request, the count of queries must stay zero.
+
+
+@pytest.fixture
+def after(monkeypatch, django_assert_num_queries):
+    """``after(module, "command")``: from the moment that command returns, until the block
+    ends, the database must not be queried."""
+
+    @contextlib.contextmanager
+    def watching(module, name: str):
+        command = getattr(module, name)
+        answered = contextlib.ExitStack()
+        calls = []
+
+        def command_then_no_query(*args, **kwargs):
+            result = command(*args, **kwargs)
+            calls.append(name)
+            answered.enter_context(django_assert_num_queries(0))
+            return result
+
+        monkeypatch.setattr(module, name, command_then_no_query)
+        try:
+            yield
+        finally:
+            monkeypatch.setattr(module, name, command)
+        answered.close()  # fails, with the count, when the answer read anything
+        assert calls == [name], f"the view did not call {name}"
+
+    return watching
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_nothing_read_after_the_commit_of_a_commit_status(api, project, reporter, after, first):
+    if not first:
+        # The job was reported (by another user, whose name the answer shows) before.
+        other = UserFactory(username="other-ci")
+        services.report_commit_status(
+            project,
+            services.ReportedCommitStatus(sha=SHA, state="pending", name="build"),
+            user=other,
         )
+    with after(services, "report_commit_status"):
+        response = post_status(api, project, state="running", name="build", ref="main")
+    assert response.status_code == 201, response.json()
+    assert response.json()["status"] == "running"
+    assert response.json()["author"]["username"] == ("ci" if first else "other-ci")
+
+
+def pipeline_with_a_failed_job(project) -> Pipeline:
+    pipeline = services.create_pipeline(project, ref="main", sha=SHA)
+    services.create_job(pipeline, name="lint", status="success", coverage=90)
+    services.create_job(pipeline, name="test", status="failed", coverage=80)
+    return pipeline
+
+
+def test_nothing_read_after_the_commit_of_a_pipeline_create(api, project, after):
+    with after(services, "start_pipeline"):
+        response = api.post(f"/api/v4/projects/{project.pk}/pipeline", {"ref": "main", "sha": SHA})
+    assert response.status_code == 201, response.json()
+    assert response.json()["user"]["username"] == "ci"
+
+
+def test_nothing_read_after_the_commit_of_a_pipeline_retry(api, project, after):
+    pipeline = pipeline_with_a_failed_job(project)
+    with after(services, "retry_pipeline"):
+        response = api.post(f"/api/v4/projects/{project.pk}/pipelines/{pipeline.pk}/retry")
+    assert response.status_code == 201, response.json()
+    assert response.json()["status"] == "running"
+    assert response.json()["coverage"] == "90.00"  # the retried job has no coverage yet
+
+
+def test_nothing_read_after_the_commit_of_a_pipeline_cancel(api, project, after):
+    pipeline = services.create_pipeline(project, ref="main", sha=SHA)
+    services.create_job(pipeline, name="test", status="running", coverage=70)
+    with after(services, "cancel_pipeline"):
+        response = api.post(f"/api/v4/projects/{project.pk}/pipelines/{pipeline.pk}/cancel")
+    assert response.status_code == 200, response.json()
+    assert response.json()["status"] == "canceled"
+    assert response.json()["coverage"] == "70.00"
+
+
+def test_nothing_read_after_the_commit_sei_custom_cicd_run(raw_token, project, reporter, after):
+    instance = CicdInstance.objects.create(
+        project=project, name="Jenkins-1", guid=uuid.uuid4(), created_by=reporter
+    )
+    with after(reports, "record_cicd_run"):
+        response = APIClient().post(
+            "/sei/api/v1/custom-cicd",
+            data=sei_run(instance, "SUCCESS"),
+            content_type="application/json",
+            HTTP_AUTHORIZATION=f"ApiKey {raw_token}",
+        )
+    assert response.status_code == 202, response.content
+    assert response.json()["status"] == "success"
+
+
+def test_nothing_read_after_the_commit_distelli_build_events(raw_token, project, after):
+    client = APIClient()
+    url = "/distelli/ci/apps/web/events"
+    body = {"build_status": "Running", "build_id": "J1", "branch": "main", "commit_id": SHA}
+    with after(reports, "record_build_event"):
+        created = client.put(
+            f"{url}/buildEvent?apiToken={raw_token}",
+            data=json.dumps(body),
+            content_type="application/json",
+        )
+    assert created.status_code == 200, created.content
+    with after(reports, "update_build_event"):
+        finished = client.post(
+            f"{url}/{created.json()['event_id']}?apiToken={raw_token}",
+            data=json.dumps({"build_status": "Success"}),
+            content_type="application/json",
+        )
+    assert finished.status_code == 200, finished.content
+    assert finished.json()["event"]["build_status"] == "Success"
+
+
+def test_nothing_read_after_the_commit_graphql_start_execution(raw_token, project, after):
+    start = start_execution(raw_token, project)
+    with after(executions, "start_execution"):
+        response = start()
     assert response.status_code == 200, response.content
     assert "errors" not in response.json(), response.json()
