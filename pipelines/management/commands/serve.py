@@ -8,10 +8,13 @@ many web processes and as many worker processes as the machine has cores
 would leave the others idle. The web processes serve one socket, bound here once. On first start
 it creates the admin user ``root`` and an API token and prints both. A child that exits is
 started again (after 1 s, doubling to 30 s while it keeps failing); the others go on. Ctrl-C
-stops everything.
+(SIGINT) or SIGTERM stops everything: the broker last, each child's process group sent
+SIGTERM and, if anything of it is left after ``STOP_GRACE_SECONDS``, SIGKILL (logged).
 """
 
+import contextlib
 import logging
+import os
 import secrets
 import signal
 import socket
@@ -34,6 +37,13 @@ FIRST_RESTART_DELAY = 1.0
 MAX_RESTART_DELAY = 30.0
 # ...and back to the first delay once it has run this long.
 STABLE_SECONDS = 60.0
+# How long a child may take to stop after SIGTERM (a worker finishing its batch, waitress
+# its requests) before it and its process group are killed.
+STOP_GRACE_SECONDS = 10.0
+
+
+class StopRequested(Exception):
+    """SIGINT or SIGTERM arrived while starting: stop what has started."""
 
 
 class Child:
@@ -49,8 +59,9 @@ class Child:
         self.restart_at: float | None = None
 
     def start(self) -> None:
-        # Children get their own session so Ctrl-C reaches them only through us and they
-        # stop in reverse start order: the broker goes last, after the worker has finished.
+        # Children get their own session (and process group) so Ctrl-C reaches them only
+        # through us and they stop in reverse start order: the broker goes last, after the
+        # workers have finished.
         self.process = subprocess.Popen(  # noqa: S603
             self.command, start_new_session=True, pass_fds=self.pass_fds
         )
@@ -106,7 +117,13 @@ class Command(BaseCommand):
         self, *args, bind: str, workers: int, web_processes: int, worker_processes: int, **options
     ) -> None:
         self.children: list[Child] = []
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+        # A stop request only sets a flag, looked at between steps. Raised where the signal
+        # lands (KeyboardInterrupt's way), it could interrupt subprocess.Popen after the fork:
+        # that child, never recorded, was never stopped and outlived serve (a worker retrying
+        # the stopped broker forever), holding serve's stdout open.
+        self.stop_requested = False
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._request_stop)
         try:
             if self._uses_embedded_redis():
                 self._start_embedded_redis()
@@ -135,14 +152,20 @@ class Command(BaseCommand):
             self.stdout.write(
                 self.style.SUCCESS(f"Pipehook is running at http://{bind}/ (Ctrl-C to stop)")
             )
-            while True:
+            while not self.stop_requested:
                 for child in self.children:
-                    child.supervise(time.monotonic())
+                    if not self.stop_requested:
+                        child.supervise(time.monotonic())
                 time.sleep(0.5)
-        except KeyboardInterrupt:
-            self.stdout.write("Stopping…")
+        except StopRequested:
+            pass
         finally:
+            if self.stop_requested:
+                self.stdout.write("Stopping…")
             self._stop_all()
+
+    def _request_stop(self, signum, frame) -> None:
+        self.stop_requested = True
 
     def _uses_embedded_redis(self) -> bool:
         return settings.CELERY_BROKER_URL == f"redis+socket://{settings.EMBEDDED_REDIS_SOCKET}"
@@ -172,21 +195,48 @@ class Command(BaseCommand):
         )
 
     def _spawn(self, name: str, command: list[str], pass_fds: tuple[int, ...] = ()) -> None:
+        if self.stop_requested:
+            raise StopRequested
         child = Child(name, command, pass_fds)
-        child.start()
         self.children.append(child)
+        child.start()
 
     def _stop_all(self) -> None:
-        running = [c.process for c in reversed(self.children) if c.process is not None]
-        for process in running:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for process in running:
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
+        """Stop every child, the broker last, so the workers finish with it still there."""
+        broker = [c for c in self.children if c.name == "redis"]
+        stop_children([c for c in reversed(self.children) if c not in broker])
+        stop_children(broker)
+
+
+def stop_children(children: list[Child], grace: float = STOP_GRACE_SECONDS) -> None:
+    """SIGTERM to each child's process group; SIGKILL to the groups of those still running
+    after ``grace`` seconds; return once every child has been reaped."""
+    running = [c for c in children if c.process is not None and c.process.poll() is None]
+    for child in running:
+        _signal_group(child, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for child in running:
+        try:
+            child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            logger.warning(
+                "The %s process (pid %s) did not stop within %g s of SIGTERM; killing it",
+                child.name,
+                child.process.pid,
+                grace,
+            )
+            _signal_group(child, signal.SIGKILL)
+            child.process.wait()
+        # Anything the child started in its group goes with it.
+        _signal_group(child, signal.SIGKILL)
+
+
+def _signal_group(child: Child, signum: int) -> None:
+    # The child leads its own session and group (start_new_session), so its pid is the
+    # group's id; the group outlives it only while something it started still runs (and
+    # while it does, the kernel gives that id to no other process).
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.process.pid, signum)
 
 
 def bind_socket(bind: str) -> socket.socket:
