@@ -29,8 +29,14 @@ test: $(VENV)/.test
 	$(BIN)/lint-imports --no-logo
 	$(BIN)/pytest
 
+# The path users run (bench/path_bench.py: serve as `make run` starts it, public API,
+# receiver in its own process); with BENCH_PG_URL and BENCH_REDIS_URL also on PostgreSQL +
+# Redis. BENCH_ARGS="--quick" tries the harness; "--write-docs" updates docs/benchmarks.md.
+# Then the engine-only drain (outbox rows written in one transaction) as a secondary figure.
 bench: $(VENV)/.test
-	$(BIN)/python bench/delivery_bench.py
+	$(BIN)/python bench/path_bench.py $(BENCH_ARGS) \
+	    $(if $(BENCH_PG_URL),--pg-url $(BENCH_PG_URL) --redis-url $(BENCH_REDIS_URL))
+	$(BIN)/python bench/delivery_bench.py --only fan-out $(filter --quick,$(BENCH_ARGS))
 
 clean:
 	rm -rf $(VENV) var

@@ -123,9 +123,12 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = PIPEHOOK_MAX_REQUEST_BODY_BYTES
 # client may take to send a whole request (or stay silent) before it is disconnected.
 PIPEHOOK_WEB_THREADS = env.int("PIPEHOOK_WEB_THREADS", default=8)
 PIPEHOOK_WEB_CLIENT_TIMEOUT_SECONDS = env.int("PIPEHOOK_WEB_CLIENT_TIMEOUT_SECONDS", default=30)
-# `manage.py serve` (`make run`): the address its web server listens on and its Celery worker's
-# threads; its --bind and --workers options override them.
+# `manage.py serve` (`make run`): the address its web server listens on, its web and Celery
+# worker processes (one per core unless set) and each worker's threads; its --bind,
+# --web-processes, --worker-processes and --workers options override them.
 PIPEHOOK_BIND = env.str("PIPEHOOK_BIND", default="127.0.0.1:8000")
+PIPEHOOK_WEB_PROCESSES = env.int("PIPEHOOK_WEB_PROCESSES", default=0) or os.cpu_count() or 1
+PIPEHOOK_WORKER_PROCESSES = env.int("PIPEHOOK_WORKER_PROCESSES", default=0) or os.cpu_count() or 1
 PIPEHOOK_WORKER_CONCURRENCY = env.int("PIPEHOOK_WORKER_CONCURRENCY", default=4)
 
 ROOT_URLCONF = "config.urls"
@@ -162,9 +165,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         }
     )
 else:
-    # Off by default: persistent connections held by test servers' threads keep a database
-    # busy; production deployments may set it (seconds) to save reconnects.
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
     # A server cut off by the network (a partition, not a refused port) is noticed in seconds:
     # connecting gives up after connect_timeout; a query waiting for its answer fails once
     # keepalives go unanswered (5 s idle, then 3 probes 2 s apart); a write nobody
@@ -194,6 +194,10 @@ else:
             "options",
             f"-c idle_in_transaction_session_timeout={PIPEHOOK_DB_IDLE_IN_TRANSACTION_SECONDS}s",
         )
+# Each web server thread keeps its connection for this many seconds instead of connecting for
+# every request (a connection costs more than a commit status's own statements); workers keep
+# theirs for CELERY_DB_REUSE_MAX tasks. 0 connects per request.
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=600))
 # A kept connection (CONN_MAX_AGE, or a worker's across tasks) is checked before its first use
 # in each request or task, so one broken by a database restart is replaced, not failed on.
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
@@ -206,13 +210,13 @@ REDIS_URL = env.str("REDIS_URL", default=f"redis+socket://{EMBEDDED_REDIS_SOCKET
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
-# Messages each worker thread reserves ahead. Not 1, which Celery advises with acks_late for
-# long tasks: a message is a batch whose requests are bounded by HOOKS_TIMEOUT_SECONDS, the
-# throughput in docs/benchmarks.md was measured with 4, and a reserved message is never lost:
+# Messages each worker thread reserves ahead of the one it runs. `manage.py serve` starts a
+# worker process per core, and with several processes 1 spreads a burst over all of them
+# instead of leaving messages reserved by one that is busy (with slow receivers, a worker
+# would hold messages another could start). A reserved message is never lost either way:
 # unacknowledged, the broker hands it out again, and before that the sweeper queues its rows
-# again once their queued lease runs out. With slow receivers and several worker processes, 1
-# spreads the messages more evenly (a worker does not hold messages another could start).
-CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=4)
+# again once their queued lease runs out. A single worker process loses little with 4.
+CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=1)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Workers reconnect to a lost broker for as long as it takes (Celery gives up after 100 tries,
@@ -328,6 +332,12 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+
+# --- Tokens ---------------------------------------------------------------------------
+# How long a process keeps a token it found, with its owner's rights, before reading them
+# again: a change made in another process (revoking in the admin of another web process)
+# takes effect within this many seconds; in the same process at once. 0 keeps nothing.
+PIPEHOOK_TOKEN_CACHE_SECONDS = env.float("PIPEHOOK_TOKEN_CACHE_SECONDS", default=5.0)
 
 # --- REST API -------------------------------------------------------------------------
 REST_FRAMEWORK = {

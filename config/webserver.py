@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import signal
+import socket
 import time
 from collections.abc import Callable, Iterable
 
@@ -128,10 +129,19 @@ def with_access_log(application: Callable) -> Callable:
 
 
 def build_server(
-    application: Callable, *, bind: str, threads: int, client_timeout: int, max_body_bytes: int
+    application: Callable,
+    *,
+    bind: str | None = None,
+    sock: socket.socket | None = None,
+    threads: int,
+    client_timeout: int,
+    max_body_bytes: int,
 ) -> MultiSocketServer:
+    """Listen on ``bind`` (host:port), or serve ``sock``, a socket already listening (the
+    one ``manage.py serve`` shares between its web processes)."""
+    where = {"sockets": [sock]} if sock is not None else {"listen": bind}
     adj = Adjustments(
-        listen=bind,
+        **where,
         threads=threads,
         channel_timeout=client_timeout,
         # How often timeouts are checked: at most a second late.
@@ -146,10 +156,24 @@ def build_server(
     dispatcher = ThreadedTaskDispatcher()
     dispatcher.set_thread_count(adj.threads)
     socket_map: dict = {}
-    servers = [
-        Server(application, socket_map, dispatcher=dispatcher, adj=adj, sockinfo=sockinfo)
-        for sockinfo in adj.listen
-    ]
+    if sock is not None:
+        sockinfo = (sock.family, sock.type, sock.proto, sock.getsockname())
+        servers = [
+            Server(
+                application,
+                socket_map,
+                _sock=sock,
+                dispatcher=dispatcher,
+                adj=adj,
+                bind_socket=False,
+                sockinfo=sockinfo,
+            )
+        ]
+    else:
+        servers = [
+            Server(application, socket_map, dispatcher=dispatcher, adj=adj, sockinfo=sockinfo)
+            for sockinfo in adj.listen
+        ]
     listening = [(server.effective_host, server.effective_port) for server in servers]
     return MultiSocketServer(socket_map, adj, listening, dispatcher, servers[0].log_info)
 
@@ -163,6 +187,9 @@ def stop(signum, frame) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bind", default="127.0.0.1:8000", help="host:port to listen on")
+    parser.add_argument(
+        "--fd", type=int, help="serve this inherited, listening socket instead of --bind"
+    )
     args = parser.parse_args(argv)
 
     from django.conf import settings
@@ -172,6 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     server = build_server(
         with_access_log(application),
         bind=args.bind,
+        sock=socket.socket(fileno=args.fd) if args.fd is not None else None,
         threads=settings.PIPEHOOK_WEB_THREADS,
         client_timeout=settings.PIPEHOOK_WEB_CLIENT_TIMEOUT_SECONDS,
         max_body_bytes=settings.PIPEHOOK_MAX_REQUEST_BODY_BYTES,

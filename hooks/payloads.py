@@ -72,7 +72,9 @@ def build_pipeline_payload(pipeline: Pipeline) -> dict[str, Any]:
     """The Pipeline Hook body for ``pipeline`` as it is now (GitLab's key order)."""
     project = pipeline.project
     now = timezone.now()
-    jobs = list(pipeline.latest_jobs().select_related("user"))
+    jobs = pipeline.loaded_latest_jobs()  # what the command changing it keeps, if any
+    if jobs is None:
+        jobs = list(pipeline.latest_jobs().select_related("user"))
     payload: dict[str, Any] = {
         "object_kind": "pipeline",
         "object_attributes": _pipeline_attrs(pipeline, jobs),

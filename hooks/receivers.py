@@ -20,7 +20,7 @@ import re
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Max
+from django.db.models import Max, Q
 from django.dispatch import receiver
 from django.utils import timezone
 
@@ -83,17 +83,26 @@ def sends_job_hook(job: Job, previous_status: str | None) -> bool:
     return job.status != previous_status and job.status in JOB_HOOK_STATUSES
 
 
+def project_hooks(pipeline: Pipeline) -> list[Hook]:
+    """The project's hooks that take pipeline or job events: read once per command, so a
+    pipeline's creation, its jobs' changes and its status change share one read."""
+    return pipeline.recall(
+        "project_hooks",
+        lambda: list(
+            Hook.objects.filter(project_id=pipeline.project_id).filter(
+                Q(pipeline_events=True) | Q(job_events=True)
+            )
+        ),
+    )
+
+
 @receiver(pipeline_changed, dispatch_uid="hooks.write_pipeline_outbox")
 def write_pipeline_outbox(
     sender, pipeline: Pipeline, previous_status: str | None, change: str, **kwargs
 ) -> Event | None:
     """Write one Event and a Delivery per interested hook; queue them when the change
     commits. Nothing is written when no hook is interested."""
-    hooks = [
-        hook
-        for hook in Hook.objects.filter(project_id=pipeline.project_id, pipeline_events=True)
-        if hook_wants(hook, pipeline)
-    ]
+    hooks = [hook for hook in project_hooks(pipeline) if hook_wants(hook, pipeline)]
     if not hooks:
         return None
     event = Event.objects.create(
@@ -105,7 +114,7 @@ def write_pipeline_outbox(
         previous_status=previous_status,
         body=dump_payload(build_pipeline_payload(pipeline)),
     )
-    write_deliveries(event, hooks, order_key=pipeline.pk)
+    write_deliveries(event, hooks, pipeline)
     return event
 
 
@@ -117,11 +126,7 @@ def write_job_outbox(
     written like a pipeline's, in the same (hook, pipeline) order."""
     if not sends_job_hook(job, previous_status):
         return None
-    hooks = [
-        hook
-        for hook in Hook.objects.filter(project_id=pipeline.project_id, job_events=True)
-        if hook_wants_job(hook, pipeline)
-    ]
+    hooks = [hook for hook in project_hooks(pipeline) if hook_wants_job(hook, pipeline)]
     if not hooks:
         return None
     if previous_status is None:
@@ -140,20 +145,29 @@ def write_job_outbox(
         previous_status=previous_status,
         body=dump_payload(build_job_payload(job, pipeline)),
     )
-    write_deliveries(event, hooks, order_key=pipeline.pk)
+    write_deliveries(event, hooks, pipeline)
     return event
 
 
-def write_deliveries(event: Event, hooks: list[Hook], *, order_key: int) -> list[Delivery]:
-    """One Delivery of ``event`` per hook, each the next of its (hook, order_key) stream,
+def write_deliveries(event: Event, hooks: list[Hook], pipeline: Pipeline) -> list[Delivery]:
+    """One Delivery of ``event`` per hook, each the next of its (hook, pipeline) stream,
     queued when the transaction commits."""
-    last_sequence = dict(
-        Delivery.objects.filter(hook__in=hooks, order_key=order_key)
-        .order_by()
-        .values("hook_id")
-        .annotate(last=Max("sequence"))
-        .values_list("hook_id", "last")
-    )
+    # The streams' last numbers, read once per command and counted on in memory: the
+    # pipeline's row lock, held by the whole command, keeps other writers of them out.
+    last_sequence = pipeline.recall("last_sequences", dict)
+    unknown = [hook for hook in hooks if hook.pk not in last_sequence]
+    if unknown:
+        found = dict(
+            Delivery.objects.filter(hook__in=unknown, order_key=pipeline.pk)
+            .order_by()
+            .values("hook_id")
+            .annotate(last=Max("sequence"))
+            .values_list("hook_id", "last")
+        )
+        for hook in unknown:
+            last_sequence[hook.pk] = found.get(hook.pk) or 0
+    for hook in hooks:
+        last_sequence[hook.pk] += 1
     now = timezone.now()
     # The task messages sent on commit cover the first lease; after it the sweeper resends.
     queued_until = now + timedelta(seconds=settings.HOOKS_CLAIM_LEASE_SECONDS)
@@ -162,8 +176,8 @@ def write_deliveries(event: Event, hooks: list[Hook], *, order_key: int) -> list
             Delivery(
                 event=event,
                 hook=hook,
-                order_key=order_key,
-                sequence=last_sequence.get(hook.pk, 0) + 1,
+                order_key=pipeline.pk,
+                sequence=last_sequence[hook.pk],
                 next_attempt_at=now,
                 queued_until=queued_until,
             )

@@ -31,11 +31,13 @@ from datetime import datetime
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
-from django.db import transaction
+from django.contrib.contenttypes.models import ContentType
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from rest_framework import authentication, exceptions, permissions
 
+from pipelines import token_cache
 from pipelines.errors import Forbidden, InvalidInput, ProjectHidden
 from pipelines.models import AccessToken, GroupProjectPermission, Project
 
@@ -61,7 +63,7 @@ TOKEN_QUERY_PARAMETERS = ("private_token", "access_token", "apiToken")
 
 @dataclass(frozen=True)
 class Grants:
-    """What one caller (a token, or a signed-in user) holds, read once per check."""
+    """What one caller (a token, or a signed-in user) holds, read once (``load_grants``)."""
 
     everything: bool  # a superuser acting without a group scope
     everywhere: frozenset[str]  # "pipelines.<codename>" held on every project
@@ -69,20 +71,17 @@ class Grants:
     project_ids: frozenset[int]  # the token's project limit; empty = no limit
     holder: str  # who holds the rights, as refusals name it
     by_groups: bool  # a token scoped to user groups
+    # (project id, "pipelines.<codename>") granted per project by the groups that count,
+    # within the project limit.
+    on_projects: frozenset[tuple[int, str]] = frozenset()
 
     def allows_project(self, project: Project) -> bool:
         return not self.project_ids or project.pk in self.project_ids
 
-    def project_grants(self, *actions: str):
-        """The per-project grant rows for any of ``actions`` that count for this caller."""
-        grants = GroupProjectPermission.objects.filter(
-            group__pk__in=self.group_ids,
-            permission__content_type__app_label="pipelines",
-            permission__codename__in=[PERMISSION_FOR_ACTION[a].split(".", 1)[1] for a in actions],
-        )
-        if self.project_ids:
-            grants = grants.filter(project__pk__in=self.project_ids)
-        return grants
+    def projects_granted(self, *actions: str) -> set[int]:
+        """The projects on which the groups that count grant any of ``actions``."""
+        wanted = {PERMISSION_FOR_ACTION[a] for a in actions}
+        return {project_id for project_id, perm in self.on_projects if perm in wanted}
 
     def holds_everywhere(self, action: str) -> bool:
         return self.everything or PERMISSION_FOR_ACTION[action] in self.everywhere
@@ -93,12 +92,10 @@ class Grants:
             return False
         if self.holds_everywhere(action):
             return True
-        if action == CREATE_PROJECT or not self.group_ids:
+        if action == CREATE_PROJECT:
             return False  # creating projects is never granted per project
-        grants = self.project_grants(action)
-        if project is not None:
-            grants = grants.filter(project=project)
-        return grants.exists()
+        granted = self.projects_granted(action)
+        return project.pk in granted if project is not None else bool(granted)
 
     def sees(self, project: Project) -> bool:
         """Whether the caller holds any right on the project at all."""
@@ -106,9 +103,7 @@ class Grants:
             return False
         if any(self.holds_everywhere(action) for action in PROJECT_ACTIONS):
             return True
-        return bool(self.group_ids) and (
-            self.project_grants(*PROJECT_ACTIONS).filter(project=project).exists()
-        )
+        return project.pk in self.projects_granted(*PROJECT_ACTIONS)
 
     def refusal(self, action: str, project: Project | None) -> str:
         where = f" on project {project.path_with_namespace}" if project is not None else ""
@@ -117,52 +112,125 @@ class Grants:
 
 
 def grants_of(token: AccessToken | None, user=None) -> Grants:
-    """The rights of a token (acting for its owner) or, without one, of a signed-in user."""
-    scoped: list[int] = []
-    project_ids: frozenset[int] = frozenset()
-    if token is not None:
-        user = token.user
-        scoped = list(token.groups.values_list("pk", flat=True))
-        project_ids = frozenset(token.projects.values_list("pk", flat=True))
+    """The rights of a token (acting for its owner) or, without one, of a signed-in user.
+
+    A token's are read once and kept on it, so the checks of one request, and of every
+    request that finds the token in the token cache, read nothing again.
+    """
+    if token is None:
+        return load_grants(None, user)
+    generation = token_cache.tokens.generation
+    kept = token.__dict__.get("_grants")
+    if kept is None or kept[0] != generation:
+        kept = token.__dict__["_grants"] = (generation, load_grants(token, token.user))
+    return kept[1]
+
+
+def _rights_rows(token_id: int | None, user_id: int) -> list[tuple[str, int, int, str, str]]:
+    """Everything a token's and a user's rights come from, in one query: rows of
+    (kind, number, project id, app label, codename)."""
+    user_model = get_user_model()
+    token_groups = AccessToken.groups.through._meta.db_table
+    token_projects = AccessToken.projects.through._meta.db_table
+    user_groups = user_model.groups.through._meta.db_table
+    user_perms = user_model.user_permissions.through._meta.db_table
+    group_perms = Group.permissions.through._meta.db_table
+    permission = Permission._meta.db_table
+    content_type = ContentType._meta.db_table
+    project_grants = GroupProjectPermission._meta.db_table
+    groups_that_may_count = (
+        f"SELECT group_id FROM {user_groups} WHERE user_id = %s"  # noqa: S608 - model tables
+        f" UNION SELECT group_id FROM {token_groups} WHERE accesstoken_id = %s"
+    )
+    named = (
+        f"JOIN {permission} p ON p.id = x.permission_id"
+        f" JOIN {content_type} ct ON ct.id = p.content_type_id"
+    )
+    sql = f"""
+        SELECT 'token_group', group_id, 0, '', '' FROM {token_groups} WHERE accesstoken_id = %s
+        UNION ALL
+        SELECT 'token_project', project_id, 0, '', '' FROM {token_projects}
+            WHERE accesstoken_id = %s
+        UNION ALL
+        SELECT 'user_group', group_id, 0, '', '' FROM {user_groups} WHERE user_id = %s
+        UNION ALL
+        SELECT 'user_perm', 0, 0, ct.app_label, p.codename FROM {user_perms} x {named}
+            WHERE x.user_id = %s
+        UNION ALL
+        SELECT 'group_perm', x.group_id, 0, ct.app_label, p.codename FROM {group_perms} x
+            {named} WHERE x.group_id IN ({groups_that_may_count})
+        UNION ALL
+        SELECT 'project_grant', x.group_id, x.project_id, ct.app_label, p.codename
+            FROM {project_grants} x {named} WHERE x.group_id IN ({groups_that_may_count})
+    """  # noqa: S608 - table names from the models; every value is a parameter
+    params = [token_id, token_id, user_id, user_id, user_id, token_id, user_id, token_id]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def load_grants(token: AccessToken | None, user) -> Grants:
+    """Read a token's (or a signed-in user's) rights: one query, none for an inactive user."""
     holder = f"user {user.get_username()}"
     if not user.is_active:
-        return Grants(False, frozenset(), (), project_ids, holder, by_groups=False)
+        project_ids = frozenset(token.projects.values_list("pk", flat=True)) if token else ()
+        return Grants(False, frozenset(), (), frozenset(project_ids), holder, by_groups=False)
+    rows = _rights_rows(token.pk if token is not None else None, user.pk)
+    of_kind: dict[str, list[tuple[int, int, str]]] = {}
+    for kind, number, project_id, app_label, codename in rows:
+        of_kind.setdefault(kind, []).append((number, project_id, f"{app_label}.{codename}"))
+    project_ids = frozenset(number for number, _, _ in of_kind.get("token_project", ()))
+    user_groups = {number for number, _, _ in of_kind.get("user_group", ())}
+    scoped = sorted({number for number, _, _ in of_kind.get("token_group", ())})
     if scoped:
         # Only groups the owner is in count (every one for a superuser, who holds it all).
+        counting = set(scoped) if user.is_superuser else set(scoped) & user_groups
+        everywhere = {perm for group, _, perm in of_kind.get("group_perm", ()) if group in counting}
+        holder, by_groups, everything = "the token's user groups", True, False
+    else:
+        counting = user_groups
+        everywhere = set()
         if not user.is_superuser:
-            scoped = list(user.groups.filter(pk__in=scoped).values_list("pk", flat=True))
-        everywhere = frozenset(
-            f"{app_label}.{codename}"
-            for app_label, codename in Permission.objects.filter(group__pk__in=scoped).values_list(
-                "content_type__app_label", "codename"
-            )
-        )
-        return Grants(
-            False, everywhere, tuple(scoped), project_ids, "the token's user groups", by_groups=True
-        )
+            # What Django's ModelBackend holds: the user's own and their groups' permissions.
+            everywhere = {perm for _, _, perm in of_kind.get("user_perm", ())} | {
+                perm for group, _, perm in of_kind.get("group_perm", ()) if group in user_groups
+            }
+        by_groups, everything = False, user.is_superuser
+    on_projects = frozenset(
+        (project_id, perm)
+        for group, project_id, perm in of_kind.get("project_grant", ())
+        if group in counting and (not project_ids or project_id in project_ids)
+    )
     return Grants(
-        everything=user.is_superuser,
-        everywhere=frozenset() if user.is_superuser else frozenset(user.get_all_permissions()),
-        group_ids=tuple(user.groups.values_list("pk", flat=True)),
+        everything=everything,
+        everywhere=frozenset(everywhere),
+        group_ids=tuple(sorted(counting)),
         project_ids=project_ids,
         holder=holder,
-        by_groups=False,
+        by_groups=by_groups,
+        on_projects=on_projects,
     )
 
 
 def find_token(raw: str | None) -> AccessToken | None:
-    """The active token for a raw value, or None. Marks it used (at most once a minute)."""
+    """The active token for a raw value, or None. Marks it used (at most once a minute).
+
+    A token found is kept for ``PIPEHOOK_TOKEN_CACHE_SECONDS`` (``pipelines.token_cache``).
+    """
     if not raw:
         return None
-    token = (
-        AccessToken.objects.select_related("user")
-        .filter(token_hash=AccessToken.hash_token(raw.strip()))
-        .first()
-    )
-    if token is None or not token.is_active or not token.user.is_active:
+    digest = AccessToken.hash_token(raw.strip())
+    token = token_cache.tokens.get(digest)
+    if token is None:
+        token = AccessToken.objects.select_related("user").filter(token_hash=digest).first()
+        if token is None or not token.user.is_active:
+            return None
+        token_cache.tokens.put(digest, token)
+    if not token.is_active or not token.user.is_active:
         return None
     now = timezone.now()
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
+        token.last_used_at = now
         AccessToken.objects.filter(pk=token.pk).update(last_used_at=now)
     return token
 
@@ -259,7 +327,7 @@ def permitted_projects(token: AccessToken | None, action: str, user=None):
         projects = projects.filter(pk__in=grants.project_ids)
     if grants.holds_everywhere(action):
         return projects
-    return projects.filter(pk__in=grants.project_grants(action).values("project_id"))
+    return projects.filter(pk__in=grants.projects_granted(action))
 
 
 def users_holding(action: str, project: Project):

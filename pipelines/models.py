@@ -180,6 +180,10 @@ class Pipeline(models.Model):
 
     def has_warnings(self) -> bool:
         """Whether a latest job that may fail failed or was canceled (GitLab's warnings)."""
+        if (jobs := self.loaded_latest_jobs()) is not None:
+            return any(
+                j.allow_failure and j.status in (Status.FAILED, Status.CANCELED) for j in jobs
+            )
         return (
             self.latest_jobs()
             .filter(allow_failure=True, status__in=(Status.FAILED, Status.CANCELED))
@@ -189,6 +193,70 @@ class Pipeline(models.Model):
     def latest_jobs(self) -> models.QuerySet["Job"]:
         """The newest attempt of each job (GitLab's ``latest_builds``)."""
         return self.jobs.filter(retried=False).order_by("stage_idx", "id")
+
+    # A command that locked this row may keep what it read of it (its latest jobs, as it
+    # changes them) for whatever its signals call, so that nothing reads them again. It lives
+    # on this instance for that command only: the command forgets it when it ends.
+
+    def remember(self, key: str, value) -> None:
+        self.__dict__.setdefault("_loaded", {})[key] = value
+
+    def recall(self, key: str, load=None):
+        """What the running command keeps under ``key``; else ``load()`` (kept when the
+        command keeps what it reads), or None."""
+        loaded = self.__dict__.get("_loaded")
+        if loaded is None:
+            return load() if load is not None else None
+        if key not in loaded:
+            if load is None:
+                return None
+            loaded[key] = load()
+        return loaded[key]
+
+    def forget_loaded(self) -> None:
+        self.__dict__.pop("_loaded", None)
+
+    def loaded_latest_jobs(self) -> list["Job"] | None:
+        """The latest jobs the running command keeps (users loaded, stage order), if any."""
+        return self.recall("latest_jobs")
+
+    def load_latest_jobs(self) -> list["Job"]:
+        """Read the latest jobs with their users once and keep them for this command."""
+        jobs = list(self.latest_jobs().select_related("user"))
+        self.remember("latest_jobs", jobs)
+        return jobs
+
+    def keep_job(self, job: "Job") -> None:
+        """A job the command saved joins (or replaces its row in) the kept latest jobs."""
+        jobs = self.loaded_latest_jobs()
+        if jobs is None:
+            return
+        jobs[:] = [j for j in jobs if j.pk != job.pk and not j.retried]
+        if not job.retried:
+            jobs.append(job)
+        jobs.sort(key=lambda j: (j.stage_idx, j.pk))
+
+    def keep_coverage(self) -> None:
+        """Keep the latest jobs' coverage as it is now, for the command's answer: called inside
+        the command's transaction, so that rendering the answer reads nothing once it has
+        committed (a read then can fail after the work is done, telling the client 503)."""
+        jobs = self.loaded_latest_jobs()
+        if jobs is None:
+            values = list(
+                self.latest_jobs().exclude(coverage=None).values_list("coverage", flat=True)
+            )
+        else:
+            values = [job.coverage for job in jobs if job.coverage is not None]
+        self.__dict__["_kept_coverage"] = sum(values) / len(values) if values else None
+
+    def latest_coverage(self) -> float | None:
+        """The mean coverage of the latest jobs that report one (GitLab's
+        ``Ci::Pipeline#coverage``): what the command that returned this instance kept, else
+        read now."""
+        if "_kept_coverage" in self.__dict__:
+            return self.__dict__["_kept_coverage"]
+        values = list(self.latest_jobs().exclude(coverage=None).values_list("coverage", flat=True))
+        return sum(values) / len(values) if values else None
 
     def stage_names(self) -> list[str]:
         seen: dict[str, None] = {}

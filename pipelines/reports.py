@@ -36,7 +36,7 @@ from pipelines.services import (
     EXTERNAL_STAGE,
     EXTERNAL_STAGE_IDX,
     change_pipeline_status,
-    create_pipeline,
+    create_pipeline_in_command,
     lock_pipeline,
     save_job,
     stage_index,
@@ -91,48 +91,65 @@ def report_pipeline_run(
     - the run's reported start and finish become the pipeline's times;
     - a report that changes no status sends no signal.
     """
-    run_status = validate_status(run.status)
+    _check_reported(run, jobs)
+    with transaction.atomic():
+        pipeline = lock_pipeline(pipeline)
+        pipeline.load_latest_jobs()
+        try:
+            return _report_run(pipeline, run, jobs)
+        finally:
+            pipeline.forget_loaded()
+
+
+def _check_reported(run: ReportedJob, jobs: Sequence[ReportedJob]) -> None:
     for reported in (run, *jobs):
         validate_status(reported.status)
         if not reported.name or not reported.stage:
             raise InvalidInput("every reported job needs a name and a stage")
+
+
+def _report_run(pipeline: Pipeline, run: ReportedJob, jobs: Sequence[ReportedJob] = ()) -> bool:
+    """``report_pipeline_run`` on a pipeline this command holds locked, its latest jobs kept
+    in memory (``Pipeline.load_latest_jobs``) and changed there as they are saved."""
+    run_status = validate_status(run.status)
     at = timezone.now()
-    with transaction.atomic():
-        pipeline = lock_pipeline(pipeline)
-        for reported in jobs:
-            _sync_reported_job(pipeline, reported, at)
-        latest = list(pipeline.latest_jobs())
-        run_job_exists = any(j.stage == run.stage and j.name == run.name for j in latest)
-        if not run_job_exists and run_status == Status.SUCCESS:
-            for job in latest:
-                if job.status in (Status.FAILED, Status.CANCELED) and not job.allow_failure:
-                    job.allow_failure = True
-                    job.updated_at = at
-                    job.save(update_fields=["allow_failure", "updated_at"])
-        # Once the run has its own job, that job follows every later verdict.
-        if run_job_exists or compose_status(pipeline.latest_jobs()) != run_status:
-            _sync_reported_job(pipeline, replace(run, status=run_status), at)
-        target = pipeline_target(pipeline.status, compose_status(pipeline.latest_jobs()))
-        times = (run.started_at, run.finished_at)
-        if change_pipeline_status(pipeline, target, at, reported_times=times):
-            return True
-        if apply_reported_times(pipeline, *times):
-            pipeline.save()  # a corrected time is no status change: no signal
-        return False
+    for reported in jobs:
+        _sync_reported_job(pipeline, reported, at)
+    latest = list(pipeline.loaded_latest_jobs())
+    run_job_exists = any(j.stage == run.stage and j.name == run.name for j in latest)
+    if not run_job_exists and run_status == Status.SUCCESS:
+        for job in latest:
+            if job.status in (Status.FAILED, Status.CANCELED) and not job.allow_failure:
+                job.allow_failure = True
+                job.updated_at = at
+                job.save(update_fields=["allow_failure", "updated_at"])
+    # Once the run has its own job, that job follows every later verdict.
+    if run_job_exists or compose_status(pipeline.loaded_latest_jobs()) != run_status:
+        _sync_reported_job(pipeline, replace(run, status=run_status), at)
+    target = pipeline_target(pipeline.status, compose_status(pipeline.loaded_latest_jobs()))
+    times = (run.started_at, run.finished_at)
+    if change_pipeline_status(pipeline, target, at, reported_times=times):
+        return True
+    if apply_reported_times(pipeline, *times):
+        pipeline.save()  # a corrected time is no status change: no signal
+    return False
 
 
 def _sync_reported_job(pipeline: Pipeline, reported: ReportedJob, at: datetime) -> Job:
     target = Status(reported.status)
-    job = (
-        pipeline.jobs.filter(stage=reported.stage, name=reported.name, retried=False)
-        .order_by("-id")
-        .first()
-    )
+    same = [
+        j
+        for j in pipeline.loaded_latest_jobs()
+        if j.stage == reported.stage and j.name == reported.name
+    ]
+    job = max(same, key=lambda j: j.pk) if same else None
     if job is not None and job.status != target:
         try:
             check_job_move(job, target)
         except TransitionRefused:
             Job.objects.filter(pk=job.pk).update(retried=True, updated_at=at)
+            job.retried = True
+            pipeline.keep_job(job)
             job = None
     if job is None:
         job = Job(
@@ -166,6 +183,7 @@ def _sync_reported_job(pipeline: Pipeline, reported: ReportedJob, at: datetime) 
     if target == Status.FAILED:
         job.failure_reason = reported.failure_reason or job.failure_reason or UNKNOWN_FAILURE
     save_job(job, pipeline, previous)
+    pipeline.keep_job(job)
     return job
 
 
@@ -227,23 +245,31 @@ def _record_cicd_run(instance, identity, report, run, jobs, user, new_pipeline, 
             .first()
         )
         created = record is None
+        _check_reported(run, jobs)
         if created:
-            pipeline = create_pipeline(
+            pipeline = create_pipeline_in_command(
                 instance.project,
                 source=Pipeline.Source.EXTERNAL,
                 user=user,
                 at=run.started_at,
-                **new_pipeline,
+                variables=new_pipeline.get("variables"),
+                **{k: v for k, v in new_pipeline.items() if k != "variables"},
             )
             record = CicdRun.objects.create(
                 instance=instance, identity=identity, pipeline=pipeline, report=report, **new_record
             )
         else:
+            # The select above locked the run's pipeline row with it.
+            pipeline = record.pipeline
+            pipeline.project = instance.project
+            pipeline.load_latest_jobs()
             record.report = report
             record.updated_at = timezone.now()
             record.save(update_fields=["report", "updated_at"])
-        report_pipeline_run(record.pipeline, run=run, jobs=jobs)
-        record.pipeline.refresh_from_db()
+        try:
+            _report_run(pipeline, run, jobs)
+        finally:
+            pipeline.forget_loaded()
     return record, created
 
 
@@ -318,8 +344,12 @@ def record_build_event(
         if status in DistelliEvent.TERMINAL_BUILD_STATUSES and not fields.get("build_end"):
             fields["build_end"] = now  # the documentation asks for it; when it is missing, now
         _check_build_times(fields.get("build_start"), fields.get("build_end"))
-        pipeline = create_pipeline(
-            project, **_build_pipeline_fields(fields, parent, project), user=user, at=now
+        pipeline = create_pipeline_in_command(
+            project,
+            **_build_pipeline_fields(fields, parent, project),
+            user=user,
+            variables=None,
+            at=now,
         )
         event = DistelliEvent.objects.create(
             project=project,
@@ -331,7 +361,10 @@ def record_build_event(
             updated_at=now,
             **fields,
         )
-        _report_build(event)
+        try:
+            _report_build(event, pipeline)
+        finally:
+            pipeline.forget_loaded()
     return event
 
 
@@ -346,7 +379,7 @@ def update_build_event(
     """Move a build on, until it reaches a terminal status: then it is immutable (Conflict)."""
     with transaction.atomic():
         event = (
-            DistelliEvent.objects.select_for_update()
+            DistelliEvent.objects.select_for_update(of=("self",))
             .select_related("project")
             .filter(project=project, pk=event_id)
             .first()
@@ -373,7 +406,13 @@ def update_build_event(
             event.release_version = release_version
         event.updated_at = timezone.now()
         event.save()
-        _report_build(event)
+        if event.pipeline_id is not None:
+            pipeline = lock_pipeline(event.pipeline_id)
+            pipeline.load_latest_jobs()
+            try:
+                _report_build(event, pipeline)
+            finally:
+                pipeline.forget_loaded()
     return event
 
 
@@ -406,12 +445,12 @@ def _check_build_times(start: datetime | None, end: datetime | None) -> None:
         raise InvalidInput("build_end is before build_start")
 
 
-def _report_build(event: DistelliEvent) -> None:
-    if event.pipeline_id is None:
-        return  # its pipeline was deleted; the event stays as history
+def _report_build(event: DistelliEvent, pipeline: Pipeline) -> None:
+    """Report the build on its pipeline, which the command holds locked (``_report_run``).
+    An event whose pipeline was deleted stays as history, reported nowhere."""
     status = BuildStatus(event.build_status)
-    report_pipeline_run(
-        event.pipeline,
+    _report_run(
+        pipeline,
         run=ReportedJob(
             name=BUILD_JOB,
             stage=BUILD_JOB,

@@ -76,7 +76,7 @@ def change_pipeline_status(
     if new_status == pipeline.status:
         return False
     previous = pipeline.status
-    apply_pipeline_status(pipeline, new_status, at, pipeline.latest_jobs())
+    apply_pipeline_status(pipeline, new_status, at, _latest_jobs(pipeline))
     if reported_times:
         apply_reported_times(pipeline, *reported_times)
     pipeline.save()
@@ -92,18 +92,37 @@ def change_pipeline_status(
     return True
 
 
-def lock_pipeline(pipeline: Pipeline) -> Pipeline:
-    """Re-read the pipeline under a row lock so concurrent job reports compose in turn."""
-    return Pipeline.objects.select_for_update().select_related("project").get(pk=pipeline.pk)
+def lock_pipeline(pipeline: Pipeline | int) -> Pipeline:
+    """Re-read the pipeline (or the one with this id) under a row lock so concurrent job
+    reports compose in turn.
+
+    Only the pipeline's row is locked (``of``): its project's stays free for the reports of
+    the project's other pipelines.
+    """
+    pipeline_id = pipeline if isinstance(pipeline, int) else pipeline.pk
+    return (
+        Pipeline.objects.select_for_update(of=("self",))
+        .select_related("project", "user")
+        .get(pk=pipeline_id)
+    )
+
+
+def _latest_jobs(pipeline: Pipeline):
+    """The latest jobs the command keeps in memory, else a query for them."""
+    jobs = pipeline.loaded_latest_jobs()
+    return jobs if jobs is not None else pipeline.latest_jobs()
 
 
 def _recompose(pipeline: Pipeline, at: datetime) -> bool:
-    target = pipeline_target(pipeline.status, compose_status(pipeline.latest_jobs()))
+    target = pipeline_target(pipeline.status, compose_status(_latest_jobs(pipeline)))
     return change_pipeline_status(pipeline, target, at)
 
 
 def _next_iid(project: Project) -> int:
-    # Lock the project row so two creations in parallel cannot take the same iid.
+    # Lock the project row so two creations in parallel cannot take the same iid. The highest
+    # iid is read by a second statement: on PostgreSQL a statement sees the rows committed
+    # when it began, so one that waited for the lock would still read the highest iid from
+    # before the other creation.
     Project.objects.select_for_update().filter(pk=project.pk).first()
     return (project.pipelines.aggregate(m=Max("iid"))["m"] or 0) + 1
 
@@ -123,6 +142,26 @@ def create_pipeline(
 
     ``fields`` are further Pipeline columns (name, tag, before_sha, commit_*...).
     """
+    pipeline = create_pipeline_in_command(
+        project, ref=ref, sha=sha, source=source, user=user, variables=variables, at=at, **fields
+    )
+    pipeline.forget_loaded()
+    return pipeline
+
+
+def create_pipeline_in_command(
+    project: Project,
+    *,
+    ref: str,
+    sha: str,
+    source: str,
+    user: AbstractBaseUser | None,
+    variables: list[dict] | None,
+    at: datetime | None,
+    **fields,
+) -> Pipeline:
+    """``create_pipeline`` for a command that goes on with the new row: it keeps what it
+    knows of it (no jobs yet) until that command forgets it."""
     if not ref:
         raise InvalidInput("ref is missing")
     if not sha:
@@ -144,6 +183,9 @@ def create_pipeline(
             updated_at=at,
             **fields,
         )
+        pipeline.project = project
+        pipeline.remember("latest_jobs", [])
+        pipeline.keep_coverage()  # none: it has no jobs yet
         pipeline_changed.send(
             sender=Pipeline, pipeline=pipeline, previous_status=None, change=PipelineChange.CREATED
         )
@@ -258,6 +300,7 @@ def retry_pipeline(pipeline: Pipeline, *, user: AbstractBaseUser | None = None) 
         reason = _nothing_to_retry(pipeline, jobs, retryable)
         if reason:
             logger.info("Pipeline %s: retry changed nothing: %s", pipeline.pk, reason)
+            pipeline.keep_coverage()
             return pipeline
         for old in retryable:
             Job.objects.filter(pk=old.pk).update(retried=True, updated_at=at)
@@ -266,7 +309,7 @@ def retry_pipeline(pipeline: Pipeline, *, user: AbstractBaseUser | None = None) 
             _recompose(pipeline, at)
         else:
             change_pipeline_status(pipeline, Status.RUNNING, at)
-    pipeline.refresh_from_db()
+        pipeline.keep_coverage()  # the instance is the row as saved: nothing to read again
     return pipeline
 
 
@@ -322,6 +365,7 @@ def cancel_pipeline(pipeline: Pipeline) -> Pipeline:
         if nothing_to_cancel or pipeline.source == Pipeline.Source.EXTERNAL:
             reason = "it is external" if not nothing_to_cancel else f"it is {pipeline.status}"
             logger.info("Pipeline %s: cancel changed nothing: %s", pipeline.pk, reason)
+            pipeline.keep_coverage()
             return pipeline
         for job in cancelable:
             previous = job.status
@@ -331,7 +375,7 @@ def cancel_pipeline(pipeline: Pipeline) -> Pipeline:
             _recompose(pipeline, at)
         else:
             change_pipeline_status(pipeline, Status.CANCELED, at)
-    pipeline.refresh_from_db()
+        pipeline.keep_coverage()  # the instance is the row as saved: nothing to read again
     return pipeline
 
 
@@ -458,13 +502,7 @@ def report_commit_status(
     one when there is none; finds the pending or running job of that name, or starts a new
     attempt (an older finished attempt becomes "retried"); then moves it to ``state``.
     """
-    sha, state, ref, stage, pipeline_id = (
-        reported.sha,
-        reported.state,
-        reported.ref,
-        reported.stage,
-        reported.pipeline_id,
-    )
+    state = reported.state
     if state not in COMMIT_STATUS_STATES:
         raise InvalidInput(
             f"state does not have a valid value: {state!r} is not one of "
@@ -482,61 +520,99 @@ def report_commit_status(
         if v is not None
     }
     with transaction.atomic():
-        if pipeline_id is not None:
-            pipeline = project.pipelines.filter(pk=pipeline_id).first()
-            if pipeline is None:
-                raise NotFound("404 Pipeline Not Found")
-            if pipeline.sha != sha:
-                raise InvalidInput(f"pipeline {pipeline_id} is not for commit {sha}")
-        else:
-            candidates = project.pipelines.filter(sha=sha)
-            if ref:
-                candidates = candidates.filter(ref=ref)
-            pipeline = candidates.order_by("-id").first()
-            if pipeline is None:
-                pipeline = create_pipeline(
-                    project,
-                    ref=ref or project.default_branch,
-                    sha=sha,
-                    source=Pipeline.Source.EXTERNAL,
-                    user=user,
-                    at=at,
-                    **_known_commit_fields(project, sha),
-                )
-        pipeline = lock_pipeline(pipeline)
-        job = (
-            pipeline.jobs.filter(
-                name=name, retried=False, status__in=(Status.PENDING, Status.RUNNING)
+        pipeline = _locked_pipeline_for_status(project, reported, user, at)
+        try:
+            job = _move_commit_status_job(pipeline, reported, name, fields, user, at)
+            _recompose(pipeline, at)
+        finally:
+            pipeline.forget_loaded()
+    return job
+
+
+def _locked_pipeline_for_status(
+    project: Project, reported: ReportedCommitStatus, user: AbstractBaseUser | None, at: datetime
+) -> Pipeline:
+    """The pipeline a commit status is for, read once under its row lock, with its latest
+    jobs kept; created (already locked, being new) when the commit has none."""
+    pipelines = (
+        project.pipelines.select_for_update(of=("self",)).select_related("user").order_by("-id")
+    )
+    if reported.pipeline_id is not None:
+        pipeline = pipelines.filter(pk=reported.pipeline_id).first()
+        if pipeline is None:
+            raise NotFound("404 Pipeline Not Found")
+        if pipeline.sha != reported.sha:
+            raise InvalidInput(f"pipeline {reported.pipeline_id} is not for commit {reported.sha}")
+    else:
+        candidates = pipelines.filter(sha=reported.sha)
+        if reported.ref:
+            candidates = candidates.filter(ref=reported.ref)
+        pipeline = candidates.first()
+        if pipeline is None:
+            return create_pipeline_in_command(
+                project,
+                ref=reported.ref or project.default_branch,
+                sha=reported.sha,
+                source=Pipeline.Source.EXTERNAL,
+                user=user,
+                variables=None,
+                at=at,
+                # Pipelines of this commit on other refs: none if the report names no ref.
+                **(_known_commit_fields(project, reported.sha) if reported.ref else {}),
             )
-            .order_by("-id")
-            .first()
-        )
-        if job is None:
+    pipeline.project = project
+    pipeline.load_latest_jobs()
+    return pipeline
+
+
+def _move_commit_status_job(
+    pipeline: Pipeline,
+    reported: ReportedCommitStatus,
+    name: str,
+    fields: dict,
+    user: AbstractBaseUser | None,
+    at: datetime,
+) -> Job:
+    """Move the pending or running job ``name`` to the reported state, or start a new
+    attempt of it (older ones become retried)."""
+    latest = pipeline.loaded_latest_jobs()
+    same_name = [j for j in latest if j.name == name]
+    open_jobs = [j for j in same_name if j.status in (Status.PENDING, Status.RUNNING)]
+    job = max(open_jobs, key=lambda j: j.pk) if open_jobs else None
+    if job is None:
+        if same_name:
             pipeline.jobs.filter(name=name, retried=False).update(retried=True, updated_at=at)
-            job = Job(
-                pipeline=pipeline,
-                name=name,
-                stage=stage or EXTERNAL_STAGE,
-                stage_idx=EXTERNAL_STAGE_IDX if not stage else stage_index(pipeline, stage),
-                user=_signed_in(user),
-                created_at=at,
-                updated_at=at,
-            )
-        previous = job.status if job.pk else None
-        for key, value in fields.items():
-            setattr(job, key, value)
-        target = Status(state)
-        check_job_move(job, target)
-        apply_job_status(job, target, at)
-        if target == Status.FAILED:
-            job.failure_reason = "api_failure"
-        save_job(job, pipeline, previous)
-        _recompose(pipeline, at)
+            for old in same_name:
+                old.retried = True
+                pipeline.keep_job(old)
+        stage = reported.stage
+        job = Job(
+            pipeline=pipeline,
+            name=name,
+            stage=stage or EXTERNAL_STAGE,
+            stage_idx=EXTERNAL_STAGE_IDX if not stage else stage_index(pipeline, stage),
+            user=_signed_in(user),
+            created_at=at,
+            updated_at=at,
+        )
+    previous = job.status if job.pk else None
+    for key, value in fields.items():
+        setattr(job, key, value)
+    target = Status(reported.state)
+    check_job_move(job, target)
+    apply_job_status(job, target, at)
+    if target == Status.FAILED:
+        job.failure_reason = "api_failure"
+    save_job(job, pipeline, previous)
+    pipeline.keep_job(job)
     return job
 
 
 def stage_index(pipeline: Pipeline, stage: str) -> int:
     """Keep stages in the order they were first reported."""
+    for job in pipeline.loaded_latest_jobs() or ():
+        if job.stage == stage:
+            return job.stage_idx
     known = pipeline.jobs.filter(stage=stage).values_list("stage_idx", flat=True).first()
     if known is not None:
         return known

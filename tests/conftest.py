@@ -3,7 +3,7 @@ import uuid
 
 import pytest
 
-from pipelines import auth
+from pipelines import auth, token_cache
 from pipelines.management.embedded_redis import EmbeddedRedis
 from tests.clients import api_client_with
 from tests.factories import ALL_PROJECT_PERMISSIONS, ProjectFactory, UserFactory, grant_permissions
@@ -30,6 +30,14 @@ def rate_limit_counts(settings):
             "LOCATION": uuid.uuid4().hex,
         },
     }
+
+
+@pytest.fixture(autouse=True)
+def forget_tokens():
+    """Each test finds its tokens afresh: none is kept from an earlier test's requests."""
+    token_cache.tokens.clear()
+    yield
+    token_cache.tokens.clear()
 
 
 @pytest.fixture(scope="session")

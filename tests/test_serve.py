@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from pipelines.management.commands.serve import Child, stop_children
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -78,13 +80,16 @@ def kill_leftovers(proc: subprocess.Popen, children: set[int]) -> None:
         proc.kill()
 
 
-def start_serve(env: dict, port: int, *, stderr=subprocess.DEVNULL) -> subprocess.Popen:
+def start_serve(
+    env: dict, port: int, *, stderr=subprocess.DEVNULL, stdout=subprocess.PIPE, processes=1
+) -> subprocess.Popen:
     """`manage.py serve` as `make run` starts it, its output readable line by line."""
     return subprocess.Popen(
-        [sys.executable, "manage.py", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
+        [sys.executable, "manage.py", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1"]
+        + ["--web-processes", str(processes), "--worker-processes", str(processes)],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.PIPE,
+        stdout=stdout,
         stderr=stderr,
         text=True,
     )
@@ -215,3 +220,104 @@ def test_serve_starts_a_dead_child_again_and_keeps_the_others(embedded_env, tmp_
         assert not [pid for pid in seen if alive(pid)]
     finally:
         kill_leftovers(proc, seen)
+
+
+def test_serve_runs_several_web_and_worker_processes_on_one_socket(embedded_env):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = start_serve(embedded_env, port, stdout=subprocess.DEVNULL, processes=2)
+    seen: set[int] = set()
+    try:
+        wait_for(lambda: healthy(base), "the web server")
+
+        def running(marker):
+            return [p for p in child_pids(proc.pid) if marker in command_line(p) and alive(p)]
+
+        webs = wait_for(
+            lambda: len(running("config.webserver")) == 2 and running("config.webserver"),
+            "two web processes",
+        )
+        workers = wait_for(
+            lambda: len(running(" worker ")) == 2 and running(" worker "), "two workers"
+        )
+        seen |= set(webs) | set(workers) | child_pids(proc.pid)
+        # Both serve the one socket: with one of them stopped, the other answers at once.
+        os.killpg(webs[0], signal.SIGSTOP)
+        try:
+            for _ in range(5):
+                assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
+        finally:
+            os.killpg(webs[0], signal.SIGCONT)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        assert not [pid for pid in seen if alive(pid)]
+    finally:
+        kill_leftovers(proc, seen)
+
+
+def processes_of(var_dir: str) -> list[int]:
+    """Every live process started with this PIPEHOOK_VAR_DIR: serve's children, wherever
+    they were reparented to."""
+    marker = f"PIPEHOOK_VAR_DIR={var_dir}".encode()
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker in environ.read_bytes().split(b"\0") and alive(int(environ.parent.name)):
+                found.append(int(environ.parent.name))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.mark.parametrize("started", [1, 3])
+def test_serve_stopped_while_starting_its_children_leaves_none(embedded_env, started):
+    """SIGINT as the ``started``-th child is being started (1: the web after Redis, 3: the
+    beat): serve stops what it started, and nothing it started outlives it."""
+    port = free_port()
+    proc = start_serve(embedded_env, port, stdout=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: len(child_pids(proc.pid)) > started, f"child {started + 1} forked")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+        left = processes_of(embedded_env["PIPEHOOK_VAR_DIR"])
+        assert not left, [command_line(pid) for pid in left]
+    finally:
+        for pid in processes_of(embedded_env["PIPEHOOK_VAR_DIR"]):
+            os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_a_child_that_ignores_sigterm_is_killed_with_its_group_after_the_grace(caplog):
+    # A child that ignores SIGTERM, with a grandchild in its process group.
+    stubborn = Child(
+        "stubborn",
+        [
+            sys.executable,
+            "-c",
+            "import signal, subprocess, sys, time;"
+            "signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+            "subprocess.Popen([sys.executable, '-c', 'import signal, time;"
+            " signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(300)']);"
+            "print('ready', flush=True); time.sleep(300)",
+        ],
+    )
+    polite = Child("polite", [sys.executable, "-c", "import time; time.sleep(300)"])
+    for child in (stubborn, polite):
+        child.start()
+    wait_for(lambda: len(child_pids(stubborn.process.pid)) == 1, "the grandchild")
+    [grandchild] = child_pids(stubborn.process.pid)
+    try:
+        started = time.monotonic()
+        stop_children([stubborn, polite], grace=2)
+        assert 2 <= time.monotonic() - started < 10
+        assert stubborn.process.returncode == -signal.SIGKILL
+        assert polite.process.returncode == -signal.SIGTERM
+        wait_for(lambda: not alive(grandchild), "the grandchild gone", timeout=10)
+        assert "The stubborn process (pid" in caplog.text
+        assert "did not stop within 2 s of SIGTERM; killing it" in caplog.text
+        assert "polite" not in caplog.text
+    finally:
+        for pid in (grandchild, stubborn.process.pid, polite.process.pid):
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)

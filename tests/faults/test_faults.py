@@ -318,7 +318,18 @@ def migrated(database: str, tmp_path: Path) -> str:
 def answers_of_every_edge(deployment: Deployment) -> dict[str, requests.Response]:
     """One request to each API, as its clients send them."""
     base, token = deployment.web.url, deployment.client.token
-    sei_run = {"pipeline": "deploy", "job_full_name": "deploy", "result": "SUCCESS"}
+    # A whole run, so that answering it takes the database (a token seen in the last seconds
+    # is known without it, and a refused body needs none).
+    sei_run = {
+        "pipeline": "deploy",
+        "job_full_name": "deploy",
+        "qualified_name": "deploy",
+        "instance_name": "Jenkins-1",
+        "instance_guid": "89d2491c-764a-4f77-93d9-18e8e372b795",
+        "start_time": 1711603545000,
+        "duration": 1000,
+        "result": "SUCCESS",
+    }
     graphql = {"query": '{ applicationByName(name: "faults/faults") { id } }'}
     calls = {
         "gitlab": ("GET", "/api/v4/projects", {"headers": {"PRIVATE-TOKEN": token}}),

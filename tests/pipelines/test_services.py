@@ -4,6 +4,7 @@ from pipelines import services
 from pipelines.errors import TransitionRefused
 from pipelines.models import Status
 from pipelines.signals import pipeline_changed
+from tests.factories import ProjectFactory
 
 
 def report_status(project, sha: str, **fields):
@@ -198,3 +199,25 @@ def test_running_pipeline_stays_running_when_told_to_queue(project, changes):
     assert services.transition_pipeline(pipeline, "pending") is False
     pipeline.refresh_from_db()
     assert pipeline.status == Status.RUNNING
+
+
+@pytest.mark.django_db(transaction=True)
+def test_pipelines_created_at_once_take_distinct_iids():
+    """Creations in parallel wait for the project's lock and then read the highest iid
+    afresh (on PostgreSQL a statement that waited still sees only what was committed when it
+    began)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from django.db import connection
+
+    project = ProjectFactory()
+
+    def create(number: int) -> int:
+        try:
+            return services.create_pipeline(project, ref="main", sha=f"{number:040x}").iid
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        iids = list(pool.map(create, range(12)))
+    assert sorted(iids) == list(range(1, 13))

@@ -4,9 +4,11 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group, Permission
 from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from pipelines import auth
+from pipelines import auth, token_cache
 from pipelines.errors import Forbidden, InvalidInput, ProjectHidden
 from pipelines.models import AccessToken, GroupProjectPermission
 from tests.factories import ProjectFactory, UserFactory, grant_permissions
@@ -40,7 +42,46 @@ def test_revoked_or_unknown_tokens_are_not_found(db):
     token, raw = auth.create_token(UserFactory(), scopes=["api"])
     assert auth.find_token(raw) == token
     assert auth.find_token(raw + "x") is None
+    token.revoked = True
+    token.save()  # as the admin revokes: at once in this process, although it was cached
+    assert auth.find_token(raw) is None
+
+
+def test_a_found_token_is_kept_for_the_cache_time_then_read_again(db, settings, monkeypatch):
+    """Another process's change (here a raw UPDATE, which sends no signal) is seen once the
+    entry runs out; until then the token and its rights cost no query."""
+    settings.PIPEHOOK_TOKEN_CACHE_SECONDS = 5
+    clock = [1000.0]
+    monkeypatch.setattr(token_cache.time, "monotonic", lambda: clock[0])
+    token, raw = auth.create_token(grant_permissions(UserFactory(), "view_project"), scopes=["api"])
+    found = auth.find_token(raw)
+    auth.grants_of(found)
     AccessToken.objects.filter(pk=token.pk).update(revoked=True)
+    clock[0] += 4.9
+    with CaptureQueriesContext(connection) as queries:
+        again = auth.find_token(raw)
+        assert auth.grants_of(again).holds_everywhere(auth.READ)
+    assert again == token and len(queries) == 0
+    clock[0] += 0.2
+    assert auth.find_token(raw) is None
+
+
+def test_no_token_is_kept_with_a_cache_time_of_zero(db, settings):
+    settings.PIPEHOOK_TOKEN_CACHE_SECONDS = 0
+    token, raw = auth.create_token(UserFactory(), scopes=["api"])
+    assert auth.find_token(raw) == token
+    AccessToken.objects.filter(pk=token.pk).update(revoked=True)
+    assert auth.find_token(raw) is None
+
+
+def test_a_right_taken_away_in_this_process_counts_at_once(db):
+    owner = grant_permissions(UserFactory(), "view_project", "change_project")
+    _, raw = auth.create_token(owner, scopes=["api"])
+    assert auth.grants_of(auth.find_token(raw)).holds_everywhere(auth.WRITE)
+    owner.user_permissions.remove(Permission.objects.get(codename="change_project"))
+    assert not auth.grants_of(auth.find_token(raw)).holds_everywhere(auth.WRITE)
+    owner.is_active = False
+    owner.save()
     assert auth.find_token(raw) is None
 
 

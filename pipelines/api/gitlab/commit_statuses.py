@@ -59,8 +59,8 @@ class CommitStatusCreateView(GitLabView):
             coverage=params.get("coverage"),
             pipeline_id=params.get("pipeline_id"),
         )
+        # The job as saved, with its pipeline and user: nothing to read again.
         job = services.report_commit_status(project, reported, user=request.user)
-        job = Job.objects.select_related("pipeline__project", "user").get(pk=job.pk)
         return Response(entities.CommitStatusSerializer(job).data, status=status.HTTP_201_CREATED)
 
 

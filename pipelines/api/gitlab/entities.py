@@ -234,9 +234,8 @@ class PipelineSerializer(PipelineBasicSerializer):
         """The mean coverage of the latest jobs that report one, as GitLab computes it, and
         as ``Ci::PipelinePresenter#coverage`` writes it: a string with two decimals
         (go-gitlab declares ``Coverage string``). A job's coverage stays a number."""
-        jobs = pipeline.latest_jobs().exclude(coverage=None)
-        values = list(jobs.values_list("coverage", flat=True))
-        return f"{sum(values) / len(values):.2f}" if values else None
+        coverage = pipeline.latest_coverage()
+        return None if coverage is None else f"{coverage:.2f}"
 
 
 class PipelineVariableSerializer(serializers.Serializer):

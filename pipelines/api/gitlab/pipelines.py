@@ -131,8 +131,8 @@ class PipelineCreateView(GitLabView):
 
 
 def render_pipeline(pipeline: Pipeline) -> ReturnDict:
-    """A pipeline a service just changed, read again with what its entity shows."""
-    pipeline = Pipeline.objects.select_related("project", "user").get(pk=pipeline.pk)
+    """A pipeline as the command that changed it returned it (its project, user and coverage
+    loaded): nothing is read once the command has committed."""
     return entities.PipelineSerializer(pipeline).data
 
 

@@ -44,6 +44,7 @@ from pipelines.api.graphql.types import (
     WorkflowDefinitionType,
     WorkflowExecution,
     execution_for,
+    execution_of,
     serialize_datetime,
 )
 from pipelines.errors import (
@@ -205,7 +206,7 @@ class Mutation:
             token.pk,
         )
         return StartExecutionPayload(
-            client_mutation_id=input.client_mutation_id, execution=execution_for(record.pipeline)
+            client_mutation_id=input.client_mutation_id, execution=execution_of(record)
         )
 
 

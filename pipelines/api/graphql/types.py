@@ -294,7 +294,15 @@ class WorkflowExecution(ExecutionInterface):
 
 def execution_for(run: Pipeline) -> ExecutionInterface:
     record = Execution.objects.filter(pipeline=run).select_related("definition").first()
-    if record is not None and record.kind == PipelineDefinition.Kind.WORKFLOW:
+    if record is None:
+        return PipelineExecution(run=run, record=None)
+    return execution_of(record, run)
+
+
+def execution_of(record: Execution, run: Pipeline | None = None) -> ExecutionInterface:
+    """The execution of ``record`` as its command returned it: nothing read again."""
+    run = run or record.pipeline
+    if record.kind == PipelineDefinition.Kind.WORKFLOW:
         return WorkflowExecution(run=run, record=record)
     return PipelineExecution(run=run, record=record)
 

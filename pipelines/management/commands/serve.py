@@ -1,17 +1,23 @@
 """``manage.py serve``: the whole service in one command, for a laptop or a small server.
 
 Starts, as child processes: the embedded Redis (unless REDIS_URL/CELERY_BROKER_URL point at
-one), the web server on http://127.0.0.1:8000, a Celery worker and Celery beat. On first start
+one), the web server on http://127.0.0.1:8000, Celery workers and Celery beat. There are as
+many web processes and as many worker processes as the machine has cores
+(``PIPEHOOK_WEB_PROCESSES``, ``PIPEHOOK_WORKER_PROCESSES``, or ``--web-processes`` and
+``--worker-processes``): one Python process runs Python on one core at a time, so one of each
+would leave the others idle. The web processes serve one socket, bound here once. On first start
 it creates the admin user ``root`` and an API token, keeps both in var/ in a file only its
 owner reads, and prints them once the web answers, above the banner. Then it prints a line a
-minute of what happened (``pipelines.management.console``). A child that exits is started
-again (after 1 s, doubling to 30 s while it keeps failing); the others go on. Ctrl-C stops
-everything.
+minute of what happened (``pipelines.management.console``). A child that exits is
+started again (after 1 s, doubling to 30 s while it keeps failing); the others go on. Ctrl-C
+(SIGINT) or SIGTERM stops everything: the broker last, each child's process group sent
+SIGTERM and, if anything of it is left after ``STOP_GRACE_SECONDS``, SIGKILL (logged).
 
 The children keep their metrics in PROMETHEUS_MULTIPROC_DIR for the web's /metrics to add up:
 emptied here at start, and a child's live gauges dropped when it exits.
 """
 
+import contextlib
 import logging
 import os
 import secrets
@@ -21,6 +27,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from django.conf import settings
@@ -41,22 +49,34 @@ STABLE_SECONDS = 60.0
 # How long the banner waits for the web server to answer.
 WEB_START_SECONDS = 60.0
 
+# How long a child may take to stop after SIGTERM (a worker finishing its batch, waitress
+# its requests) before it and its process group are killed.
+STOP_GRACE_SECONDS = 10.0
+
+
+class StopRequested(Exception):
+    """SIGINT or SIGTERM arrived while starting: stop what has started."""
+
 
 class Child:
     """One supervised process: started again when it exits, sooner if it had run a while."""
 
-    def __init__(self, name: str, command: list[str]):
+    def __init__(self, name: str, command: list[str], pass_fds: tuple[int, ...] = ()):
         self.name = name
         self.command = command
+        self.pass_fds = pass_fds
         self.process: subprocess.Popen | None = None
         self.started_at = 0.0
         self.delay = FIRST_RESTART_DELAY
         self.restart_at: float | None = None
 
     def start(self) -> None:
-        # Children get their own session so Ctrl-C reaches them only through us and they
-        # stop in reverse start order: the broker goes last, after the worker has finished.
-        self.process = subprocess.Popen(self.command, start_new_session=True)  # noqa: S603
+        # Children get their own session (and process group) so Ctrl-C reaches them only
+        # through us and they stop in reverse start order: the broker goes last, after the
+        # workers have finished.
+        self.process = subprocess.Popen(  # noqa: S603
+            self.command, start_new_session=True, pass_fds=self.pass_fds
+        )
         self.started_at = time.monotonic()
         self.restart_at = None
 
@@ -91,25 +111,54 @@ class Command(BaseCommand):
             "--workers",
             type=int,
             default=settings.PIPEHOOK_WORKER_CONCURRENCY,
-            help="Celery worker threads.",
+            help="Celery worker threads in each worker process.",
+        )
+        parser.add_argument(
+            "--web-processes",
+            type=int,
+            default=settings.PIPEHOOK_WEB_PROCESSES,
+            help="Web server processes (default: one per core).",
+        )
+        parser.add_argument(
+            "--worker-processes",
+            type=int,
+            default=settings.PIPEHOOK_WORKER_PROCESSES,
+            help="Celery worker processes (default: one per core).",
         )
 
-    def handle(self, *args, bind: str, workers: int, **options) -> None:
+    def handle(
+        self, *args, bind: str, workers: int, web_processes: int, worker_processes: int, **options
+    ) -> None:
         self.children: list[Child] = []
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+        # A stop request only sets a flag, looked at between steps. Raised where the signal
+        # lands (KeyboardInterrupt's way), it could interrupt subprocess.Popen after the fork:
+        # that child, never recorded, was never stopped and outlived serve (a worker retrying
+        # the stopped broker forever), holding serve's stdout open.
+        self.stop_requested = False
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._request_stop)
         try:
             self._empty_metrics_dir()
             if self._uses_embedded_redis():
                 self._start_embedded_redis()
             credentials = self._first_start(bind)
             python = sys.executable
-            # Waitress, set up in config/webserver.py so that slow clients cannot stall it.
-            self._spawn("web", [python, "-m", "config.webserver", "--bind", bind])
+            self._warn_once_if_root()
+            # Waitress, set up in config/webserver.py so that slow clients cannot stall it; each
+            # process accepts connections on the one socket bound here.
+            listening = bind_socket(bind)
+            fd = listening.fileno()
+            web = [python, "-m", "config.webserver", "--fd", str(fd)]
+            for number in range(max(1, web_processes)):
+                self._spawn("web" if number == 0 else f"web {number + 1}", web, pass_fds=(fd,))
             celery = [python, "-m", "celery", "-A", "config", "--quiet"]  # no banners
-            self._spawn(
-                "worker",
-                celery + ["worker", "--pool=threads", f"--concurrency={workers}", "-l", "INFO"],
-            )
+            for number in range(max(1, worker_processes)):
+                self._spawn(
+                    "worker" if number == 0 else f"worker {number + 1}",
+                    celery
+                    + ["worker", "--pool=threads", f"--concurrency={workers}", "-l", "INFO"]
+                    + ["-n", f"pipehook{number + 1}@%h"],
+                )
             self._spawn(
                 "beat",
                 celery
@@ -125,20 +174,23 @@ class Command(BaseCommand):
                 time.monotonic(),
             )
             summary.start()
-            while True:
+            while not self.stop_requested:
                 now = time.monotonic()
                 for child in self.children:
-                    child.supervise(now)
+                    if not self.stop_requested:
+                        child.supervise(now)
                 summary.tick(now)
                 time.sleep(0.5)
-        except KeyboardInterrupt:
-            self.stdout.write("Stopping…")
+        except StopRequested:
+            pass
         finally:
+            if self.stop_requested:
+                self.stdout.write("Stopping…")
             self._stop_all()
 
     def _supervise_until(self, condition, timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while not condition() and time.monotonic() < deadline:
+        while not condition() and not self.stop_requested and time.monotonic() < deadline:
             for child in self.children:
                 child.supervise(time.monotonic())
             time.sleep(0.2)
@@ -167,6 +219,24 @@ class Command(BaseCommand):
         shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+
+    def _warn_once_if_root(self) -> None:
+        """Celery warns, in eight lines per worker process, when a worker runs as root; say it
+        once here instead, with what to do, and keep the workers' copies off the console."""
+        if os.name != "posix" or os.geteuid() != 0:
+            return
+        logger.warning(
+            "Running as root: fine to try Pipehook, not for production, where each process "
+            "runs as its own user (deploy/systemd)."
+        )
+        # By its text: PYTHONWARNINGS names only built-in categories (Celery is not loaded yet).
+        ignore = "ignore:You're running the worker with superuser privileges:Warning"
+        os.environ["PYTHONWARNINGS"] = ",".join(
+            filter(None, [os.environ.get("PYTHONWARNINGS"), ignore])
+        )
+
+    def _request_stop(self, signum, frame) -> None:
+        self.stop_requested = True
 
     def _uses_embedded_redis(self) -> bool:
         return settings.CELERY_BROKER_URL == f"redis+socket://{settings.EMBEDDED_REDIS_SOCKET}"
@@ -203,22 +273,63 @@ class Command(BaseCommand):
             f"(Shown only now; kept in {path}, readable only by you.)\n"
         )
 
-    def _spawn(self, name: str, command: list[str]) -> None:
-        child = Child(name, command)
-        child.start()
+    def _spawn(self, name: str, command: list[str], pass_fds: tuple[int, ...] = ()) -> None:
+        if self.stop_requested:
+            raise StopRequested
+        child = Child(name, command, pass_fds)
         self.children.append(child)
+        child.start()
 
     def _stop_all(self) -> None:
-        running = [c.process for c in reversed(self.children) if c.process is not None]
-        for process in running:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        for process in running:
-            try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
+        """Stop every child, the broker last, so the workers finish with it still there."""
+        broker = [c for c in self.children if c.name == "redis"]
+        stop_children([c for c in reversed(self.children) if c not in broker])
+        stop_children(broker)
+
+
+def stop_children(children: list[Child], grace: float = STOP_GRACE_SECONDS) -> None:
+    """SIGTERM to each child's process group; SIGKILL to the groups of those still running
+    after ``grace`` seconds; return once every child has been reaped."""
+    running = [c for c in children if c.process is not None and c.process.poll() is None]
+    for child in running:
+        _signal_group(child, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for child in running:
+        try:
+            child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            logger.warning(
+                "The %s process (pid %s) did not stop within %g s of SIGTERM; killing it",
+                child.name,
+                child.process.pid,
+                grace,
+            )
+            _signal_group(child, signal.SIGKILL)
+            child.process.wait()
+        # Anything the child started in its group goes with it.
+        _signal_group(child, signal.SIGKILL)
+
+
+def _signal_group(child: Child, signum: int) -> None:
+    # The child leads its own session and group (start_new_session), so its pid is the
+    # group's id; the group outlives it only while something it started still runs (and
+    # while it does, the kernel gives that id to no other process).
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(child.process.pid, signum)
+
+
+def bind_socket(bind: str) -> socket.socket:
+    """The listening socket for ``host:port`` (``[::1]:8000`` for IPv6), inheritable by the
+    web processes."""
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        listening = socket.create_server((host, int(port)), family=family, backlog=1024)
+    except (OSError, ValueError) as error:
+        raise CommandError(f"Cannot listen on {bind}: {error}") from None
+    listening.set_inheritable(True)
+    return listening
 
 
 def _local_address(bind: str) -> str:
@@ -229,9 +340,12 @@ def _local_address(bind: str) -> str:
 
 
 def _answers(bind: str) -> bool:
-    host, _, port = _local_address(bind).rpartition(":")
+    """Whether a web process answers HTTP (the socket, bound here, accepts connections from
+    the start: only an answer says a web process is serving it)."""
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=1):
+        with urllib.request.urlopen(f"http://{_local_address(bind)}/readyz", timeout=1):  # noqa: S310
             return True
-    except OSError:
+    except urllib.error.HTTPError:
+        return True  # it answered (not ready yet, or the database is down: still running)
+    except (OSError, ValueError):
         return False
