@@ -20,6 +20,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from pipelines.command_memory import CommandMemory
 from pipelines.commits import commit_title
 from pipelines.variables import normalize_variable_declarations, validate_variable_declarations
 
@@ -111,7 +112,7 @@ class Project(models.Model):
 UNKNOWN_SHA = "0" * 40
 
 
-class Pipeline(models.Model):
+class Pipeline(CommandMemory, models.Model):
     Status = Status
 
     class Source(models.TextChoices):
@@ -193,48 +194,6 @@ class Pipeline(models.Model):
     def latest_jobs(self) -> models.QuerySet["Job"]:
         """The newest attempt of each job (GitLab's ``latest_builds``)."""
         return self.jobs.filter(retried=False).order_by("stage_idx", "id")
-
-    # A command that locked this row may keep what it read of it (its latest jobs, as it
-    # changes them) for whatever its signals call, so that nothing reads them again. It lives
-    # on this instance for that command only: the command forgets it when it ends.
-
-    def remember(self, key: str, value) -> None:
-        self.__dict__.setdefault("_loaded", {})[key] = value
-
-    def recall(self, key: str, load=None):
-        """What the running command keeps under ``key``; else ``load()`` (kept when the
-        command keeps what it reads), or None."""
-        loaded = self.__dict__.get("_loaded")
-        if loaded is None:
-            return load() if load is not None else None
-        if key not in loaded:
-            if load is None:
-                return None
-            loaded[key] = load()
-        return loaded[key]
-
-    def forget_loaded(self) -> None:
-        self.__dict__.pop("_loaded", None)
-
-    def loaded_latest_jobs(self) -> list["Job"] | None:
-        """The latest jobs the running command keeps (users loaded, stage order), if any."""
-        return self.recall("latest_jobs")
-
-    def load_latest_jobs(self) -> list["Job"]:
-        """Read the latest jobs with their users once and keep them for this command."""
-        jobs = list(self.latest_jobs().select_related("user"))
-        self.remember("latest_jobs", jobs)
-        return jobs
-
-    def keep_job(self, job: "Job") -> None:
-        """A job the command saved joins (or replaces its row in) the kept latest jobs."""
-        jobs = self.loaded_latest_jobs()
-        if jobs is None:
-            return
-        jobs[:] = [j for j in jobs if j.pk != job.pk and not j.retried]
-        if not job.retried:
-            jobs.append(job)
-        jobs.sort(key=lambda j: (j.stage_idx, j.pk))
 
     def keep_coverage(self) -> None:
         """Keep the latest jobs' coverage as it is now, for the command's answer: called inside

@@ -12,7 +12,6 @@ definitions, ``pipelines.executions``; tokens, ``pipelines.auth``.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -22,7 +21,7 @@ from django.db.models import Max
 from django.utils import timezone
 from django.utils.text import slugify
 
-from pipelines.errors import Conflict, InvalidInput, NotFound, TransitionRefused
+from pipelines.errors import Conflict, InvalidInput, TransitionRefused
 from pipelines.models import (
     CANCELABLE_STATUSES,
     COMPLETED_STATUSES,
@@ -57,7 +56,7 @@ EXTERNAL_STAGE_IDX = 1_000_000
 # --- Pipelines -------------------------------------------------------------------------------
 
 
-def _signed_in(user: AbstractBaseUser | None) -> AbstractBaseUser | None:
+def signed_in(user: AbstractBaseUser | None) -> AbstractBaseUser | None:
     """The user to record as acting; None for an anonymous caller."""
     return user if user is not None and user.is_authenticated else None
 
@@ -113,7 +112,7 @@ def _latest_jobs(pipeline: Pipeline):
     return jobs if jobs is not None else pipeline.latest_jobs()
 
 
-def _recompose(pipeline: Pipeline, at: datetime) -> bool:
+def recompose(pipeline: Pipeline, at: datetime) -> bool:
     target = pipeline_target(pipeline.status, compose_status(_latest_jobs(pipeline)))
     return change_pipeline_status(pipeline, target, at)
 
@@ -176,7 +175,7 @@ def create_pipeline_in_command(
             ref=ref,
             sha=sha,
             source=source,
-            user=_signed_in(user),
+            user=signed_in(user),
             variables=normalize_variables(variables or []),
             status=Status.CREATED,
             created_at=at,
@@ -224,12 +223,12 @@ def start_pipeline(
             user=user,
             variables=variables,
             tag=on_ref.tag if on_ref else False,
-            **_known_commit_fields(project, sha),
+            **known_commit_fields(project, sha),
             **fields,
         )
 
 
-def _known_commit_fields(project: Project, sha: str) -> dict:
+def known_commit_fields(project: Project, sha: str) -> dict:
     """What an earlier report told us about this commit."""
     known = project.pipelines.filter(sha=sha).order_by("-id").first()
     if known is None:
@@ -306,7 +305,7 @@ def retry_pipeline(pipeline: Pipeline, *, user: AbstractBaseUser | None = None) 
             Job.objects.filter(pk=old.pk).update(retried=True, updated_at=at)
             _clone_job_for_retry(old, pipeline, user=user, at=at)
         if jobs:
-            _recompose(pipeline, at)
+            recompose(pipeline, at)
         else:
             change_pipeline_status(pipeline, Status.RUNNING, at)
         pipeline.keep_coverage()  # the instance is the row as saved: nothing to read again
@@ -335,7 +334,7 @@ def _clone_job_for_retry(
         when=old.when,
         manual=old.manual,
         allow_failure=old.allow_failure,
-        user=_signed_in(user) or old.user,
+        user=signed_in(user) or old.user,
         created_at=at,
         queued_at=at,
         updated_at=at,
@@ -372,7 +371,7 @@ def cancel_pipeline(pipeline: Pipeline) -> Pipeline:
             apply_job_status(job, Status.CANCELED, at)
             save_job(job, pipeline, previous)
         if jobs:
-            _recompose(pipeline, at)
+            recompose(pipeline, at)
         else:
             change_pipeline_status(pipeline, Status.CANCELED, at)
         pipeline.keep_coverage()  # the instance is the row as saved: nothing to read again
@@ -445,7 +444,7 @@ def create_job(
             check_job_move(job, target)
             apply_job_status(job, target, at)
         save_job(job, pipeline, previous_status=None)
-        _recompose(pipeline, at)
+        recompose(pipeline, at)
     return job
 
 
@@ -468,143 +467,7 @@ def update_job(job: Job, *, status: str | None = None, at: datetime | None = Non
             check_job_move(job, target)
             apply_job_status(job, target, at)
         save_job(job, pipeline, previous)
-        _recompose(pipeline, at)
-    return job
-
-
-@dataclass(frozen=True)
-class ReportedCommitStatus:
-    """A commit status as external CI posts it (GitLab's ``POST /projects/:id/statuses/:sha``).
-
-    ``name`` is the job's (``"default"`` when not given); ``ref`` picks the commit's pipeline
-    on that ref, ``pipeline_id`` one pipeline; ``stage`` places a new job (by default in
-    GitLab's stage for external statuses, after every other). Fields left None stay as they
-    are on a job reported before.
-    """
-
-    sha: str
-    state: str
-    name: str | None = None
-    ref: str | None = None
-    stage: str | None = None
-    target_url: str | None = None
-    description: str | None = None
-    coverage: float | None = None
-    pipeline_id: int | None = None
-
-
-def report_commit_status(
-    project: Project, reported: ReportedCommitStatus, *, user: AbstractBaseUser | None = None
-) -> Job:
-    """GitLab's ``POST /projects/:id/statuses/:sha`` (Ci::CreateCommitStatusService).
-
-    Finds the pipeline for the sha and ref (or ``pipeline_id``), creating an ``external``
-    one when there is none; finds the pending or running job of that name, or starts a new
-    attempt (an older finished attempt becomes "retried"); then moves it to ``state``.
-    """
-    state = reported.state
-    if state not in COMMIT_STATUS_STATES:
-        raise InvalidInput(
-            f"state does not have a valid value: {state!r} is not one of "
-            f"{', '.join(COMMIT_STATUS_STATES)}"
-        )
-    name = reported.name or "default"
-    at = timezone.now()
-    fields = {
-        k: v
-        for k, v in {
-            "target_url": reported.target_url,
-            "description": reported.description,
-            "coverage": reported.coverage,
-        }.items()
-        if v is not None
-    }
-    with transaction.atomic():
-        pipeline = _locked_pipeline_for_status(project, reported, user, at)
-        try:
-            job = _move_commit_status_job(pipeline, reported, name, fields, user, at)
-            _recompose(pipeline, at)
-        finally:
-            pipeline.forget_loaded()
-    return job
-
-
-def _locked_pipeline_for_status(
-    project: Project, reported: ReportedCommitStatus, user: AbstractBaseUser | None, at: datetime
-) -> Pipeline:
-    """The pipeline a commit status is for, read once under its row lock, with its latest
-    jobs kept; created (already locked, being new) when the commit has none."""
-    pipelines = (
-        project.pipelines.select_for_update(of=("self",)).select_related("user").order_by("-id")
-    )
-    if reported.pipeline_id is not None:
-        pipeline = pipelines.filter(pk=reported.pipeline_id).first()
-        if pipeline is None:
-            raise NotFound("404 Pipeline Not Found")
-        if pipeline.sha != reported.sha:
-            raise InvalidInput(f"pipeline {reported.pipeline_id} is not for commit {reported.sha}")
-    else:
-        candidates = pipelines.filter(sha=reported.sha)
-        if reported.ref:
-            candidates = candidates.filter(ref=reported.ref)
-        pipeline = candidates.first()
-        if pipeline is None:
-            return create_pipeline_in_command(
-                project,
-                ref=reported.ref or project.default_branch,
-                sha=reported.sha,
-                source=Pipeline.Source.EXTERNAL,
-                user=user,
-                variables=None,
-                at=at,
-                # Pipelines of this commit on other refs: none if the report names no ref.
-                **(_known_commit_fields(project, reported.sha) if reported.ref else {}),
-            )
-    pipeline.project = project
-    pipeline.load_latest_jobs()
-    return pipeline
-
-
-def _move_commit_status_job(
-    pipeline: Pipeline,
-    reported: ReportedCommitStatus,
-    name: str,
-    fields: dict,
-    user: AbstractBaseUser | None,
-    at: datetime,
-) -> Job:
-    """Move the pending or running job ``name`` to the reported state, or start a new
-    attempt of it (older ones become retried)."""
-    latest = pipeline.loaded_latest_jobs()
-    same_name = [j for j in latest if j.name == name]
-    open_jobs = [j for j in same_name if j.status in (Status.PENDING, Status.RUNNING)]
-    job = max(open_jobs, key=lambda j: j.pk) if open_jobs else None
-    if job is None:
-        if same_name:
-            pipeline.jobs.filter(name=name, retried=False).update(retried=True, updated_at=at)
-            for old in same_name:
-                old.retried = True
-                pipeline.keep_job(old)
-        stage = reported.stage
-        job = Job(
-            pipeline=pipeline,
-            name=name,
-            stage=stage or EXTERNAL_STAGE,
-            stage_idx=EXTERNAL_STAGE_IDX if not stage else stage_index(pipeline, stage),
-            user=_signed_in(user),
-            created_at=at,
-            updated_at=at,
-        )
-    previous = job.status if job.pk else None
-    for key, value in fields.items():
-        setattr(job, key, value)
-    target = Status(reported.state)
-    check_job_move(job, target)
-    apply_job_status(job, target, at)
-    if target == Status.FAILED:
-        job.failure_reason = "api_failure"
-    save_job(job, pipeline, previous)
-    pipeline.keep_job(job)
+        recompose(pipeline, at)
     return job
 
 

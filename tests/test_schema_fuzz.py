@@ -40,7 +40,8 @@ from schemathesis.specs.openapi.checks import (
 
 from config.wsgi import application
 from hooks.models import DeliveryAttempt, Hook
-from pipelines import auth, services
+from pipelines import auth
+from pipelines.commit_statuses import ReportedCommitStatus, report_commit_status
 from pipelines.models import CicdInstance, DistelliEvent, PipelineDefinition
 from tests.factories import DeliveryFactory, ProjectFactory, UserFactory
 
@@ -117,8 +118,8 @@ def scene(db, monkeypatch, settings):
     user = UserFactory(username="fuzz")
     _, token = auth.create_token(user, scopes=["api"])
     project = ProjectFactory(path="web", namespace="fuzz")
-    job = services.report_commit_status(
-        project, services.ReportedCommitStatus(SHA, state="running", name="build", ref="main")
+    job = report_commit_status(
+        project, ReportedCommitStatus(SHA, state="running", name="build", ref="main")
     )
     definition = PipelineDefinition.objects.create(
         project=project, name="deploy", variables=[{"name": "env", "type": "Text"}]

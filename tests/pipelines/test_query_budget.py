@@ -17,8 +17,9 @@ import pytest
 from rest_framework.test import APIClient
 
 from hooks.models import Delivery
-from pipelines import executions, reports, services
+from pipelines import commit_statuses, executions, reports, services
 from pipelines.api.graphql.ids import definition_id, encode_id
+from pipelines.commit_statuses import ReportedCommitStatus, report_commit_status
 from pipelines.models import CicdInstance, Job, Pipeline, PipelineDefinition
 from tests.factories import HookFactory, ProjectFactory, UserFactory
 
@@ -267,12 +268,12 @@ def test_nothing_read_after_the_commit_of_a_commit_status(api, project, reporter
     if not first:
         # The job was reported (by another user, whose name the answer shows) before.
         other = UserFactory(username="other-ci")
-        services.report_commit_status(
+        report_commit_status(
             project,
-            services.ReportedCommitStatus(sha=SHA, state="pending", name="build"),
+            ReportedCommitStatus(sha=SHA, state="pending", name="build"),
             user=other,
         )
-    with after(services, "report_commit_status"):
+    with after(commit_statuses, "report_commit_status"):
         response = post_status(api, project, state="running", name="build", ref="main")
     assert response.status_code == 201, response.json()
     assert response.json()["status"] == "running"

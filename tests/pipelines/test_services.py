@@ -1,6 +1,7 @@
 import pytest
 
 from pipelines import services
+from pipelines.commit_statuses import ReportedCommitStatus, report_commit_status
 from pipelines.errors import TransitionRefused
 from pipelines.models import Status
 from pipelines.signals import pipeline_changed
@@ -8,7 +9,7 @@ from tests.factories import ProjectFactory
 
 
 def report_status(project, sha: str, **fields):
-    return services.report_commit_status(project, services.ReportedCommitStatus(sha, **fields))
+    return report_commit_status(project, ReportedCommitStatus(sha, **fields))
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from pipelines import services
+from pipelines import commit_statuses as statuses
 from pipelines.api.gitlab import entities
 from pipelines.api.gitlab.pagination import GitLabPagination
 from pipelines.api.gitlab.params import (
@@ -48,7 +48,7 @@ class CommitStatusCreateView(GitLabView):
         project = self.get_project()
         sha = check_path_value("sha", sha, max_length=64)
         params = self.body_params(CommitStatusCreateParams)
-        reported = services.ReportedCommitStatus(
+        reported = statuses.ReportedCommitStatus(
             sha=sha,
             state=params["state"],
             name=params.get("name") or params.get("context"),
@@ -60,7 +60,7 @@ class CommitStatusCreateView(GitLabView):
             pipeline_id=params.get("pipeline_id"),
         )
         # The job as saved, with its pipeline and user: nothing to read again.
-        job = services.report_commit_status(project, reported, user=request.user)
+        job = statuses.report_commit_status(project, reported, user=request.user)
         return Response(entities.CommitStatusSerializer(job).data, status=status.HTTP_201_CREATED)
 
 
