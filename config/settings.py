@@ -153,6 +153,8 @@ TEMPLATES = [
 SQLITE_PATH = VAR_DIR / "pipehook.sqlite3"
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{SQLITE_PATH}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Django's backend, with transactions queued in the process (config/sqlite3/base.py).
+    DATABASES["default"]["ENGINE"] = "config.sqlite3"
     # WAL lets the web process read while a worker writes; IMMEDIATE transactions take the
     # write lock up front so two writers queue on the busy timeout instead of deadlocking.
     DATABASES["default"].setdefault("OPTIONS", {}).update(

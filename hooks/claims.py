@@ -10,16 +10,13 @@ condition on each row it locks, so of two claims one wins; whoever changes a row
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import OperationalError, connection, transaction
-from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db import connection
 from django.db.models import Min
 from django.utils import timezone
 
@@ -444,49 +441,6 @@ def load_claimed(delivery_ids: list[int]) -> list[Claimed]:
             template,
         ) in rows
     ]
-
-
-# SQLite's busy handler sleeps 1, 2, 5, 10, … 100 ms between tries for the write lock, so a
-# worker waiting behind a busy web process sleeps through the moments the lock is free: one
-# ordered delivery stuck there holds up every later one of its pipeline. The worker's write
-# transactions try for the lock in short steps first, for up to a second; then the atomic
-# block's usual busy timeout applies.
-WRITE_LOCK_STEP_SECONDS = 0.0005
-WRITE_LOCK_STEPPING_SECONDS = 1.0
-
-
-@contextmanager
-def write_transaction() -> Iterator[None]:
-    """``transaction.atomic()`` for a batch's writes; on SQLite, the lock waited for closely."""
-    if connection.vendor == "sqlite" and not connection.in_atomic_block:
-        wait_for_sqlite_write_lock(connection)
-    with transaction.atomic():
-        yield
-
-
-def wait_for_sqlite_write_lock(sqlite: BaseDatabaseWrapper) -> None:
-    """Take and release the write lock of this SQLite connection (not in a transaction),
-    trying every WRITE_LOCK_STEP_SECONDS for up to WRITE_LOCK_STEPPING_SECONDS; the atomic
-    block that follows takes it again (should another writer slip in between, it simply
-    waits as usual). The connection's busy timeout is left as it was."""
-    with sqlite.cursor() as cursor:
-        cursor.execute("PRAGMA busy_timeout")
-        (busy_timeout_ms,) = cursor.fetchone()
-        cursor.execute("PRAGMA busy_timeout = 0")
-        try:
-            deadline = time.monotonic() + WRITE_LOCK_STEPPING_SECONDS
-            while True:
-                try:
-                    cursor.execute("BEGIN IMMEDIATE")
-                except OperationalError:  # database is locked
-                    if time.monotonic() >= deadline:
-                        return
-                    time.sleep(WRITE_LOCK_STEP_SECONDS)
-                    continue
-                cursor.execute("ROLLBACK")
-                return
-        finally:
-            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
 
 
 def insert_attempts(claimed: list[Claimed], headers: list[dict], now: datetime) -> list[int]:

@@ -30,7 +30,7 @@ from functools import partial
 from typing import TypeVar
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from hooks import transport
@@ -42,7 +42,6 @@ from hooks.claims import (
     claimable_deliveries,
     insert_attempts,
     load_claimed,
-    write_transaction,
 )
 from hooks.headers import build_headers, request_for
 from hooks.models import DeliveryAttempt
@@ -86,7 +85,7 @@ def deliver_batch(delivery_ids: Iterable[int], *, fill_from_backlog: bool = Fals
         return []
     if fill_from_backlog:
         candidates += backlog(candidates, now)
-    with write_transaction():
+    with transaction.atomic():
         batch = _start_batch(candidates, now)
     attempt_ids: list[int] = []
     while batch is not None:
@@ -105,7 +104,7 @@ def _finish_batch(
 ) -> _Batch | None:
     """Record a sent batch's results; claim the next deliveries of its pipelines when still
     following them (returned), or queue them."""
-    with write_transaction():
+    with transaction.atomic():
         recorded = record_batch_results(batch.claimed, batch.attempt_ids, results)
         if recorded.next_ids and following:
             next_batch = _start_batch(recorded.next_ids, timezone.now())

@@ -29,6 +29,7 @@ from hooks.models import Delivery, Event, Hook
 from hooks.payloads import build_job_payload, build_pipeline_payload, dump_payload
 from hooks.queue import enqueue_on_commit
 from pipelines.models import FINISHED_STATUSES, Job, Pipeline, Status
+from pipelines.prepared import PreparedQuery
 from pipelines.signals import PipelineChange, job_changed, pipeline_changed
 
 logger = logging.getLogger(__name__)
@@ -86,14 +87,15 @@ def sends_job_hook(job: Job, previous_status: str | None) -> bool:
 def project_hooks(pipeline: Pipeline) -> list[Hook]:
     """The project's hooks that take pipeline or job events: read once per command, so a
     pipeline's creation, its jobs' changes and its status change share one read."""
-    return pipeline.recall(
-        "project_hooks",
-        lambda: list(
-            Hook.objects.filter(project_id=pipeline.project_id).filter(
-                Q(pipeline_events=True) | Q(job_events=True)
-            )
-        ),
+    return pipeline.recall("project_hooks", lambda: CI_HOOKS_OF_PROJECT(pipeline.project_id))
+
+
+# Its SQL built once (pipelines.prepared): every pipeline change and job change reads it.
+CI_HOOKS_OF_PROJECT = PreparedQuery(
+    lambda project_id: Hook.objects.filter(project_id=project_id).filter(
+        Q(pipeline_events=True) | Q(job_events=True)
     )
+)
 
 
 @receiver(pipeline_changed, dispatch_uid="hooks.write_pipeline_outbox")

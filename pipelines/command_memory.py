@@ -10,8 +10,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.apps import apps
+
+from pipelines.prepared import PreparedQuery
+
 # Jobs are pipelines.models.Job rows; named Any here, since models imports this module.
 Job = Any
+
+# Pipeline.latest_jobs() with the jobs' users, by the pipeline's id: what every commit status
+# reads of its pipeline (its SQL built once, pipelines.prepared).
+LATEST_JOBS_WITH_USERS = PreparedQuery(
+    lambda pipeline_id: apps.get_model("pipelines", "Job")
+    .objects.filter(pipeline_id=pipeline_id, retried=False)
+    .select_related("user")
+    .order_by("stage_idx", "id")
+)
 
 
 class CommandMemory:
@@ -39,7 +52,9 @@ class CommandMemory:
 
     def load_latest_jobs(self) -> list[Job]:
         """Read the latest jobs with their users once and keep them for this command."""
-        jobs = list(self.latest_jobs().select_related("user"))
+        jobs = LATEST_JOBS_WITH_USERS(self.pk)
+        for job in jobs:
+            job.pipeline = self  # as the pipeline's related manager would
         self.remember("latest_jobs", jobs)
         return jobs
 

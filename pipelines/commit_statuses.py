@@ -11,10 +11,12 @@ from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from pipelines.errors import InvalidInput, NotFound
 from pipelines.models import Job, Pipeline, Project, Status
+from pipelines.prepared import PreparedQuery
 from pipelines.services import (
     COMMIT_STATUS_STATES,
     EXTERNAL_STAGE,
@@ -91,20 +93,17 @@ def _locked_pipeline_for_status(
 ) -> Pipeline:
     """The pipeline a commit status is for, read once under its row lock, with its latest
     jobs kept; created (already locked, being new) when the commit has none."""
-    pipelines = (
-        project.pipelines.select_for_update(of=("self",)).select_related("user").order_by("-id")
-    )
     if reported.pipeline_id is not None:
-        pipeline = pipelines.filter(pk=reported.pipeline_id).first()
+        pipeline = _first(PIPELINE_BY_ID(project.pk, reported.pipeline_id))
         if pipeline is None:
             raise NotFound("404 Pipeline Not Found")
         if pipeline.sha != reported.sha:
             raise InvalidInput(f"pipeline {reported.pipeline_id} is not for commit {reported.sha}")
     else:
-        candidates = pipelines.filter(sha=reported.sha)
         if reported.ref:
-            candidates = candidates.filter(ref=reported.ref)
-        pipeline = candidates.first()
+            pipeline = _first(LATEST_OF_COMMIT_ON_REF(project.pk, reported.sha, reported.ref))
+        else:
+            pipeline = _first(LATEST_OF_COMMIT(project.pk, reported.sha))
         if pipeline is None:
             return create_pipeline_in_command(
                 project,
@@ -120,6 +119,32 @@ def _locked_pipeline_for_status(
     pipeline.project = project
     pipeline.load_latest_jobs()
     return pipeline
+
+
+def _locked_pipelines(project_id: int) -> QuerySet[Pipeline]:
+    """A project's pipelines, newest first, each read under its row lock, with its user."""
+    return (
+        Pipeline.objects.filter(project_id=project_id)
+        .select_for_update(of=("self",))
+        .select_related("user")
+        .order_by("-id")
+    )
+
+
+# The reads of every commit status, their SQL built once (pipelines.prepared).
+PIPELINE_BY_ID = PreparedQuery(
+    lambda project_id, pk: _locked_pipelines(project_id).filter(pk=pk)[:1]
+)
+LATEST_OF_COMMIT = PreparedQuery(
+    lambda project_id, sha: _locked_pipelines(project_id).filter(sha=sha)[:1]
+)
+LATEST_OF_COMMIT_ON_REF = PreparedQuery(
+    lambda project_id, sha, ref: _locked_pipelines(project_id).filter(sha=sha, ref=ref)[:1]
+)
+
+
+def _first(rows: list[Pipeline]) -> Pipeline | None:
+    return rows[0] if rows else None
 
 
 def _move_commit_status_job(

@@ -11,7 +11,7 @@ from config.settings import ALLOWED_HOSTS, DATABASES, VAR_DIR, env
 # The host name Django's test client sends.
 ALLOWED_HOSTS = [*ALLOWED_HOSTS, "testserver"]
 
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+if DATABASES["default"]["ENGINE"] == "config.sqlite3":
     # A file, not memory, so end-to-end tests can share it with a real worker process.
     DATABASES["default"]["TEST"] = {
         "NAME": env.str("PIPEHOOK_TEST_DB", default=str(VAR_DIR / "test.sqlite3"))

@@ -6,17 +6,13 @@ the order of a pipeline's deliveries to a hook, and that messages carry ids in c
 """
 
 import json
-import sqlite3
-import threading
-import time
 from datetime import timedelta
 
 import pytest
-from django.db.utils import ConnectionHandler
 from django.utils import timezone
 
-from hooks import claims, transport
-from hooks.claims import claim_deliveries, wait_for_sqlite_write_lock
+from hooks import transport
+from hooks.claims import claim_deliveries
 from hooks.delivery import deliver_batch
 from hooks.models import Delivery, DeliveryAttempt, Hook
 from hooks.queue import enqueue_on_commit, publish
@@ -412,79 +408,6 @@ def test_a_message_whose_deliveries_were_taken_stops_at_a_read(project, receiver
 def deliver_batch_task(ids: list[int]) -> list[int]:
     """What the Celery task runs for a message carrying ``ids``."""
     return deliver_batch(ids, fill_from_backlog=True)
-
-
-# --- SQLite's write lock -----------------------------------------------------------------------
-
-
-@pytest.fixture
-def sqlite_file(tmp_path, django_db_blocker):
-    """A Django connection to a SQLite file of its own, set up as the embedded default is
-    (whatever database the tests run on), and a plain connection to the same file."""
-    handler = ConnectionHandler(
-        {
-            "default": {
-                "ENGINE": "django.db.backends.sqlite3",
-                "NAME": str(tmp_path / "lock.sqlite3"),
-                "OPTIONS": {"transaction_mode": "IMMEDIATE", "timeout": 30},
-            }
-        }
-    )
-    worker = handler["default"]
-    other = sqlite3.connect(
-        tmp_path / "lock.sqlite3", isolation_level=None, check_same_thread=False
-    )
-    # Not the test database, so not pytest-django's to guard.
-    with django_db_blocker.unblock():
-        yield worker, other
-        worker.close()
-    other.close()
-
-
-def busy_timeout_ms(worker) -> int:
-    with worker.cursor() as cursor:
-        cursor.execute("PRAGMA busy_timeout")
-        return cursor.fetchone()[0]
-
-
-def test_a_worker_waits_closely_for_the_sqlite_write_lock(sqlite_file, django_db_blocker):
-    worker, other = sqlite_file
-    other.execute("BEGIN IMMEDIATE")  # another process is writing
-    released = threading.Event()
-
-    def release_soon():
-        time.sleep(0.2)
-        released.set()
-        other.execute("COMMIT")
-
-    releaser = threading.Thread(target=release_soon)
-    releaser.start()
-    with django_db_blocker.unblock():
-        wait_for_sqlite_write_lock(worker)
-        came_back_after_release = released.is_set()
-        releaser.join()
-
-        # It came back once the other writer let go, holding nothing itself...
-        assert came_back_after_release
-        assert not worker.in_atomic_block
-        other.execute("BEGIN IMMEDIATE")
-        other.execute("ROLLBACK")
-        # ...with the connection's busy timeout as it was.
-        assert busy_timeout_ms(worker) == 30000
-
-
-def test_a_worker_stops_stepping_after_a_while_and_waits_as_usual(
-    monkeypatch, sqlite_file, django_db_blocker
-):
-    monkeypatch.setattr(claims, "WRITE_LOCK_STEPPING_SECONDS", 0.05)
-    worker, other = sqlite_file
-    other.execute("BEGIN IMMEDIATE")
-    with django_db_blocker.unblock():
-        try:
-            wait_for_sqlite_write_lock(worker)  # gives up stepping, raises nothing
-        finally:
-            other.execute("ROLLBACK")
-        assert busy_timeout_ms(worker) == 30000
 
 
 # --- One delivery's error stays its own ------------------------------------------------------

@@ -15,6 +15,7 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from pipelines.api.gitlab.rendering import FieldsBuiltOnce
 from pipelines.api.gitlab.user_entities import (  # noqa: F401 (re-exported)
     NULLABLE_INTEGER,
     NULLABLE_OBJECT,
@@ -41,7 +42,7 @@ def blank_to_none(value: str | None) -> str | None:
 # --- Projects ----------------------------------------------------------------------------
 
 
-class NamespaceSerializer(serializers.Serializer):
+class NamespaceSerializer(FieldsBuiltOnce, serializers.Serializer):
     """``API::Entities::NamespaceBasic``. Namespaces are plain paths here, so no numeric id."""
 
     id = ConstantField(None, NULLABLE_INTEGER)
@@ -66,14 +67,14 @@ class NamespaceSerializer(serializers.Serializer):
         return f"{settings.PIPEHOOK_EXTERNAL_URL}/groups/{project.namespace}"
 
 
-class ProjectLinksSerializer(serializers.Serializer):
+class ProjectLinksSerializer(FieldsBuiltOnce, serializers.Serializer):
     self = serializers.SerializerMethodField()
 
     def get_self(self, project: Project) -> str:
         return f"{settings.PIPEHOOK_EXTERNAL_URL}/api/v4/projects/{project.pk}"
 
 
-class ProjectSerializer(serializers.ModelSerializer):
+class ProjectSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
     """``API::Entities::Project``: identity, basic details and the settings that apply here."""
 
     name_with_namespace = serializers.SerializerMethodField()
@@ -148,7 +149,7 @@ class ProjectSerializer(serializers.ModelSerializer):
 # --- Pipelines ---------------------------------------------------------------------------
 
 
-class DetailedStatusSerializer(serializers.Serializer):
+class DetailedStatusSerializer(FieldsBuiltOnce, serializers.Serializer):
     """``DetailedStatusEntity`` of a pipeline."""
 
     icon = serializers.CharField()
@@ -177,7 +178,7 @@ class DetailedStatusSerializer(serializers.Serializer):
         }
 
 
-class PipelineBasicSerializer(serializers.ModelSerializer):
+class PipelineBasicSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
     """``API::Entities::Ci::PipelineBasic``: what pipeline lists show."""
 
     created_at = GitLabDateTimeField()
@@ -238,7 +239,7 @@ class PipelineSerializer(PipelineBasicSerializer):
         return None if coverage is None else f"{coverage:.2f}"
 
 
-class PipelineVariableSerializer(serializers.Serializer):
+class PipelineVariableSerializer(FieldsBuiltOnce, serializers.Serializer):
     """``API::Entities::Ci::Variable`` as pipeline variables show."""
 
     key = serializers.CharField()
@@ -249,7 +250,7 @@ class PipelineVariableSerializer(serializers.Serializer):
 # --- Jobs and commit statuses ------------------------------------------------------------
 
 
-class CommitSerializer(serializers.Serializer):
+class CommitSerializer(FieldsBuiltOnce, serializers.Serializer):
     """``API::Entities::Commit``, from what the reporting CI told us about the commit."""
 
     id = serializers.CharField(source="sha")
@@ -308,16 +309,16 @@ class CommitDetailSerializer(CommitSerializer):
         return PipelineBasicSerializer(pipeline).data if pipeline.pk else None
 
 
-class JobProjectSerializer(serializers.Serializer):
+class JobProjectSerializer(FieldsBuiltOnce, serializers.Serializer):
     ci_job_token_scope_enabled = ConstantField(False)
 
 
-class ArtifactsFileSerializer(serializers.Serializer):
+class ArtifactsFileSerializer(FieldsBuiltOnce, serializers.Serializer):
     filename = serializers.CharField(source="artifacts_filename")
     size = serializers.IntegerField(source="artifacts_size", allow_null=True)
 
 
-class RunnerSerializer(serializers.Serializer):
+class RunnerSerializer(FieldsBuiltOnce, serializers.Serializer):
     """``API::Entities::Ci::Runner`` from the runner details a CI reported (null if none)."""
 
     id = serializers.IntegerField(allow_null=True)
@@ -347,7 +348,7 @@ class RunnerSerializer(serializers.Serializer):
         }
 
 
-class JobSerializer(serializers.ModelSerializer):
+class JobSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
     """``API::Entities::Ci::Job``: the jobs of a pipeline."""
 
     duration = serializers.SerializerMethodField()
@@ -441,7 +442,7 @@ class JobSerializer(serializers.ModelSerializer):
         return list((job.runner or {}).get("tags") or [])
 
 
-class CommitStatusSerializer(serializers.ModelSerializer):
+class CommitStatusSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
     """``API::Entities::CommitStatus``: a job as the commit status API shows it."""
 
     sha = serializers.CharField(source="pipeline.sha")

@@ -13,6 +13,7 @@ from django.contrib.auth import get_user_model
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
 from rest_framework import serializers
 
+from pipelines.api.gitlab.rendering import FieldsBuiltOnce
 from pipelines.api.times import gitlab_time
 
 
@@ -68,7 +69,7 @@ class ConstantFieldSchema(OpenApiSerializerFieldExtension):
 # --- Users -------------------------------------------------------------------------------
 
 
-class UserBasicSerializer(serializers.ModelSerializer):
+class UserBasicSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
     """``API::Entities::UserBasic``."""
 
     name = serializers.SerializerMethodField()

@@ -1,0 +1,128 @@
+"""Queries the inbound paths run on every request, their SQL built by the ORM once.
+
+Django builds a query's SQL anew each time it runs it: resolving the filters, the joins of
+``select_related``, the columns, the ordering. For the three reads every commit status makes
+(its pipeline under the row lock, that pipeline's latest jobs, the project's hooks) that was
+a fifth of the request, more than running them. A ``PreparedQuery`` is made from the very
+QuerySet the code would run; its SQL is built the first time, and each later run puts that
+run's values in place of the first run's and makes the model instances (with their
+``select_related`` objects) as the QuerySet would.
+
+Only what can be told apart safely is kept: each value must be an ``int`` or a ``str`` that
+appears exactly once among the query's parameters, as itself (so the ORM passed it to the
+database unchanged). Otherwise that run goes through the ORM as usual, and the next one tries
+again. ``tests/pipelines/test_prepared.py`` compares every prepared query with its QuerySet.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import connections
+from django.db.models import Model, QuerySet
+from django.db.models.query import ModelIterable, get_related_populators
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    params: tuple
+    positions: tuple[int, ...]  # where each value of the call goes in ``params``
+    model: type[Model]
+    init_list: list[str]
+    fields_start: int
+    fields_end: int
+    select: list
+    klass_info: dict
+    converters: dict
+
+
+class PreparedQuery:
+    """``PreparedQuery(lambda project_id, sha: Pipeline.objects.filter(...))``; calling it
+    with the values gives the list of model instances the QuerySet would give."""
+
+    def __init__(self, build: Callable[..., QuerySet]):
+        self.build = build
+        self._compiled: dict[tuple[str, str], _Compiled] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, *values: int | str, using: str = "default") -> list[Model]:
+        connection = connections[using]
+        key = (using, connection.vendor)
+        compiled = self._compiled.get(key)
+        if compiled is None:
+            queryset = self.build(*values)
+            compiled = _compile(queryset, values, using)
+            if compiled is None:
+                return list(queryset.using(using))
+            with self._lock:
+                self._compiled.setdefault(key, compiled)
+        return list(_run(compiled, values, connection, using))
+
+
+def _compile(queryset: QuerySet, values: tuple, using: str) -> _Compiled | None:
+    if queryset._iterable_class is not ModelIterable or queryset._known_related_objects:
+        return None
+    compiler = queryset.query.get_compiler(using=using)
+    sql, params = compiler.as_sql()
+    positions = []
+    for value in values:
+        if type(value) not in (int, str):
+            return None
+        found = [i for i, p in enumerate(params) if type(p) is type(value) and p == value]
+        if len(found) != 1:
+            return None
+        positions.append(found[0])
+    if len(set(positions)) != len(positions) or compiler.annotation_col_map:
+        return None
+    select, klass_info = compiler.select, compiler.klass_info
+    fields = klass_info["select_fields"]
+    start, end = fields[0], fields[-1] + 1
+    return _Compiled(
+        sql=sql,
+        params=tuple(params),
+        positions=tuple(positions),
+        model=klass_info["model"],
+        init_list=[column[0].target.attname for column in select[start:end]],
+        fields_start=start,
+        fields_end=end,
+        select=select,
+        klass_info=klass_info,
+        converters=compiler.get_converters([column[0] for column in select]),
+    )
+
+
+def _run(compiled: _Compiled, values: tuple, connection, using: str) -> Iterator[Model]:
+    params = list(compiled.params)
+    for position, value in zip(compiled.positions, values, strict=True):
+        params[position] = value
+    with connection.cursor() as cursor:
+        cursor.execute(compiled.sql, params)
+        rows = cursor.fetchall()
+    if compiled.converters:
+        rows = _converted(rows, compiled.converters, connection)
+    # Made for each run: a populator is cheap, and keeps nothing between runs this way.
+    populators = get_related_populators(compiled.klass_info, compiled.select, using)
+    for row in rows:
+        obj = compiled.model.from_db(
+            using, compiled.init_list, row[compiled.fields_start : compiled.fields_end]
+        )
+        for populator in populators:
+            populator.populate(row, obj)
+        yield obj
+
+
+def _converted(rows: list, converters: dict, connection) -> Iterator[list[Any]]:
+    """What ``SQLCompiler.apply_converters`` does: the database's values as the fields'."""
+    steps = list(converters.items())
+    for row in rows:
+        row = list(row)
+        for position, (functions, expression) in steps:
+            value = row[position]
+            for function in functions:
+                value = function(value, expression, connection)
+            row[position] = value
+        yield row

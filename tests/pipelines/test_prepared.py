@@ -1,0 +1,127 @@
+"""Prepared queries (pipelines.prepared) give what their QuerySets give, build their SQL once,
+and fall back to the ORM when a run's values cannot be told apart."""
+
+from __future__ import annotations
+
+import pytest
+from django.db import transaction
+from django.db.models.sql.compiler import SQLCompiler
+
+from hooks.receivers import CI_HOOKS_OF_PROJECT
+from pipelines.command_memory import LATEST_JOBS_WITH_USERS
+from pipelines.commit_statuses import (
+    LATEST_OF_COMMIT,
+    LATEST_OF_COMMIT_ON_REF,
+    PIPELINE_BY_ID,
+    _locked_pipelines,
+)
+from pipelines.models import Job
+from pipelines.prepared import PreparedQuery
+from tests.factories import (
+    HookFactory,
+    JobFactory,
+    PipelineFactory,
+    ProjectFactory,
+    UserFactory,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def fields_of(obj, related=("user",)) -> dict:
+    """Every concrete field's value, and those of the objects select_related brought."""
+    values = {f.attname: getattr(obj, f.attname) for f in obj._meta.concrete_fields}
+    for name in related:
+        if name in obj._state.fields_cache:
+            value = obj._state.fields_cache[name]
+            values[name] = fields_of(value, ()) if value is not None else None
+        else:
+            values[name] = "not loaded"
+    return values
+
+
+@pytest.fixture
+def two_projects():
+    alice = UserFactory(username="alice", first_name="Alice", last_name="A")
+    projects = [ProjectFactory(), ProjectFactory()]
+    pipelines = []
+    for project in projects:
+        for ref in ("main", "topic"):
+            for sha in ("a" * 40, "b" * 40):
+                pipelines.append(PipelineFactory(project=project, ref=ref, sha=sha, user=alice))
+        pipelines.append(PipelineFactory(project=project, ref="main", sha="c" * 40, user=None))
+    for pipeline in pipelines:
+        JobFactory(pipeline=pipeline, name="build", stage_idx=1, user=alice)
+        JobFactory(pipeline=pipeline, name="lint", stage_idx=0, user=None)
+        JobFactory(pipeline=pipeline, name="build", stage_idx=1, retried=True)
+    HookFactory(project=projects[0], pipeline_events=True)
+    HookFactory(project=projects[0], pipeline_events=False, job_events=True)
+    HookFactory(project=projects[0], pipeline_events=False, job_events=False)
+    HookFactory(project=projects[1], pipeline_events=True)
+    return projects, pipelines
+
+
+def test_each_prepared_query_gives_what_its_queryset_gives(two_projects):
+    projects, pipelines = two_projects
+    cases = []
+    for project in projects:
+        for sha in ("a" * 40, "b" * 40, "c" * 40, "d" * 40):
+            cases.append((LATEST_OF_COMMIT, (project.pk, sha), {"sha": sha}))
+            for ref in ("main", "topic", "gone"):
+                cases.append(
+                    (LATEST_OF_COMMIT_ON_REF, (project.pk, sha, ref), {"sha": sha, "ref": ref})
+                )
+        for pipeline in pipelines:
+            cases.append((PIPELINE_BY_ID, (project.pk, pipeline.pk), {"pk": pipeline.pk}))
+    with transaction.atomic():
+        for prepared, values, lookups in cases:
+            expected = list(_locked_pipelines(values[0]).filter(**lookups)[:1])
+            assert [fields_of(p) for p in prepared(*values)] == [fields_of(p) for p in expected]
+    for pipeline in pipelines:
+        expected = pipeline.latest_jobs().select_related("user")
+        got = LATEST_JOBS_WITH_USERS(pipeline.pk)
+        assert [fields_of(j) for j in got] == [fields_of(j) for j in expected]
+        assert [j.name for j in got] == ["lint", "build"]
+        # A command's pipeline keeps them, each pointing at it without a read.
+        pipeline.load_latest_jobs()
+        assert all(job.pipeline is pipeline for job in pipeline.loaded_latest_jobs())
+    for project in projects:
+        expected = project.hooks.exclude(pipeline_events=False, job_events=False).order_by("pk")
+        got = sorted(CI_HOOKS_OF_PROJECT(project.pk), key=lambda hook: hook.pk)
+        assert [fields_of(h, ()) for h in got] == [fields_of(h, ()) for h in expected]
+        assert len(got) == (2 if project == projects[0] else 1)
+
+
+def test_its_sql_is_built_once_and_each_run_has_its_own_values(two_projects, monkeypatch):
+    projects, pipelines = two_projects
+    prepared = PreparedQuery(lambda pipeline_id: Job.objects.filter(pipeline_id=pipeline_id))
+    prepared(pipelines[0].pk)  # built here
+    built = []
+    as_sql = SQLCompiler.as_sql
+    monkeypatch.setattr(
+        SQLCompiler, "as_sql", lambda self, *a, **k: built.append(1) or as_sql(self, *a, **k)
+    )
+    for pipeline in pipelines:
+        assert {job.pipeline_id for job in prepared(pipeline.pk)} == {pipeline.pk}
+    assert built == []
+
+
+def test_values_it_cannot_tell_apart_go_through_the_orm_until_it_can(two_projects):
+    _, pipelines = two_projects
+    pipeline = pipelines[-1]  # its id is above the other jobs' stage indexes (0 and 1)
+    JobFactory(pipeline=pipeline, name="odd", stage_idx=pipeline.pk)
+    prepared = PreparedQuery(
+        lambda pipeline_id, stage_idx: Job.objects.filter(
+            pipeline_id=pipeline_id, stage_idx=stage_idx
+        )
+    )
+    # Equal values: either parameter could be either one, so nothing is kept.
+    assert [job.name for job in prepared(pipeline.pk, pipeline.pk)] == ["odd"]
+    assert prepared._compiled == {}
+    assert [job.name for job in prepared(pipeline.pk, 0)] == ["lint"]
+    assert prepared._compiled != {}
+    assert [job.name for job in prepared(pipeline.pk, pipeline.pk)] == ["odd"]
+    # Values other than int and str (a bool here) are never guessed at.
+    flags = PreparedQuery(lambda flag: Job.objects.filter(retried=flag))
+    assert len(flags(True)) == len(pipelines)
+    assert flags._compiled == {}
