@@ -20,10 +20,12 @@ Job = Any
 # Pipeline.latest_jobs() with the jobs' users, by the pipeline's id: what every commit status
 # reads of its pipeline (its SQL built once, pipelines.prepared).
 LATEST_JOBS_WITH_USERS = PreparedQuery(
-    lambda pipeline_id: apps.get_model("pipelines", "Job")
-    .objects.filter(pipeline_id=pipeline_id, retried=False)
-    .select_related("user")
-    .order_by("stage_idx", "id")
+    lambda pipeline_id: (
+        apps.get_model("pipelines", "Job")
+        .objects.filter(pipeline_id=pipeline_id, retried=False)
+        .select_related("user")
+        .order_by("stage_idx", "id")
+    )
 )
 
 
