@@ -12,22 +12,26 @@ a. ingest: commit statuses (pending, running, success for each of a client's com
 b. end to end: 100 pipelines x 10 hooks, pending -> running -> success through the commit
    status API by 4 clients; deliveries/s from the first API call until every delivery is
    logged as succeeded (each status change is one delivery per hook: created, pending,
-   running, success);
+   running, success); and the same again with the hooks' job events on as well (each commit
+   status is a job, and each of its Job Hooks one more delivery per hook, in the same
+   per-(hook, pipeline) stream), with each kind's count in the hooks' event logs against
+   what the service's rules send, and the status posts' rate and p50/p99 during both runs;
 c. latency: a new commit's status at 50 events/s to a project with one hook; p50/p99 from the
    API call's start to the request's arrival at the receiver;
 d. baseline: one process posting the same number of bodies to the same receiver in a plain
    urllib3 keep-alive loop; the ratio of (b) to it;
-e. CPU per delivery during (b) of the web processes, the workers (and beat), the broker and
-   the database server (psutil, whole process trees; the machine's PostgreSQL and Redis are
-   shared with whatever else runs).
+e. CPU per delivery during each run of (b) of the web processes, the workers (and beat), the
+   broker and the database server (psutil, whole process trees; the machine's PostgreSQL and
+   Redis are shared with whatever else runs).
 
-Prints Markdown; --write-docs puts it into docs/benchmarks.md between its markers. Timings
-belong here, never in the test suite.
+Prints Markdown (bench/path_report.py); --write-docs puts it into docs/benchmarks.md between
+its markers. Timings belong here, never in the test suite.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import multiprocessing
 import os
@@ -45,11 +49,20 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psutil
 import urllib3
+from path_report import table, write_docs
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = ROOT / "docs" / "benchmarks.md"
-BEGIN, END = "<!-- path-bench:begin -->", "<!-- path-bench:end -->"
 SHA_IN_BODY = re.compile(rb'"sha":"([0-9a-f]{40})"')
+# X-Gitlab-Event, and the hooks' event log's trigger, to one word per kind.
+KINDS = {"Pipeline Hook": "pipeline", "Job Hook": "job"}
+TRIGGERS = {"pipeline_hooks": "pipeline", "job_hooks": "job"}
+# What a client posts for each of its commits, one job ("build") moved through them.
+STATES = ("pending", "running", "success")
+# Pipeline Hooks per commit and hook: created, then pending, running, success as the one job
+# moves the pipeline with it.
+PIPELINE_HOOKS_PER_COMMIT = 4
+# The bench's own environment never picks a setup's database or broker.
+CHILD_ENV_DROPPED = ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "PIPEHOOK_TEST_DB")
 
 
 # --- The receiver: its own process; answers 200 at once, counts, and times first arrivals --
@@ -65,7 +78,8 @@ def run_receiver(port_queue, arrivals_path: str) -> None:
             now = time.time()
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             match = SHA_IN_BODY.search(body)
-            log.write(f"{match.group(1).decode() if match else '-'} {now}\n")
+            kind = KINDS.get(self.headers.get("X-Gitlab-Event", ""), "-")
+            log.write(f"{match.group(1).decode() if match else '-'} {kind} {now}\n")
             self.send_response(200)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -79,14 +93,15 @@ def run_receiver(port_queue, arrivals_path: str) -> None:
     server.serve_forever()
 
 
-def read_arrivals(path: Path) -> list[tuple[str, float]]:
+def read_arrivals(path: Path) -> list[tuple[str, str, float]]:
+    """(sha, kind, arrival time) of every request the receiver logged."""
     if not path.exists():
         return []
     rows = []
     for line in path.read_text().splitlines():
-        sha, _, at = line.partition(" ")
-        if at:
-            rows.append((sha, float(at)))
+        fields = line.split(" ")
+        if len(fields) == 3:
+            rows.append((fields[0], fields[1], float(fields[2])))
     return rows
 
 
@@ -94,12 +109,12 @@ def read_arrivals(path: Path) -> list[tuple[str, float]]:
 
 
 def post_statuses(base: str, token: str, project_id: int, shas: list[str], out) -> None:
-    """pending, running, success for each commit, one after the other; times every call."""
+    """STATES for each commit, one after the other; times every call."""
     http = urllib3.PoolManager(maxsize=1)
     headers = {"PRIVATE-TOKEN": token, "Content-Type": "application/json"}
     timings = []
     for sha in shas:
-        for state in ("pending", "running", "success"):
+        for state in STATES:
             started = time.time()
             response = http.request(
                 "POST",
@@ -167,8 +182,7 @@ class Setup:
         self.tmp = Path(tempfile.mkdtemp(prefix="pipehook-path-bench-"))
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        drop = ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "PIPEHOOK_TEST_DB")
-        self.env = {k: v for k, v in os.environ.items() if k not in drop}
+        self.env = {k: v for k, v in os.environ.items() if k not in CHILD_ENV_DROPPED}
         self.env.update(
             PIPEHOOK_VAR_DIR=str(self.tmp),
             HOOKS_ALLOWED_NETWORKS="127.0.0.0/8",
@@ -288,7 +302,7 @@ class Api:
         return json.loads(self.http.request("GET", f"{self.base}/api/v4{path}").data)
 
 
-def wait_for_arrivals(path: Path, count: int, timeout: float) -> list[tuple[str, float]]:
+def wait_for_arrivals(path: Path, count: int, timeout: float) -> list[tuple[str, str, float]]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         arrivals = read_arrivals(path)
@@ -296,6 +310,110 @@ def wait_for_arrivals(path: Path, count: int, timeout: float) -> list[tuple[str,
             return arrivals
         time.sleep(0.02)
     return read_arrivals(path)
+
+
+@functools.cache
+def job_hooks_per_commit() -> int:
+    """The Job Hooks one commit's STATES send to each hook with job events on, by the rule
+    the service applies (``hooks.receivers.sends_job_hook``): the first status creates the
+    job in that status (previous None), each later one moves the same job, since it is still
+    pending or running. Loaded in this process on settings over a scratch folder; no database
+    is touched."""
+    saved = dict(os.environ)
+    try:
+        for name in CHILD_ENV_DROPPED:
+            os.environ.pop(name, None)
+        os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
+        os.environ["PIPEHOOK_VAR_DIR"] = tempfile.mkdtemp(prefix="pipehook-path-bench-rules-")
+        sys.path.insert(0, str(ROOT))
+        import django
+
+        django.setup()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    from hooks.receivers import sends_job_hook
+    from pipelines.models import Job
+
+    sent, previous = 0, None
+    for state in STATES:
+        sent += sends_job_hook(Job(status=state), previous)
+        previous = state
+    return sent
+
+
+def fan_out(
+    setup: Setup, api: Api, token: str, hook_url: str, arrivals: Path, pipelines: int, jobs: bool
+) -> dict:
+    """(b) on a project of its own with 10 hooks: pipeline events, and job events too when
+    ``jobs``. Timed from the first status post until the hooks' event logs show every
+    delivery of the run succeeded."""
+    name = "Fan-out with jobs" if jobs else "Fan-out"
+    project = api.post("/projects", {"name": name, "path": name.lower().replace(" ", "-")})["id"]
+    for number in range(10):
+        api.post(
+            f"/projects/{project}/hooks",
+            {"url": f"{hook_url}/{number}", "pipeline_events": True, "job_events": jobs},
+        )
+    hooks = [hook["id"] for hook in api.get(f"/projects/{project}/hooks")]
+    per_commit = {
+        "pipeline": PIPELINE_HOOKS_PER_COMMIT,
+        "job": job_hooks_per_commit() if jobs else 0,
+    }
+    expected_by_kind = {kind: pipelines * n * len(hooks) for kind, n in per_commit.items()}
+    expected = sum(expected_by_kind.values())
+    warm = new_shas(2)
+    arrivals.write_text("")
+    run_clients(post_statuses, [(setup.base, token, project, warm)])
+    wait_for_arrivals(arrivals, len(warm) * sum(per_commit.values()) * len(hooks), 60)
+    arrivals.write_text("")
+    # The warm-up's deliveries are in the log too: wait for this run's on top of them.
+    logged_before = logged_count(api, project, hooks)
+    groups = setup.process_groups()
+    cpu_before = {name: cpu_seconds(procs) for name, procs in groups.items()}
+    started = time.time()
+    shas = new_shas(pipelines)
+    timings = [
+        t
+        for result in run_clients(
+            post_statuses, [(setup.base, token, project, shas[n::4]) for n in range(4)]
+        )
+        for t in result
+    ]
+    posted = time.time()
+    got = wait_for_arrivals(arrivals, expected, 300)
+    last_arrival = max((at for *_, at in got), default=time.time())
+    logged_at = wait_until_logged(api, project, hooks, logged_before + expected)
+    ended = max(last_arrival, logged_at or last_arrival)
+    cpu = {name: cpu_seconds(procs) - cpu_before[name] for name, procs in groups.items()}
+    run = set(shas)
+    arrived = {kind: 0 for kind in per_commit}
+    for sha, kind, _ in got:
+        if sha in run and kind in arrived:
+            arrived[kind] += 1
+    delivered = sum(arrived.values())
+    durations = [(end - start) * 1000 for start, end, _ in timings]
+    return {
+        "deliveries": delivered,
+        "expected": expected,
+        "per_second": delivered / (ended - started),
+        "seconds": ended - started,
+        "logged": logged_at is not None,
+        "states": list(STATES),
+        "per_commit": per_commit,
+        "expected_by_kind": expected_by_kind,
+        "arrived_by_kind": arrived,
+        "logged_by_kind": logged_by_kind(api, project, hooks, run),
+        "statuses": {
+            "posted": len(timings),
+            "failed": sum(1 for *_, status in timings if status != 201),
+            "per_second": len(timings) / (posted - started),
+            "p50": percentile(durations, 0.5),
+            "p99": percentile(durations, 0.99),
+            "web_cpu_ms": cpu["web"] * 1000 / max(1, len(timings)),
+        },
+        "cpu_ms": {name: seconds * 1000 / max(1, delivered) for name, seconds in cpu.items()},
+    }
 
 
 def measure(setup: Setup, receiver_port: int, arrivals: Path, quick: bool) -> dict:
@@ -326,35 +444,10 @@ def measure(setup: Setup, receiver_port: int, arrivals: Path, quick: bool) -> di
                 "p99": percentile(durations, 0.99),
             }
 
-        # (b) end to end: 100 pipelines x 10 hooks, 4 clients
-        fan = api.post("/projects", {"name": "Fan-out", "path": "fan-out"})["id"]
-        for number in range(10):
-            api.post(
-                f"/projects/{fan}/hooks", {"url": f"{hook_url}/{number}", "pipeline_events": True}
-            )
+        # (b) end to end: 100 pipelines x 10 hooks, 4 clients; pipeline events, then both kinds
         pipelines = 20 if quick else 100
-        expected = pipelines * 4 * 10  # created, pending, running, success to each hook
-        warm = new_shas(2)
-        run_clients(post_statuses, [(setup.base, token, fan, warm)])
-        wait_for_arrivals(arrivals, len(warm) * 40, 60)
-        arrivals.write_text("")
-        groups = setup.process_groups()
-        cpu_before = {name: cpu_seconds(procs) for name, procs in groups.items()}
-        started = time.time()
-        shas = new_shas(pipelines)
-        run_clients(post_statuses, [(setup.base, token, fan, shas[n::4]) for n in range(4)])
-        got = wait_for_arrivals(arrivals, expected, 300)
-        last_arrival = max((at for _, at in got), default=time.time())
-        logged_at = wait_until_logged(api, fan, expected)
-        ended = max(last_arrival, logged_at or last_arrival)
-        cpu = {name: cpu_seconds(procs) - cpu_before[name] for name, procs in groups.items()}
-        results["e2e"] = {
-            "deliveries": len(got),
-            "expected": expected,
-            "per_second": len(got) / (ended - started),
-            "logged": logged_at is not None,
-            "cpu_ms": {name: seconds * 1000 / max(1, len(got)) for name, seconds in cpu.items()},
-        }
+        results["e2e"] = fan_out(setup, api, token, hook_url, arrivals, pipelines, jobs=False)
+        results["e2e_jobs"] = fan_out(setup, api, token, hook_url, arrivals, pipelines, jobs=True)
 
         # (c) latency at 50 events/s, one hook
         paced = api.post("/projects", {"name": "Latency", "path": "latency"})["id"]
@@ -367,7 +460,7 @@ def measure(setup: Setup, receiver_port: int, arrivals: Path, quick: bool) -> di
         starts = starts[0]
         got = wait_for_arrivals(arrivals, 2 * events, 60)
         first: dict[str, float] = {}
-        for sha, at in got:
+        for sha, _, at in got:
             first.setdefault(sha, at)
         latencies = [(first[sha] - start) * 1000 for sha, start in starts.items() if sha in first]
         results["latency"] = {
@@ -381,23 +474,47 @@ def measure(setup: Setup, receiver_port: int, arrivals: Path, quick: bool) -> di
     return results
 
 
-def wait_until_logged(api: Api, project_id: int, expected: int) -> float | None:
-    """When every delivery of the project's hooks is logged as succeeded (the hooks API's
-    event log), by the time the last one was seen."""
-    hooks = [hook["id"] for hook in api.get(f"/projects/{project_id}/hooks")]
+def hook_events(api: Api, project_id: int, hook: int, query: str):
+    return api.http.request(
+        "GET", f"{api.base}/api/v4/projects/{project_id}/hooks/{hook}/events?{query}"
+    )
+
+
+def logged_count(api: Api, project_id: int, hooks: list[int]) -> int:
+    """Deliveries of the hooks logged as succeeded (X-Total of the hooks' event logs)."""
+    return sum(
+        int(hook_events(api, project_id, hook, "per_page=1&status=200").headers.get("X-Total", 0))
+        for hook in hooks
+    )
+
+
+def wait_until_logged(api: Api, project_id: int, hooks: list[int], total: int) -> float | None:
+    """When the hooks' event logs hold ``total`` succeeded deliveries, by the time the last
+    one was seen."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        done = 0
-        for hook in hooks:
-            response = api.http.request(
-                "GET",
-                f"{api.base}/api/v4/projects/{project_id}/hooks/{hook}/events?per_page=1&status=200",
-            )
-            done += int(response.headers.get("X-Total", 0))
-        if done >= expected:
+        if logged_count(api, project_id, hooks) >= total:
             return time.time()
         time.sleep(0.05)
     return None
+
+
+def logged_by_kind(api: Api, project_id: int, hooks: list[int], shas: set[str]) -> dict:
+    """Each kind's succeeded entries in the hooks' event logs for the commits ``shas``, read
+    page by page (GitLab's 20 a page) after the timed part: the log's own ``trigger``."""
+    counts = {kind: 0 for kind in TRIGGERS.values()}
+    for hook in hooks:
+        page = "1"
+        while page:
+            response = hook_events(api, project_id, hook, f"per_page=20&status=200&page={page}")
+            for entry in json.loads(response.data):
+                body = entry.get("request_data") or {}
+                sha = body.get("sha") or body.get("object_attributes", {}).get("sha")
+                kind = TRIGGERS.get(entry.get("trigger"))
+                if sha in shas and kind:
+                    counts[kind] += 1
+            page = response.headers.get("X-Next-Page", "")
+    return counts
 
 
 def baseline(receiver_port: int, count: int) -> float:
@@ -409,51 +526,6 @@ def baseline(receiver_port: int, count: int) -> float:
     for _ in range(count):
         http.request("POST", url, body=body, headers={"Content-Type": "application/json"})
     return count / (time.time() - started)
-
-
-def table(results: list[dict], loop_rate: float, load: tuple[str, str]) -> str:
-    lines = [
-        f"Load average before and after: {load[0]} -> {load[1]} (2 cores).",
-        "",
-        "| setup | ingest 1 client/s | p50 / p99 ms | ingest 4 clients/s | p50 / p99 ms |"
-        " end to end deliveries/s | × urllib3 loop | latency p50 / p99 ms at 50/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for r in results:
-        one, four, e2e, lat = r["ingest_1"], r["ingest_4"], r["e2e"], r["latency"]
-        lines.append(
-            f"| {r['setup']} | {one['per_second']:.0f} | {one['p50']:.1f} / {one['p99']:.1f}"
-            f" | {four['per_second']:.0f} | {four['p50']:.1f} / {four['p99']:.1f}"
-            f" | {e2e['per_second']:.0f} | {e2e['per_second'] / loop_rate:.2f}"
-            f" | {lat['p50']:.1f} / {lat['p99']:.1f} |"
-        )
-    lines.append(f"| plain urllib3 keep-alive loop | | | | | {loop_rate:.0f} | 1.00 | |")
-    lines += [
-        "",
-        "| setup | deliveries (expected) | all logged | CPU ms/delivery: web | workers |"
-        " broker | database | statuses refused |",
-        "|---|---:|---|---:|---:|---:|---:|---:|",
-    ]
-    for r in results:
-        e2e, cpu = r["e2e"], r["e2e"]["cpu_ms"]
-        refused = r["ingest_1"]["failed"] + r["ingest_4"]["failed"]
-        lines.append(
-            f"| {r['setup']} | {e2e['deliveries']} ({e2e['expected']}) | {e2e['logged']}"
-            f" | {cpu['web']:.2f} | {cpu['workers']:.2f} | {cpu['broker']:.2f}"
-            f" | {cpu['database']:.2f} | {refused} |"
-        )
-    return "\n".join(lines)
-
-
-def write_docs(text: str) -> None:
-    current = DOCS.read_text()
-    block = f"{BEGIN}\n{text}\n{END}"
-    if BEGIN in current:
-        head, _, rest = current.partition(BEGIN)
-        _, _, tail = rest.partition(END)
-        DOCS.write_text(head + block + tail)
-    else:
-        DOCS.write_text(current.rstrip() + "\n\n" + block + "\n")
 
 
 def main() -> None:

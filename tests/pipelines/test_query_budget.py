@@ -88,6 +88,25 @@ def test_commit_status_update_reads_the_pipeline_once(
     assert Delivery.objects.count() == 3 * HOOKS
 
 
+def test_commit_statuses_with_job_events_cost_three_statements_more(
+    api, project, django_assert_max_num_queries
+):
+    """With job events on, each status also sends the job's Job Hook: its payload's retry
+    count, its event and its deliveries (the benchmark's "with job events" run)."""
+    project.hooks.update(job_events=True)
+    # As the first test, plus the Job Hook of the job created in pending.
+    with django_assert_max_num_queries(18 + 3):
+        response = post_status(api, project, state="pending", name="build", ref="main")
+    assert response.status_code == 201, response.json()
+    for state in ("running", "success"):
+        # As the update test, plus the Job Hook of the job entering the state.
+        with django_assert_max_num_queries(11 + 3):
+            response = post_status(api, project, state=state, name="build", ref="main")
+        assert response.status_code == 201, response.json()
+    kinds = Delivery.objects.values_list("event__object_kind", flat=True)
+    assert sorted(kinds) == sorted(["pipeline"] * 4 * HOOKS + ["build"] * 3 * HOOKS)
+
+
 def test_commit_status_for_a_new_job_of_a_running_pipeline(
     api, project, django_assert_max_num_queries
 ):
