@@ -8,6 +8,7 @@ from django.db import transaction
 from django.db.models.sql.compiler import SQLCompiler
 
 from hooks.receivers import CI_HOOKS_OF_PROJECT
+from pipelines.api.gitlab.views import PROJECT_BY_ID
 from pipelines.command_memory import LATEST_JOBS_WITH_USERS
 from pipelines.commit_statuses import (
     LATEST_OF_COMMIT,
@@ -15,7 +16,7 @@ from pipelines.commit_statuses import (
     PIPELINE_BY_ID,
     _locked_pipelines,
 )
-from pipelines.models import Job
+from pipelines.models import Job, Project
 from pipelines.prepared import PreparedQuery
 from tests.factories import (
     HookFactory,
@@ -86,6 +87,10 @@ def test_each_prepared_query_gives_what_its_queryset_gives(two_projects):
         pipeline.load_latest_jobs()
         assert all(job.pipeline is pipeline for job in pipeline.loaded_latest_jobs())
     for project in projects:
+        assert [fields_of(p, ()) for p in PROJECT_BY_ID(project.pk)] == [
+            fields_of(Project.objects.get(pk=project.pk), ())
+        ]
+        assert PROJECT_BY_ID(project.pk + 1000) == []
         expected = project.hooks.exclude(pipeline_events=False, job_events=False).order_by("pk")
         got = sorted(CI_HOOKS_OF_PROJECT(project.pk), key=lambda hook: hook.pk)
         assert [fields_of(h, ()) for h in got] == [fields_of(h, ()) for h in expected]

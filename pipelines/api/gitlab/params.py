@@ -16,6 +16,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from pipelines.api.gitlab.rendering import FieldsBuiltOnce
 from pipelines.api.parsing import MAX_ID, validation_problems
 from pipelines.auth import TOKEN_QUERY_PARAMETERS
 from pipelines.errors import InvalidParameter
@@ -80,7 +81,7 @@ def _describe_problem(name: str, detail: serializers.ErrorDetail, field=None) ->
 SHARED_PARAMETERS = frozenset({"page", "per_page", *TOKEN_QUERY_PARAMETERS})
 
 
-class StrictParams(serializers.Serializer):
+class StrictParams(FieldsBuiltOnce, serializers.Serializer):
     """Parameters of an endpoint where an unknown one would be dropped at the client's cost.
 
     Grape ignores what a route does not declare; here a filter this API does not know is

@@ -26,17 +26,25 @@ from pipelines.api.gitlab.params import check_path_value, plain_params, validate
 from pipelines.api.parsing import FormParser, JSONParser, check_request_text, is_digits, parse_id
 from pipelines.errors import InvalidParameter, NotFound, ProjectHidden
 from pipelines.models import AccessToken, Pipeline, Project
+from pipelines.prepared import PreparedQuery
 
 
 def find_project(project_id: str) -> Project | None:
     """A project by numeric id or by ``namespace/path`` (case-insensitive, as GitLab)."""
     if is_digits(project_id):
         number = parse_id(project_id)
-        return Project.objects.filter(pk=number).first() if number is not None else None
+        if number is None:
+            return None
+        found = PROJECT_BY_ID(number)
+        return found[0] if found else None
     namespace, _, path = project_id.rpartition("/")
     if not namespace or not path:
         return None
     return Project.objects.filter(namespace__iexact=namespace, path__iexact=path).first()
+
+
+# Every request naming a project by id reads it: its SQL built once (pipelines.prepared).
+PROJECT_BY_ID = PreparedQuery(lambda pk: Project.objects.filter(pk=pk))
 
 
 class GitLabView(APIView):
