@@ -1,4 +1,4 @@
-"""Queries the inbound paths run on every request, their SQL built by the ORM once.
+"""Queries the inbound paths run on every request, their SQL built once.
 
 Django builds a query's SQL anew each time it runs it: resolving the filters, the joins of
 ``select_related``, the columns, the ordering. For the three reads every commit status makes
@@ -12,6 +12,8 @@ Only what can be told apart safely is kept: each value must be an ``int`` or a `
 appears exactly once among the query's parameters, as itself (so the ORM passed it to the
 database unchanged). Otherwise that run goes through the ORM as usual, and the next one tries
 again. ``tests/pipelines/test_prepared.py`` compares every prepared query with its QuerySet.
+
+``save_existing`` does the same for the ``UPDATE`` of a job or pipeline that changed.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import connections
-from django.db.models import Model, QuerySet
+from django.db.models import Model, QuerySet, signals
 from django.db.models.query import ModelIterable, get_related_populators
 
 
@@ -126,3 +128,58 @@ def _converted(rows: list, converters: dict, connection) -> Iterator[list[Any]]:
                 value = function(value, expression, connection)
             row[position] = value
         yield row
+
+
+# --- Saving a row that exists -----------------------------------------------------------------
+
+_updates: dict[tuple[type[Model], str, str], tuple[str, list]] = {}
+
+
+def save_existing(obj: Model, using: str = "default") -> None:
+    """``obj.save()`` for a row read from the table, with its ``UPDATE`` (every column, as
+    ``save()`` writes them) built once per model rather than by the ORM at each save.
+
+    Anything ``save()`` would do beyond that goes through ``save()`` itself: a new object, a
+    model with parents, signals someone listens to, a value that is an expression, and a row
+    that is no longer there (which ``save()`` inserts)."""
+    model = type(obj)
+    meta = model._meta
+    if (
+        obj._state.adding
+        or obj.pk is None
+        or meta.parents
+        or signals.pre_save.has_listeners(model)
+        or signals.post_save.has_listeners(model)
+    ):
+        obj.save(using=using)
+        return
+    connection = connections[using]
+    key = (model, using, connection.vendor)
+    statement = _updates.get(key)
+    if statement is None:
+        statement = _updates.setdefault(key, _update_statement(model, connection))
+    sql, fields = statement
+    values = []
+    for field in fields:
+        value = field.get_db_prep_save(field.pre_save(obj, False), connection=connection)
+        if hasattr(value, "resolve_expression"):
+            obj.save(using=using)
+            return
+        values.append(value)
+    values.append(meta.pk.get_db_prep_value(obj.pk, connection))
+    with connection.cursor() as cursor:
+        cursor.execute(sql, values)
+        updated = cursor.rowcount
+    if updated != 1:
+        obj.save(using=using)
+        return
+    obj._state.db = using
+
+
+def _update_statement(model: type[Model], connection) -> tuple[str, list]:
+    meta = model._meta
+    quote = connection.ops.quote_name
+    fields = [f for f in meta.local_concrete_fields if not f.primary_key and not f.generated]
+    assignments = ", ".join(f"{quote(f.column)} = %s" for f in fields)
+    sql = f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {quote(meta.pk.column)} = %s"
+    return sql, fields

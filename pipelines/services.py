@@ -32,6 +32,7 @@ from pipelines.models import (
     Project,
     Status,
 )
+from pipelines.prepared import save_existing
 from pipelines.signals import PipelineChange, job_changed, pipeline_changed
 from pipelines.status import (
     apply_job_status,
@@ -78,7 +79,7 @@ def change_pipeline_status(
     apply_pipeline_status(pipeline, new_status, at, _latest_jobs(pipeline))
     if reported_times:
         apply_reported_times(pipeline, *reported_times)
-    pipeline.save()
+    save_existing(pipeline)
     change = (
         PipelineChange.FINISHED
         if new_status in COMPLETED_STATUSES
@@ -389,7 +390,7 @@ def delete_pipeline(pipeline: Pipeline) -> None:
 def save_job(job: Job, pipeline: Pipeline, previous_status: str | None) -> None:
     """Save a job and, when it is new (``previous_status`` None) or entered another status,
     send ``job_changed`` in the caller's transaction, before the pipeline is recomposed."""
-    job.save()
+    save_existing(job)
     if previous_status is None or previous_status != job.status:
         job_changed.send(sender=Job, job=job, pipeline=pipeline, previous_status=previous_status)
 

@@ -3,8 +3,11 @@ and fall back to the ORM when a run's values cannot be told apart."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from django.db import transaction
+from django.db.models import F
 from django.db.models.sql.compiler import SQLCompiler
 
 from hooks.receivers import CI_HOOKS_OF_PROJECT
@@ -16,8 +19,8 @@ from pipelines.commit_statuses import (
     PIPELINE_BY_ID,
     _locked_pipelines,
 )
-from pipelines.models import Job, Project
-from pipelines.prepared import PreparedQuery
+from pipelines.models import Job, Pipeline, Project
+from pipelines.prepared import PreparedQuery, save_existing
 from tests.factories import (
     HookFactory,
     JobFactory,
@@ -130,3 +133,49 @@ def test_values_it_cannot_tell_apart_go_through_the_orm_until_it_can(two_project
     flags = PreparedQuery(lambda flag: Job.objects.filter(retried=flag))
     assert len(flags(True)) == len(pipelines)
     assert flags._compiled == {}
+
+
+AT = datetime(2026, 5, 4, 3, 2, 1, 123456, tzinfo=UTC)
+
+
+def row_of(model, pk) -> dict:
+    return model.objects.filter(pk=pk).values().get()
+
+
+def test_save_existing_writes_what_save_writes(two_projects):
+    _, pipelines = two_projects
+    by_save, by_update = pipelines[0], pipelines[1]
+    for pipeline in (by_save, by_update):
+        pipeline.status = "running"
+        pipeline.name = "renamed"
+        pipeline.user = None
+        pipeline.created_at = pipeline.updated_at = pipeline.started_at = AT
+        pipeline.variables = [{"key": "A", "value": "1", "variable_type": "env_var"}]
+    by_save.save()
+    save_existing(by_update)
+    expected, got = row_of(Pipeline, by_save.pk), row_of(Pipeline, by_update.pk)
+    differ = {"id", "iid", "sha", "ref"}  # the two rows' own
+    assert {k: v for k, v in got.items() if k not in differ} == {
+        k: v for k, v in expected.items() if k not in differ
+    }
+    assert (got["status"], got["name"], got["user_id"]) == ("running", "renamed", None)
+    assert (got["started_at"], got["variables"][0]["key"]) == (AT, "A")
+
+
+def test_save_existing_leaves_to_save_what_it_does_not_do(two_projects):
+    _, pipelines = two_projects
+    job = Job.objects.filter(pipeline=pipelines[0], retried=False).first()
+    # An expression is the ORM's to write.
+    job.stage_idx = F("stage_idx") + 5
+    save_existing(job)
+    assert row_of(Job, job.pk)["stage_idx"] in (5, 6)
+    # A row gone since it was read is inserted again, as save() does.
+    gone = Job.objects.filter(pipeline=pipelines[1]).first()
+    Job.objects.filter(pk=gone.pk).delete()
+    gone.name = "back"
+    save_existing(gone)
+    assert row_of(Job, gone.pk)["name"] == "back"
+    # A new object is inserted.
+    new = Job(pipeline=pipelines[2], name="new", stage="test")
+    save_existing(new)
+    assert row_of(Job, new.pk)["name"] == "new"
