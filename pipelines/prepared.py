@@ -181,5 +181,6 @@ def _update_statement(model: type[Model], connection) -> tuple[str, list]:
     quote = connection.ops.quote_name
     fields = [f for f in meta.local_concrete_fields if not f.primary_key and not f.generated]
     assignments = ", ".join(f"{quote(f.column)} = %s" for f in fields)
-    sql = f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {quote(meta.pk.column)} = %s"
+    # Only the model's own names, quoted by the backend, go into the text; values are parameters.
+    sql = f"UPDATE {quote(meta.db_table)} SET {assignments} WHERE {quote(meta.pk.column)} = %s"  # noqa: S608
     return sql, fields
