@@ -275,6 +275,10 @@ def pages() -> list[tuple[str, str]]:
         ("events API, server failures (many)", f"{failing_events}?status=server_failure"),
         ("events API, 500 and 4xx (many)", f"{failing_events}?status=500,client_failure"),
         (
+            "attempts of a hook, successful",
+            f"/admin/hooks/deliveryattempt/?hook__id__exact={hook.pk}&response=successful",
+        ),
+        (
             "attempts of a hook, server failures",
             f"/admin/hooks/deliveryattempt/?hook__id__exact={hook.pk}&response=server_failure",
         ),
@@ -322,7 +326,9 @@ def explain() -> None:
         )
         .order_by("response_status")
         .values_list("response_status", flat=True)[:1],
-        "one status, newest first": by_status.filter(response_status=200)[:21],
+        "one status, newest first": by_status.filter(
+            response_status__gte=200, response_status__lt=201
+        )[:21],
         "no response, newest first": by_status.filter(response_status__isnull=True)[:21],
     }
     for name, queryset in queries.items():

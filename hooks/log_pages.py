@@ -32,8 +32,7 @@ from hooks.policy import RESPONSE_CLASSES
 FIELD = "response_status"
 # The index's own order, backwards, asked for in every read of it: no other index gives it,
 # so any other plan would sort, and neither database's estimates can make that look cheaper.
-# Within one status (or IS NULL, which PostgreSQL does not take for an equality, so the
-# status must be named) it is id order, newest first.
+# Within one status (or none) it is id order, newest first.
 INDEX_ORDER = (f"-{FIELD}", "-id")
 
 
@@ -66,15 +65,17 @@ class StatusSelection:
 
     def parts(self) -> list[Q]:
         """One condition per range of the index: each a single seek and scan."""
-        conditions = [
-            Q(**{FIELD: part.start})
-            if len(part) == 1
-            else Q(**{f"{FIELD}__gte": part.start, f"{FIELD}__lt": part.stop})
-            for part in self.ranges
-        ]
+        conditions = [between(part) for part in self.ranges]
         if self.no_response:
             conditions.append(Q(**{f"{FIELD}__isnull": True}))
         return conditions
+
+
+def between(statuses: range) -> Q:
+    """``statuses`` as a range of the index, a single status too: ``status = 200`` would let
+    PostgreSQL take the status for a constant and see the order asked for in any walk of the
+    hook's entries by id (a walk it may estimate short and find as long as the log)."""
+    return Q(**{f"{FIELD}__gte": statuses.start, f"{FIELD}__lt": statuses.stop})
 
 
 class StatusFilteredLog:
@@ -123,7 +124,7 @@ class StatusFilteredLog:
         conditions = []
         for part in self.selection.ranges:
             statuses = [part.start] if len(part) == 1 else self._statuses_present(part)
-            conditions += [Q(**{FIELD: status}) for status in statuses]
+            conditions += [between(range(status, status + 1)) for status in statuses]
         if self.selection.no_response:
             conditions.append(Q(**{f"{FIELD}__isnull": True}))
         return conditions
