@@ -2,7 +2,7 @@
 at millions of rows (hooks.log_pages, docs/benchmarks.md).
 
 Built in one statement: on PostgreSQL, writes to the attempts table wait while it is built
-(about a minute for ten million rows; docs/benchmarks.md).
+(10–13 s for ten million rows; docs/benchmarks.md).
 """
 
 from django.db import migrations, models
