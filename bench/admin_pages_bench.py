@@ -48,6 +48,7 @@ from django.db import connection, transaction  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 from hooks import stats  # noqa: E402
+from hooks.log_pages import INDEX_ORDER  # noqa: E402
 from hooks.models import Delivery, DeliveryAttempt, DeliveryStat, Hook  # noqa: E402
 from pipelines.models import Project  # noqa: E402
 
@@ -138,11 +139,12 @@ def generate(rows: int, hook_count: int) -> None:
     insert(
         "hooks_delivery",
         deliveries,
-        "id, event_id, hook_id, order_key, status, idempotency_key, attempt_count, "
+        "id, event_id, hook_id, order_key, sequence, status, idempotency_key, attempt_count, "
         "next_attempt_at, manual_redelivery, failure_counted, last_response_status, last_error, "
         "created_at, finished_at",
         f"g, (g - 1) / {hook_count} + 1, {first_hook} + (g - 1) % {hook_count}, "
-        f"(g - 1) / {hook_count} + 1, "
+        # One event per pipeline (order_key): each delivery is the first of its stream.
+        f"(g - 1) / {hook_count} + 1, 1, "
         f"CASE WHEN {pending} THEN 'pending' WHEN {failed} THEN 'failed' ELSE 'succeeded' END, "
         f"{uuid_sql(2, 'g')}, 2, {timestamp(f'g * {step}')}, false, false, "
         f"CASE WHEN {failed} THEN 500 ELSE 200 END, "
@@ -248,6 +250,11 @@ def signed_in(base: str) -> requests.Session:
 def pages() -> list[tuple[str, str]]:
     hook = Hook.objects.order_by("pk").first()
     project = hook.project_id
+    events = f"/api/v4/projects/{project}/hooks/{hook.pk}/events"
+    # The 10th hook's every first attempt got a 500 (``ok`` in ``generate``): a class it had
+    # often, where hook 1 never had one.
+    failing = Hook.objects.order_by("pk")[9:10].first() or hook
+    failing_events = f"/api/v4/projects/{project}/hooks/{failing.pk}/events"
     return [
         ("admin index (dashboard)", "/admin/"),
         ("deliveries", "/admin/hooks/delivery/"),
@@ -260,10 +267,22 @@ def pages() -> list[tuple[str, str]]:
         ("hook page", f"/admin/hooks/hook/{hook.pk}/change/"),
         ("events API", f"/api/v4/projects/{project}/hooks/{hook.pk}/events"),
         ("events API, page 20", f"/api/v4/projects/{project}/hooks/{hook.pk}/events?page=20"),
+        ("events API, server failures (none)", f"{events}?status=server_failure"),
+        ("events API, client failures (none)", f"{events}?status=client_failure"),
+        ("events API, 503 (none)", f"{events}?status=503"),
+        ("events API, successful", f"{events}?status=successful"),
+        ("events API, successful, page 20", f"{events}?status=successful&page=20"),
+        ("events API, server failures (many)", f"{failing_events}?status=server_failure"),
+        ("events API, 500 and 4xx (many)", f"{failing_events}?status=500,client_failure"),
         (
-            "events API, server failures",
-            f"/api/v4/projects/{project}/hooks/{hook.pk}/events?status=server_failure",
+            "attempts of a hook, successful",
+            f"/admin/hooks/deliveryattempt/?hook__id__exact={hook.pk}&response=successful",
         ),
+        (
+            "attempts of a hook, server failures",
+            f"/admin/hooks/deliveryattempt/?hook__id__exact={hook.pk}&response=server_failure",
+        ),
+        ("attempts, server failures", "/admin/hooks/deliveryattempt/?response=server_failure"),
     ]
 
 
@@ -294,6 +313,23 @@ def explain() -> None:
             :10_001
         ],
         "a hook's test requests": hook.attempts.filter(trigger="test").order_by("-id")[:5],
+    }
+    # The status filter's reads (hooks.log_pages): a class counted, the statuses of a class
+    # found, one status and no response each newest first.
+    by_status = hook.attempts.order_by(*INDEX_ORDER).values_list("id", flat=True)
+    queries |= {
+        "a hook's server failures counted": by_status.filter(
+            response_status__gte=500, response_status__lt=600
+        )[:10_001],
+        "the next status of a class": hook.attempts.filter(
+            response_status__gt=199, response_status__lt=300
+        )
+        .order_by("response_status")
+        .values_list("response_status", flat=True)[:1],
+        "one status, newest first": by_status.filter(
+            response_status__gte=200, response_status__lt=201
+        )[:21],
+        "no response, newest first": by_status.filter(response_status__isnull=True)[:21],
     }
     for name, queryset in queries.items():
         print(f"\n-- {name}\n{queryset.explain()}")

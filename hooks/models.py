@@ -360,6 +360,11 @@ class DeliveryAttempt(models.Model):
                 name="hooks_attempt_hook_tests_idx",
                 condition=models.Q(trigger="test"),
             ),
+            # A hook's log by response status (the events API's status filter): counted
+            # along one range, each status newest first (hooks.log_pages).
+            models.Index(
+                fields=["hook", "response_status", "id"], name="hooks_attempt_hook_status_idx"
+            ),
         ]
 
     def __str__(self) -> str:

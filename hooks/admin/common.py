@@ -142,7 +142,10 @@ COUNT_LIMIT = 10_000
 
 def count_up_to(queryset: QuerySet) -> int:
     """How many rows, counting no further than COUNT_LIMIT + 1: a COUNT over a LIMITed
-    subquery, in the queryset's own order, so it walks the same index as the page does."""
+    subquery, in the queryset's own order, so it walks the same index as the page does (or
+    the list's own ``count_up_to``: hooks.log_pages)."""
+    if hasattr(queryset, "count_up_to"):
+        return queryset.count_up_to(COUNT_LIMIT + 1)
     return queryset[: COUNT_LIMIT + 1].count()
 
 

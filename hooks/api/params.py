@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from django.db.models import Q
 from drf_spectacular.utils import (
     extend_schema_field,
 )
 from rest_framework import serializers
 from rest_framework.request import Request
 
+from hooks.log_pages import StatusSelection
 from hooks.models import Hook
-from hooks.policy import NO_RESPONSE, response_class
 from hooks.services import url_changed
 from hooks.validators import (
     HookSettingError,
@@ -50,10 +49,11 @@ UNSUPPORTED_EVENT_FLAGS = (
 
 # The delivery log's status filters, as GitLab's WebHookLogsFinder reads them.
 EVENT_STATUS_CLASSES = {
-    "successful": response_class("successful"),
-    "client_failure": response_class("client_failure"),
+    "successful": StatusSelection.of_class("successful"),
+    "client_failure": StatusSelection.of_class("client_failure"),
     # GitLab counts "internal error" (no response at all) as a server failure.
-    "server_failure": response_class("server_failure") | response_class(NO_RESPONSE),
+    "server_failure": StatusSelection.of_class("server_failure")
+    | StatusSelection(no_response=True),
 }
 EVENTS_MAX_PER_PAGE = 20  # GitLab: per_page 1..20 on the events endpoint
 
@@ -205,18 +205,18 @@ def apply_hook_input(hook: Hook, data: dict) -> None:
     )
 
 
-def parse_status_filter(request: Request) -> Q | None:
-    """``status=500,client_failure`` (or repeated / ``status[]``) as one OR'd condition."""
+def parse_status_filter(request: Request) -> StatusSelection | None:
+    """``status=500,client_failure`` (or repeated / ``status[]``): the statuses of any."""
     raw = request.query_params.getlist("status") + request.query_params.getlist("status[]")
     values = [part.strip() for item in raw for part in item.split(",") if part.strip()]
     if not values:
         return None
-    condition = Q(pk__in=[])
+    selection = StatusSelection()
     for value in values:
         if value in EVENT_STATUS_CLASSES:
-            condition |= EVENT_STATUS_CLASSES[value]
+            selection |= EVENT_STATUS_CLASSES[value]
         elif is_digits(value) and len(value) == 3 and 100 <= int(value) <= 599:
-            condition |= Q(response_status=int(value))
+            selection |= StatusSelection.of([range(int(value), int(value) + 1)])
         else:
             raise InvalidParameter("status does not have a valid value")
-    return condition
+    return selection

@@ -33,6 +33,7 @@ from hooks.api.params import (
     apply_hook_input,
     parse_status_filter,
 )
+from hooks.log_pages import StatusFilteredLog
 from hooks.models import DeliveryAttempt, Event, Hook
 from hooks.validators import (
     HookSettingError,
@@ -369,8 +370,9 @@ class HookEventListView(HooksView):
         ):
             raise InvalidParameter("per_page does not have a valid value")
         attempts = hook.attempts.select_related("hook", "delivery__event").order_by("-id")
-        if condition := parse_status_filter(request):
-            attempts = attempts.filter(condition)
+        if selection := parse_status_filter(request):
+            # Read through the (hook, status, id) index, however few or many match.
+            attempts = StatusFilteredLog(attempts, selection)
         paginator = GitLabPagination()
         page = paginator.paginate_queryset(attempts, request, self)
         return paginator.get_paginated_response(HookEventSerializer(page, many=True).data)

@@ -126,6 +126,12 @@ def get_page(client, url: str):
         ("admin:hooks_delivery_changelist", "?status__exact=failed"),
         ("admin:hooks_deliveryattempt_changelist", ""),
         ("admin:hooks_deliveryattempt_changelist", "?hook__id__exact={hook}"),
+        # More matches than counted, and fewer (read through hooks_attempt_hook_status_idx).
+        ("admin:hooks_deliveryattempt_changelist", "?hook__id__exact={hook}&response=successful"),
+        (
+            "admin:hooks_deliveryattempt_changelist",
+            "?hook__id__exact={hook}&response=server_failure",
+        ),
     ],
 )
 def test_admin_log_lists_count_up_to_a_limit_along_indexes(
@@ -192,6 +198,32 @@ def test_events_api_stops_counting_past_the_limit_as_gitlab_does(api_client, log
     beyond = api_client.get(url, {"per_page": 3, "page": 4})
     assert beyond.json() == []
     assert beyond.headers["X-Next-Page"] == "" and beyond.headers["X-Prev-Page"] == ""
+
+
+@pytest.mark.parametrize(
+    "status_filter",
+    # With the log above and a limit of 4: 5 successful (more than counted), 3 server
+    # failures (all counted), no client failure; classes, codes and both together.
+    ["successful", "server_failure", "client_failure", "500", "200,server_failure"],
+)
+def test_events_api_reads_a_status_filter_from_the_hook_status_index(
+    api_client, log, low_count_limit, status_filter
+):
+    url = f"/api/v4/projects/{log.project_id}/hooks/{log.pk}/events"
+    for page in (1, 2):
+        with CaptureQueriesContext(connection) as captured:
+            response = api_client.get(url, {"per_page": 2, "page": page, "status": status_filter})
+        assert response.status_code == 200
+        queries = log_queries(captured)
+        assert_bounded_counts(queries)
+        by_status = [sql for sql in queries if '"response_status"' in sql.split("WHERE", 1)[-1]]
+        assert by_status
+        for sql in queries:
+            assert_reads_indexes(sql)
+        # Counted, listed and walked along the hook's entries by status, whatever the planner
+        # would estimate for a walk of the hook's whole log (docs/benchmarks.md).
+        for sql in by_status:
+            assert "hooks_attempt_hook_status_idx" in plan(sql), f"{sql}\n{plan(sql)}"
 
 
 def test_events_api_counts_a_short_log_in_full(api_client, log):

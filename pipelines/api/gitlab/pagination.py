@@ -66,15 +66,24 @@ def read_page_params(request: Request) -> tuple[int, int]:
     return page, min(per_page, MAX_PER_PAGE)
 
 
+def count_up_to(rows, limit: int) -> int:
+    """How many of ``rows`` (at most ``limit``). A queryset is counted in its own order, so
+    the count walks the index the page does; a list with a better way of counting itself
+    has a ``count_up_to`` of its own."""
+    if hasattr(rows, "count_up_to"):
+        return rows.count_up_to(limit)
+    return rows[:limit].count()
+
+
 class GitLabPagination(BasePagination):
     """DRF pagination class; views also use ``paginate`` directly through it."""
 
     def paginate_queryset(self, queryset: QuerySet, request: Request, view=None) -> list:
+        """A page of ``queryset``, or of anything sliced like one that has ``count_up_to``."""
         self.request = request
         self.page, self.per_page = read_page_params(request)
         offset = (self.page - 1) * self.per_page
-        # Counted in the list's own order, so the count walks the index the page does.
-        limited_total = queryset[: MAX_COUNT_LIMIT + 1].count()
+        limited_total = count_up_to(queryset, MAX_COUNT_LIMIT + 1)
         if limited_total > MAX_COUNT_LIMIT:
             return self._page_without_count(queryset, offset)
         self.total = limited_total
