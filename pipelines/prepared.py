@@ -1,17 +1,17 @@
 """Queries the inbound paths run on every request, their SQL built once.
 
 Django builds a query's SQL anew each time it runs it: resolving the filters, the joins of
-``select_related``, the columns, the ordering. For the three reads every commit status makes
-(its pipeline under the row lock, that pipeline's latest jobs, the project's hooks) that was
-a fifth of the request, more than running them. A ``PreparedQuery`` is made from the very
+``select_related``, the columns, the ordering. For the reads every commit status makes (its
+project, its pipeline under the row lock, that pipeline's latest jobs, the project's hooks)
+that was a fifth of the request, more than running them. A ``PreparedQuery`` is made from the very
 QuerySet the code would run; its SQL is built the first time, and each later run puts that
 run's values in place of the first run's and makes the model instances (with their
 ``select_related`` objects) as the QuerySet would.
 
 Only what can be told apart safely is kept: each value must be an ``int`` or a ``str`` that
 appears exactly once among the query's parameters, as itself (so the ORM passed it to the
-database unchanged). Otherwise that run goes through the ORM as usual, and the next one tries
-again. ``tests/pipelines/test_prepared.py`` compares every prepared query with its QuerySet.
+database unchanged, or in a driver's type for it, which each run keeps). Otherwise that run
+goes through the ORM as usual, and the next one tries again. ``tests/pipelines/test_prepared.py`` compares every prepared query with its QuerySet.
 
 ``save_existing`` does the same for the ``UPDATE`` of a job or pipeline that changed.
 """
@@ -33,6 +33,7 @@ class _Compiled:
     sql: str
     params: tuple
     positions: tuple[int, ...]  # where each value of the call goes in ``params``
+    wrappers: tuple[type, ...]  # the type the ORM gave each (int, str, or a driver's subclass)
     model: type[Model]
     init_list: list[str]
     fields_start: int
@@ -70,14 +71,17 @@ def _compile(queryset: QuerySet, values: tuple, using: str) -> _Compiled | None:
         return None
     compiler = queryset.query.get_compiler(using=using)
     sql, params = compiler.as_sql()
-    positions = []
+    positions, wrappers = [], []
     for value in values:
         if type(value) not in (int, str):
             return None
-        found = [i for i, p in enumerate(params) if type(p) is type(value) and p == value]
+        # The ORM may hand the driver a subclass of the value's type (psycopg's Int4 for an
+        # IntegerField): the same value, kept in the same wrapper for every run.
+        found = [i for i, p in enumerate(params) if _same(p, value)]
         if len(found) != 1:
             return None
         positions.append(found[0])
+        wrappers.append(type(params[found[0]]))
     if len(set(positions)) != len(positions) or compiler.annotation_col_map:
         return None
     select, klass_info = compiler.select, compiler.klass_info
@@ -87,6 +91,7 @@ def _compile(queryset: QuerySet, values: tuple, using: str) -> _Compiled | None:
         sql=sql,
         params=tuple(params),
         positions=tuple(positions),
+        wrappers=tuple(wrappers),
         model=klass_info["model"],
         init_list=[column[0].target.attname for column in select[start:end]],
         fields_start=start,
@@ -97,10 +102,16 @@ def _compile(queryset: QuerySet, values: tuple, using: str) -> _Compiled | None:
     )
 
 
+def _same(param: Any, value: int | str) -> bool:
+    if isinstance(value, str):
+        return isinstance(param, str) and param == value
+    return isinstance(param, int) and not isinstance(param, bool) and param == value
+
+
 def _run(compiled: _Compiled, values: tuple, connection, using: str) -> Iterator[Model]:
     params = list(compiled.params)
-    for position, value in zip(compiled.positions, values, strict=True):
-        params[position] = value
+    for position, wrapper, value in zip(compiled.positions, compiled.wrappers, values, strict=True):
+        params[position] = value if type(value) is wrapper else wrapper(value)
     with connection.cursor() as cursor:
         cursor.execute(compiled.sql, params)
         rows = cursor.fetchall()

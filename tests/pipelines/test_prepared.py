@@ -81,6 +81,9 @@ def test_each_prepared_query_gives_what_its_queryset_gives(two_projects):
         for prepared, values, lookups in cases:
             expected = list(_locked_pipelines(values[0]).filter(**lookups)[:1])
             assert [fields_of(p) for p in prepared(*values)] == [fields_of(p) for p in expected]
+    # Each was built once and kept (not run through the ORM each time).
+    assert all(prepared._compiled for prepared in (LATEST_OF_COMMIT, LATEST_OF_COMMIT_ON_REF))
+    assert PIPELINE_BY_ID._compiled
     for pipeline in pipelines:
         expected = pipeline.latest_jobs().select_related("user")
         got = LATEST_JOBS_WITH_USERS(pipeline.pk)
@@ -98,6 +101,9 @@ def test_each_prepared_query_gives_what_its_queryset_gives(two_projects):
         got = sorted(CI_HOOKS_OF_PROJECT(project.pk), key=lambda hook: hook.pk)
         assert [fields_of(h, ()) for h in got] == [fields_of(h, ()) for h in expected]
         assert len(got) == (2 if project == projects[0] else 1)
+    assert LATEST_JOBS_WITH_USERS._compiled
+    assert CI_HOOKS_OF_PROJECT._compiled
+    assert PROJECT_BY_ID._compiled
 
 
 def test_its_sql_is_built_once_and_each_run_has_its_own_values(two_projects, monkeypatch):
