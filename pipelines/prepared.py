@@ -11,7 +11,8 @@ run's values in place of the first run's and makes the model instances (with the
 Only what can be told apart safely is kept: each value must be an ``int`` or a ``str`` that
 appears exactly once among the query's parameters, as itself (so the ORM passed it to the
 database unchanged, or in a driver's type for it, which each run keeps). Otherwise that run
-goes through the ORM as usual, and the next one tries again. ``tests/pipelines/test_prepared.py`` compares every prepared query with its QuerySet.
+goes through the ORM as usual, and the next one tries again.
+``tests/pipelines/test_prepared.py`` compares every prepared query with its QuerySet.
 
 ``save_existing`` does the same for the ``UPDATE`` of a job or pipeline that changed.
 """
