@@ -261,6 +261,12 @@ CELERY_BROKER_HEARTBEAT = env.int("CELERY_BROKER_HEARTBEAT", default=30)
 # lease keeps a second worker from sending what the first still sends: the running task is
 # left to finish and record its results (Celery 6 would cancel it by default).
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
+# After a reconnect with tasks still running, Celery would lower the prefetch count and raise
+# it again as those tasks are acknowledged; but their acknowledgements fail (their connection
+# is gone), and on RabbitMQ a running consumer keeps the prefetch it started with, so the
+# worker could stay at one message, or take none, for good (celery/celery#9512, fixed in
+# #10253 for per-consumer QoS only). Every reconnect starts at the full prefetch instead.
+CELERY_WORKER_ENABLE_PREFETCH_COUNT_REDUCTION = False
 # A publish that fails is tried once more at once (a broker restarting refuses in
 # milliseconds); then it gives up and the rows wait for the sweeper, so a request never waits
 # on the broker for longer than two timeouts (three on RabbitMQ: the confirm, then the retry's
