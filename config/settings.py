@@ -485,6 +485,10 @@ LOGGING = {
             name: {"level": "DEBUG" if LOG_LEVEL == "DEBUG" else "WARNING"}
             for name in PER_EVENT_LOGGERS
         },
+        # Waitress warns "Task queue depth is N" whenever a request waits a moment for a free
+        # thread, which any burst of clients does: a line per request under load, saying
+        # nothing an operator acts on (/metrics shows the load). Shown with LOG_LEVEL=DEBUG.
+        "waitress.queue": {"level": "DEBUG" if LOG_LEVEL == "DEBUG" else "ERROR"},
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
 }

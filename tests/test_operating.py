@@ -263,3 +263,13 @@ def test_an_unknown_log_format_stops_the_start(embedded_env):  # noqa: F811
     )
     assert refused.returncode != 0
     assert "LOG_FORMAT: 'plain' or 'json', not 'xml'" in refused.stderr
+
+
+def test_a_burst_of_clients_logs_no_line_per_waiting_request():
+    """Waitress's "Task queue depth is N" (a request waiting a moment for a thread) is a
+    warning it gives under any burst: kept off the console unless LOG_LEVEL=DEBUG."""
+    import logging
+
+    queue = logging.getLogger("waitress.queue")
+    assert not queue.isEnabledFor(logging.WARNING)
+    assert queue.isEnabledFor(logging.ERROR)
