@@ -102,11 +102,16 @@ def enqueue_next_in_order(chains: Iterable[tuple[int, int]]) -> None:
 
 def next_in_order(chains: Iterable[tuple[int, int]]) -> list[int]:
     """The next due delivery of each of these (hook id, order key) chains, ascending."""
+    return sorted(next_of_each(chains).values())
+
+
+def next_of_each(chains: Iterable[tuple[int, int]]) -> dict[tuple[int, int], int]:
+    """The next due delivery of each of these (hook id, order key) chains that has one."""
     chains = set(chains)
     if not chains:
-        return []
+        return {}
     # Both id lists together may also match other chains (a cross product): only the
-    # chains that finished are kept.
+    # chains asked about are kept.
     heads = (
         Delivery.objects.filter(
             hook_id__in={hook_id for hook_id, _ in chains},
@@ -118,7 +123,11 @@ def next_in_order(chains: Iterable[tuple[int, int]]) -> list[int]:
         .values_list("hook_id", "order_key")
         .annotate(head=Min("id"))
     )
-    return sorted(head for hook_id, order_key, head in heads if (hook_id, order_key) in chains)
+    return {
+        (hook_id, order_key): head
+        for hook_id, order_key, head in heads
+        if (hook_id, order_key) in chains
+    }
 
 
 # --- Deliver -------------------------------------------------------------------------------

@@ -42,11 +42,12 @@ from hooks.claims import (
     claimable_deliveries,
     insert_attempts,
     load_claimed,
+    next_in_order,
 )
 from hooks.headers import build_headers, request_for
 from hooks.models import DeliveryAttempt
 from hooks.queue import enqueue_on_commit
-from hooks.results import record_batch_results
+from hooks.results import RecordedBatch, record_batch_results
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +113,23 @@ def _finish_batch(
             enqueue_on_commit(recorded.next_ids)
             next_batch = None
     recorded.count()  # committed
+    _queue_late_arrivals(recorded)
     return next_batch
+
+
+def _queue_late_arrivals(recorded: RecordedBatch) -> None:
+    """Queue the next delivery of a stream that had none when this batch looked for it, but
+    has one now that its recording committed (one read, only for streams it found none in).
+
+    Where another transaction can commit while this one runs (PostgreSQL), the next event of
+    a stream may be written between this batch's look for it and its commit. That event's own
+    message can reach a worker before this commit too, find the stream's earlier delivery
+    still unfinished and stop, leaving the event to the sweeper, a claim lease later (a
+    minute, seen in the path benchmark). Looking once more after the commit closes that gap:
+    a next delivery written before it is found now; one written after it finds the stream
+    free when its own message arrives."""
+    if late := next_in_order(recorded.streams_without_next):
+        enqueue_on_commit(late)  # outside a transaction: published at once
 
 
 def _while_database_unavailable(record: Callable[[], T]) -> T:

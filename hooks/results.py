@@ -6,7 +6,7 @@ transaction; and the hook-row writes that follow (re-enabling, waking what waite
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from django.db import connection
@@ -14,7 +14,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from hooks import metrics
-from hooks.claims import SWEEP_BATCH_SIZE, Claimed, next_in_order
+from hooks.claims import SWEEP_BATCH_SIZE, Claimed, next_of_each
 from hooks.models import Delivery, DeliveryAttempt, Hook
 from hooks.notices import record_state_change
 from hooks.policy import (
@@ -120,16 +120,18 @@ def record_batch_results(
         (item.hook.pk, now, succeeded(result), result.duration_ms)
         for item, result in zip(claimed, results, strict=True)
     )
-    next_ids = next_in_order(
+    finished = {
         (item.hook.pk, item.order_key)
         for item, _, (status, _) in ours
         if status in Delivery.FINISHED
-    )
+    }
+    heads = next_of_each(finished)
+    next_ids = sorted(heads.values())
     counts = [
         (item.hook.pk, OUTCOME_METRIC[status], result.duration_ms, item.event_created_at)
         for item, result, (status, _) in ours
     ]
-    return RecordedBatch(next_ids, counts, now)
+    return RecordedBatch(next_ids, counts, now, finished - heads.keys())
 
 
 @dataclass
@@ -141,6 +143,9 @@ class RecordedBatch:
     next_ids: list[int]
     counts: list[tuple[int, str, int, datetime]]  # hook id, outcome, duration ms, event time
     recorded_at: datetime
+    # The (hook id, order key) streams in which this batch finished a delivery and found no
+    # next one to send.
+    streams_without_next: set[tuple[int, int]] = field(default_factory=set)
 
     def count(self) -> None:
         for hook_id, outcome_name, duration_ms, event_created_at in self.counts:

@@ -526,3 +526,38 @@ def test_a_retry_after_of_odd_digits_is_ignored_not_fatal(project, receivers):
     assert failing.attempts.get().response_headers["Retry-After"] == "\u00b2"
     wait = (failing.next_attempt_at - timezone.now()).total_seconds()
     assert 3 < wait <= 5  # the schedule's delay: the header said nothing usable
+
+
+# --- An event written while its stream's last delivery is recorded -----------------------------
+
+
+def test_an_event_written_while_its_stream_is_recorded_is_queued_after_the_commit(
+    project, receiver, monkeypatch
+):
+    """Another transaction may commit a stream's next event between a batch's look for the
+    stream's next delivery and the batch's commit (PostgreSQL); that event's own message
+    may have found the stream busy. The batch looks again once committed and queues it."""
+    from hooks import delivery, results
+
+    hook = HookFactory(project=project, url=receiver.url)
+    first = new_delivery(hook)
+    written = []
+    look = results.next_of_each
+
+    def another_commits_just_after_the_look(streams):
+        found = look(streams)
+        pipeline = services.lock_pipeline(first.event.pipeline_id)
+        services.change_pipeline_status(pipeline, "running", timezone.now())
+        written.append(hook.deliveries.order_by("-pk").first().pk)
+        return found
+
+    monkeypatch.setattr(results, "next_of_each", another_commits_just_after_the_look)
+    queued: list[list[int]] = []
+    monkeypatch.setattr(delivery, "enqueue_on_commit", lambda ids: queued.append(list(ids)))
+
+    deliver_batch([first.pk])
+
+    assert Delivery.objects.get(pk=first.pk).status == "succeeded"
+    [late] = written
+    assert late != first.pk
+    assert [late] in queued
