@@ -110,7 +110,9 @@ class Server(TcpWSGIServer):
 
 # While a process leaves new connections to the others, it asks again this often whether it
 # should take them (another may have taken some since): its loop otherwise sleeps for up to
-# a second, and a connection only it should take would wait that long.
+# a second, and a connection only it should take would wait that long. (The poll in which a
+# process first holds back still sleeps up to that second: should the others all come to
+# hold more meanwhile, a new connection waits for it that long, at worst.)
 HOLDING_BACK_POLL_SECONDS = 0.01
 
 

@@ -30,7 +30,7 @@ from functools import partial
 from typing import TypeVar
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
 from hooks import transport
@@ -94,17 +94,19 @@ def deliver_batch(delivery_ids: Iterable[int], *, fill_from_backlog: bool = Fals
         # No transaction is open while the requests are on the network.
         results = _send_batch(batch)
         following = time.monotonic() - started < FOLLOW_SECONDS
-        batch = _while_database_unavailable(
+        batch, recorded = _while_database_unavailable(
             partial(_finish_batch, batch, results, following=following)
         )
+        # After the retried recording, never inside it: the recording has committed.
+        _queue_late_arrivals(recorded)
     return attempt_ids
 
 
 def _finish_batch(
     batch: _Batch, results: list[transport.TransportResult], *, following: bool
-) -> _Batch | None:
+) -> tuple[_Batch | None, RecordedBatch]:
     """Record a sent batch's results; claim the next deliveries of its pipelines when still
-    following them (returned), or queue them."""
+    following them (returned, with what was recorded), or queue them."""
     with transaction.atomic():
         recorded = record_batch_results(batch.claimed, batch.attempt_ids, results)
         if recorded.next_ids and following:
@@ -113,8 +115,7 @@ def _finish_batch(
             enqueue_on_commit(recorded.next_ids)
             next_batch = None
     recorded.count()  # committed
-    _queue_late_arrivals(recorded)
-    return next_batch
+    return next_batch, recorded
 
 
 def _queue_late_arrivals(recorded: RecordedBatch) -> None:
@@ -128,7 +129,15 @@ def _queue_late_arrivals(recorded: RecordedBatch) -> None:
     minute, seen in the path benchmark). Looking once more after the commit closes that gap:
     a next delivery written before it is found now; one written after it finds the stream
     free when its own message arrives."""
-    if late := next_in_order(recorded.streams_without_next):
+    if not recorded.streams_without_next:
+        return
+    try:
+        late = next_in_order(recorded.streams_without_next)
+    except DatabaseError as error:
+        # The results are recorded; what this read would have found, the sweeper finds.
+        logger.warning("Could not look for deliveries written meanwhile (%s)", error)
+        return
+    if late:
         enqueue_on_commit(late)  # outside a transaction: published at once
 
 

@@ -8,10 +8,11 @@ QuerySet the code would run; its SQL is built the first time, and each later run
 run's values in place of the first run's and makes the model instances (with their
 ``select_related`` objects) as the QuerySet would.
 
-Only what can be told apart safely is kept: each value must be an ``int`` or a ``str`` that
-appears exactly once among the query's parameters, as itself (so the ORM passed it to the
-database unchanged, or in a driver's type for it, which each run keeps). Otherwise that run
-goes through the ORM as usual, and the next one tries again.
+Only what can be told apart safely is kept: the values must go to exact comparisons (``=``,
+as the filters here do), and each must be an ``int`` or a ``str`` that appears exactly once
+among the query's parameters, as itself (so the ORM passed it to the database unchanged, or
+in a driver's type for it, which each run keeps). Otherwise that run goes through the ORM as
+usual, and the next one tries again.
 ``tests/pipelines/test_prepared.py`` compares every prepared query with its QuerySet.
 
 ``save_existing`` does the same for the ``UPDATE`` of a job or pipeline that changed.
@@ -24,9 +25,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import EmptyResultSet
 from django.db import connections
 from django.db.models import Model, QuerySet, signals
 from django.db.models.query import ModelIterable, get_related_populators
+from django.db.transaction import TransactionManagementError
+
+# The range of a 64-bit signed integer column, the widest the models use.
+SMALLEST, LARGEST = -(2**63), 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,7 @@ class _Compiled:
     select: list
     klass_info: dict
     converters: dict
+    for_update: bool
 
 
 class PreparedQuery:
@@ -55,6 +62,10 @@ class PreparedQuery:
 
     def __call__(self, *values: int | str, using: str = "default") -> list[Model]:
         connection = connections[using]
+        if any(type(v) is int and not SMALLEST <= v <= LARGEST for v in values):
+            # No column holds it, so no row equals it; the database would refuse the number
+            # (and the ORM passes it on for a foreign key).
+            return []
         key = (using, connection.vendor)
         compiled = self._compiled.get(key)
         if compiled is None:
@@ -68,10 +79,17 @@ class PreparedQuery:
 
 
 def _compile(queryset: QuerySet, values: tuple, using: str) -> _Compiled | None:
-    if queryset._iterable_class is not ModelIterable or queryset._known_related_objects:
+    if (
+        queryset._iterable_class is not ModelIterable
+        or queryset._known_related_objects
+        or queryset._prefetch_related_lookups
+    ):
         return None
     compiler = queryset.query.get_compiler(using=using)
-    sql, params = compiler.as_sql()
+    try:
+        sql, params = compiler.as_sql()
+    except EmptyResultSet:  # a filter that can match nothing: the ORM answers it
+        return None
     positions, wrappers = [], []
     for value in values:
         if type(value) not in (int, str):
@@ -100,6 +118,7 @@ def _compile(queryset: QuerySet, values: tuple, using: str) -> _Compiled | None:
         select=select,
         klass_info=klass_info,
         converters=compiler.get_converters([column[0] for column in select]),
+        for_update=bool(queryset.query.select_for_update),
     )
 
 
@@ -110,6 +129,15 @@ def _same(param: Any, value: int | str) -> bool:
 
 
 def _run(compiled: _Compiled, values: tuple, connection, using: str) -> Iterator[Model]:
+    if (
+        compiled.for_update
+        and connection.features.has_select_for_update
+        and connection.get_autocommit()
+    ):
+        # What Django checks when it builds the SQL, checked at each run here.
+        raise TransactionManagementError(
+            "select_for_update cannot be used outside of a transaction."
+        )
     params = list(compiled.params)
     for position, wrapper, value in zip(compiled.positions, compiled.wrappers, values, strict=True):
         params[position] = value if type(value) is wrapper else wrapper(value)
@@ -160,11 +188,14 @@ def save_existing(obj: Model, using: str = "default") -> None:
         obj._state.adding
         or obj.pk is None
         or meta.parents
+        or obj.get_deferred_fields()
         or signals.pre_save.has_listeners(model)
         or signals.post_save.has_listeners(model)
     ):
         obj.save(using=using)
         return
+    # As save() does: a related object assigned before it was saved gives its id now.
+    obj._prepare_related_fields_for_save(operation_name="save")
     connection = connections[using]
     key = (model, using, connection.vendor)
     statement = _updates.get(key)

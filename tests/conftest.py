@@ -1,6 +1,9 @@
 import os
+import time
 import uuid
+from types import SimpleNamespace
 
+import django_ratelimit.core
 import pytest
 
 from pipelines import auth, token_cache
@@ -21,8 +24,10 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(autouse=True)
-def rate_limit_counts(settings):
-    """Every test counts test and resend clicks from zero, in a cache of its own."""
+def rate_limit_counts(settings, monkeypatch):
+    """Every test counts test and resend clicks from zero, in a cache of its own, and within
+    one window: django-ratelimit counts per fixed minute, so a test whose clicks straddled a
+    minute's end would see its count start again halfway."""
     settings.CACHES = {
         **settings.CACHES,
         "rate_limits": {
@@ -30,6 +35,8 @@ def rate_limit_counts(settings):
             "LOCATION": uuid.uuid4().hex,
         },
     }
+    now = int(time.time())
+    monkeypatch.setattr(django_ratelimit.core, "time", SimpleNamespace(time=lambda: now))
 
 
 @pytest.fixture(autouse=True)

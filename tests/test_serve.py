@@ -15,6 +15,7 @@ import psutil
 import pytest
 import requests
 
+from config.connection_shares import SLOT
 from pipelines.management.commands.serve import Child, stop_children
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -270,6 +271,17 @@ def test_serve_spreads_keep_alive_connections_over_its_web_processes(embedded_en
             if "config.webserver" in " ".join(child.cmdline())
         ]
         assert len(webs) == 2
+        # Both take part once both have said what they hold (the second may still be
+        # starting when the first already answers).
+        shares = Path(embedded_env["PIPEHOOK_VAR_DIR"]) / "web-connection-shares"
+
+        def both_serving() -> bool:
+            data = shares.read_bytes() if shares.exists() else b""
+            return len(data) == 2 * SLOT.size and all(
+                SLOT.unpack_from(data, slot * SLOT.size)[1] for slot in range(2)
+            )
+
+        wait_for(both_serving, "both web processes serving")
 
         def held_by_each():
             return sorted(

@@ -88,9 +88,11 @@ class DatabaseWrapper(base.DatabaseWrapper):
         return float(self.settings_dict["OPTIONS"].get("timeout", 5.0))
 
     def _set_autocommit(self, autocommit: bool) -> None:
-        super()._set_autocommit(autocommit)
-        if autocommit:  # the transaction is over, committed or rolled back
-            self._release_process_lock()
+        try:
+            super()._set_autocommit(autocommit)
+        finally:
+            if autocommit:  # the transaction is over, committed or rolled back
+                self._release_process_lock()
 
     def _close(self) -> None:
         try:

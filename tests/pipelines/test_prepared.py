@@ -9,6 +9,7 @@ import pytest
 from django.db import transaction
 from django.db.models import F
 from django.db.models.sql.compiler import SQLCompiler
+from django.db.transaction import TransactionManagementError
 
 from hooks.receivers import CI_HOOKS_OF_PROJECT
 from pipelines.api.gitlab.views import PROJECT_BY_ID
@@ -185,3 +186,47 @@ def test_save_existing_leaves_to_save_what_it_does_not_do(two_projects):
     new = Job(pipeline=pipelines[2], name="new", stage="test")
     save_existing(new)
     assert row_of(Job, new.pk)["name"] == "new"
+
+
+def test_a_number_no_column_holds_matches_nothing_before_and_after_it_is_built(two_projects):
+    projects, pipelines = two_projects
+    huge = 2**70
+    project = projects[0]
+    pipeline = next(p for p in pipelines if p.project_id == project.pk and p.pk != project.pk)
+    prepared = PreparedQuery(lambda project_id, pk: _locked_pipelines(project_id).filter(pk=pk))
+    with transaction.atomic():
+        assert prepared(project.pk, huge) == []  # not built yet
+        assert [p.pk for p in prepared(project.pk, pipeline.pk)] == [pipeline.pk]
+        assert prepared._compiled
+        assert prepared(project.pk, huge) == []  # built
+        assert prepared(huge, pipeline.pk) == []
+
+
+def outcome(run) -> object:
+    try:
+        return [row.pk for row in run()]
+    except TransactionManagementError as error:
+        return type(error)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_locking_read_outside_a_transaction_goes_as_the_orms():
+    """Refused on PostgreSQL (a row lock outside a transaction would lock nothing), run on
+    SQLite (which has no row locks): the same for the prepared read as for its QuerySet."""
+    project = ProjectFactory()
+    pipeline = PipelineFactory(project=project)
+    with transaction.atomic():
+        assert [p.pk for p in PIPELINE_BY_ID(project.pk, pipeline.pk)] == [pipeline.pk]
+    orm = outcome(lambda: _locked_pipelines(project.pk).filter(pk=pipeline.pk)[:1])
+    assert outcome(lambda: PIPELINE_BY_ID(project.pk, pipeline.pk)) == orm
+    assert orm in ([pipeline.pk], TransactionManagementError)
+
+
+def test_save_existing_gives_a_related_object_saved_after_assignment_its_id(two_projects):
+    _, pipelines = two_projects
+    pipeline = Pipeline.objects.get(pk=pipelines[0].pk)
+    bob = UserFactory.build(username="bob")
+    pipeline.user = bob
+    bob.save()
+    save_existing(pipeline)
+    assert row_of(Pipeline, pipeline.pk)["user_id"] == bob.pk
