@@ -22,16 +22,13 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
-from waitress import wasyncore
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.server import MultiSocketServer, TcpWSGIServer
 from waitress.task import ErrorTask, ThreadedTaskDispatcher
 
-from config.connection_shares import ConnectionShares
 from pipelines.redaction import redact_query
 
 logger = logging.getLogger(__name__)
@@ -80,17 +77,6 @@ class Channel(HTTPChannel):
 
 class Server(TcpWSGIServer):
     channel_class = Channel
-    # Set when the process is one of several serving one socket (config/connection_shares).
-    shares: ConnectionShares | None = None
-    holding_back = False
-
-    def readable(self) -> bool:
-        if not super().readable():
-            return False
-        self.holding_back = self.shares is not None and not self.shares.may_accept(
-            len(self.active_channels)
-        )
-        return not self.holding_back
 
     def maintenance(self, now: float) -> None:
         # Waitress closes connections silent for channel_timeout; this also closes those
@@ -106,28 +92,6 @@ class Server(TcpWSGIServer):
                     self.adj.channel_timeout,
                 )
                 channel.will_close = True
-
-
-# While a process leaves new connections to the others, it asks again this often whether it
-# should take them (another may have taken some since): its loop otherwise sleeps for up to
-# a second, and a connection only it should take would wait that long. (The poll in which a
-# process first holds back still sleeps up to that second: should the others all come to
-# hold more meanwhile, a new connection waits for it that long, at worst.)
-HOLDING_BACK_POLL_SECONDS = 0.01
-
-
-class Loop(MultiSocketServer):
-    def run(self) -> None:
-        servers = [s for s in self.map.values() if isinstance(s, Server)]
-        try:
-            while self.map:
-                holding_back = any(server.holding_back for server in servers)
-                wasyncore.poll2(
-                    HOLDING_BACK_POLL_SECONDS if holding_back else self.adj.asyncore_loop_timeout,
-                    self.map,
-                )
-        except (SystemExit, KeyboardInterrupt):
-            self.close()
 
 
 def _logged_path(environ: dict) -> str:
@@ -172,7 +136,6 @@ def build_server(
     threads: int,
     client_timeout: int,
     max_body_bytes: int,
-    shares: ConnectionShares | None = None,
 ) -> MultiSocketServer:
     """Listen on ``bind`` (host:port), or serve ``sock``, a socket already listening (the
     one ``manage.py serve`` shares between its web processes)."""
@@ -206,19 +169,13 @@ def build_server(
                 sockinfo=sockinfo,
             )
         ]
-        servers[0].shares = shares
     else:
         servers = [
             Server(application, socket_map, dispatcher=dispatcher, adj=adj, sockinfo=sockinfo)
             for sockinfo in adj.listen
         ]
     listening = [(server.effective_host, server.effective_port) for server in servers]
-    return Loop(socket_map, adj, listening, dispatcher, servers[0].log_info)
-
-
-def _shares(argument: str) -> ConnectionShares:
-    path, slot, slots = argument.rsplit(":", 2)
-    return ConnectionShares(Path(path), int(slot), int(slots))
+    return MultiSocketServer(socket_map, adj, listening, dispatcher, servers[0].log_info)
 
 
 def stop(signum, frame) -> None:
@@ -233,12 +190,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--fd", type=int, help="serve this inherited, listening socket instead of --bind"
     )
-    parser.add_argument(
-        "--shares",
-        metavar="FILE:SLOT:SLOTS",
-        help="with --fd: the file where the processes serving it share their connection "
-        "counts, this process's slot in it and how many there are",
-    )
     args = parser.parse_args(argv)
 
     from django.conf import settings
@@ -252,7 +203,6 @@ def main(argv: list[str] | None = None) -> None:
         threads=settings.PIPEHOOK_WEB_THREADS,
         client_timeout=settings.PIPEHOOK_WEB_CLIENT_TIMEOUT_SECONDS,
         max_body_bytes=settings.PIPEHOOK_MAX_REQUEST_BODY_BYTES,
-        shares=_shares(args.shares) if args.shares else None,
     )
     signal.signal(signal.SIGTERM, stop)
     for host, port in server.effective_listen:

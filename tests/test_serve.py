@@ -2,7 +2,6 @@
 admin password and an API token, the web answers, a child that dies is started again, and
 SIGINT stops every child process."""
 
-import http.client
 import os
 import signal
 import socket
@@ -11,11 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import requests
 
-from config.connection_shares import SLOT
 from pipelines.management.commands.serve import Child, stop_children
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -256,61 +253,6 @@ def test_serve_runs_several_web_and_worker_processes_on_one_socket(embedded_env)
         assert not [pid for pid in seen if alive(pid)]
     finally:
         kill_leftovers(proc, seen)
-
-
-def test_serve_spreads_keep_alive_connections_over_its_web_processes(embedded_env):
-    port = free_port()
-    proc = start_serve(embedded_env, port, stdout=subprocess.DEVNULL, processes=2)
-    connections: list[http.client.HTTPConnection] = []
-    webs: list[psutil.Process] = []
-    try:
-        wait_for(lambda: healthy(f"http://127.0.0.1:{port}"), "the web server")
-        webs[:] = [
-            child
-            for child in psutil.Process(proc.pid).children(recursive=True)
-            if "config.webserver" in " ".join(child.cmdline())
-        ]
-        assert len(webs) == 2
-        # Both take part once both have said what they hold (the second may still be
-        # starting when the first already answers).
-        shares = Path(embedded_env["PIPEHOOK_VAR_DIR"]) / "web-connection-shares"
-
-        def both_serving() -> bool:
-            data = shares.read_bytes() if shares.exists() else b""
-            return len(data) == 2 * SLOT.size and all(
-                SLOT.unpack_from(data, slot * SLOT.size)[1] for slot in range(2)
-            )
-
-        wait_for(both_serving, "both web processes serving")
-
-        def held_by_each():
-            return sorted(
-                sum(
-                    1
-                    for c in web.net_connections("tcp")
-                    if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port
-                )
-                for web in webs
-            )
-
-        # Clients come one after another and keep their connections: each goes to the
-        # process holding fewer, so neither ever holds two more than the other.
-        for number in range(1, 9):
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-            connection.request("GET", "/healthz")
-            response = connection.getresponse()
-            response.read()
-            assert response.status == 200
-            connections.append(connection)
-            held = wait_for(lambda n=number: sum(held_by_each()) == n and held_by_each(), "held")
-            assert held[1] - held[0] <= 1, held
-        assert held_by_each() == [4, 4]
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        for connection in connections:
-            connection.close()
-        kill_leftovers(proc, {web.pid for web in webs})
 
 
 def processes_of(var_dir: str) -> list[int]:

@@ -149,17 +149,8 @@ class Command(BaseCommand):
             listening = bind_socket(bind)
             fd = listening.fileno()
             web = [python, "-m", "config.webserver", "--fd", str(fd)]
-            # Keep-alive connections spread evenly over them (config/connection_shares.py):
-            # each process has a slot in a file they share, empty at each start.
-            shares = settings.VAR_DIR / "web-connection-shares"
-            shares.unlink(missing_ok=True)
-            count = max(1, web_processes)
-            for number in range(count):
-                self._spawn(
-                    "web" if number == 0 else f"web {number + 1}",
-                    [*web, "--shares", f"{shares}:{number}:{count}"],
-                    pass_fds=(fd,),
-                )
+            for number in range(max(1, web_processes)):
+                self._spawn("web" if number == 0 else f"web {number + 1}", web, pass_fds=(fd,))
             celery = [python, "-m", "celery", "-A", "config", "--quiet"]  # no banners
             for number in range(max(1, worker_processes)):
                 self._spawn(
