@@ -32,7 +32,7 @@ from pipelines.models import (
     Project,
     Status,
 )
-from pipelines.prepared import save_existing
+from pipelines.prepared import PreparedQuery, save_existing
 from pipelines.signals import PipelineChange, job_changed, pipeline_changed
 from pipelines.status import (
     apply_job_status,
@@ -118,13 +118,38 @@ def recompose(pipeline: Pipeline, at: datetime) -> bool:
     return change_pipeline_status(pipeline, target, at)
 
 
+# The reads of every pipeline's creation, their SQL built once (pipelines.prepared).
+PROJECT_FOR_UPDATE = PreparedQuery(lambda pk: Project.objects.select_for_update().filter(pk=pk))
+HIGHEST_IID = PreparedQuery(
+    lambda project_id: (
+        Pipeline.objects.filter(project_id=project_id).order_by("-iid").only("id", "iid")[:1]
+    )
+)
+# What a new pipeline takes from an earlier report of its commit.
+COMMIT_FIELDS = (
+    "commit_message",
+    "commit_title",
+    "commit_timestamp",
+    "commit_author_name",
+    "commit_author_email",
+)
+NEWEST_OF_COMMIT = PreparedQuery(
+    lambda project_id, sha: (
+        Pipeline.objects.filter(project_id=project_id, sha=sha)
+        .order_by("-id")
+        .only("id", *COMMIT_FIELDS)[:1]
+    )
+)
+
+
 def _next_iid(project: Project) -> int:
     # Lock the project row so two creations in parallel cannot take the same iid. The highest
     # iid is read by a second statement: on PostgreSQL a statement sees the rows committed
     # when it began, so one that waited for the lock would still read the highest iid from
     # before the other creation.
-    Project.objects.select_for_update().filter(pk=project.pk).first()
-    return (project.pipelines.aggregate(m=Max("iid"))["m"] or 0) + 1
+    PROJECT_FOR_UPDATE(project.pk)
+    highest = HIGHEST_IID(project.pk)
+    return (highest[0].iid if highest else 0) + 1
 
 
 def create_pipeline(
@@ -231,16 +256,8 @@ def start_pipeline(
 
 def known_commit_fields(project: Project, sha: str) -> dict:
     """What an earlier report told us about this commit."""
-    known = project.pipelines.filter(sha=sha).order_by("-id").first()
-    if known is None:
-        return {}
-    return {
-        "commit_message": known.commit_message,
-        "commit_title": known.commit_title,
-        "commit_timestamp": known.commit_timestamp,
-        "commit_author_name": known.commit_author_name,
-        "commit_author_email": known.commit_author_email,
-    }
+    known = NEWEST_OF_COMMIT(project.pk, sha)
+    return {name: getattr(known[0], name) for name in COMMIT_FIELDS} if known else {}
 
 
 def normalize_variables(variables: list[dict]) -> list[dict]:

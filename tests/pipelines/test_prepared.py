@@ -22,6 +22,7 @@ from pipelines.commit_statuses import (
 )
 from pipelines.models import Job, Pipeline, Project
 from pipelines.prepared import PreparedQuery, save_existing
+from pipelines.services import HIGHEST_IID, NEWEST_OF_COMMIT, PROJECT_FOR_UPDATE
 from tests.factories import (
     HookFactory,
     JobFactory,
@@ -105,6 +106,27 @@ def test_each_prepared_query_gives_what_its_queryset_gives(two_projects):
     assert LATEST_JOBS_WITH_USERS._compiled
     assert CI_HOOKS_OF_PROJECT._compiled
     assert PROJECT_BY_ID._compiled
+
+
+def test_the_reads_of_a_creation_give_what_their_querysets_give(two_projects):
+    projects, pipelines = two_projects
+    empty = ProjectFactory()
+    with transaction.atomic():
+        for project in (*projects, empty):
+            assert [p.pk for p in PROJECT_FOR_UPDATE(project.pk)] == [project.pk]
+            highest = HIGHEST_IID(project.pk)
+            expected = project.pipelines.order_by("-iid").values_list("iid", flat=True)[:1]
+            assert [p.iid for p in highest] == list(expected)
+            for sha in ("a" * 40, "c" * 40, "d" * 40):
+                newest = project.pipelines.filter(sha=sha).order_by("-id").first()
+                got = NEWEST_OF_COMMIT(project.pk, sha)
+                assert [p.pk for p in got] == ([newest.pk] if newest else [])
+                if newest:
+                    assert got[0].commit_title == newest.commit_title
+                    assert got[0].project_id == project.pk  # a deferred field, read when asked
+        assert PROJECT_FOR_UPDATE(empty.pk + 1000) == []
+    assert HIGHEST_IID(empty.pk) == []
+    assert all(q._compiled for q in (PROJECT_FOR_UPDATE, HIGHEST_IID, NEWEST_OF_COMMIT))
 
 
 def test_its_sql_is_built_once_and_each_run_has_its_own_values(two_projects, monkeypatch):
