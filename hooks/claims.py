@@ -10,7 +10,7 @@ condition on each row it locks, so of two claims one wins; whoever changes a row
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -201,29 +201,55 @@ def _claimable_where(
     return sql, params
 
 
-def claimable_deliveries(delivery_ids: Iterable[int], now: datetime) -> list[int]:
+def _probing_column() -> tuple[str, list]:
+    """A column over the delivery table: whether its hook counts enough failures in a row
+    to be probing once its rest is over (what ``_assign_probes`` looks for)."""
+    delivery_table = connection.ops.quote_name(Delivery._meta.db_table)
+    hook_table = connection.ops.quote_name(Hook._meta.db_table)
+    sql = f"""EXISTS (SELECT 1 FROM {hook_table} probing
+                      WHERE probing.id = {delivery_table}.hook_id
+                        AND probing.recent_failures >= %s)"""  # noqa: S608 (the models' names)
+    return sql, [TEMPORARY_DISABLE_FAILURES]
+
+
+def _read_candidates(sql: str, params: list, probing: set[int] | None) -> list[int]:
+    """Run a read of delivery ids whose second column is ``_probing_column``; the ids of
+    probing hooks' deliveries go into ``probing``."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    if probing is not None:
+        probing.update(pk for pk, on_probing_hook in rows if on_probing_hook)
+    return [pk for pk, _ in rows]
+
+
+def claimable_deliveries(
+    delivery_ids: Iterable[int], now: datetime, *, probing: set[int] | None = None
+) -> list[int]:
     """Which of these deliveries a claim would take now, found by a read: no write lock.
 
     Most messages that find nothing to do (their delivery waits for an earlier one, or a
     task following its pipeline sent it already) stop here, so on SQLite they never queue
-    for the database's single write lock. Only a hint: the claim decides.
+    for the database's single write lock. Only a hint: the claim decides. Those whose hook
+    is probing are added to ``probing``, for ``claim_deliveries``.
     """
     ids = sorted({int(pk) for pk in delivery_ids})
     if not ids:
         return []
     where, params = _claimable_where(ids, now, probe="free")
+    column, column_params = _probing_column()
     table = connection.ops.quote_name(Delivery._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT id FROM {table} WHERE {where}", params)  # noqa: S608
-        return sorted(row[0] for row in cursor.fetchall())
+    sql = f"SELECT id, {column} FROM {table} WHERE {where}"  # noqa: S608
+    return sorted(_read_candidates(sql, [*column_params, *params], probing))
 
 
-def backlog(taken: list[int], now: datetime) -> list[int]:
+def backlog(taken: list[int], now: datetime, *, probing: set[int] | None = None) -> list[int]:
     """Due deliveries, other than ``taken``, whose task messages are still queued: enough to
     fill a batch up to HOOKS_BATCH_SIZE. Newest first, so deliveries long blocked (a resting
     hook, an earlier one retrying) never lie in the path of the scan; the older ones come
     with their own messages anyway. Only candidates: the claim decides. In SQL, as the
-    claim: every task runs it, and finds nothing unless deliveries are waiting."""
+    claim: every task runs it, and finds nothing unless deliveries are waiting. Those whose
+    hook is probing are added to ``probing``, as by ``claimable_deliveries``."""
     room = min(settings.HOOKS_BATCH_SIZE, MAX_BATCH_SIZE) - len(taken)
     if room <= 0:
         return []
@@ -231,20 +257,20 @@ def backlog(taken: list[int], now: datetime) -> list[int]:
     table = ops.quote_name(Delivery._meta.db_table)
     at = ops.adapt_datetimefield_value(now)
     excluded = f"AND NOT (id IN ({', '.join(['%s'] * len(taken))}))" if taken else ""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""
-            SELECT id FROM {table}
-            WHERE status = %s AND next_attempt_at <= %s AND queued_until > %s {excluded}
-            ORDER BY next_attempt_at DESC
-            LIMIT %s
-            """,  # noqa: S608 (the table name comes from the model, values are parameters)
-            [Delivery.Status.PENDING.value, at, at, *taken, room],
-        )
-        return [row[0] for row in cursor.fetchall()]
+    column, column_params = _probing_column()
+    sql = f"""
+        SELECT id, {column} FROM {table}
+        WHERE status = %s AND next_attempt_at <= %s AND queued_until > %s {excluded}
+        ORDER BY next_attempt_at DESC
+        LIMIT %s
+    """  # noqa: S608 (the table name comes from the model, values are parameters)
+    params = [*column_params, Delivery.Status.PENDING.value, at, at, *taken, room]
+    return _read_candidates(sql, params, probing)
 
 
-def claim_deliveries(delivery_ids: Iterable[int], now: datetime) -> list[int]:
+def claim_deliveries(
+    delivery_ids: Iterable[int], now: datetime, *, probing: Collection[int] | None = None
+) -> list[int]:
     """The conditional UPDATE over a batch: the ids (ascending) this caller now holds.
 
     The database re-checks ``status = 'pending'`` (and every other condition of
@@ -258,6 +284,11 @@ def claim_deliveries(delivery_ids: Iterable[int], now: datetime) -> list[int]:
     the probe step (``_assign_probes``, a read and maybe a write) only ever concerns hooks
     that are, so it runs only for what that statement left, and a batch whose every
     delivery was claimed (a new event to healthy hooks) costs one round trip, not two.
+    ``probing``, when given, names the deliveries the reads before (``claimable_deliveries``,
+    ``backlog``) found on a probing hook: the probe step then runs for those only, and not
+    at all for a batch whose leftovers merely wait behind an earlier delivery. A hook that
+    began probing since is one whose rest began and ended since, which no rest is as short
+    as; its deliveries are claimed by the next message or sweep.
     """
     ids = sorted({int(pk) for pk in delivery_ids})
     if not ids:
@@ -269,6 +300,10 @@ def claim_deliveries(delivery_ids: Iterable[int], now: datetime) -> list[int]:
         return claimed
     # The first statement could take no delivery of a probing hook (its condition asks for
     # the probe held); what it left that such a hook waits with goes through the probe step.
+    if probing is not None:
+        left = [pk for pk in left if pk in probing]
+        if not left:
+            return claimed
     _, probes = _assign_probes(left, now, lease)
     if not probes:
         return claimed

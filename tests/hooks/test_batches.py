@@ -94,6 +94,25 @@ def test_a_batch_to_hooks_that_are_not_probing_is_claimed_in_one_statement(proje
     assert [q["sql"].split()[0] for q in statements.captured_queries] == ["UPDATE"]
 
 
+def test_a_delivery_waiting_behind_an_earlier_one_costs_no_probe_read(project, receiver):
+    """The backlog brings a stream's next delivery along; unclaimable behind the first, it
+    is on a hook that is not probing (the reads said so), so the claim asks no more."""
+    hook = HookFactory(project=project, url=receiver.url)
+    pipeline = services.create_pipeline(project, ref="main", sha=SHA)
+    services.transition_pipeline(pipeline, "running")
+    first, second = hook.deliveries.order_by("pk").values_list("pk", flat=True)
+    Delivery.objects.filter(pk=second).update(queued_until=timezone.now() + timedelta(hours=1))
+
+    with CaptureQueriesContext(connection) as statements:
+        # The second is sent too: the task follows the stream once the first is recorded.
+        assert len(deliver_batch([first], fill_from_backlog=True)) == 2
+
+    assert not [q for q in statements.captured_queries if "failure_counted, id" in q["sql"]]
+    assert [r.header("Idempotency-Key") for r in receiver.requests] == [
+        str(key) for key in hook.deliveries.order_by("pk").values_list("idempotency_key", flat=True)
+    ]
+
+
 def test_claimed_deliveries_load_as_the_orm_reads_them(project, receiver):
     """The load's SQL is built once per number of ids; each run reads what the ORM would,
     converted alike (UUIDs, times, JSON, booleans), whichever ids and however many."""
