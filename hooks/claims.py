@@ -9,6 +9,7 @@ condition on each row it locks, so of two claims one wins; whoever changes a row
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from hooks.headers import build_headers, redact_headers
 from hooks.models import Delivery, DeliveryAttempt, Hook
 from hooks.policy import TEMPORARY_DISABLE_FAILURES
 from hooks.queue import MAX_BATCH_SIZE, enqueue_on_commit
-from hooks.sealing import SecretUnreadable, revealed
+from hooks.sealing import KEYS_SETTING, Sealed, SecretUnreadable, revealed
 from hooks.signing import url_digest
 
 logger = logging.getLogger(__name__)
@@ -88,10 +89,27 @@ def start_attempt(
 def digest_of_url(hook: Hook) -> str | None:
     """The attempt's keyed digest of the URL it goes to (``services.url_current``), or none
     when no key opens the URL: that request then fails alone, in the transport, saying why."""
+    url = hook.url
+    if not isinstance(url, Sealed):
+        return _digest_of(url)
+    return _digest_of_stored_url(
+        url.stored, tuple(getattr(settings, KEYS_SETTING)), settings.SECRET_KEY
+    )
+
+
+def _digest_of(url) -> str | None:
     try:
-        return url_digest(revealed(hook.url))
+        return url_digest(revealed(url))
     except SecretUnreadable:
         return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _digest_of_stored_url(stored: str, keys: tuple[str, ...], secret_key: str) -> str | None:
+    """The digest of a sealed URL, by its stored text and the keys in force: opening the URL
+    (Fernet) was a good part of each claim's work, and the digest of the same stored text
+    under the same keys is the same. Only digests are kept, never a URL."""
+    return _digest_of(Sealed(stored))
 
 
 def enqueue_next_in_order(chains: Iterable[tuple[int, int]]) -> None:
