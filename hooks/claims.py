@@ -9,8 +9,9 @@ condition on each row it locks, so of two claims one wins; whoever changes a row
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -24,7 +25,7 @@ from hooks.headers import build_headers, redact_headers
 from hooks.models import Delivery, DeliveryAttempt, Hook
 from hooks.policy import TEMPORARY_DISABLE_FAILURES
 from hooks.queue import MAX_BATCH_SIZE, enqueue_on_commit
-from hooks.sealing import SecretUnreadable, revealed
+from hooks.sealing import KEYS_SETTING, Sealed, SecretUnreadable, revealed
 from hooks.signing import url_digest
 
 logger = logging.getLogger(__name__)
@@ -88,10 +89,27 @@ def start_attempt(
 def digest_of_url(hook: Hook) -> str | None:
     """The attempt's keyed digest of the URL it goes to (``services.url_current``), or none
     when no key opens the URL: that request then fails alone, in the transport, saying why."""
+    url = hook.url
+    if not isinstance(url, Sealed):
+        return _digest_of(url)
+    return _digest_of_stored_url(
+        url.stored, tuple(getattr(settings, KEYS_SETTING)), settings.SECRET_KEY
+    )
+
+
+def _digest_of(url) -> str | None:
     try:
-        return url_digest(revealed(hook.url))
+        return url_digest(revealed(url))
     except SecretUnreadable:
         return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _digest_of_stored_url(stored: str, keys: tuple[str, ...], secret_key: str) -> str | None:
+    """The digest of a sealed URL, by its stored text and the keys in force: opening the URL
+    (Fernet) was a good part of each claim's work, and the digest of the same stored text
+    under the same keys is the same. Only digests are kept, never a URL."""
+    return _digest_of(Sealed(stored))
 
 
 def enqueue_next_in_order(chains: Iterable[tuple[int, int]]) -> None:
@@ -201,42 +219,76 @@ def _claimable_where(
     return sql, params
 
 
-def claimable_deliveries(delivery_ids: Iterable[int], now: datetime) -> list[int]:
+def _probing_column() -> tuple[str, list]:
+    """A column over the delivery table: whether its hook counts enough failures in a row
+    to be probing once its rest is over (what ``_assign_probes`` looks for)."""
+    delivery_table = connection.ops.quote_name(Delivery._meta.db_table)
+    hook_table = connection.ops.quote_name(Hook._meta.db_table)
+    sql = f"""EXISTS (SELECT 1 FROM {hook_table} probing
+                      WHERE probing.id = {delivery_table}.hook_id
+                        AND probing.recent_failures >= %s)"""  # noqa: S608 (the models' names)
+    return sql, [TEMPORARY_DISABLE_FAILURES]
+
+
+def _read_candidates(sql: str, params: list, probing: set[int] | None) -> list[int]:
+    """Run a read of delivery ids whose second column is ``_probing_column``; the ids of
+    probing hooks' deliveries go into ``probing``."""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    if probing is not None:
+        probing.update(pk for pk, on_probing_hook in rows if on_probing_hook)
+    return [pk for pk, _ in rows]
+
+
+def claimable_deliveries(
+    delivery_ids: Iterable[int], now: datetime, *, probing: set[int] | None = None
+) -> list[int]:
     """Which of these deliveries a claim would take now, found by a read: no write lock.
 
     Most messages that find nothing to do (their delivery waits for an earlier one, or a
     task following its pipeline sent it already) stop here, so on SQLite they never queue
-    for the database's single write lock. Only a hint: the claim decides.
+    for the database's single write lock. Only a hint: the claim decides. Those whose hook
+    is probing are added to ``probing``, for ``claim_deliveries``.
     """
     ids = sorted({int(pk) for pk in delivery_ids})
     if not ids:
         return []
     where, params = _claimable_where(ids, now, probe="free")
+    column, column_params = _probing_column()
     table = connection.ops.quote_name(Delivery._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT id FROM {table} WHERE {where}", params)  # noqa: S608
-        return sorted(row[0] for row in cursor.fetchall())
+    sql = f"SELECT id, {column} FROM {table} WHERE {where}"  # noqa: S608
+    return sorted(_read_candidates(sql, [*column_params, *params], probing))
 
 
-def backlog(taken: list[int], now: datetime) -> list[int]:
+def backlog(taken: list[int], now: datetime, *, probing: set[int] | None = None) -> list[int]:
     """Due deliveries, other than ``taken``, whose task messages are still queued: enough to
     fill a batch up to HOOKS_BATCH_SIZE. Newest first, so deliveries long blocked (a resting
     hook, an earlier one retrying) never lie in the path of the scan; the older ones come
-    with their own messages anyway. Only candidates: the claim decides."""
+    with their own messages anyway. Only candidates: the claim decides. In SQL, as the
+    claim: every task runs it, and finds nothing unless deliveries are waiting. Those whose
+    hook is probing are added to ``probing``, as by ``claimable_deliveries``."""
     room = min(settings.HOOKS_BATCH_SIZE, MAX_BATCH_SIZE) - len(taken)
     if room <= 0:
         return []
-    return list(
-        Delivery.objects.filter(
-            status=Delivery.Status.PENDING, next_attempt_at__lte=now, queued_until__gt=now
-        )
-        .exclude(pk__in=taken)
-        .order_by("-next_attempt_at")
-        .values_list("pk", flat=True)[:room]
-    )
+    ops = connection.ops
+    table = ops.quote_name(Delivery._meta.db_table)
+    at = ops.adapt_datetimefield_value(now)
+    excluded = f"AND NOT (id IN ({', '.join(['%s'] * len(taken))}))" if taken else ""
+    column, column_params = _probing_column()
+    sql = f"""
+        SELECT id, {column} FROM {table}
+        WHERE status = %s AND next_attempt_at <= %s AND queued_until > %s {excluded}
+        ORDER BY next_attempt_at DESC
+        LIMIT %s
+    """  # noqa: S608 (the table name comes from the model, values are parameters)
+    params = [*column_params, Delivery.Status.PENDING.value, at, at, *taken, room]
+    return _read_candidates(sql, params, probing)
 
 
-def claim_deliveries(delivery_ids: Iterable[int], now: datetime) -> list[int]:
+def claim_deliveries(
+    delivery_ids: Iterable[int], now: datetime, *, probing: Collection[int] | None = None
+) -> list[int]:
     """The conditional UPDATE over a batch: the ids (ascending) this caller now holds.
 
     The database re-checks ``status = 'pending'`` (and every other condition of
@@ -245,17 +297,49 @@ def claim_deliveries(delivery_ids: Iterable[int], now: datetime) -> list[int]:
     or (claimed by this very statement) sending, both unfinished. Written in SQL, as are the
     other statements every batch runs, because the ORM spends several times longer building
     them than the database running them; RETURNING needs PostgreSQL or SQLite 3.35+.
+
+    The deliveries of hooks that are not probing are claimed first, in that one statement:
+    the probe step (``_assign_probes``, a read and maybe a write) only ever concerns hooks
+    that are, so it runs only for what that statement left, and a batch whose every
+    delivery was claimed (a new event to healthy hooks) costs one round trip, not two.
+    ``probing``, when given, names the deliveries the reads before (``claimable_deliveries``,
+    ``backlog``) found on a probing hook: the probe step then runs for those only, and not
+    at all for a batch whose leftovers merely wait behind an earlier delivery. A hook that
+    began probing since is one whose rest began and ended since, which no rest is as short
+    as; its deliveries are claimed by the next message or sweep.
     """
     ids = sorted({int(pk) for pk in delivery_ids})
     if not ids:
         return []
-    ops = connection.ops
     lease = batch_lease(now, len(ids))
-    probes: dict[int, int] = {}
-    if settings.HOOKS_AUTO_DISABLE:
-        ids, probes = _assign_probes(ids, now, lease)
-        if not ids:
-            return []
+    claimed = _claim(ids, now, lease)
+    left = [pk for pk in ids if pk not in set(claimed)]
+    if not left or not settings.HOOKS_AUTO_DISABLE:
+        return claimed
+    # The first statement could take no delivery of a probing hook (its condition asks for
+    # the probe held); what it left that such a hook waits with goes through the probe step.
+    if probing is not None:
+        left = [pk for pk in left if pk in probing]
+        if not left:
+            return claimed
+    _, probes = _assign_probes(left, now, lease)
+    if not probes:
+        return claimed
+    probe_claimed = _claim(sorted(probes.values()), now, lease)
+    unsent = {hook_id: pk for hook_id, pk in probes.items() if pk not in probe_claimed}
+    if unsent:
+        # Assigned but not claimed after all: another may probe at once, not after a lease.
+        for hook_id, pk in unsent.items():
+            Hook.objects.filter(pk=hook_id, probe_delivery_id=pk).update(
+                probe_delivery_id=None, probe_until=None
+            )
+    return sorted(claimed + probe_claimed)
+
+
+def _claim(ids: list[int], now: datetime, lease: datetime) -> list[int]:
+    """The claim's UPDATE over ``ids``, with the probe this caller holds as the only way a
+    probing hook's delivery qualifies: the ids (ascending) it changed."""
+    ops = connection.ops
     where, params = _claimable_where(ids, now)
     table = ops.quote_name(Delivery._meta.db_table)
     with connection.cursor() as cursor:
@@ -268,15 +352,7 @@ def claim_deliveries(delivery_ids: Iterable[int], now: datetime) -> list[int]:
             """,  # noqa: S608 (the table name comes from the model, values are parameters)
             [Delivery.Status.SENDING.value, ops.adapt_datetimefield_value(lease), *params],
         )
-        claimed = sorted(row[0] for row in cursor.fetchall())
-    unsent = {hook_id: pk for hook_id, pk in probes.items() if pk not in claimed}
-    if unsent:
-        # Assigned but not claimed after all: another may probe at once, not after a lease.
-        for hook_id, pk in unsent.items():
-            Hook.objects.filter(pk=hook_id, probe_delivery_id=pk).update(
-                probe_delivery_id=None, probe_until=None
-            )
-    return claimed
+        return sorted(row[0] for row in cursor.fetchall())
 
 
 def _assign_probes(
@@ -376,9 +452,12 @@ class Claimed:
     hook: Hook
 
 
-def load_claimed(delivery_ids: list[int]) -> list[Claimed]:
-    """The claimed deliveries with their event's body and their hook, in one query."""
-    rows = (
+# (database alias, vendor, number of ids) -> the load's SQL and its columns' converters.
+_load_statements: dict[tuple[str, str, int], tuple[str, tuple[type, ...], dict]] = {}
+
+
+def _claimed_rows(delivery_ids: list[int]):
+    return (
         Delivery.objects.filter(pk__in=delivery_ids)
         .order_by("pk")
         .values_list(
@@ -403,6 +482,44 @@ def load_claimed(delivery_ids: list[int]) -> list[Claimed]:
             "hook__custom_webhook_template",
         )
     )
+
+
+def _load_rows(delivery_ids: list[int]) -> list:
+    """``_claimed_rows`` as the ORM gives it, with its SQL built once per number of ids: the
+    ORM's building of this join took longer than running it, at every batch."""
+    key = (connection.alias, connection.vendor, len(delivery_ids))
+    statement = _load_statements.get(key)
+    if statement is None:
+        compiler = _claimed_rows(delivery_ids).query.get_compiler(connection=connection)
+        sql, params = compiler.as_sql()
+        if [int(p) for p in params] != delivery_ids:  # not only the ids: leave it to the ORM
+            return list(_claimed_rows(delivery_ids))
+        converters = compiler.get_converters([column[0] for column in compiler.select])
+        statement = (sql, tuple(type(p) for p in params), converters)
+        _load_statements.setdefault(key, statement)
+    sql, wrappers, converters = statement
+    params = [
+        pk if type(pk) is wrapper else wrapper(pk)
+        for pk, wrapper in zip(delivery_ids, wrappers, strict=True)
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    if not converters:
+        return rows
+    converted = []
+    for row in rows:
+        row = list(row)
+        for position, (functions, expression) in converters.items():
+            for function in functions:
+                row[position] = function(row[position], expression, connection)
+        converted.append(row)
+    return converted
+
+
+def load_claimed(delivery_ids: list[int]) -> list[Claimed]:
+    """The claimed deliveries with their event's body and their hook, in one query."""
+    rows = _load_rows(sorted({int(pk) for pk in delivery_ids}))
     return [
         Claimed(
             delivery_id=delivery_id,

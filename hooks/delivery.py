@@ -81,13 +81,15 @@ def deliver_batch(delivery_ids: Iterable[int], *, fill_from_backlog: bool = Fals
     """
     started = time.monotonic()
     now = timezone.now()
-    candidates = claimable_deliveries(delivery_ids, now)
+    # The candidates whose hook is probing: only they need the claim's probe step.
+    probing: set[int] = set()
+    candidates = claimable_deliveries(delivery_ids, now, probing=probing)
     if not candidates:
         return []
     if fill_from_backlog:
-        candidates += backlog(candidates, now)
+        candidates += backlog(candidates, now, probing=probing)
     with transaction.atomic():
-        batch = _start_batch(candidates, now)
+        batch = _start_batch(candidates, now, probing=probing)
     attempt_ids: list[int] = []
     while batch is not None:
         attempt_ids.extend(batch.attempt_ids)
@@ -197,10 +199,13 @@ def _send_batch(batch: _Batch) -> list[transport.TransportResult]:
     ]
 
 
-def _start_batch(delivery_ids: list[int], now: datetime) -> _Batch | None:
+def _start_batch(
+    delivery_ids: list[int], now: datetime, *, probing: set[int] | None = None
+) -> _Batch | None:
     """Claim what can be claimed of ``delivery_ids`` and write the attempts' log rows (in
-    the caller's transaction); None when nothing could be claimed."""
-    claimed_ids = claim_deliveries(delivery_ids, now)
+    the caller's transaction); None when nothing could be claimed. ``probing``: as for
+    ``claim_deliveries``."""
+    claimed_ids = claim_deliveries(delivery_ids, now, probing=probing)
     if not claimed_ids:
         return None
     claimed = load_claimed(claimed_ids)

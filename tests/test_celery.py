@@ -1,5 +1,7 @@
 """config/celery.py: what a worker does around each task."""
 
+import time
+
 import pytest
 from celery import signals
 from django.db import connection
@@ -28,6 +30,27 @@ def test_a_task_starts_on_a_new_connection_when_the_database_dropped_the_kept_on
     signals.task_prerun.send(sender=None, task_id="t", task=None, args=(), kwargs={})
 
     assert backend_pid() != kept  # no "terminating connection" error: a new connection
+
+
+def test_a_connection_a_task_used_just_now_is_replaced_when_the_database_dropped_it(
+    transactional_db,
+):
+    """Right after a task the check asks no query; the dropped connection must still go."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite connections are open files: there is no server to drop them")
+    kept = backend_pid()
+    signals.task_postrun.send(sender=None, task_id="t", task=None, args=(), kwargs={})
+    server = connection.copy()
+    try:
+        with server.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [kept])
+    finally:
+        server.close()
+    time.sleep(0.1)  # the server's goodbye reaches the socket
+
+    signals.task_prerun.send(sender=None, task_id="t", task=None, args=(), kwargs={})
+
+    assert backend_pid() != kept
 
 
 def test_a_task_keeps_a_connection_that_still_works(transactional_db):

@@ -9,10 +9,12 @@ import json
 from datetime import timedelta
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from hooks import transport
-from hooks.claims import claim_deliveries
+from hooks.claims import _claimed_rows, claim_deliveries, load_claimed
 from hooks.delivery import deliver_batch
 from hooks.models import Delivery, DeliveryAttempt, Hook
 from hooks.queue import enqueue_on_commit, publish
@@ -78,6 +80,85 @@ def test_claiming_a_batch_twice_takes_each_delivery_once(project, receiver):
     assert set(Delivery.objects.filter(pk__in=ids).values_list("status", "attempt_count")) == {
         (Delivery.Status.SENDING, 1)
     }
+
+
+def test_a_batch_to_hooks_that_are_not_probing_is_claimed_in_one_statement(project, receiver):
+    """The probe step's read is only for what the claim left: none of a new event's."""
+    hooks = [HookFactory(project=project, url=receiver.url) for _ in range(3)]
+    services.create_pipeline(project, ref="main", sha=SHA)
+    ids = sorted(Delivery.objects.filter(hook__in=hooks).values_list("pk", flat=True))
+
+    with CaptureQueriesContext(connection) as statements:
+        assert claim_deliveries(ids, timezone.now()) == ids
+
+    assert [q["sql"].split()[0] for q in statements.captured_queries] == ["UPDATE"]
+
+
+def test_a_delivery_waiting_behind_an_earlier_one_costs_no_probe_read(project, receiver):
+    """The backlog brings a stream's next delivery along; unclaimable behind the first, it
+    is on a hook that is not probing (the reads said so), so the claim asks no more."""
+    hook = HookFactory(project=project, url=receiver.url)
+    pipeline = services.create_pipeline(project, ref="main", sha=SHA)
+    services.transition_pipeline(pipeline, "running")
+    first, second = hook.deliveries.order_by("pk").values_list("pk", flat=True)
+    Delivery.objects.filter(pk=second).update(queued_until=timezone.now() + timedelta(hours=1))
+
+    with CaptureQueriesContext(connection) as statements:
+        # The second is sent too: the task follows the stream once the first is recorded.
+        assert len(deliver_batch([first], fill_from_backlog=True)) == 2
+
+    assert not [q for q in statements.captured_queries if "failure_counted, id" in q["sql"]]
+    assert [r.header("Idempotency-Key") for r in receiver.requests] == [
+        str(key) for key in hook.deliveries.order_by("pk").values_list("idempotency_key", flat=True)
+    ]
+
+
+def test_claimed_deliveries_load_as_the_orm_reads_them(project, receiver):
+    """The load's SQL is built once per number of ids; each run reads what the ORM would,
+    converted alike (UUIDs, times, JSON, booleans), whichever ids and however many."""
+    hooks = [
+        HookFactory(
+            project=project,
+            url=receiver.url,
+            custom_headers=[{"key": "X-Team", "value": "web"}],
+            enable_ssl_verification=number % 2 == 0,
+        )
+        for number in range(3)
+    ]
+    services.create_pipeline(project, ref="main", sha=SHA)
+    services.create_pipeline(project, ref="main", sha="f" * 40)
+    ids = sorted(Delivery.objects.filter(hook__in=hooks).values_list("pk", flat=True))
+    assert len(ids) == 6
+
+    for chosen in ([ids[0]], [ids[1]], ids[:3], ids[3:], [ids[5], ids[2], ids[2]]):
+        expected = list(_claimed_rows(sorted(set(chosen))))
+        loaded = load_claimed(chosen)
+        assert [
+            (
+                c.delivery_id,
+                c.order_key,
+                c.attempt_number,
+                c.manual_redelivery,
+                c.idempotency_key,
+                c.event_uuid,
+                c.object_kind,
+                c.sequence,
+                c.event_created_at,
+                c.body,
+                c.hook.pk,
+                c.hook.url,
+                c.hook.masked_url,
+                c.hook.token,
+                c.hook.signing_token,
+                c.hook.previous_signing_tokens,
+                c.hook.custom_headers,
+                c.hook.enable_ssl_verification,
+                c.hook.custom_webhook_template,
+            )
+            for c in loaded
+        ] == [(*row[:4], str(row[4]), str(row[5]), *row[6:]) for row in expected]
+    assert isinstance(loaded[0].event_created_at, type(timezone.now()))
+    assert {type(c.hook.enable_ssl_verification) for c in load_claimed(ids)} == {bool}
 
 
 def test_delivering_a_batch_twice_sends_each_delivery_once(project, receiver):

@@ -376,3 +376,20 @@ def test_the_migration_seals_what_was_stored_in_batches_and_its_reverse_opens_it
     for pk, values in zip(ids, plain, strict=True):
         row = stored_row(pk, SECRET_COLUMNS)
         assert {**row, "custom_headers": json.loads(row["custom_headers"])} == values
+
+
+def test_an_attempts_url_digest_follows_the_keys_that_open_the_url(keys, project):
+    """The digest of a sealed URL is kept per stored text and keys: the same under the same
+    keys, none once no key in force opens the URL, and the URL's again when its key is back."""
+    from hooks.claims import digest_of_url
+    from hooks.signing import url_digest
+
+    hook = HookFactory(project=project, url="https://user:pw@hooks.example.com/in?x=1")
+    loaded = Hook.objects.get(pk=hook.pk)
+    expected = url_digest("https://user:pw@hooks.example.com/in?x=1")
+
+    assert digest_of_url(loaded) == digest_of_url(loaded) == expected
+    keys(NEW_KEY)
+    assert digest_of_url(loaded) is None
+    keys(NEW_KEY, OLD_KEY)
+    assert digest_of_url(loaded) == expected
