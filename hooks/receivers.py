@@ -185,12 +185,12 @@ def write_deliveries(event: Event, hooks: list[Hook], pipeline: Pipeline) -> lis
     # The task messages sent on commit cover the first lease; after it the sweeper resends.
     queued_until = now + timedelta(seconds=settings.HOOKS_CLAIM_LEASE_SECONDS)
     # Both INSERTs built once (pipelines.prepared): the ORM building them was a fifth of a
-    # status post with ten hooks.
+    # status post with ten hooks. Made with the ids, not the objects: nothing reads them back.
     deliveries = bulk_insert(
         [
             Delivery(
-                event=event,
-                hook=hook,
+                event_id=event.pk,
+                hook_id=hook.pk,
                 order_key=pipeline.pk,
                 sequence=last_sequence[hook.pk],
                 next_attempt_at=now,

@@ -31,7 +31,7 @@ from typing import Any
 
 from django.core.exceptions import EmptyResultSet
 from django.db import DatabaseError, connections, transaction
-from django.db.models import Model, QuerySet, signals
+from django.db.models import DateField, DateTimeField, Field, Model, QuerySet, signals
 from django.db.models.query import ModelIterable, get_related_populators
 from django.db.models.sql.subqueries import InsertQuery
 from django.db.transaction import TransactionManagementError
@@ -329,6 +329,7 @@ class _Insert:
 
 
 _inserts: dict[tuple[type[Model], int, str, str], _Insert] = {}
+_plans: dict[type[Model], list] = {}
 _NOTHING = object()
 _DJANGO_FIELDS = "django.db.models."
 
@@ -336,10 +337,14 @@ _DJANGO_FIELDS = "django.db.models."
 def create_new(obj: Model, using: str = "default") -> Model:
     """``Model.objects.create(...)`` for an object just made, with its ``INSERT`` built once
     per model: the same columns and values, the id (and whatever else the database gives
-    back) set on it, and its state saved. A model whose saves someone listens to is saved
-    by ``save()`` itself."""
+    back) set on it, and its state saved. A model with a ``save()`` of its own, or whose
+    saves someone listens to, is saved by ``save()`` itself."""
     model = type(obj)
-    if signals.pre_save.has_listeners(model) or signals.post_save.has_listeners(model):
+    if (
+        model.save is not Model.save
+        or signals.pre_save.has_listeners(model)
+        or signals.post_save.has_listeners(model)
+    ):
         obj.save(force_insert=True, using=using)
         return obj
     obj._prepare_related_fields_for_save(operation_name="save")
@@ -379,6 +384,7 @@ def _insert(model: type[Model], objs: list[Model], using: str) -> bool:
     key = (model, len(objs), using, connection.vendor)
     statement = _inserts.get(key)
     fields = statement.fields if statement else _insert_fields(meta)
+    plan = _plans.get(model) or _plans.setdefault(model, _plan(fields))
     rows = []
     # A value shared by the rows (the event's id, "now", a default's constant) is prepared
     # once: Django's fields prepare a value the same way every time.
@@ -386,9 +392,9 @@ def _insert(model: type[Model], objs: list[Model], using: str) -> bool:
     last_prepared: list[Any] = [None] * len(fields)
     for obj in objs:
         row = []
-        for index, field in enumerate(fields):
-            value = field.pre_save(obj, True)
-            if value is last_values[index] and type(field).__module__.startswith(_DJANGO_FIELDS):
+        for index, (field, attname, plain, shared) in enumerate(plan):
+            value = getattr(obj, attname) if plain else field.pre_save(obj, True)
+            if shared and value is last_values[index]:
                 row.append(last_prepared[index])
                 continue
             if hasattr(value, "resolve_expression"):  # a database default, F(), a function...
@@ -421,6 +427,23 @@ def _insert(model: type[Model], objs: list[Model], using: str) -> bool:
         obj._state.adding = False
         obj._state.db = using
     return True
+
+
+def _plan(fields: list) -> list[tuple[Field, str, bool, bool]]:
+    """For each field: its attribute, whether its ``pre_save`` only reads it (no
+    ``auto_now``), and whether a value shared by the rows may be prepared once (a field of
+    Django's own, whose preparing depends on the value alone)."""
+    plan = []
+    for field in fields:
+        pre_save = type(field).pre_save
+        plain = pre_save is Field.pre_save or (
+            pre_save in (DateField.pre_save, DateTimeField.pre_save)
+            and not field.auto_now
+            and not field.auto_now_add
+        )
+        shared = type(field).__module__.startswith(_DJANGO_FIELDS)
+        plan.append((field, field.attname, plain, shared))
+    return plan
 
 
 def _insert_fields(meta) -> list:

@@ -10,13 +10,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import connection, transaction
-from django.db.models import Max, signals
+from django.db.models import Max, Model, signals
 from django.db.models.functions import Now
 from django.db.models.sql.compiler import SQLCompiler, SQLInsertCompiler
+from django.utils import timezone
 
 from hooks.models import Delivery, Event
 from hooks.receivers import LAST_SEQUENCES
 from pipelines import prepared
+from pipelines.models import PipelineDefinition, Project
 from pipelines.prepared import PreparedValues, bulk_insert, create_new
 from pipelines.signals import PipelineChange
 from tests.factories import HookFactory, PipelineFactory, ProjectFactory
@@ -141,7 +143,7 @@ def test_create_new_writes_the_row_create_writes(outbox, monkeypatch):
     assert (row["id"], row["created_at"], row["previous_status"]) == (later.pk, AT, None)
 
 
-def test_what_it_does_not_do_goes_through_the_orm(outbox):
+def test_what_it_does_not_do_goes_through_the_orm(outbox, monkeypatch):
     project, pipeline, hooks = outbox
     event = create_new(new_event(project, pipeline))
     # An expression for a value: the ORM's to write.
@@ -166,6 +168,35 @@ def test_what_it_does_not_do_goes_through_the_orm(outbox):
     finally:
         signals.post_save.disconnect(listen, sender=Event)
     assert heard == [(listened.pk, True)]
+    # A save() of the model's own: create_new calls it, as create() does.
+    saved = []
+    monkeypatch.setattr(
+        Event, "save", lambda self, *a, **k: saved.append(1) or Model.save(self, *a, **k)
+    )
+    own = create_new(new_event(project, pipeline))
+    assert saved == [1] and rows_of(Event, [own])[0]["id"] == own.pk
+
+
+def test_auto_now_and_values_it_cannot_compare_are_written_as_the_orm_writes_them(outbox):
+    project, _, _ = outbox
+    # auto_now: set on the objects and in their rows, as bulk_create sets it.
+    before = timezone.now()
+    projects = bulk_insert([Project(namespace="g", path=f"p{n}") for n in range(2)])
+    for obj, row in zip(projects, rows_of(Project, projects), strict=True):
+        assert before <= obj.updated_at == row["updated_at"]
+        assert (row["id"], row["path"], row["default_branch"]) == (obj.pk, obj.path, "main")
+    # A JSON column (an adapter object on PostgreSQL): written whichever way it goes.
+    variables = [{"name": "branch", "type": "Text", "required": False}]
+    definitions = bulk_insert(
+        [PipelineDefinition(project=project, name=f"d{n}", variables=variables) for n in (1, 2)]
+    )
+    assert [row["variables"] for row in rows_of(PipelineDefinition, definitions)] == [
+        variables,
+        variables,
+    ]
+    assert [row["id"] for row in rows_of(PipelineDefinition, definitions)] == [
+        d.pk for d in definitions
+    ]
 
 
 def test_a_failed_insert_marks_the_transaction_for_rollback(outbox):
