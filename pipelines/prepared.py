@@ -19,7 +19,9 @@ usual, and the next one tries again.
 ``create_new`` and ``bulk_insert`` for the ``INSERT`` of new rows (the outbox's event and its
 deliveries): the ORM builds the statement for the first objects of a model (and, for several,
 of their number), and later ones go into it with their values prepared by their fields, as
-the ORM prepares them.
+the ORM prepares them. ``PreparedValues`` keeps the SQL of a query of plain values (the last
+sequence of each hook's stream) per length of its lists of numbers.
+``tests/pipelines/test_prepared_writes.py`` compares them with the ORM on both databases.
 """
 
 from __future__ import annotations
