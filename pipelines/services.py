@@ -32,7 +32,7 @@ from pipelines.models import (
     Project,
     Status,
 )
-from pipelines.prepared import PreparedQuery, save_existing
+from pipelines.prepared import PreparedQuery, create_new, save_existing
 from pipelines.signals import PipelineChange, job_changed, pipeline_changed
 from pipelines.status import (
     apply_job_status,
@@ -195,18 +195,20 @@ def create_pipeline_in_command(
         raise InvalidInput(f"source {source!r} is not one of: {', '.join(Pipeline.Source.values)}")
     at = at or timezone.now()
     with transaction.atomic():
-        pipeline = Pipeline.objects.create(
-            project=project,
-            iid=_next_iid(project),
-            ref=ref,
-            sha=sha,
-            source=source,
-            user=signed_in(user),
-            variables=normalize_variables(variables or []),
-            status=Status.CREATED,
-            created_at=at,
-            updated_at=at,
-            **fields,
+        pipeline = create_new(
+            Pipeline(
+                project=project,
+                iid=_next_iid(project),
+                ref=ref,
+                sha=sha,
+                source=source,
+                user=signed_in(user),
+                variables=normalize_variables(variables or []),
+                status=Status.CREATED,
+                created_at=at,
+                updated_at=at,
+                **fields,
+            )
         )
         pipeline.project = project
         pipeline.remember("latest_jobs", [])
@@ -407,7 +409,10 @@ def delete_pipeline(pipeline: Pipeline) -> None:
 def save_job(job: Job, pipeline: Pipeline, previous_status: str | None) -> None:
     """Save a job and, when it is new (``previous_status`` None) or entered another status,
     send ``job_changed`` in the caller's transaction, before the pipeline is recomposed."""
-    save_existing(job)
+    if job._state.adding:
+        create_new(job)
+    else:
+        save_existing(job)
     if previous_status is None or previous_status != job.status:
         job_changed.send(sender=Job, job=job, pipeline=pipeline, previous_status=previous_status)
 

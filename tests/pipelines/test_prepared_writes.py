@@ -18,7 +18,7 @@ from django.utils import timezone
 from hooks.models import Delivery, Event
 from hooks.receivers import LAST_SEQUENCES
 from pipelines import prepared
-from pipelines.models import PipelineDefinition, Project
+from pipelines.models import Job, Pipeline, PipelineDefinition, Project
 from pipelines.prepared import PreparedValues, bulk_insert, create_new
 from pipelines.signals import PipelineChange
 from tests.factories import HookFactory, PipelineFactory, ProjectFactory
@@ -285,3 +285,25 @@ def test_ids_from_the_outbox_go_into_the_messages(outbox, django_capture_on_comm
         assert callback.func is queue.publish
         sent.extend(callback.args[0])
     assert sent == [d.pk for d in first + second]
+
+
+def test_a_new_commit_writes_its_pipeline_and_job_with_statements_built_once(
+    api_client, project, monkeypatch
+):
+    def first_status(sha):
+        response = api_client.post(
+            f"/api/v4/projects/{project.pk}/statuses/{sha}",
+            {"state": "pending", "name": "build", "ref": "main"},
+            format="json",
+        )
+        assert response.status_code == 201, response.json()
+        return response.json()
+
+    first_status("a" * 40)  # the statements are built here, if not before
+    built = count_insert_builds(monkeypatch)
+    answer = first_status("b" * 40)
+    assert built == []
+    job = Job.objects.get(pk=answer["id"])
+    pipeline = Pipeline.objects.get(pk=job.pipeline_id)
+    assert (pipeline.iid, pipeline.sha, pipeline.status) == (2, "b" * 40, "pending")
+    assert (job.name, job.status, job.pipeline.project_id) == ("build", "pending", project.pk)
