@@ -163,6 +163,8 @@ class HandedConnectionsServer(Server):
         self.channel_class(self, connection, self.fix_addr(addr), self.adj, map=self._map)
 
     def connection_closed(self) -> None:
+        if self.socket is None:
+            return  # stopping: the pair was closed before the channels
         # Lost only when serve has gone, which handle_close sees.
         with contextlib.suppress(OSError):
             self.socket.send(connection_handoff.CLOSED)

@@ -90,6 +90,7 @@ class Serve:
         self.proc.send_signal(signal.SIGINT)
         assert self.proc.wait(timeout=30) == 0
         assert not [pid for pid in self.seen if alive(pid)]
+        assert "Traceback" not in self.log.read_text()
 
 
 @pytest.fixture
@@ -213,7 +214,11 @@ def test_keep_alive_connections_spread_evenly_while_the_web_processes_are_busy(s
             connection.close()
         # The closes reach the counts: the next round starts even again.
         serve.settle(webs)
+    # Stopped while clients hold connections, the web processes stop cleanly.
+    held = [connect(serve) for _ in range(4)]
     serve.stop()
+    for connection in held:
+        connection.close()
 
 
 def request_fails(connection: http.client.HTTPConnection) -> bool:
