@@ -214,8 +214,17 @@ def test_keep_alive_connections_spread_evenly_while_the_web_processes_are_busy(s
             connection.close()
         # The closes reach the counts: the next round starts even again.
         serve.settle(webs)
-    # Stopped while clients hold connections, the web processes stop cleanly.
+    # Closes are counted where they happen: with one process's connections closed, it takes
+    # the next ones.
     held = [connect(serve) for _ in range(4)]
+    first_ones = local_ends(serve, webs[0])
+    for connection in [c for c in held if c.sock.getsockname() in first_ones]:
+        connection.close()
+        held.remove(connection)
+    serve.settle(webs, keeping=(0, 2))
+    held += [connect(serve) for _ in range(2)]
+    assert [serve.held(web) for web in webs] == [2, 2]
+    # Stopped while clients hold connections, the web processes stop cleanly.
     serve.stop()
     for connection in held:
         connection.close()
