@@ -11,11 +11,18 @@ timeout is closed) a client must send a whole request within
 and then is cut off as well. Bodies over ``PIPEHOOK_MAX_REQUEST_BODY_BYTES`` are refused
 while they arrive (a declared length at once, a chunked body as soon as it passes the
 limit), and every refusal the server makes itself is a JSON body like the API's.
+
+Under ``manage.py serve`` (``--handoff``) the process does not listen itself: serve accepts
+and hands it connections over a Unix socket pair, so that keep-alive connections spread
+evenly over the web processes (pipelines/management/connection_handoff.py says why). Each
+one becomes a channel here exactly as one waitress accepted would, so everything above holds
+for it, and this process tells serve when it closes.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import signal
@@ -29,6 +36,7 @@ from waitress.parser import HTTPRequestParser
 from waitress.server import MultiSocketServer, TcpWSGIServer
 from waitress.task import ErrorTask, ThreadedTaskDispatcher
 
+from pipelines.management import connection_handoff
 from pipelines.redaction import redact_query
 
 logger = logging.getLogger(__name__)
@@ -37,7 +45,7 @@ access_logger = logging.getLogger(f"{__name__}.access")
 
 # Each connection costs a file descriptor (up to three with spooled bodies); poll() is used
 # because select() cannot watch descriptors above 1024.
-CONNECTION_LIMIT = 500
+CONNECTION_LIMIT = connection_handoff.CONNECTION_LIMIT
 # Request line and headers together; tokens and cookies fit many times over.
 MAX_HEADER_BYTES = 64 * 1024
 
@@ -74,6 +82,13 @@ class Channel(HTTPChannel):
     parser_class = TimedRequestParser
     error_task_class = JsonErrorTask
 
+    def del_channel(self, map=None) -> None:
+        # Called on every close; the channel is in active_channels only until the first.
+        was_open = self._fileno in self.server.active_channels
+        super().del_channel(map)
+        if was_open:
+            self.server.connection_closed()
+
 
 class Server(TcpWSGIServer):
     channel_class = Channel
@@ -92,6 +107,73 @@ class Server(TcpWSGIServer):
                     self.adj.channel_timeout,
                 )
                 channel.will_close = True
+
+    def connection_closed(self) -> None:
+        """A channel of this server has closed."""
+
+
+class HandedConnectionsServer(Server):
+    """Serves the connections ``manage.py serve`` accepts at ``address`` and hands over
+    ``handoff``, its end of a Unix socket pair (pipelines/management/connection_handoff.py).
+    Waitress's loop treats it as the listening socket: it "accepts" (reads the pair) only
+    while under the connection limit, and its maintenance closes slow clients."""
+
+    def __init__(self, application, socket_map, handoff, address, *, dispatcher, adj):
+        self.address = address
+        handoff.set_inheritable(False)
+        super().__init__(
+            application,
+            socket_map,
+            _start=False,  # it is not listening: nothing to listen() on
+            _sock=handoff,
+            dispatcher=dispatcher,
+            adj=adj,
+            bind_socket=False,
+            sockinfo=adj.listen[0],
+        )
+        self.accepting = True
+
+    def getsockname(self) -> tuple[str, int]:
+        # Where clients connected: SERVER_PORT, and the log line at start.
+        return self.address
+
+    def tell_ready(self) -> None:
+        self.socket.send(connection_handoff.READY)
+
+    def handle_accept(self) -> None:
+        try:
+            message, fds, _, _ = socket.recv_fds(self.socket, 64, 16)
+        except (BlockingIOError, InterruptedError):
+            return
+        if not message and not fds:
+            self.handle_close()
+        for fd in fds:
+            self._open_channel(socket.socket(fileno=fd))
+
+    def _open_channel(self, connection: socket.socket) -> None:
+        # What waitress's handle_accept does with an accepted connection.
+        try:
+            addr = connection.getpeername()  # REMOTE_ADDR
+            self.set_socket_options(connection)
+        except OSError:
+            # The client left while the connection was on its way here.
+            connection.close()
+            self.connection_closed()
+            return
+        self.channel_class(self, connection, self.fix_addr(addr), self.adj, map=self._map)
+
+    def connection_closed(self) -> None:
+        if self.socket is None:
+            return  # stopping: the pair was closed before the channels
+        # Lost only when serve has gone, which handle_close sees.
+        with contextlib.suppress(OSError):
+            self.socket.send(connection_handoff.CLOSED)
+
+    def handle_close(self) -> None:
+        # serve closed its end: it has stopped or died, and nothing will be handed over any
+        # more. Stop as on SIGTERM, finishing the requests being answered.
+        logger.info("manage.py serve has closed the connection hand-over; stopping")
+        raise SystemExit(0)
 
 
 def _logged_path(environ: dict) -> str:
@@ -131,17 +213,16 @@ def with_access_log(application: Callable) -> Callable:
 def build_server(
     application: Callable,
     *,
-    bind: str | None = None,
-    sock: socket.socket | None = None,
+    bind: str,
+    handoff: socket.socket | None = None,
     threads: int,
     client_timeout: int,
     max_body_bytes: int,
 ) -> MultiSocketServer:
-    """Listen on ``bind`` (host:port), or serve ``sock``, a socket already listening (the
-    one ``manage.py serve`` shares between its web processes)."""
-    where = {"sockets": [sock]} if sock is not None else {"listen": bind}
+    """Listen on ``bind`` (host:port), or with ``handoff`` serve the connections ``manage.py
+    serve`` accepts on ``bind`` and hands over it."""
     adj = Adjustments(
-        **where,
+        listen=bind,
         threads=threads,
         channel_timeout=client_timeout,
         # How often timeouts are checked: at most a second late.
@@ -156,17 +237,12 @@ def build_server(
     dispatcher = ThreadedTaskDispatcher()
     dispatcher.set_thread_count(adj.threads)
     socket_map: dict = {}
-    if sock is not None:
-        sockinfo = (sock.family, sock.type, sock.proto, sock.getsockname())
+    if handoff is not None:
+        host, _, port = bind.rpartition(":")
+        address = (host.strip("[]"), int(port))
         servers = [
-            Server(
-                application,
-                socket_map,
-                _sock=sock,
-                dispatcher=dispatcher,
-                adj=adj,
-                bind_socket=False,
-                sockinfo=sockinfo,
+            HandedConnectionsServer(
+                application, socket_map, handoff, address, dispatcher=dispatcher, adj=adj
             )
         ]
     else:
@@ -188,7 +264,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bind", default="127.0.0.1:8000", help="host:port to listen on")
     parser.add_argument(
-        "--fd", type=int, help="serve this inherited, listening socket instead of --bind"
+        "--handoff",
+        type=int,
+        metavar="FD",
+        help="serve the connections manage.py serve accepts on --bind and hands over this "
+        "inherited Unix socket, instead of listening",
     )
     args = parser.parse_args(argv)
 
@@ -199,12 +279,16 @@ def main(argv: list[str] | None = None) -> None:
     server = build_server(
         with_access_log(application),
         bind=args.bind,
-        sock=socket.socket(fileno=args.fd) if args.fd is not None else None,
+        handoff=socket.socket(fileno=args.handoff) if args.handoff is not None else None,
         threads=settings.PIPEHOOK_WEB_THREADS,
         client_timeout=settings.PIPEHOOK_WEB_CLIENT_TIMEOUT_SECONDS,
         max_body_bytes=settings.PIPEHOOK_MAX_REQUEST_BODY_BYTES,
     )
     signal.signal(signal.SIGTERM, stop)
+    # Ready before saying so: whoever reads the line may connect at once.
+    for handed in server.map.values():
+        if isinstance(handed, HandedConnectionsServer):
+            handed.tell_ready()
     for host, port in server.effective_listen:
         logger.info("Listening on http://%s:%s", f"[{host}]" if ":" in host else host, port)
     server.run()

@@ -5,7 +5,9 @@ one), the web server on http://127.0.0.1:8000, Celery workers and Celery beat. T
 many web processes and as many worker processes as the machine has cores
 (``PIPEHOOK_WEB_PROCESSES``, ``PIPEHOOK_WORKER_PROCESSES``, or ``--web-processes`` and
 ``--worker-processes``): one Python process runs Python on one core at a time, so one of each
-would leave the others idle. The web processes serve one socket, bound here once. On first start
+would leave the others idle. The listening socket is bound and accepted on here, and each
+connection handed to the web process holding the fewest (``connection_handoff``), so that
+keep-alive clients spread evenly over them. On first start
 it creates the admin user ``root`` and an API token, keeps both in var/ in a file only its
 owner reads, and prints them once the web answers, above the banner. Then it prints a line a
 minute of what happened (``pipelines.management.console``). A child that exits is
@@ -38,6 +40,7 @@ from prometheus_client import multiprocess
 
 from pipelines import auth
 from pipelines.management import console, embedded_redis
+from pipelines.management.connection_handoff import ConnectionBalancer
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +105,25 @@ class Child:
         self.delay = min(self.delay * 2, MAX_RESTART_DELAY)
 
 
+class WebChild(Child):
+    """A web process: each start gets a new pair to the balancer, its end passed as
+    ``--handoff``; the counts of the process it replaces are forgotten."""
+
+    def __init__(self, name: str, command: list[str], balancer: ConnectionBalancer):
+        super().__init__(name, command)
+        self.web_command = command
+        self.balancer = balancer
+
+    def start(self) -> None:
+        theirs = self.balancer.attach(self.name)
+        try:
+            self.command = [*self.web_command, "--handoff", str(theirs.fileno())]
+            self.pass_fds = (theirs.fileno(),)
+            super().start()
+        finally:
+            theirs.close()  # the child's copy is its own
+
+
 class Command(BaseCommand):
     help = "Run web, Celery worker and beat (and the embedded Redis) until Ctrl-C."
 
@@ -130,6 +152,7 @@ class Command(BaseCommand):
         self, *args, bind: str, workers: int, web_processes: int, worker_processes: int, **options
     ) -> None:
         self.children: list[Child] = []
+        self.balancer: ConnectionBalancer | None = None
         # A stop request only sets a flag, looked at between steps. Raised where the signal
         # lands (KeyboardInterrupt's way), it could interrupt subprocess.Popen after the fork:
         # that child, never recorded, was never stopped and outlived serve (a worker retrying
@@ -145,12 +168,16 @@ class Command(BaseCommand):
             python = sys.executable
             self._warn_once_if_root()
             # Waitress, set up in config/webserver.py so that slow clients cannot stall it; each
-            # process accepts connections on the one socket bound here.
+            # process serves the connections accepted here and handed to it.
             listening = bind_socket(bind)
-            fd = listening.fileno()
-            web = [python, "-m", "config.webserver", "--fd", str(fd)]
+            self.balancer = ConnectionBalancer(listening)
+            self.balancer.start()
+            host, port = listening.getsockname()[:2]
+            accepted_on = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            web = [python, "-m", "config.webserver", "--bind", accepted_on]
             for number in range(max(1, web_processes)):
-                self._spawn("web" if number == 0 else f"web {number + 1}", web, pass_fds=(fd,))
+                name = "web" if number == 0 else f"web {number + 1}"
+                self._add(WebChild(name, web, self.balancer))
             celery = [python, "-m", "celery", "-A", "config", "--quiet"]  # no banners
             for number in range(max(1, worker_processes)):
                 self._spawn(
@@ -273,17 +300,23 @@ class Command(BaseCommand):
             f"(Shown only now; kept in {path}, readable only by you.)\n"
         )
 
-    def _spawn(self, name: str, command: list[str], pass_fds: tuple[int, ...] = ()) -> None:
+    def _spawn(self, name: str, command: list[str]) -> None:
+        self._add(Child(name, command))
+
+    def _add(self, child: Child) -> None:
         if self.stop_requested:
             raise StopRequested
-        child = Child(name, command, pass_fds)
         self.children.append(child)
         child.start()
 
     def _stop_all(self) -> None:
-        """Stop every child, the broker last, so the workers finish with it still there."""
+        """Stop every child, the broker last, so the workers finish with it still there. The
+        web processes serve the connections they hold until they stop; new ones are accepted
+        until then too."""
         broker = [c for c in self.children if c.name == "redis"]
         stop_children([c for c in reversed(self.children) if c not in broker])
+        if self.balancer is not None:
+            self.balancer.stop()
         stop_children(broker)
 
 
@@ -319,8 +352,7 @@ def _signal_group(child: Child, signum: int) -> None:
 
 
 def bind_socket(bind: str) -> socket.socket:
-    """The listening socket for ``host:port`` (``[::1]:8000`` for IPv6), inheritable by the
-    web processes."""
+    """The listening socket for ``host:port`` (``[::1]:8000`` for IPv6)."""
     host, _, port = bind.rpartition(":")
     host = host.strip("[]") or "127.0.0.1"
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -328,7 +360,6 @@ def bind_socket(bind: str) -> socket.socket:
         listening = socket.create_server((host, int(port)), family=family, backlog=1024)
     except (OSError, ValueError) as error:
         raise CommandError(f"Cannot listen on {bind}: {error}") from None
-    listening.set_inheritable(True)
     return listening
 
 
