@@ -453,6 +453,28 @@ def _insert_fields(meta) -> list:
     return [f for f in meta.local_concrete_fields if not f.generated and f is not meta.auto_field]
 
 
+def _same_values(ours: list, orms: list) -> bool:
+    """Whether the ORM's parameters are the values prepared here. A driver's wrapper that
+    does not compare by value (psycopg's ``Jsonb`` for a JSON column, made anew at each
+    preparing) is the same when it wraps an equal value."""
+    if len(ours) != len(orms):
+        return False
+    for mine, theirs in zip(ours, orms, strict=True):
+        if isinstance(mine, list) and isinstance(theirs, list):
+            if not _same_values(mine, theirs):
+                return False
+        elif not (
+            mine == theirs
+            or (
+                type(mine) is type(theirs)
+                and hasattr(mine, "obj")
+                and getattr(mine, "obj", None) == getattr(theirs, "obj", None)
+            )
+        ):
+            return False
+    return True
+
+
 def _build_insert(model, fields, objs, rows, using) -> _Insert | None:
     """The ORM's own ``INSERT`` for these objects, kept if its parameters are exactly the
     values prepared here, laid out row after row or one list per column."""
@@ -467,9 +489,9 @@ def _build_insert(model, fields, objs, rows, using) -> _Insert | None:
         return None
     sql, params = statements[0]
     params = list(params)
-    if params == [value for row in rows for value in row]:
+    if _same_values(params, [value for row in rows for value in row]):
         by_column = False
-    elif params == [list(column) for column in zip(*rows, strict=True)]:
+    elif _same_values(params, [list(column) for column in zip(*rows, strict=True)]):
         by_column = True
     else:
         return None
