@@ -149,6 +149,10 @@ class HandedConnectionsServer(Server):
             self.handle_close()
         for fd in fds:
             self._open_channel(socket.socket(fileno=fd))
+        if fds:
+            # serve passes over a process that leaves connections untaken (a stalled one).
+            with contextlib.suppress(OSError):
+                self.socket.send(connection_handoff.TAKEN * len(fds))
 
     def _open_channel(self, connection: socket.socket) -> None:
         # What waitress's handle_accept does with an accepted connection.

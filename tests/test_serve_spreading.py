@@ -18,6 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from pipelines.management import connection_handoff
 from tests.test_serve import (
     ROOT,
     alive,
@@ -332,5 +333,35 @@ def test_slow_clients_are_cut_off_and_the_peer_address_travels_with_the_connecti
     connections = [connect(serve) for _ in range(4)]
     assert sorted(serve.held(web) for web in webs) == [2, 2]
     for connection in connections:
+        connection.close()
+    serve.stop()
+
+
+def test_a_stalled_web_process_is_passed_over_until_it_takes_its_connections(serve):
+    stalled, other = serve.wait_until_ready(starts=2)
+    serve.settle([stalled, other])
+    os.kill(stalled.pid, signal.SIGSTOP)
+    try:
+        # Two requests on new connections: holding none, each process is handed one, and the
+        # stopped one leaves its connection untaken.
+        sent = [http.client.HTTPConnection("127.0.0.1", serve.port, timeout=10) for _ in range(2)]
+        for connection in sent:
+            connection.request("GET", "/healthz")
+        time.sleep(connection_handoff.STALLED_AFTER_SECONDS + 0.5)
+        # From then on every new connection is answered by the other, at once.
+        answered = [connect(serve) for _ in range(6)]
+        assert serve.held(other) == 7
+    finally:
+        os.kill(stalled.pid, signal.SIGCONT)
+    # Going again, it answers what it was handed, and then (holding fewest) takes the next.
+    for connection in sent:
+        response = connection.getresponse()
+        assert response.status == 200
+        response.read()
+        connection.close()
+    serve.settle([stalled, other], keeping=(0, 6))
+    later = connect(serve)
+    assert serve.held(stalled) == 1
+    for connection in [*answered, later]:
         connection.close()
     serve.stop()

@@ -19,6 +19,12 @@ closes, so serve's counts are those of connections open, not handed out. The ord
 decisions is serve's alone, so two clients arriving together still land in different
 processes.
 
+A web process says when it has taken each connection. One that has not taken a connection
+handed to it ``STALLED_AFTER_SECONDS`` ago is stalled (stopped, or its event loop stuck) and
+is given no more until it takes what it has: as with a shared socket, where a process that
+stops accepting is simply passed over, a stuck process costs at most the connections handed
+to it in that second, not its share of every connection from then on.
+
 A web process takes connections once it says it is ready; one that exits (its end of the
 pair closes) takes none and its count is forgotten; started again, it gets a new pair. While
 no web process is ready, or all hold ``CONNECTION_LIMIT``, serve accepts nothing and new
@@ -46,9 +52,13 @@ CONNECTION_LIMIT = 500
 
 # serve -> web process: a connection, its descriptor attached.
 CONNECTION = b"F"
-# web process -> serve: ready to take connections; one connection closed.
+# web process -> serve: ready to take connections; one connection taken; one closed.
 READY = b"R"
+TAKEN = b"T"
 CLOSED = b"C"
+
+# A web process that has not taken a connection handed to it this long ago is passed over.
+STALLED_AFTER_SECONDS = 1.0
 
 
 def socket_pair() -> tuple[socket.socket, socket.socket]:
@@ -64,6 +74,12 @@ class _WebProcess:
     open_connections: int = 0
     # When it was last given a connection (a turn number): ties go to the longest waiting.
     last_given: int = -1
+    # Connections handed to it that it has not said it took, and since when (monotonic).
+    untaken: int = 0
+    untaken_since: float | None = None
+
+    def stalled(self, now: float) -> bool:
+        return self.untaken_since is not None and now - self.untaken_since > STALLED_AFTER_SECONDS
 
 
 class ConnectionBalancer:
@@ -170,6 +186,10 @@ class ConnectionBalancer:
                 return
             web.ready = web.ready or READY in message
             web.open_connections = max(0, web.open_connections - message.count(CLOSED))
+            if taken := message.count(TAKEN):
+                web.untaken = max(0, web.untaken - taken)
+                # Still some to take: it is reading them, so it is not stalled.
+                web.untaken_since = time.monotonic() if web.untaken else None
 
     def _drop(self, web: _WebProcess) -> None:
         """The web process has exited (or been replaced): its connections died with it."""
@@ -179,10 +199,11 @@ class ConnectionBalancer:
             del self._webs[web.name]
 
     def _eligible(self) -> list[_WebProcess]:
+        now = time.monotonic()
         return [
             web
             for web in self._webs.values()
-            if web.ready and web.open_connections < CONNECTION_LIMIT
+            if web.ready and web.open_connections < CONNECTION_LIMIT and not web.stalled(now)
         ]
 
     def _watch_listening(self) -> None:
@@ -222,5 +243,8 @@ class ConnectionBalancer:
                 continue
             web.open_connections += 1
             web.last_given = next(self._turns)
+            if not web.untaken:
+                web.untaken_since = time.monotonic()
+            web.untaken += 1
             return
         logger.warning("no web process took a connection; it was closed")
