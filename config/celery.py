@@ -1,7 +1,5 @@
 import logging
 import os
-import select
-import time
 
 from celery import Celery, bootsteps, signals
 
@@ -52,11 +50,6 @@ def use_django_logging(loglevel=None, **kwargs) -> None:
         root.setLevel(min(root.level, mlevel(loglevel)))
 
 
-# A kept connection idle for longer than this is asked to answer (a round trip) before a
-# task uses it; one used more recently is only checked for what its server already said.
-FULL_CHECK_AFTER_IDLE_SECONDS = 1.0
-
-
 @signals.task_prerun.connect
 @signals.task_postrun.connect
 def drop_unusable_database_connections(**kwargs) -> None:
@@ -72,40 +65,20 @@ def drop_unusable_database_connections(**kwargs) -> None:
     database error, without the age limit.
 
     A task's start is on the way of every event to its receivers, and Django's check is a
-    query: a round trip to a database server each time. A server that ends a connection (a
-    restart, ``pg_terminate_backend``, an idle timeout) says so on its socket, which is then
-    readable while no query is out; that is looked at without a round trip, and the query is
-    made only for a connection idle longer than FULL_CHECK_AFTER_IDLE_SECONDS, or after an
-    error.
+    query: a round trip to a database server each time. On PostgreSQL the backend tells
+    whether its server may have ended the connection without one (config/postgresql/base.py:
+    ``may_have_been_ended``), and the query is made only then, or after an error; SQLite's
+    connections are open files, which nothing ends.
     """
     from django.db import connections
 
     starting = kwargs["signal"] is signals.task_prerun
-    now = time.monotonic()
     for connection in connections.all(initialized_only=True):
         if connection.connection is None or connection.in_atomic_block:
             continue
-        if not starting:
-            connection.pipehook_last_task_end = now
+        may_have_been_ended = getattr(connection, "may_have_been_ended", None)
         may_be_broken = connection.errors_occurred or (
-            starting and _ended_by_server(connection, now)
+            starting and may_have_been_ended is not None and may_have_been_ended()
         )
         if may_be_broken and not connection.is_usable():
             connection.close()
-
-
-def _ended_by_server(connection, now: float) -> bool:
-    """Whether a kept connection may have been ended: idle for long (or never seen), or its
-    socket readable (what an idle connection reads is its server's goodbye)."""
-    last_end = getattr(connection, "pipehook_last_task_end", None)
-    if last_end is None or now - last_end > FULL_CHECK_AFTER_IDLE_SECONDS:
-        return True
-    fileno = getattr(connection.connection, "fileno", None)
-    if fileno is None:  # SQLite: an open file, nothing to end it
-        return False
-    try:
-        readable, _, _ = select.select([fileno()], [], [], 0)
-    except (OSError, ValueError, TypeError) as error:  # closed under us
-        logger.debug("A kept database connection has no usable socket: %s", error)
-        return True
-    return bool(readable)

@@ -167,6 +167,10 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         }
     )
 else:
+    if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        # Django's backend, with its health check made without a round trip when it can be
+        # (config/postgresql/base.py).
+        DATABASES["default"]["ENGINE"] = "config.postgresql"
     # A server cut off by the network (a partition, not a refused port) is noticed in seconds:
     # connecting gives up after connect_timeout; a query waiting for its answer fails once
     # keepalives go unanswered (5 s idle, then 3 probes 2 s apart); a write nobody

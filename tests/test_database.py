@@ -1,9 +1,12 @@
 """config/settings.py's database options, as the server sees them."""
 
+import time
 import uuid
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
+
+from config.postgresql.base import QUIET_CHECK_SECONDS
 
 
 def test_postgresql_prepares_the_statements_a_commit_status_repeats(api_client, project):
@@ -26,3 +29,53 @@ def test_postgresql_prepares_the_statements_a_commit_status_repeats(api_client, 
     # The pipeline under its row lock and the job's update, among others.
     assert any('FROM "pipelines_pipeline"' in sql and "FOR UPDATE" in sql for sql in prepared)
     assert any(sql.startswith('UPDATE "pipelines_job"') for sql in prepared)
+
+
+def backend_pid() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+def end_on_the_server(pid: int) -> None:
+    server = connection.copy()
+    try:
+        with server.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    finally:
+        server.close()
+
+
+def next_request() -> list[int]:
+    """What Django does at a request's start and its first query: [the backend's pid, how
+    many health checks were a query]."""
+    wrapper = connections["default"]
+    asked = []
+    is_usable = wrapper.is_usable
+    wrapper.is_usable = lambda: asked.append(1) or is_usable()
+    try:
+        wrapper.close_if_unusable_or_obsolete()  # request_started
+        pid = backend_pid()
+    finally:
+        del wrapper.is_usable
+    return [pid, len(asked)]
+
+
+def test_a_kept_connection_is_checked_without_a_round_trip_until_its_server_ends_it(
+    transactional_db,
+):
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite connections are open files: there is no server to end them")
+    assert connection.health_check_enabled or connection.connection is None
+    kept = backend_pid()
+    # Used just now and nothing on its socket: kept, and no SELECT 1 asked.
+    assert next_request() == [kept, 0]
+    # Ended by the server: its goodbye on the socket makes the check ask, and a new
+    # connection serves the request instead of an error.
+    end_on_the_server(kept)
+    time.sleep(0.1)
+    pid, asked = next_request()
+    assert (pid != kept, asked) == (True, 1)
+    # Idle for longer than the quiet check trusts: asked again, and kept since it answers.
+    connection.last_used_at -= QUIET_CHECK_SECONDS + 1
+    assert next_request() == [pid, 1]
