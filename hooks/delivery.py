@@ -116,6 +116,8 @@ def _finish_batch(
         else:
             enqueue_on_commit(recorded.next_ids)
             next_batch = None
+        # Last, after the next batch's claim too: hooks.stats on the order of locks.
+        recorded.add_to_rollup()
     recorded.count()  # committed
     return next_batch, recorded
 

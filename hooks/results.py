@@ -85,7 +85,9 @@ def record_batch_results(
 ) -> RecordedBatch:
     """Record a batch's results (in the caller's transaction): every attempt's answer; then,
     for each delivery still held by this batch, its outcome and its hook's health. Returns
-    the next due delivery of each (hook, pipeline) that finished one, and the counts."""
+    the next due delivery of each (hook, pipeline) that finished one, and the counts; the
+    caller adds the attempts to the rollup (``RecordedBatch.add_to_rollup``) last in the
+    transaction, after anything else it writes (hooks.stats, on the order of locks)."""
     now = timezone.now()
     results = [
         _recordable(item, result, now) for item, result in zip(claimed, results, strict=True)
@@ -115,11 +117,6 @@ def record_batch_results(
         ],
         now,
     )
-    # Last, after the hooks' rows: see hooks.stats on the order of locks.
-    count_attempts(
-        (item.hook.pk, now, succeeded(result), result.duration_ms)
-        for item, result in zip(claimed, results, strict=True)
-    )
     finished = {
         (item.hook.pk, item.order_key)
         for item, _, (status, _) in ours
@@ -131,7 +128,11 @@ def record_batch_results(
         (item.hook.pk, OUTCOME_METRIC[status], result.duration_ms, item.event_created_at)
         for item, result, (status, _) in ours
     ]
-    return RecordedBatch(next_ids, counts, now, finished - heads.keys())
+    attempts = [
+        (item.hook.pk, now, succeeded(result), result.duration_ms)
+        for item, result in zip(claimed, results, strict=True)
+    ]
+    return RecordedBatch(next_ids, counts, now, finished - heads.keys(), attempts)
 
 
 @dataclass
@@ -146,6 +147,14 @@ class RecordedBatch:
     # The (hook id, order key) streams in which this batch finished a delivery and found no
     # next one to send.
     streams_without_next: set[tuple[int, int]] = field(default_factory=set)
+    # Every attempt of the batch for the dashboard's rollup: (hook id, answered at,
+    # succeeded, duration ms).
+    attempts: list[tuple[int, datetime, bool, int]] = field(default_factory=list)
+
+    def add_to_rollup(self) -> None:
+        """The batch's attempts into the rollup, in the recording transaction: its last
+        statement (see hooks.stats on why)."""
+        count_attempts(self.attempts)
 
     def count(self) -> None:
         for hook_id, outcome_name, duration_ms, event_created_at in self.counts:
@@ -265,9 +274,9 @@ def record_health(results: list[tuple[int, HookResult]], now: datetime) -> None:
     hook_ids = sorted({hook_id for hook_id, _ in results})
     failing = sorted({hook_id for hook_id, result in results if not result.succeeded})
     # Locked until commit (select_for_update is a no-op on SQLite, whose write lock the
-    # caller holds already).
+    # caller holds already), FOR NO KEY UPDATE: see ``locked_health``.
     rows = (
-        Hook.objects.select_for_update()
+        Hook.objects.select_for_update(no_key=True)
         .filter(pk__in=hook_ids)
         .filter(
             Q(pk__in=failing)
@@ -316,9 +325,17 @@ def reenable_after_success(hook_id: int, reason: str) -> None:
 
 def locked_health(hook_id: int) -> HookHealth | None:
     """The hook's health, its row locked until commit (SQLite: the caller holds the write
-    lock already); None when the hook is gone."""
+    lock already); None when the hook is gone.
+
+    FOR NO KEY UPDATE, never FOR UPDATE: health is written, the hook's id never changes.
+    The lock still makes writers of the row wait for each other, but not the foreign key
+    checks (FOR KEY SHARE, which only FOR UPDATE blocks) of the rows other transactions
+    add for the hook: attempts, rollup rows, new deliveries. PostgreSQL runs those checks at
+    COMMIT (Django's foreign keys are DEFERRABLE INITIALLY DEFERRED), after every lock the
+    transaction took: with FOR UPDATE here, a batch whose rollup row waited for another
+    batch's, which waited at its COMMIT for this hook's row, deadlocked (hooks.stats)."""
     row = (
-        Hook.objects.select_for_update()
+        Hook.objects.select_for_update(no_key=True)
         .filter(pk=hook_id)
         .values_list("recent_failures", "disabled_until", "permanently_disabled")
         .first()

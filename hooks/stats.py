@@ -2,9 +2,27 @@
 (``DeliveryStat``), counted where their answers are recorded, read instead of the log.
 
 One upsert a batch (``INSERT … ON CONFLICT DO UPDATE``, on SQLite as on PostgreSQL), its rows
-in key order: a batch locks its hooks' rows first and its stat rows last, both in order, so
-two batches never wait on each other in a circle. Latency percentiles come from the bands:
-"p99 within 250 ms" is exact about the band, not the millisecond.
+in key order. Latency percentiles come from the bands: "p99 within 250 ms" is exact about the
+band, not the millisecond.
+
+Locks (PostgreSQL; SQLite has one writer). Two batches with attempts for the same hook in
+the same half hour and band write the same stat row: the later one waits for the earlier's
+commit. That wait must never close a circle, so:
+
+- the upsert is the last statement of a recording transaction (after the outcomes, the
+  hooks' health and the next batch's claim), and its rows go in key order: a batch waiting
+  here holds every lock it will take but the foreign key checks, and two batches take
+  stat rows in the same order;
+- the foreign key checks of the rows a batch added (attempts, stat rows, state changes)
+  run at COMMIT, Django's foreign keys being DEFERRABLE INITIALLY DEFERRED, and lock each
+  referenced hook FOR KEY SHARE: only FOR UPDATE, a changed id or a delete blocks that.
+  The hook rows a batch does lock (``hooks.results.record_health``, only those whose health
+  may change, not every hook it counts attempts for) are locked FOR NO KEY UPDATE.
+
+With FOR UPDATE there, batch A (a success on hook 7, which it does not lock) wrote the stat
+row of hook 7; batch B (a failure on hook 7) locked hook 7 and waited for A's stat row; A's
+COMMIT checked its stat row's hook, waited for B's lock on hook 7, and PostgreSQL detected
+a deadlock.
 """
 
 from __future__ import annotations
