@@ -157,8 +157,12 @@ def resend_delivery(
     the delivery's latest attempt) went to."""
     now = timezone.now()
     with transaction.atomic():
+        # The delivery's row only: its event and hook are read, not locked (a worker
+        # recording a failure holds the hook's row and may be claiming this delivery next).
         delivery = (
-            Delivery.objects.select_for_update().select_related("event", "hook").get(pk=delivery.pk)
+            Delivery.objects.select_for_update(of=("self",))
+            .select_related("event", "hook")
+            .get(pk=delivery.pk)
         )
         if log_entry is None:
             log_entry = delivery.attempts.order_by("-id").first()
