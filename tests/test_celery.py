@@ -6,11 +6,7 @@ import pytest
 from celery import signals
 from django.db import connection
 
-
-def backend_pid() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        return cursor.fetchone()[0]
+from tests.database_server import backend_pid, end_on_the_server
 
 
 def test_a_task_starts_on_a_new_connection_when_the_database_dropped_the_kept_one(
@@ -20,12 +16,7 @@ def test_a_task_starts_on_a_new_connection_when_the_database_dropped_the_kept_on
     if connection.vendor != "postgresql":
         pytest.skip("SQLite connections are open files: there is no server to drop them")
     kept = backend_pid()
-    server = connection.copy()
-    try:
-        with server.cursor() as cursor:
-            cursor.execute("SELECT pg_terminate_backend(%s)", [kept])
-    finally:
-        server.close()
+    end_on_the_server(kept)
 
     signals.task_prerun.send(sender=None, task_id="t", task=None, args=(), kwargs={})
 
@@ -40,12 +31,7 @@ def test_a_connection_a_task_used_just_now_is_replaced_when_the_database_dropped
         pytest.skip("SQLite connections are open files: there is no server to drop them")
     kept = backend_pid()
     signals.task_postrun.send(sender=None, task_id="t", task=None, args=(), kwargs={})
-    server = connection.copy()
-    try:
-        with server.cursor() as cursor:
-            cursor.execute("SELECT pg_terminate_backend(%s)", [kept])
-    finally:
-        server.close()
+    end_on_the_server(kept)
     time.sleep(0.1)  # the server's goodbye reaches the socket
 
     signals.task_prerun.send(sender=None, task_id="t", task=None, args=(), kwargs={})

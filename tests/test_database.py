@@ -7,6 +7,7 @@ import pytest
 from django.db import connection, connections
 
 from config.postgresql.base import QUIET_CHECK_SECONDS
+from tests.database_server import backend_pid, end_on_the_server
 
 
 def test_postgresql_prepares_the_statements_a_commit_status_repeats(api_client, project):
@@ -29,21 +30,6 @@ def test_postgresql_prepares_the_statements_a_commit_status_repeats(api_client, 
     # The pipeline under its row lock and the job's update, among others.
     assert any('FROM "pipelines_pipeline"' in sql and "FOR UPDATE" in sql for sql in prepared)
     assert any(sql.startswith('UPDATE "pipelines_job"') for sql in prepared)
-
-
-def backend_pid() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        return cursor.fetchone()[0]
-
-
-def end_on_the_server(pid: int) -> None:
-    server = connection.copy()
-    try:
-        with server.cursor() as cursor:
-            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
-    finally:
-        server.close()
 
 
 def next_request() -> list[int]:
