@@ -6,7 +6,6 @@ socket), never from anything the server tells its clients."""
 import contextlib
 import http.client
 import os
-import select
 import signal
 import socket
 import subprocess
@@ -29,6 +28,7 @@ from tests.test_serve import (
     start_serve,
     wait_for,
 )
+from tests.test_webserver import closed_by_server
 
 CLIENT_TIMEOUT = 4  # seconds; the web processes cut slow clients off after this
 
@@ -289,16 +289,6 @@ def local_ends(serve: Serve, web: psutil.Process) -> set[tuple[str, int]]:
         for connection in web.net_connections("tcp")
         if connection.status == psutil.CONN_ESTABLISHED and connection.laddr.port == serve.port
     }
-
-
-def closed_by_server(sock: socket.socket, wait: float) -> bool:
-    readable, _, _ = select.select([sock], [], [], wait)
-    if not readable:
-        return False
-    try:
-        return sock.recv(4096) == b""
-    except ConnectionError:
-        return True
 
 
 def test_slow_clients_are_cut_off_and_the_peer_address_travels_with_the_connection(
