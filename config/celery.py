@@ -76,9 +76,9 @@ def drop_unusable_database_connections(**kwargs) -> None:
     for connection in connections.all(initialized_only=True):
         if connection.connection is None or connection.in_atomic_block:
             continue
-        may_have_been_ended = getattr(connection, "may_have_been_ended", None)
-        may_be_broken = connection.errors_occurred or (
-            starting and may_have_been_ended is not None and may_have_been_ended()
-        )
+        # A backend that cannot tell without a query is asked at every task's start, as
+        # Django asks at every request's (SQLite's answer costs nothing).
+        ended = getattr(connection, "may_have_been_ended", None)
+        may_be_broken = connection.errors_occurred or (starting and (ended is None or ended()))
         if may_be_broken and not connection.is_usable():
             connection.close()

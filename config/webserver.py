@@ -22,7 +22,6 @@ for it, and this process tells serve when it closes.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import signal
@@ -132,6 +131,12 @@ class HandedConnectionsServer(Server):
             sockinfo=adj.listen[0],
         )
         self.accepting = True
+        # What this process has told serve, and what it has to tell: connections open, and
+        # connections taken since it started (serve's counts are made from the last it heard,
+        # so a report that could not be sent is made good by the next).
+        self.open_connections = 0
+        self.taken = 0
+        self._told: tuple[int, int] | None = None
 
     def getsockname(self) -> tuple[str, int]:
         # Where clients connected: SERVER_PORT, and the log line at start.
@@ -148,11 +153,10 @@ class HandedConnectionsServer(Server):
         if not message and not fds:
             self.handle_close()
         for fd in fds:
+            self.taken += 1
+            self.open_connections += 1
             self._open_channel(socket.socket(fileno=fd))
-        if fds:
-            # serve passes over a process that leaves connections untaken (a stalled one).
-            with contextlib.suppress(OSError):
-                self.socket.send(connection_handoff.TAKEN * len(fds))
+        self.tell_state()
 
     def _open_channel(self, connection: socket.socket) -> None:
         # What waitress's handle_accept does with an accepted connection.
@@ -167,11 +171,24 @@ class HandedConnectionsServer(Server):
         self.channel_class(self, connection, self.fix_addr(addr), self.adj, map=self._map)
 
     def connection_closed(self) -> None:
-        if self.socket is None:
-            return  # stopping: the pair was closed before the channels
-        # Lost only when serve has gone, which handle_close sees.
-        with contextlib.suppress(OSError):
-            self.socket.send(connection_handoff.CLOSED)
+        self.open_connections -= 1
+
+    def readable(self) -> bool:
+        # Once per turn of the loop, after the turn's closes: one report for all of them.
+        self.tell_state()
+        return super().readable()
+
+    def tell_state(self) -> None:
+        state = (self.open_connections, self.taken)
+        if state == self._told or self.socket is None:  # None: stopping, the pair is closed
+            return
+        try:
+            self.socket.send(connection_handoff.state_message(*state))
+        except OSError:
+            # serve has not read the earlier ones yet (the pair's queue is full) or has gone
+            # (handle_close sees that): the next turn tells it again.
+            return
+        self._told = state
 
     def handle_close(self) -> None:
         # serve closed its end: it has stopped or died, and nothing will be handed over any
@@ -231,7 +248,8 @@ def build_server(
         channel_timeout=client_timeout,
         # How often timeouts are checked: at most a second late.
         cleanup_interval=1,
-        connection_limit=CONNECTION_LIMIT,
+        # Waitress counts its own listening (or hand-over) socket and its trigger too.
+        connection_limit=CONNECTION_LIMIT + 2,
         asyncore_use_poll=True,
         max_request_header_size=MAX_HEADER_BYTES,
         # Waitress refuses a body that reaches this size; one byte over the limit.

@@ -117,7 +117,7 @@ def save_hook(hook: Hook, *, given: Collection[str] = SECRETS_OF_THE_RECEIVER) -
             limits.check_room_for_hooks(hook.project_id)
         else:
             stored_url = (
-                Hook.objects.select_for_update()
+                Hook.objects.select_for_update(no_key=True)
                 .filter(pk=hook.pk)
                 .values_list("url", flat=True)
                 .first()
@@ -160,7 +160,7 @@ def resend_delivery(
         # The delivery's row only: its event and hook are read, not locked (a worker
         # recording a failure holds the hook's row and may be claiming this delivery next).
         delivery = (
-            Delivery.objects.select_for_update(of=("self",))
+            Delivery.objects.select_for_update(of=("self",), no_key=True)
             .select_related("event", "hook")
             .get(pk=delivery.pk)
         )
@@ -353,7 +353,7 @@ def rotate_signing_token(hook: Hook) -> RotatedSecret:
     grace = settings.HOOKS_SIGNING_SECRET_GRACE_SECONDS
     with transaction.atomic():
         # Two rotations at once: the second sees the first's secret as the current one.
-        locked = Hook.objects.select_for_update().get(pk=hook.pk)
+        locked = Hook.objects.select_for_update(no_key=True).get(pk=hook.pk)
         now = time.time()
         previous = locked.previous_signing_secrets(now)
         valid_until = None

@@ -149,7 +149,7 @@ def drop_expired_signing_secrets(now: float | None = None) -> int:
     rotated = Hook.objects.exclude(previous_signing_tokens=[]).values_list("pk", flat=True)
     for hook_id in list(rotated[:PRUNE_BATCH_SIZE]):
         with transaction.atomic():
-            hook = Hook.objects.select_for_update().filter(pk=hook_id).first()
+            hook = Hook.objects.select_for_update(no_key=True).filter(pk=hook_id).first()
             if hook is None:
                 continue
             valid = hook.previous_signing_secrets(now)

@@ -47,7 +47,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
         if self.last_used_at is None or time.monotonic() - self.last_used_at > QUIET_CHECK_SECONDS:
             return True
         try:
-            readable, _, _ = select.select([self.connection.fileno()], [], [], 0)
-        except (OSError, ValueError):  # closed under us, or above select()'s limit
+            # poll(), not select(): a web process's descriptors go past select()'s 1024.
+            poller = select.poll()
+            poller.register(self.connection.fileno(), select.POLLIN)
+            return bool(poller.poll(0))
+        except Exception:  # noqa: BLE001 - no socket to look at (psycopg: "connection is lost")
             return True
-        return bool(readable)

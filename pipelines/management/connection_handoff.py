@@ -14,8 +14,9 @@ accepts, in a thread (``ConnectionBalancer``), and hands each connection to the 
 holding the fewest (ties: the one given a connection longest ago) over a Unix socket pair of
 its own (``SOCK_SEQPACKET``: one message per connection, its descriptor attached with
 SCM_RIGHTS). The web process makes of it a waitress channel exactly as waitress does with a
-connection it accepts (config/webserver.py), and sends a message back when the connection
-closes, so serve's counts are those of connections open, not handed out. The order of
+connection it accepts (config/webserver.py), and reports back, once a turn of its loop
+whenever they changed, how many connections it holds open and how many it has taken in all;
+serve's counts are those, plus what it handed over since. The order of
 decisions is serve's alone, so two clients arriving together still land in different
 processes.
 
@@ -52,10 +53,25 @@ CONNECTION_LIMIT = 500
 
 # serve -> web process: a connection, its descriptor attached.
 CONNECTION = b"F"
-# web process -> serve: ready to take connections; one connection taken; one closed.
+# web process -> serve: ready to take connections; then, whenever they change, its counts:
+# connections open, and connections taken since it started (``state_message``). Counts, not
+# events: a report lost to a full queue is made good by the next.
 READY = b"R"
-TAKEN = b"T"
-CLOSED = b"C"
+STATE = b"S"
+
+
+def state_message(open_connections: int, taken: int) -> bytes:
+    return STATE + f"{open_connections},{taken}".encode()
+
+
+def read_state(message: bytes) -> tuple[int, int] | None:
+    """The last counts in ``message`` (one datagram), if any."""
+    last = message.rsplit(STATE, 1)
+    if len(last) < 2:
+        return None
+    open_connections, _, taken = last[1].partition(b",")
+    return int(open_connections), int(taken)
+
 
 # A web process that has not taken a connection handed to it this long ago is passed over.
 STALLED_AFTER_SECONDS = 1.0
@@ -74,9 +90,15 @@ class _WebProcess:
     open_connections: int = 0
     # When it was last given a connection (a turn number): ties go to the longest waiting.
     last_given: int = -1
-    # Connections handed to it that it has not said it took, and since when (monotonic).
-    untaken: int = 0
+    # Connections handed to it since it started, and how many of them it has said it took;
+    # since when (monotonic) some have been waiting for it.
+    handed: int = 0
+    taken: int = 0
     untaken_since: float | None = None
+
+    @property
+    def untaken(self) -> int:
+        return self.handed - self.taken
 
     def stalled(self, now: float) -> bool:
         return self.untaken_since is not None and now - self.untaken_since > STALLED_AFTER_SECONDS
@@ -114,12 +136,19 @@ class ConnectionBalancer:
         self._wake()
         return theirs
 
-    def stop(self) -> None:
-        """Accept no more, and close the listening socket and every pair."""
+    def stop_accepting(self) -> None:
+        """Accept no more and close the listening socket: new clients are refused, rather
+        than handed to web processes that are stopping."""
+        if self._stopping:
+            return
         self._stopping = True
         self._wake()
         self._thread.join(timeout=5)
         self.listening.close()
+
+    def stop(self) -> None:
+        """Accept no more, and close the listening socket and every pair."""
+        self.stop_accepting()
         with self._lock:
             webs = list(self._webs.values()) + self._arriving
         self._webs.clear()
@@ -185,11 +214,15 @@ class ConnectionBalancer:
                 self._drop(web)
                 return
             web.ready = web.ready or READY in message
-            web.open_connections = max(0, web.open_connections - message.count(CLOSED))
-            if taken := message.count(TAKEN):
-                web.untaken = max(0, web.untaken - taken)
+            if (state := read_state(message)) is None:
+                continue
+            open_connections, taken = state
+            if taken > web.taken:
                 # Still some to take: it is reading them, so it is not stalled.
-                web.untaken_since = time.monotonic() if web.untaken else None
+                web.untaken_since = time.monotonic() if taken < web.handed else None
+            web.taken = taken
+            # Those it holds, and those on their way to it.
+            web.open_connections = open_connections + web.untaken
 
     def _drop(self, web: _WebProcess) -> None:
         """The web process has exited (or been replaced): its connections died with it."""
@@ -245,6 +278,6 @@ class ConnectionBalancer:
             web.last_given = next(self._turns)
             if not web.untaken:
                 web.untaken_since = time.monotonic()
-            web.untaken += 1
+            web.handed += 1
             return
         logger.warning("no web process took a connection; it was closed")

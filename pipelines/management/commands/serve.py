@@ -64,10 +64,12 @@ class StopRequested(Exception):
 class Child:
     """One supervised process: started again when it exits, sooner if it had run a while."""
 
-    def __init__(self, name: str, command: list[str], pass_fds: tuple[int, ...] = ()):
+    # Descriptors the process inherits (a web process: its end of the hand-over pair).
+    pass_fds: tuple[int, ...] = ()
+
+    def __init__(self, name: str, command: list[str]):
         self.name = name
         self.command = command
-        self.pass_fds = pass_fds
         self.process: subprocess.Popen | None = None
         self.started_at = 0.0
         self.delay = FIRST_RESTART_DELAY
@@ -310,11 +312,15 @@ class Command(BaseCommand):
         child.start()
 
     def _stop_all(self) -> None:
-        """Stop every child, the broker last, so the workers finish with it still there. The
-        web processes serve the connections they hold until they stop; new ones are accepted
-        until then too."""
+        """Stop every child, the broker last, so the workers finish with it still there. New
+        connections are accepted until the web processes are told to stop; then they are
+        refused, and the web processes finish the requests they hold."""
         broker = [c for c in self.children if c.name == "redis"]
-        stop_children([c for c in reversed(self.children) if c not in broker])
+        webs = [c for c in self.children if isinstance(c, WebChild)]
+        stop_children([c for c in reversed(self.children) if c not in broker and c not in webs])
+        if self.balancer is not None:
+            self.balancer.stop_accepting()
+        stop_children(list(reversed(webs)))
         if self.balancer is not None:
             self.balancer.stop()
         stop_children(broker)
