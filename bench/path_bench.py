@@ -87,7 +87,14 @@ def run_receiver(port_queue, arrivals_path: str) -> None:
         def log_message(self, *args) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(ThreadingHTTPServer):
+        # socketserver listens with a backlog of 5: the service's workers open up to
+        # HOOKS_SEND_CONCURRENCY connections each at once, and a burst past the backlog had
+        # connections reset after a second, sent again by the retry schedule (5 s later) and
+        # timed as the service's. nginx listens with 511; the kernel caps it at somaxconn.
+        request_queue_size = 1024
+
+    server = Server(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     port_queue.put(server.server_address[1])
     server.serve_forever()

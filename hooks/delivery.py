@@ -46,7 +46,7 @@ from hooks.claims import (
 )
 from hooks.headers import build_headers, request_for
 from hooks.models import DeliveryAttempt
-from hooks.queue import enqueue_on_commit
+from hooks.queue import enqueue_on_commit, enqueue_retries_on_commit
 from hooks.results import RecordedBatch, record_batch_results
 
 logger = logging.getLogger(__name__)
@@ -116,6 +116,8 @@ def _finish_batch(
         else:
             enqueue_on_commit(recorded.next_ids)
             next_batch = None
+        # Sent when due, not at the first sweep after (hooks.queue).
+        enqueue_retries_on_commit(recorded.retries)
         # Last, after the next batch's claim too: hooks.stats on the order of locks.
         recorded.add_to_rollup()
     recorded.count()  # committed

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 from functools import partial, update_wrapper
 
 from celery import signature
@@ -83,6 +84,51 @@ def enqueue_on_commit(delivery_ids: Iterable[int]) -> None:
     for start in range(0, len(ids), size):
         send = update_wrapper(partial(publish, ids[start : start + size]), publish)
         transaction.on_commit(send, robust=True)
+
+
+def publish_retry(delivery_ids: list[int], due_at: datetime) -> None:
+    """One task message for these retries, held by the broker's consumer until ``due_at``.
+    Best-effort on top of the sweeper: the rows keep no ``queued_until`` for it, so a
+    message refused or lost costs a sweep, as before."""
+    try:
+        signature(DELIVER_BATCH_TASK, args=(delivery_ids,)).apply_async(eta=due_at)
+    except Exception as error:
+        logger.warning(
+            "Could not queue retries %s (%s); the sweeper will queue them", delivery_ids, error
+        )
+
+
+def enqueue_retries_on_commit(retries: Iterable[tuple[int, datetime]]) -> None:
+    """Queue these (delivery id, due at) retries, to be sent when due, once the current
+    transaction commits: one message for retries due within RETRY_MESSAGE_WINDOW of each
+    other (at the latest one's time), of up to HOOKS_BATCH_SIZE ids.
+
+    Without it a retry went out at the first sweep after it came due: up to a sweep interval
+    late, and the (hook, pipeline) stream behind it with it. A receiver that refused a burst
+    of connections for a moment held its pipelines' later events for the first retry's delay
+    plus as much again (the path benchmark's 4 s run taking 9 to 13)."""
+    size = min(max(1, settings.HOOKS_BATCH_SIZE), MAX_BATCH_SIZE)
+    group: list[int] = []
+    group_due: datetime | None = None
+    started: datetime | None = None
+    for delivery_id, due_at in sorted(retries, key=lambda retry: (retry[1], retry[0])):
+        if started is not None and (due_at - started > RETRY_MESSAGE_WINDOW or len(group) == size):
+            _publish_retry_on_commit(group, group_due)
+            group, started = [], None
+        started = started or due_at
+        group.append(delivery_id)
+        group_due = due_at
+    if group:
+        _publish_retry_on_commit(group, group_due)
+
+
+# Retries due this close together share a message (the earliest waits this long at most).
+RETRY_MESSAGE_WINDOW = timedelta(milliseconds=250)
+
+
+def _publish_retry_on_commit(delivery_ids: list[int], due_at: datetime) -> None:
+    send = update_wrapper(partial(publish_retry, list(delivery_ids), due_at), publish_retry)
+    transaction.on_commit(send, robust=True)
 
 
 def publish_resends(delivery_ids: list[int], user_id: int | None) -> None:

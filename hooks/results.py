@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import connection
 from django.db.models import Q
@@ -36,6 +36,10 @@ logger = logging.getLogger(__name__)
 # GitLab's log limits for what a receiver answered.
 RESPONSE_HEADERS_KEPT = 50
 RESPONSE_HEADER_VALUE_LIMIT = 1024
+
+# A retry due within this long gets a message timed for it (``RecordedBatch.retries``); a
+# later one is queued by the sweeper, whose beat is then a small part of the wait.
+TIMED_RETRY_HORIZON = timedelta(seconds=60)
 
 # A delivery's status after an attempt -> the attempt's outcome as /metrics counts it.
 OUTCOME_METRIC = {
@@ -132,7 +136,12 @@ def record_batch_results(
         (item.hook.pk, now, succeeded(result), result.duration_ms)
         for item, result in zip(claimed, results, strict=True)
     ]
-    return RecordedBatch(next_ids, counts, now, finished - heads.keys(), attempts)
+    retries = [
+        (item.delivery_id, next_attempt_at)
+        for item, _, (status, next_attempt_at) in ours
+        if status == Delivery.Status.PENDING and next_attempt_at - now <= TIMED_RETRY_HORIZON
+    ]
+    return RecordedBatch(next_ids, counts, now, finished - heads.keys(), attempts, retries)
 
 
 @dataclass
@@ -150,6 +159,9 @@ class RecordedBatch:
     # Every attempt of the batch for the dashboard's rollup: (hook id, answered at,
     # succeeded, duration ms).
     attempts: list[tuple[int, datetime, bool, int]] = field(default_factory=list)
+    # The deliveries given a retry soon, with when it is due: (delivery id, due at). Each
+    # heads its stream (it was the one in flight), and everything behind it waits for it.
+    retries: list[tuple[int, datetime]] = field(default_factory=list)
 
     def add_to_rollup(self) -> None:
         """The batch's attempts into the rollup, in the recording transaction: its last

@@ -17,7 +17,7 @@ from hooks import transport
 from hooks.claims import _claimed_rows, claim_deliveries, load_claimed
 from hooks.delivery import deliver_batch
 from hooks.models import Delivery, DeliveryAttempt, Hook
-from hooks.queue import enqueue_on_commit, publish
+from hooks.queue import enqueue_on_commit, enqueue_retries_on_commit, publish, publish_retry
 from hooks.services import redeliver_failed_since
 from hooks.sweeper import requeue_due_deliveries
 from pipelines import services
@@ -422,6 +422,59 @@ def test_batch_size_is_capped_so_statements_stay_within_database_limits(
     with django_capture_on_commit_callbacks() as callbacks:
         enqueue_on_commit(range(2500))
     assert [len(ids) for ids in messages(callbacks)] == [1000, 1000, 500]
+
+
+def retry_messages(callbacks) -> list[tuple[list[int], object]]:
+    """The timed task messages the on-commit callbacks would send (``publish_retry``)."""
+    return [
+        (list(callback.args[0]), callback.args[1])
+        for callback in callbacks
+        if getattr(callback, "func", None) is publish_retry
+    ]
+
+
+def test_a_retry_due_soon_gets_a_message_timed_for_it(
+    settings, project, receivers, django_capture_on_commit_callbacks
+):
+    """Without it the retry waited for the first sweep after it came due."""
+    settings.HOOKS_RETRY_SCHEDULE = [0, 5, 300]
+    settings.HOOKS_RETRY_JITTER = 0
+    refusing = [HookFactory(project=project, url=receivers(Reply(503)).url) for _ in range(2)]
+    fine = HookFactory(project=project, url=receivers(Reply(200)).url)
+    services.create_pipeline(project, ref="main", sha=SHA)
+    ids = sorted(Delivery.objects.values_list("pk", flat=True))
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        deliver_batch(ids)
+
+    retried = Delivery.objects.filter(hook__in=refusing).order_by("pk")
+    [(message_ids, due_at)] = retry_messages(callbacks)  # both due together: one message
+    assert message_ids == [d.pk for d in retried]
+    assert due_at == max(d.next_attempt_at for d in retried)
+    assert fine.deliveries.get().pk not in message_ids
+
+
+def test_a_retry_due_later_is_left_to_the_sweeper(
+    settings, project, receivers, django_capture_on_commit_callbacks
+):
+    settings.HOOKS_RETRY_SCHEDULE = [0, 300]
+    hook = HookFactory(project=project, url=receivers(Reply(503)).url)
+    delivery = new_delivery(hook)
+
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        deliver_batch([delivery.pk])
+
+    assert Delivery.objects.get(pk=delivery.pk).status == "pending"
+    assert retry_messages(callbacks) == []
+
+
+def test_retries_due_apart_get_messages_of_their_own(db, django_capture_on_commit_callbacks):
+    now = timezone.now()
+    with django_capture_on_commit_callbacks() as callbacks:
+        enqueue_retries_on_commit(
+            [(3, now + timedelta(seconds=5)), (1, now + timedelta(seconds=4.9)), (2, now)]
+        )
+    assert retry_messages(callbacks) == [([2], now), ([1, 3], now + timedelta(seconds=5))]
 
 
 # --- Filling from the backlog -------------------------------------------------------------------

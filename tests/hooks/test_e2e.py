@@ -376,3 +376,22 @@ def test_job_and_pipeline_events_share_one_order_and_one_sequence(project, recei
         "success",
         2,
     )
+
+
+def test_a_retry_goes_out_when_due_not_at_the_next_sweep(project, receiver, workers):
+    """The receiver refuses the first request; the retry, due a second later, is sent then,
+    though the sweeper runs only every 30 s: it has a message timed for it. The pipeline's
+    later event, waiting behind it, follows at once."""
+    workers.env = {"HOOKS_SWEEP_INTERVAL_SECONDS": "30"}
+    hook = HookFactory(project=project, url=receiver.url)
+    receiver.script(Reply(503))
+    workers.start()
+    pipeline = services.create_pipeline(project, ref="main", sha="e" * 40)
+
+    receiver.wait_for(1, timeout=30)
+    refused_at = time.monotonic()
+    services.transition_pipeline(pipeline, "running")
+    wait_until(lambda: all_delivered(hook), workers, "the retry and the later event", 10)
+
+    assert time.monotonic() - refused_at < 5  # the retry's 1 s, far from a 30 s sweep
+    assert statuses(receiver.requests) == ["created", "created", "running"]
