@@ -6,6 +6,7 @@ import pytest
 from celery import signals
 from django.db import connection
 
+from config.postgresql.base import QUIET_CHECK_SECONDS
 from tests.database_server import backend_pid, end_on_the_server
 
 
@@ -17,6 +18,8 @@ def test_a_task_starts_on_a_new_connection_when_the_database_dropped_the_kept_on
         pytest.skip("SQLite connections are open files: there is no server to drop them")
     kept = backend_pid()
     end_on_the_server(kept)
+    # Kept since its last task for longer than its socket alone is trusted: asked to answer.
+    connection.last_used_at -= QUIET_CHECK_SECONDS + 1
 
     signals.task_prerun.send(sender=None, task_id="t", task=None, args=(), kwargs={})
 
