@@ -222,7 +222,7 @@ def test_serve_starts_a_dead_child_again_and_keeps_the_others(embedded_env, tmp_
         kill_leftovers(proc, seen)
 
 
-def test_serve_runs_several_web_and_worker_processes_on_one_socket(embedded_env):
+def test_serve_runs_several_web_and_worker_processes_and_stops_them_all(embedded_env):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = start_serve(embedded_env, port, stdout=subprocess.DEVNULL, processes=2)
@@ -241,8 +241,8 @@ def test_serve_runs_several_web_and_worker_processes_on_one_socket(embedded_env)
             lambda: len(running(" worker ")) == 2 and running(" worker "), "two workers"
         )
         seen |= set(webs) | set(workers) | child_pids(proc.pid)
-        # Both serve the one socket: tests/test_serve_spreading.py sees which connection each
-        # holds.
+        # The port answers; which web process serves which connection is
+        # tests/test_serve_spreading.py's to see.
         for _ in range(5):
             assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
         proc.send_signal(signal.SIGINT)
