@@ -27,6 +27,7 @@ from hooks.policy import TEMPORARY_DISABLE_FAILURES
 from hooks.queue import MAX_BATCH_SIZE, enqueue_on_commit
 from hooks.sealing import KEYS_SETTING, Sealed, SecretUnreadable, revealed
 from hooks.signing import url_digest
+from pipelines.prepared import PreparedValues
 
 logger = logging.getLogger(__name__)
 
@@ -452,10 +453,6 @@ class Claimed:
     hook: Hook
 
 
-# (database alias, vendor, number of ids) -> the load's SQL and its columns' converters.
-_load_statements: dict[tuple[str, str, int], tuple[str, tuple[type, ...], dict]] = {}
-
-
 def _claimed_rows(delivery_ids: list[int]):
     return (
         Delivery.objects.filter(pk__in=delivery_ids)
@@ -484,42 +481,14 @@ def _claimed_rows(delivery_ids: list[int]):
     )
 
 
-def _load_rows(delivery_ids: list[int]) -> list:
-    """``_claimed_rows`` as the ORM gives it, with its SQL built once per number of ids: the
-    ORM's building of this join took longer than running it, at every batch."""
-    key = (connection.alias, connection.vendor, len(delivery_ids))
-    statement = _load_statements.get(key)
-    if statement is None:
-        compiler = _claimed_rows(delivery_ids).query.get_compiler(connection=connection)
-        sql, params = compiler.as_sql()
-        if [int(p) for p in params] != delivery_ids:  # not only the ids: leave it to the ORM
-            return list(_claimed_rows(delivery_ids))
-        converters = compiler.get_converters([column[0] for column in compiler.select])
-        statement = (sql, tuple(type(p) for p in params), converters)
-        _load_statements.setdefault(key, statement)
-    sql, wrappers, converters = statement
-    params = [
-        pk if type(pk) is wrapper else wrapper(pk)
-        for pk, wrapper in zip(delivery_ids, wrappers, strict=True)
-    ]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
-    if not converters:
-        return rows
-    converted = []
-    for row in rows:
-        row = list(row)
-        for position, (functions, expression) in converters.items():
-            for function in functions:
-                row[position] = function(row[position], expression, connection)
-        converted.append(row)
-    return converted
+# ``_claimed_rows`` with its SQL built once per number of ids: the ORM's building of this
+# join took longer than running it, at every batch.
+CLAIMED_ROWS = PreparedValues(lambda delivery_ids: _claimed_rows(list(delivery_ids)))
 
 
 def load_claimed(delivery_ids: list[int]) -> list[Claimed]:
     """The claimed deliveries with their event's body and their hook, in one query."""
-    rows = _load_rows(sorted({int(pk) for pk in delivery_ids}))
+    rows = CLAIMED_ROWS(tuple(sorted({int(pk) for pk in delivery_ids})))
     return [
         Claimed(
             delivery_id=delivery_id,

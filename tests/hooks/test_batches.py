@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from hooks import transport
-from hooks.claims import _claimed_rows, claim_deliveries, load_claimed
+from hooks.claims import CLAIMED_ROWS, _claimed_rows, claim_deliveries, load_claimed
 from hooks.delivery import deliver_batch
 from hooks.models import Delivery, DeliveryAttempt, Hook
 from hooks.queue import enqueue_on_commit, enqueue_retries_on_commit, publish, publish_retry
@@ -159,6 +159,8 @@ def test_claimed_deliveries_load_as_the_orm_reads_them(project, receiver):
         ] == [(*row[:4], str(row[4]), str(row[5]), *row[6:]) for row in expected]
     assert isinstance(loaded[0].event_created_at, type(timezone.now()))
     assert {type(c.hook.enable_ssl_verification) for c in load_claimed(ids)} == {bool}
+    # Loaded with the SQL built for each number of ids, not by the ORM each time.
+    assert CLAIMED_ROWS._compiled and None not in CLAIMED_ROWS._compiled.values()
 
 
 def test_delivering_a_batch_twice_sends_each_delivery_once(project, receiver):
